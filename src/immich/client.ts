@@ -1,0 +1,68 @@
+import type { Readable } from 'node:stream';
+
+/** `GET /api/server/version`. */
+export interface ServerVersion {
+  major: number;
+  minor: number;
+  patch: number;
+}
+
+/** `GET /api/api-keys/me`: who the key is and what it may do. */
+export interface ApiKeyInfo {
+  id: string;
+  name: string;
+  permissions: string[];
+}
+
+export interface BulkCheckItem {
+  /** Any string of ours; the server echoes it back. */
+  id: string;
+  /** SHA-1 of the file, hex. */
+  checksum: string;
+}
+
+export type BulkCheckResult =
+  | { id: string; action: 'accept' }
+  | {
+      id: string;
+      action: 'reject';
+      reason: 'duplicate' | 'unsupported-format';
+      assetId?: string;
+      isTrashed?: boolean;
+    };
+
+/** One `POST /api/assets`: the fields are already the set the server's major version wants. */
+export interface UploadRequest {
+  /** Text fields, e.g. fileCreatedAt, fileModifiedAt (and deviceAssetId, deviceId on v2). */
+  fields: Record<string, string>;
+  /** SHA-1 hex, sent as `x-immich-checksum` so a known file is answered at once. */
+  checksum: string;
+  file: {
+    /** The part's filename: the file's own name, plain UTF-8. */
+    filename: string;
+    contentType: string;
+    /** Exact byte count the stream will produce; used for Content-Length. */
+    size: number;
+    /** Opens the file's bytes. Called once per attempt. Must error if it cannot deliver `size` bytes. */
+    open: () => Readable;
+  };
+}
+
+export interface UploadResult {
+  id: string;
+  status: 'created' | 'duplicate';
+}
+
+/**
+ * The narrow Immich API the uploader needs. One attempt per call: retry is the caller's policy.
+ * Every method rejects with an ImmichError on failure, and with the signal's reason on abort.
+ */
+export interface ImmichClient {
+  ping(signal?: AbortSignal): Promise<void>;
+  serverVersion(signal?: AbortSignal): Promise<ServerVersion>;
+  apiKeyInfo(signal?: AbortSignal): Promise<ApiKeyInfo>;
+  bulkUploadCheck(items: BulkCheckItem[], signal?: AbortSignal): Promise<BulkCheckResult[]>;
+  uploadAsset(request: UploadRequest, signal?: AbortSignal): Promise<UploadResult>;
+  /** Frees keep-alive sockets. */
+  close(): void;
+}

@@ -1,0 +1,52 @@
+/**
+ * Typed errors of the Immich boundary. They carry the method, endpoint, status and the server's
+ * message so a log line can say what went wrong — and never the API key, which this module does
+ * not know.
+ */
+export type ImmichErrorKind =
+  /** 401: the key is wrong or revoked. Fatal for the whole run. */
+  | 'auth'
+  /** 403: the key lacks a permission; `message` names it. */
+  | 'forbidden'
+  /** Any other 4xx: this request (this file) is refused; retrying the same bytes will not help. */
+  | 'rejected'
+  /** 5xx, 408, 429: the server is struggling; retry later. */
+  | 'server'
+  /** No answer: connection refused or reset, DNS failure, or no byte for the inactivity timeout. */
+  | 'network';
+
+export class ImmichError extends Error {
+  override readonly name = 'ImmichError';
+  constructor(
+    readonly kind: ImmichErrorKind,
+    readonly method: string,
+    readonly endpoint: string,
+    message: string,
+    readonly details: {
+      status?: number;
+      /** The server's own message, as it sent it. */
+      serverMessage?: string;
+      /** From a Retry-After header, in milliseconds. */
+      retryAfterMs?: number;
+      correlationId?: string;
+      /** The low-level code of a network failure (ECONNREFUSED, ETIMEDOUT, ...). */
+      code?: string;
+    } = {},
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+
+  get status(): number | undefined {
+    return this.details.status;
+  }
+
+  /** Whether trying the same request again later can succeed. */
+  get retryable(): boolean {
+    return this.kind === 'server' || this.kind === 'network';
+  }
+}
+
+export function isImmichError(error: unknown): error is ImmichError {
+  return error instanceof ImmichError;
+}

@@ -1,0 +1,24 @@
+import type { WatchRoot } from '../config.js';
+
+/** A file's identity at one moment: a new size or mtime is a new version of the file. */
+export interface FileVersion {
+  size: number;
+  mtimeMs: number;
+}
+
+/** A file that detection found eligible (name, extension, size limit, not a link). */
+export interface Candidate extends FileVersion {
+  /** Absolute path. */
+  path: string;
+  /** The watched folder it was found under. */
+  root: WatchRoot;
+}
+
+/** A candidate whose size and mtime held still for the stability window. */
+export interface SettledFile extends Candidate {
+  /** Creation time if the file system knows it, else mtime (ms since epoch). */
+  birthtimeMs: number;
+}
+
+/** Why detection passed over a file that looked like media. */
+export type SkipReason = 'too-large' | 'empty';
