@@ -1,4 +1,20 @@
-// SKELETON: the interface below is the contract; loadConfig is being written.
+/**
+ * Flags + environment + `.env` -> one validated, fully defaulted, frozen {@link Config}.
+ *
+ * This is the only place user input is interpreted. Every option is declared in `options.ts`
+ * (name, flag, default, description); here each value is taken from the first source that has
+ * it (flag, then environment, then `.env`, then the declared default), parsed, and checked. All
+ * problems are collected and thrown together as one {@link ConfigError}, one line per problem in
+ * the form `VARIABLE: expected X, got Y; fix: Z`, so a user fixes everything in one round.
+ * The API key is never part of a message.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import dotenv from 'dotenv';
+import { z } from 'zod';
+import { MAX_TIMER_SECONDS, optionSpec, type OptionKey, type OptionOf, type OptionSpec, type ValueKind } from './options.js';
+
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 export type LogFormat = 'auto' | 'pretty' | 'json';
 
@@ -9,31 +25,54 @@ export interface WatchRoot {
   /**
    * Absolute folder inside the archive that mirrors this watch folder: the archive itself when
    * there is one watch folder, `<archive>/<folder name>` when there are several (names made
-   * unique when two watch folders share a name).
+   * unique when two watch folders share a name; see {@link archiveLayout}).
    */
   archivePath: string;
 }
 
-/** The validated, fully defaulted, frozen configuration. */
+/**
+ * The validated, fully defaulted, frozen configuration. Each field names the variable it comes
+ * from and its default; `--help`, the README and `.env.example` are generated from the same
+ * declarations in `options.ts`.
+ *
+ * It holds the API key: never log it whole — use {@link redactedConfig}.
+ */
 export interface Config {
-  /** Base URL of the API, always ending in `/api`, no trailing slash. */
+  /**
+   * `IMMICH_API_URL` (required): base URL of the API, always ending in `/api`, no trailing slash.
+   * `http://host:2283`, `http://host:2283/` and `http://host:2283/api/` all become
+   * `http://host:2283/api`.
+   */
   apiUrl: string;
+  /** `IMMICH_API_KEY`, or the trimmed contents of `IMMICH_API_KEY_FILE` (exactly one is required). Secret. */
   apiKey: string;
+  /** `WATCH_DIRECTORIES` (default `~/Downloads,~/Pictures/Camera`): existing folders, realpath'd, deduplicated, none inside another. */
   watchRoots: readonly WatchRoot[];
+  /** `ARCHIVE_DIRECTORY` (default `~/Pictures/Archived`): absolute; may not exist yet (created on first use). */
   archiveDirectory: string;
+  /** `WATCH_RECURSIVE` (default `true`): also watch sub-folders. */
   watchRecursive: boolean;
-  /** Lower-case, with a leading dot: `.jpg`. */
+  /** `SUPPORTED_EXTENSIONS` (default: common photo and video types). Lower-case, with a leading dot: `.jpg`. */
   supportedExtensions: ReadonlySet<string>;
-  /** Files larger than this are skipped. */
+  /** `MAX_FILE_SIZE_MB` (default `1000`) x 1024 x 1024. Files larger than this are skipped. */
   maxFileSizeBytes: number;
+  /** `FILE_STABILITY_WAIT_SECONDS` (default `5`) in ms: how long a file must stay unchanged. */
   fileStabilityWaitMs: number;
+  /** `FILE_STABILITY_CHECK_INTERVAL` (default `1.0` s) in ms, at least 50. */
   fileStabilityCheckIntervalMs: number;
+  /** `RESCAN_INTERVAL_SECONDS` (default `300`) in ms: full rescans that catch missed events. */
   rescanIntervalMs: number;
+  /** `WATCH_POLLING` (default `false`): no file events, only rescans every {@link watchPollIntervalMs}. */
   watchPolling: boolean;
+  /** `WATCH_POLL_INTERVAL_SECONDS` (default `10`) in ms. */
   watchPollIntervalMs: number;
+  /** `UPLOAD_CONCURRENCY` (default `4`): integer 1..32. */
   uploadConcurrency: number;
+  /** `SHUTDOWN_GRACE_SECONDS` (default `30`) in ms: time in-flight uploads get after SIGINT/SIGTERM. */
   shutdownGraceMs: number;
+  /** `LOG_LEVEL` (default `INFO`, any case; `warning` means `warn`). */
   logLevel: LogLevel;
+  /** `LOG_FORMAT` (default `auto`: pretty on a terminal, JSON otherwise). */
   logFormat: LogFormat;
   /** Folders never scanned or watched (the archive when it lies inside a watch folder). */
   excludedPaths: readonly string[];
@@ -44,4 +83,759 @@ export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
     super(problems.join('\n'));
   }
+}
+
+export interface LoadConfigInput {
+  /** `command.opts()`: keyed by the option keys of `options.ts`; unknown keys are ignored. */
+  flags: Record<string, unknown>;
+  /** Usually `process.env`; only read, never written. */
+  env: Record<string, string | undefined>;
+  /** Relative paths (and the default `.env`) are resolved against this folder. */
+  cwd: string;
+  /** What `~` means. */
+  homeDir: string;
+  /** Default `<cwd>/.env`. A missing file is fine; an unreadable or malformed one is a problem. */
+  envFile?: string;
+}
+
+export interface LoadedConfig {
+  config: Config;
+  /**
+   * Things the user should hear about at start-up that are not errors (the archive is excluded
+   * from watching, a folder is listed twice, the key was passed as a flag); one line each.
+   */
+  notes: string[];
+}
+
+type Source =
+  | { readonly kind: 'flag' }
+  | { readonly kind: 'env' }
+  | { readonly kind: 'dotenv'; readonly file: string }
+  | { readonly kind: 'default' };
+
+/** A value as the user wrote it (trimmed), and where it came from, for the messages. */
+interface Raw {
+  readonly text: string;
+  readonly source: Source;
+}
+
+interface Ctx {
+  readonly flags: Record<string, unknown>;
+  readonly env: Record<string, string | undefined>;
+  readonly dotenv: Readonly<Record<string, string>>;
+  readonly envFile: string;
+  readonly cwd: string;
+  readonly homeDir: string;
+  readonly problems: string[];
+  readonly notes: string[];
+  /** Every API key value seen, used or not, to be blanked out of all messages. */
+  readonly secrets: Set<string>;
+}
+
+/** Shorter values are not scrubbed: blanking every "a" in every message would help nobody. */
+const MIN_SCRUBBED_LENGTH = 8;
+
+type Layer = 'flag' | 'env' | 'dotenv';
+const LAYERS: readonly Layer[] = ['flag', 'env', 'dotenv'];
+
+/**
+ * Loads and validates the configuration; throws {@link ConfigError} listing every problem.
+ * An empty value counts as not set at that level (so `FOO=` in `.env` means "use the default").
+ */
+export function loadConfig(input: LoadConfigInput): LoadedConfig {
+  const envFile = resolve(input.cwd, input.envFile ?? '.env');
+  const problems: string[] = [];
+  const notes: string[] = [];
+  const ctx: Ctx = {
+    flags: input.flags,
+    env: input.env,
+    dotenv: readDotenv(envFile, problems),
+    envFile,
+    cwd: input.cwd,
+    homeDir: input.homeDir,
+    problems,
+    notes,
+    secrets: new Set(),
+  };
+
+  const apiUrl = readUrl(ctx);
+  const apiKey = readApiKey(ctx);
+  const watchFolders = readWatchFolders(ctx);
+  const archive = readArchive(ctx);
+  const watchRecursive = readBoolean(ctx, 'watchRecursive');
+  const supportedExtensions = readExtensions(ctx);
+  const maxFileSizeMb = readNumber(ctx, 'maxFileSizeMb');
+  const stabilityWait = readNumber(ctx, 'fileStabilityWaitSeconds');
+  const stabilityInterval = readNumber(ctx, 'fileStabilityCheckInterval');
+  const logLevel: LogLevel = readEnum(ctx, 'logLevel');
+  const uploadConcurrency = readInteger(ctx, 'uploadConcurrency');
+  const logFormat: LogFormat = readEnum(ctx, 'logFormat');
+  const rescanInterval = readNumber(ctx, 'rescanIntervalSeconds');
+  const watchPolling = readBoolean(ctx, 'watchPolling');
+  const pollInterval = readNumber(ctx, 'watchPollIntervalSeconds');
+  const shutdownGrace = readNumber(ctx, 'shutdownGraceSeconds');
+
+  // Checked against the usable watch folders even when others failed, so that every problem
+  // shows up in one round.
+  const excludedPaths = archive !== undefined ? checkArchiveAgainstWatch(ctx, watchFolders.folders, archive) : [];
+
+  // Belt and braces: no message prints the key on purpose, but a user who swaps two values
+  // (the key in IMMICH_API_URL, say) would see it echoed back as "got ...". Any key value given
+  // at any level is therefore blanked out of every problem and note.
+  const secrets = [...ctx.secrets].filter((secret) => secret.length >= MIN_SCRUBBED_LENGTH);
+  const scrub = (text: string): string => secrets.reduce((out, secret) => out.replaceAll(secret, '(hidden)'), text);
+  notes.splice(0, notes.length, ...notes.map(scrub));
+  if (problems.length > 0 || !watchFolders.ok || archive === undefined) {
+    throw new ConfigError(problems.map(scrub));
+  }
+
+  const config: Config = {
+    apiUrl,
+    apiKey,
+    watchRoots: Object.freeze(archiveLayout(watchFolders.folders, archive).map((root) => Object.freeze(root))),
+    archiveDirectory: archive,
+    watchRecursive,
+    supportedExtensions: freezeSet(supportedExtensions),
+    maxFileSizeBytes: Math.round(maxFileSizeMb * 1024 * 1024),
+    fileStabilityWaitMs: secondsToMs(stabilityWait),
+    fileStabilityCheckIntervalMs: secondsToMs(stabilityInterval),
+    rescanIntervalMs: secondsToMs(rescanInterval),
+    watchPolling,
+    watchPollIntervalMs: secondsToMs(pollInterval),
+    uploadConcurrency,
+    shutdownGraceMs: secondsToMs(shutdownGrace),
+    logLevel,
+    logFormat,
+    excludedPaths: Object.freeze(excludedPaths),
+  };
+  return { config: Object.freeze(config), notes };
+}
+
+/** The config as a plain object that is safe to log or print: the API key is `(hidden)`. */
+export function redactedConfig(config: Config): Record<string, unknown> {
+  return { ...config, apiKey: '(hidden)', supportedExtensions: [...config.supportedExtensions] };
+}
+
+/**
+ * Where each watch folder's files go inside the archive.
+ *
+ * - One watch folder: the archive itself.
+ * - Several: `<archive>/<basename of the watch folder>`.
+ * - When two or more watch folders share a basename (compared case-insensitively, because the
+ *   default file systems of macOS and Windows are), each of them gets
+ *   `<basename>-<first 8 hex digits of sha1(full resolved path)>` instead. This is deterministic:
+ *   the same folders always map to the same archive folders, across restarts and regardless of
+ *   the order in which they are listed.
+ * - The file-system root (basename `''`) is called `root`.
+ */
+export function archiveLayout(watchFolders: readonly string[], archive: string): WatchRoot[] {
+  if (watchFolders.length === 1) return watchFolders.map((path) => ({ path, archivePath: archive }));
+  const nameOf = (path: string): string => basename(path) || 'root';
+  const counts = new Map<string, number>();
+  for (const path of watchFolders) {
+    const key = nameOf(path).toLowerCase();
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  return watchFolders.map((path) => {
+    const name = nameOf(path);
+    const unique =
+      (counts.get(name.toLowerCase()) ?? 0) > 1
+        ? `${name}-${createHash('sha1').update(path).digest('hex').slice(0, 8)}`
+        : name;
+    return { path, archivePath: join(archive, unique) };
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sources and messages
+
+/** Reads `.env` with dotenv.parse (never into process.env). Missing is fine. */
+function readDotenv(file: string, problems: string[]): Record<string, string> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    const code = errorCode(error);
+    if (code === 'ENOENT') return {};
+    problems.push(
+      `${file}: expected a readable .env file, got ${describeFsError(code)}; fix: make it a readable file of NAME=value lines, or remove it`,
+    );
+    return {};
+  }
+  // dotenv.parse skips lines it does not understand without a word; a typo such as a missing
+  // "=" would then silently fall back to a default. Report such lines by number only: a line
+  // of a .env may well hold the API key, so its text is never echoed.
+  for (const { line, reason } of malformedDotenvLines(text)) {
+    problems.push(
+      `${file}: expected NAME=value lines, got line ${line} ${reason}; fix: write it as NAME=value, or start it with # to make it a comment`,
+    );
+  }
+  return dotenv.parse(text);
+}
+
+/** Lines dotenv would ignore: not blank, not a comment, not `NAME=value` (or `NAME: value`). */
+function malformedDotenvLines(text: string): { line: number; reason: string }[] {
+  const bad: { line: number; reason: string }[] = [];
+  const lines = text.replace(/\r\n?/g, '\n').split('\n');
+  let open: { quote: string; line: number } | undefined;
+  lines.forEach((raw, index) => {
+    if (open !== undefined) {
+      // Inside a quoted value that spans lines: dotenv allows that, so wait for the closing quote.
+      if (raw.includes(open.quote)) open = undefined;
+      return;
+    }
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) return;
+    const match = /^(?:export\s+)?[\w.-]+(?:\s*=|:\s)(.*)$/.exec(line);
+    if (match === null) {
+      bad.push({ line: index + 1, reason: 'which is not an assignment' });
+      return;
+    }
+    const value = (match[1] ?? '').trimStart();
+    const quote = value[0];
+    if ((quote === '"' || quote === "'" || quote === '`') && !value.slice(1).includes(quote)) {
+      open = { quote, line: index + 1 };
+    }
+  });
+  if (open !== undefined) bad.push({ line: open.line, reason: `whose ${open.quote} quote is never closed` });
+  return bad;
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  const trimmed = value?.trim();
+  return trimmed === undefined || trimmed === '' ? undefined : trimmed;
+}
+
+/** The value of `spec` at one layer, or undefined when that layer does not set it. */
+function layerText(ctx: Ctx, spec: OptionSpec, layer: Layer): string | undefined {
+  switch (layer) {
+    case 'flag': {
+      const value = ctx.flags[spec.key];
+      if (typeof value === 'string') return nonEmpty(value);
+      // A bare boolean flag (`--watch-polling`) arrives as `true`.
+      if (typeof value === 'boolean' || typeof value === 'number') return String(value);
+      return undefined;
+    }
+    case 'env':
+      return nonEmpty(ctx.env[spec.env]);
+    case 'dotenv':
+      return nonEmpty(ctx.dotenv[spec.env]);
+  }
+}
+
+function sourceOf(ctx: Ctx, layer: Layer): Source {
+  switch (layer) {
+    case 'flag':
+      return { kind: 'flag' };
+    case 'env':
+      return { kind: 'env' };
+    case 'dotenv':
+      return { kind: 'dotenv', file: ctx.envFile };
+  }
+}
+
+/** The highest-precedence value the user gave, or undefined. */
+function pick(ctx: Ctx, spec: OptionSpec): Raw | undefined {
+  for (const layer of LAYERS) {
+    const text = layerText(ctx, spec, layer);
+    if (text !== undefined) return { text, source: sourceOf(ctx, layer) };
+  }
+  return undefined;
+}
+
+function pickOrDefault(ctx: Ctx, spec: OptionSpec & { default: string }): Raw {
+  return pick(ctx, spec) ?? { text: spec.default, source: { kind: 'default' } };
+}
+
+/** `VARIABLE`, plus where the value came from when that was not the environment. */
+function label(spec: OptionSpec, source: Source): string {
+  switch (source.kind) {
+    case 'flag':
+      return `${spec.env} (from ${spec.flag})`;
+    case 'dotenv':
+      return `${spec.env} (from ${source.file})`;
+    case 'env':
+    case 'default':
+      return spec.env;
+  }
+}
+
+/** How to give `value` in the place the bad value came from. */
+function setHint(spec: OptionSpec, source: Source, value: string): string {
+  switch (source.kind) {
+    case 'flag':
+      return `pass ${spec.flag} ${value}`;
+    case 'dotenv':
+      return `set ${spec.env}=${value} in ${source.file}`;
+    case 'env':
+    case 'default':
+      return `set ${spec.env}=${value}`;
+  }
+}
+
+function report(ctx: Ctx, spec: OptionSpec, source: Source, expected: string, got: string, fix: string): void {
+  ctx.problems.push(`${label(spec, source)}: expected ${expected}, got ${got}; fix: ${fix}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scalars
+
+const DECIMAL = z.string().regex(/^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$/).transform(Number);
+const WHOLE = z.string().regex(/^[+-]?\d+$/).transform(Number);
+
+function secondsToMs(seconds: number): number {
+  return Math.round(seconds * 1000);
+}
+
+type NumberKey = { [K in OptionKey]: OptionOf<K>['kind']['type'] extends 'number' ? K : never }[OptionKey];
+
+function readNumber(ctx: Ctx, key: NumberKey): number {
+  const spec = optionSpec(key);
+  // Widened on purpose: the literal types of the declarations would make some branches "never".
+  const kind: Extract<ValueKind, { type: 'number' }> = spec.kind;
+  const fallback = Number(spec.default);
+  const raw = pickOrDefault(ctx, spec);
+  const noun = kind.unit === 'megabytes' ? 'number of megabytes' : 'number of seconds';
+  const expected =
+    kind.minInclusive === true
+      ? kind.min === 0
+        ? `a ${noun}, 0 or more`
+        : `a ${noun}, at least ${kind.min}`
+      : kind.min === 0
+        ? `a positive ${noun}`
+        : `a ${noun} above ${kind.min}`;
+  const bounded = DECIMAL.pipe(kind.minInclusive === true ? z.number().gte(kind.min) : z.number().gt(kind.min));
+  const fix = `${setHint(spec, raw.source, spec.default)} or another number`;
+  const parsed = bounded.safeParse(raw.text);
+  if (!parsed.success) {
+    report(ctx, spec, raw.source, expected, JSON.stringify(raw.text), fix);
+    return fallback;
+  }
+  if (kind.unit === 'seconds' && parsed.data > MAX_TIMER_SECONDS) {
+    report(
+      ctx,
+      spec,
+      raw.source,
+      `at most ${MAX_TIMER_SECONDS} seconds (about 24 days; longer timers overflow)`,
+      JSON.stringify(raw.text),
+      fix,
+    );
+    return fallback;
+  }
+  return parsed.data;
+}
+
+function readInteger(ctx: Ctx, key: 'uploadConcurrency'): number {
+  const spec = optionSpec(key);
+  const { min, max } = spec.kind;
+  const raw = pickOrDefault(ctx, spec);
+  const parsed = WHOLE.pipe(z.number().int().gte(min).lte(max)).safeParse(raw.text);
+  if (parsed.success) return parsed.data;
+  report(
+    ctx,
+    spec,
+    raw.source,
+    `a whole number from ${min} to ${max}`,
+    JSON.stringify(raw.text),
+    `${setHint(spec, raw.source, spec.default)} or another whole number from ${min} to ${max}`,
+  );
+  return Number(spec.default);
+}
+
+const BOOLEAN = z.stringbool({
+  truthy: ['true', '1', 'yes', 'on'],
+  falsy: ['false', '0', 'no', 'off'],
+  case: 'insensitive',
+});
+
+function readBoolean(ctx: Ctx, key: 'watchRecursive' | 'watchPolling'): boolean {
+  const spec = optionSpec(key);
+  const raw = pickOrDefault(ctx, spec);
+  const parsed = BOOLEAN.safeParse(raw.text);
+  if (parsed.success) return parsed.data;
+  report(
+    ctx,
+    spec,
+    raw.source,
+    'true or false (or 1/0, yes/no, on/off)',
+    JSON.stringify(raw.text),
+    `${setHint(spec, raw.source, 'true')} or ${setHint(spec, raw.source, 'false')}`,
+  );
+  return BOOLEAN.parse(spec.default);
+}
+
+type EnumKey = 'logLevel' | 'logFormat';
+type EnumValue<K extends EnumKey> = OptionOf<K>['kind']['values'][number];
+
+function readEnum<K extends EnumKey>(ctx: Ctx, key: K): EnumValue<K> {
+  const spec: OptionSpec = optionSpec(key);
+  if (spec.kind.type !== 'enum' || spec.default === undefined) throw new Error(`${key} is not an enum option`);
+  const { values, aliases = {} } = spec.kind;
+  const schema = z
+    .string()
+    .transform((text) => text.toLowerCase())
+    .transform((text) => aliases[text] ?? text)
+    .pipe(z.enum(values as [string, ...string[]]));
+  const raw = pickOrDefault(ctx, { ...spec, default: spec.default });
+  const parsed = schema.safeParse(raw.text);
+  if (parsed.success) return parsed.data as EnumValue<K>;
+  report(
+    ctx,
+    spec,
+    raw.source,
+    `one of ${values.join(', ')} (any case)`,
+    JSON.stringify(raw.text),
+    setHint(spec, raw.source, spec.default),
+  );
+  return schema.parse(spec.default) as EnumValue<K>;
+}
+
+function readExtensions(ctx: Ctx): Set<string> {
+  const spec = optionSpec('supportedExtensions');
+  const raw = pickOrDefault(ctx, spec);
+  const entries = raw.text
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== '');
+  // One dot at most, at the start: the pipeline compares against path.extname, which only ever
+  // returns the last extension, so "tar.gz" could never match anything.
+  const invalid = entries.filter((entry) => !/^\.?[^.\s/\\]+$/.test(entry));
+  if (entries.length === 0 || invalid.length > 0) {
+    const why =
+      entries.length === 0
+        ? 'no extensions'
+        : `${invalid.map((e) => JSON.stringify(e)).join(', ')} ${invalid.length === 1 ? 'is not an extension' : 'are not extensions'}`;
+    report(
+      ctx,
+      spec,
+      raw.source,
+      'comma-separated file extensions such as jpg,mp4',
+      `${JSON.stringify(raw.text)} (${why})`,
+      `${setHint(spec, raw.source, 'jpg,jpeg,png,heic,mp4,mov')}, or leave it unset for the default list`,
+    );
+  }
+  return new Set(entries.filter((e) => !invalid.includes(e)).map((e) => `.${e.replace(/^\./, '').toLowerCase()}`));
+}
+
+/**
+ * `http(s)://host[:port][/prefix]` with or without a trailing `/api` and slashes becomes
+ * `<origin><prefix>/api`: the one form the client appends endpoint paths to.
+ */
+function readUrl(ctx: Ctx): string {
+  const spec = optionSpec('apiUrl');
+  const raw = pick(ctx, spec);
+  const example = spec.example;
+  if (raw === undefined) {
+    ctx.problems.push(
+      `${spec.env}: expected the URL of your Immich server, got nothing; fix: set ${spec.env}=${example} (in the environment or .env) or pass ${spec.flag} ${example}`,
+    );
+    return '';
+  }
+  const bad = (why: string, suggestion: string = example): string => {
+    report(
+      ctx,
+      spec,
+      raw.source,
+      'an http:// or https:// URL of the Immich server',
+      why,
+      setHint(spec, raw.source, suggestion),
+    );
+    return '';
+  };
+  const hasScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(raw.text);
+  let url: URL;
+  try {
+    url = new URL(raw.text);
+  } catch {
+    return bad(`${JSON.stringify(raw.text)} (not a URL)`, hasScheme ? example : `http://${raw.text}`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    return bad(
+      `${JSON.stringify(raw.text)} (${hasScheme ? `scheme ${url.protocol.slice(0, -1)}` : 'no http:// or https://'})`,
+      hasScheme ? example : `http://${raw.text}`,
+    );
+  }
+  if (url.username !== '' || url.password !== '') {
+    // Never echo the credentials: show the URL without them.
+    return bad(`a URL with a user name or password (${url.protocol}//***@${url.host}${url.pathname})`, `${url.origin}${url.pathname}`);
+  }
+  if (url.search !== '' || url.hash !== '') {
+    return bad(`${JSON.stringify(raw.text)} (has a ?query or #fragment)`, `${url.origin}${url.pathname}`);
+  }
+  const prefix = url.pathname.replace(/\/+$/, '').replace(/\/api$/i, '');
+  return `${url.origin}${prefix}/api`;
+}
+
+/**
+ * The key comes from IMMICH_API_KEY or from the file named by IMMICH_API_KEY_FILE. The two are
+ * one setting: the highest-precedence level that sets either decides (so `--api-key-file`
+ * overrides an IMMICH_API_KEY in `.env`), and one level setting both is refused rather than
+ * silently preferring one, since that is almost always a leftover.
+ */
+function readApiKey(ctx: Ctx): string {
+  const keySpec = optionSpec('apiKey');
+  const fileSpec = optionSpec('apiKeyFile');
+  for (const layer of LAYERS) {
+    const key = layerText(ctx, keySpec, layer);
+    if (key !== undefined) ctx.secrets.add(key);
+  }
+  for (const layer of LAYERS) {
+    const key = layerText(ctx, keySpec, layer);
+    const file = layerText(ctx, fileSpec, layer);
+    const source = sourceOf(ctx, layer);
+    if (key !== undefined && file !== undefined) {
+      const where = source.kind === 'flag' ? ` (from ${keySpec.flag} and ${fileSpec.flag})` : source.kind === 'dotenv' ? ` (from ${source.file})` : '';
+      ctx.problems.push(
+        `${keySpec.env} and ${fileSpec.env}${where}: expected only one of them, got both; fix: remove one of them (${fileSpec.env} keeps the key out of the environment)`,
+      );
+      return '';
+    }
+    if (key !== undefined) {
+      if (source.kind === 'flag') {
+        ctx.notes.push(
+          `${keySpec.env} was given with ${keySpec.flag}, which other users of this machine can see in the process list; ${fileSpec.env} or the environment keep it private`,
+        );
+      }
+      return checkKey(ctx, keySpec, source, key, 'the key');
+    }
+    if (file !== undefined) return readKeyFile(ctx, fileSpec, source, file);
+  }
+  ctx.problems.push(
+    `${keySpec.env}: expected an Immich API key (or ${fileSpec.env} naming a file that holds one), got nothing; fix: create a key in Immich under Account Settings > API Keys, then set ${keySpec.env}=<the key> or ${fileSpec.env}=${fileSpec.example}`,
+  );
+  return '';
+}
+
+function checkKey(ctx: Ctx, spec: OptionSpec, source: Source, key: string, what: string): string {
+  // The key goes into an HTTP header: spaces, control and non-ASCII characters would make every
+  // request fail with a confusing error, so catch a pasted-in mistake here.
+  if (/^[\x21-\x7e]+$/.test(key)) return key;
+  report(
+    ctx,
+    spec,
+    source,
+    'an API key of printable ASCII characters without spaces',
+    `${what} (hidden), which contains other characters`,
+    'copy the key again from Immich (Account Settings > API Keys)',
+  );
+  return '';
+}
+
+function readKeyFile(ctx: Ctx, spec: OptionSpec, source: Source, text: string): string {
+  const path = expandPath(ctx, text);
+  const given = text === path ? JSON.stringify(text) : `${JSON.stringify(text)} (${path})`;
+  let contents: string;
+  try {
+    contents = readFileSync(path, 'utf8');
+  } catch (error) {
+    // Putting the key itself into IMMICH_API_KEY_FILE is an easy slip; a value with no path-like
+    // character in it is therefore not echoed.
+    const shownAs = /[/\\.~]/.test(text) ? given : 'a value that is not a path (not shown, in case it is the key itself)';
+    report(
+      ctx,
+      spec,
+      source,
+      'a readable file holding the API key',
+      `${shownAs}, which ${describeFsError(errorCode(error))}`,
+      `${setHint(spec, source, '<path of a file holding only the key>')}, or check the file's permissions`,
+    );
+    return '';
+  }
+  const key = contents.trim();
+  if (key !== '') ctx.secrets.add(key);
+  if (key === '') {
+    report(ctx, spec, source, 'a file holding the API key', `${given}, which is empty`, `write the API key into ${path}`);
+    return '';
+  }
+  return checkKey(ctx, spec, source, key, `the contents of ${path}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Folders
+
+/** `~` and `~/...` are the home folder; anything else is resolved against the working folder. */
+function expandPath(ctx: Ctx, text: string): string {
+  if (text === '~') return resolve(ctx.homeDir);
+  if (text.startsWith('~/') || text.startsWith(`~${sep}`)) return resolve(ctx.homeDir, text.slice(2));
+  return resolve(ctx.cwd, text);
+}
+
+function errorCode(error: unknown): string {
+  if (typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string') {
+    return error.code;
+  }
+  return 'an unknown error';
+}
+
+function describeFsError(code: string): string {
+  switch (code) {
+    case 'ENOENT':
+      return 'does not exist';
+    case 'ENOTDIR':
+      return 'has a file where a folder should be in its path';
+    case 'EISDIR':
+      return 'is a folder';
+    case 'EACCES':
+    case 'EPERM':
+      return `cannot be read (permission denied, ${code})`;
+    default:
+      return `cannot be read (${code})`;
+  }
+}
+
+/** `child` is strictly inside `parent` (both absolute and resolved). */
+function isInside(child: string, parent: string): boolean {
+  const rel = relative(parent, child);
+  return rel !== '' && rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel);
+}
+
+/** The usable watch folders, resolved and deduplicated; `ok` is false when any was refused. */
+function readWatchFolders(ctx: Ctx): { folders: string[]; ok: boolean } {
+  const spec = optionSpec('watchDirectories');
+  const raw = pickOrDefault(ctx, spec);
+  const entries = raw.text
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== '');
+  const elsewhere =
+    raw.source.kind === 'default'
+      ? `set ${spec.env} to the folders to watch, comma-separated`
+      : `remove it from ${raw.source.kind === 'flag' ? spec.flag : spec.env}`;
+  if (entries.length === 0) {
+    report(ctx, spec, raw.source, 'at least one folder', JSON.stringify(raw.text), setHint(spec, raw.source, spec.default));
+    return { folders: [], ok: false };
+  }
+  const folders: string[] = [];
+  const givenAs = new Map<string, string>();
+  let ok = true;
+  for (const entry of entries) {
+    const path = expandPath(ctx, entry);
+    const given = entry === path ? JSON.stringify(entry) : `${JSON.stringify(entry)} (${path})`;
+    let stats: Stats;
+    try {
+      stats = statSync(path);
+    } catch (error) {
+      const code = errorCode(error);
+      const fix = code === 'ENOENT' ? `create ${path}, or ${elsewhere}` : `check the permissions of ${path}, or ${elsewhere}`;
+      report(ctx, spec, raw.source, 'existing folders', `${given}, which ${describeFsError(code)}`, fix);
+      ok = false;
+      continue;
+    }
+    if (!stats.isDirectory()) {
+      report(ctx, spec, raw.source, 'existing folders', `${given}, which is a file`, `list the folder that holds it, or ${elsewhere}`);
+      ok = false;
+      continue;
+    }
+    // realpath, so that a symlink and its target (or /tmp and /private/tmp) count as one folder.
+    const real = realpathSync(path);
+    if (givenAs.has(real)) {
+      ctx.notes.push(`${spec.env} lists ${real} more than once (${givenAs.get(real)} and ${entry}); it is watched once`);
+      continue;
+    }
+    givenAs.set(real, entry);
+    folders.push(real);
+  }
+  for (const inner of folders) {
+    const outer = folders.find((other) => isInside(inner, other));
+    if (outer !== undefined) {
+      report(
+        ctx,
+        spec,
+        raw.source,
+        'folders that do not contain each other',
+        `${inner} inside ${outer}, whose files would be seen twice`,
+        `list only the outer one (${outer})`,
+      );
+      ok = false;
+    }
+  }
+  return { folders, ok };
+}
+
+/**
+ * The archive folder, resolved. It need not exist (it is created on first use), so the nearest
+ * existing ancestor is realpath'd and the rest appended, which keeps comparisons with the
+ * (realpath'd) watch folders right when the path goes through a symlink.
+ */
+function readArchive(ctx: Ctx): string | undefined {
+  const spec = optionSpec('archiveDirectory');
+  const raw = pickOrDefault(ctx, spec);
+  const path = expandPath(ctx, raw.text);
+  const given = raw.text === path ? JSON.stringify(raw.text) : `${JSON.stringify(raw.text)} (${path})`;
+  const fix = `${setHint(spec, raw.source, '<a folder>')}; it is created on first use`;
+  const missing: string[] = [];
+  let existing = path;
+  for (;;) {
+    let stats: Stats | undefined;
+    try {
+      stats = statSync(existing);
+    } catch (error) {
+      const code = errorCode(error);
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') {
+        report(ctx, spec, raw.source, 'a folder', `${given}, where ${existing} ${describeFsError(code)}`, fix);
+        return undefined;
+      }
+    }
+    if (stats !== undefined) {
+      if (!stats.isDirectory()) {
+        const why = existing === path ? 'which is a file' : `which cannot be created because ${existing} is a file`;
+        report(ctx, spec, raw.source, 'a folder (or a path where one can be created)', `${given}, ${why}`, fix);
+        return undefined;
+      }
+      return join(realpathSync(existing), ...missing.reverse());
+    }
+    const parent = dirname(existing);
+    if (parent === existing) return path;
+    missing.push(basename(existing));
+    existing = parent;
+  }
+}
+
+/** Refuses archive/watch overlaps that would loop; excludes an archive inside a watch folder. */
+function checkArchiveAgainstWatch(ctx: Ctx, watchFolders: readonly string[], archive: string): string[] {
+  const spec = optionSpec('archiveDirectory');
+  const raw = pickOrDefault(ctx, spec);
+  const excluded: string[] = [];
+  for (const folder of watchFolders) {
+    if (folder === archive) {
+      report(
+        ctx,
+        spec,
+        raw.source,
+        'a folder that is not a watch folder',
+        `${archive}, which is also in WATCH_DIRECTORIES (archived files would be picked up again)`,
+        raw.text === spec.default
+          ? `${setHint(spec, raw.source, '<another folder>')}`
+          : `${setHint(spec, raw.source, '<another folder>')}, e.g. ${spec.default}`,
+      );
+    } else if (isInside(folder, archive)) {
+      report(
+        ctx,
+        spec,
+        raw.source,
+        'a folder that contains no watch folder',
+        `${archive}, which contains the watch folder ${folder} (files would loop from archive to upload and back)`,
+        `${setHint(spec, raw.source, '<a folder outside the watch folders>')}, or move ${folder} out of it`,
+      );
+    } else if (isInside(archive, folder)) {
+      // Refusing would be legitimate too, but "archive next to the incoming files" is a common
+      // layout (e.g. ~/Downloads/Archived), and excluding it from watching is all it takes.
+      excluded.push(archive);
+      ctx.notes.push(`${spec.env} ${archive} is inside the watch folder ${folder}: it will not be watched`);
+    }
+  }
+  return excluded;
+}
+
+/**
+ * A Set whose mutators throw: `Object.freeze` alone does not stop `Set.prototype.add`, and a
+ * frozen Config must not change under the pipeline's feet.
+ */
+function freezeSet<T>(values: Iterable<T>): ReadonlySet<T> {
+  const set = new Set(values);
+  const refuse = (): never => {
+    throw new TypeError('Config.supportedExtensions is read-only');
+  };
+  Object.defineProperties(set, { add: { value: refuse }, delete: { value: refuse }, clear: { value: refuse } });
+  return Object.freeze(set);
 }

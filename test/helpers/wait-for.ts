@@ -4,7 +4,7 @@
  */
 export async function waitFor<T>(
   condition: () => T | Promise<T>,
-  options: { timeoutMs?: number; intervalMs?: number; message?: string } = {},
+  options: { timeoutMs?: number; intervalMs?: number; message?: string | (() => string) } = {},
 ): Promise<NonNullable<T>> {
   const { timeoutMs = 10_000, intervalMs = 20, message = 'condition' } = options;
   const deadline = Date.now() + timeoutMs;
@@ -12,13 +12,14 @@ export async function waitFor<T>(
   for (;;) {
     try {
       const value = await condition();
-      if (value) return value as NonNullable<T>;
+      if (value) return value;
     } catch (error) {
       lastError = error;
     }
     if (Date.now() > deadline) {
       const suffix = lastError instanceof Error ? ` (last error: ${lastError.message})` : '';
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${message}${suffix}`);
+      const what = typeof message === 'function' ? message() : message;
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${suffix}`);
     }
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }

@@ -1,0 +1,93 @@
+import { constants } from 'node:fs';
+import { access, readdir, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { Config } from './config.js';
+import type { ImmichClient } from './immich/client.js';
+import { isImmichError } from './immich/errors.js';
+
+export interface CheckLine {
+  ok: boolean;
+  what: string;
+  detail: string;
+}
+
+export interface CheckReport {
+  lines: CheckLine[];
+  /** The server refused the key (401): the CLI exits 3. */
+  keyRejected: boolean;
+}
+
+/**
+ * `check`: can this configuration run? Reaches the server, reads its version, identifies the key
+ * (with `GET /api/api-keys/me`, which a least-privilege key may call, unlike `users/me`), and
+ * looks at the folders. Never prints the key.
+ */
+export async function runChecks(config: Config, client: ImmichClient): Promise<CheckReport> {
+  const lines: CheckLine[] = [];
+  let keyRejected = false;
+  const add = (ok: boolean, what: string, detail: string): void => void lines.push({ ok, what, detail });
+
+  try {
+    await client.ping();
+    add(true, 'server reachable', config.apiUrl);
+    try {
+      const v = await client.serverVersion();
+      add(true, 'server version', `Immich ${v.major}.${v.minor}.${v.patch}${v.major < 2 ? ' (too old: 2.x or 3.x needed)' : ''}`);
+    } catch (error) {
+      add(false, 'server version', describe(error));
+    }
+    try {
+      const key = await client.apiKeyInfo();
+      add(true, 'API key accepted', `"${key.name}", permissions: ${key.permissions.join(', ') || '(none)'}`);
+      const canUpload = key.permissions.includes('all') || key.permissions.includes('asset.upload');
+      add(
+        canUpload,
+        'permission asset.upload',
+        canUpload ? 'granted' : 'missing; fix: create a key with asset.upload in Account Settings > API Keys',
+      );
+    } catch (error) {
+      keyRejected = isImmichError(error) && error.kind === 'auth';
+      add(false, 'API key accepted', keyRejected ? 'the server rejected the key; fix: create a new key in Account Settings > API Keys' : describe(error));
+    }
+  } catch (error) {
+    add(false, 'server reachable', describe(error));
+  }
+
+  for (const root of config.watchRoots) {
+    try {
+      await access(root.path, constants.R_OK | constants.X_OK);
+      await readdir(root.path);
+      add(true, 'watch folder readable', root.path);
+    } catch (error) {
+      add(false, 'watch folder readable', `${root.path}: ${describe(error)}`);
+    }
+  }
+  add(...(await archiveWritable(config.archiveDirectory)));
+  return { lines, keyRejected };
+}
+
+async function archiveWritable(path: string): Promise<[boolean, string, string]> {
+  const what = 'archive folder writable';
+  // It need not exist yet: then its nearest existing parent must let us create it.
+  let probe = path;
+  for (;;) {
+    try {
+      const info = await stat(probe);
+      if (!info.isDirectory()) return [false, what, `${probe} is not a folder`];
+      await access(probe, constants.W_OK | constants.X_OK);
+      return [true, what, probe === path ? path : `${path} (will be created in ${probe})`];
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' || dirname(probe) === probe) return [false, what, `${probe}: ${describe(error)}`];
+      probe = dirname(probe);
+    }
+  }
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+export function formatCheckLine(line: CheckLine): string {
+  return `${line.ok ? 'ok    ' : 'FAILED'}  ${line.what}: ${line.detail}`;
+}

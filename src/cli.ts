@@ -1,0 +1,149 @@
+#!/usr/bin/env node
+/**
+ * The command line: parses, hands over, and maps what comes back to an exit code. The only
+ * place in the project that installs signal handlers or calls process.exit.
+ */
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { Command, CommanderError } from 'commander';
+import { formatCheckLine, runChecks } from './check.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
+import { MissingPermissionError, runUploader, type RunMode } from './daemon.js';
+import { isImmichError } from './immich/errors.js';
+import { createImmichClient } from './immich/http-client.js';
+import { addOptions } from './options.js';
+import { createLogger, type Logger } from './support/logger.js';
+
+/** Exit codes, documented in the README. */
+export const EXIT = {
+  ok: 0,
+  /** A runtime failure: some file failed (`once`), the server could not be reached, a bug. */
+  failure: 1,
+  /** Configuration or usage error: nothing was done. */
+  usage: 2,
+  /** The server rejected the API key, or the key may not upload. */
+  keyRejected: 3,
+} as const;
+
+const COMMANDS: { name: RunMode | 'check'; summary: string }[] = [
+  { name: 'watch', summary: 'upload what is in the watch folders, then keep watching until stopped (default)' },
+  { name: 'once', summary: 'upload what is in the watch folders now, then exit (0: all done, 1: some failed)' },
+  { name: 'check', summary: 'check the configuration, the server, the key and the folders; change nothing' },
+];
+
+async function main(argv: string[]): Promise<number> {
+  let exitCode: number = EXIT.ok;
+  const program = new Command('immich-auto-uploader')
+    .description('Empties watched folders into Immich: each finished photo or video is uploaded once, then archived.')
+    .version(readVersion(), '-V, --version')
+    .exitOverride()
+    .showSuggestionAfterError();
+  for (const { name, summary } of COMMANDS) {
+    const command = program.command(name, { isDefault: name === 'watch' }).description(summary).exitOverride();
+    addOptions(command);
+    command.action(async (flags: Record<string, unknown>) => {
+      exitCode = await runCommand(name, flags);
+    });
+  }
+  try {
+    await program.parseAsync(argv);
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Help and version end in a CommanderError too; commander already printed the text.
+      return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    throw error;
+  }
+  return exitCode;
+}
+
+async function runCommand(name: RunMode | 'check', flags: Record<string, unknown>): Promise<number> {
+  let config: Config;
+  let notes: string[];
+  try {
+    ({ config, notes } = loadConfig({ flags, env: process.env, cwd: process.cwd(), homeDir: homedir() }));
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    for (const problem of error.problems) process.stderr.write(`configuration error: ${problem}\n`);
+    return EXIT.usage;
+  }
+  if (name === 'check') return check(config, notes);
+
+  const logger = createLogger({ level: config.logLevel, format: config.logFormat });
+  for (const note of notes) logger.warn(note);
+  const stop = new AbortController();
+  const abortNow = new AbortController();
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (!stop.signal.aborted) {
+      logger.info(
+        `${signal}: stopping; uploads in progress may finish within ${config.shutdownGraceMs / 1000} s (send it again to abort them now)`,
+      );
+      stop.abort();
+      return;
+    }
+    // Second signal: leave at once. Nothing unconfirmed is archived, so nothing is lost: the
+    // files not finished stay in the watch folders for the next run.
+    logger.warn(`${signal} again: aborting now`);
+    abortNow.abort();
+    process.exit(EXIT.ok);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const summary = await runUploader({ config, mode: name, logger, stop: stop.signal, abortNow: abortNow.signal });
+    return name === 'once' && summary.failed > 0 ? EXIT.failure : EXIT.ok;
+  } catch (error) {
+    return reportRunError(error, logger);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+async function check(config: Config, notes: string[]): Promise<number> {
+  for (const note of notes) process.stdout.write(`note    ${note}\n`);
+  process.stdout.write('ok      configuration valid\n');
+  const client = createImmichClient({ apiUrl: config.apiUrl, apiKey: config.apiKey, inactivityTimeoutMs: 15_000 });
+  try {
+    const report = await runChecks(config, client);
+    for (const line of report.lines) process.stdout.write(`${formatCheckLine(line)}\n`);
+    if (report.keyRejected) return EXIT.keyRejected;
+    return report.lines.every((line) => line.ok) ? EXIT.ok : EXIT.failure;
+  } finally {
+    client.close();
+  }
+}
+
+function reportRunError(error: unknown, logger: Logger): number {
+  if (isImmichError(error) && error.kind === 'auth') {
+    logger.fatal(
+      { status: error.status },
+      `the Immich server rejected the API key (${error.message}); fix: create a key in Immich under Account Settings > API Keys and set IMMICH_API_KEY`,
+    );
+    return EXIT.keyRejected;
+  }
+  if (error instanceof MissingPermissionError) {
+    logger.fatal(error.message);
+    return EXIT.keyRejected;
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  logger.fatal(message);
+  // A stack helps a bug report, never a user: only at debug level.
+  if (error instanceof Error && !isImmichError(error)) logger.debug({ stack: error.stack }, 'stack trace');
+  return EXIT.failure;
+}
+
+function readVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+// Everything long-lived was closed by now; exiting explicitly guarantees that a stray handle
+// (a slow DNS lookup, a half-closed socket) cannot keep a finished `once` run alive.
+main(process.argv).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    process.stderr.write(`immich-auto-uploader: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(EXIT.failure);
+  },
+);

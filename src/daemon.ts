@@ -1,0 +1,237 @@
+import { mkdir } from 'node:fs/promises';
+import PQueue from 'p-queue';
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import type { ImmichClient, ServerVersion } from './immich/client.js';
+import { ImmichError, isImmichError } from './immich/errors.js';
+import { createImmichClient } from './immich/http-client.js';
+import { raceAbort, ResilientImmich, ServerGate } from './immich/resilient.js';
+import { removeStaleTemporaries } from './pipeline/archive.js';
+import { CheckBatcher } from './pipeline/check.js';
+import { Coordinator } from './pipeline/coordinator.js';
+import { Detector } from './pipeline/detect.js';
+import { processFile } from './pipeline/process-file.js';
+import { formatSummary, type StatsSnapshot } from './pipeline/stats.js';
+import { systemClock, type Clock } from './support/clock.js';
+import { retry } from './support/retry.js';
+
+export type RunMode = 'watch' | 'once';
+
+/** The key is valid but may not upload. */
+export class MissingPermissionError extends Error {
+  override readonly name = 'MissingPermissionError';
+  constructor(keyName: string, permission: string) {
+    super(
+      `the API key "${keyName}" lacks the permission ${permission}; ` +
+        `fix: in Immich, Account Settings > API Keys, create a key with ${permission}`,
+    );
+  }
+}
+
+export interface RunOptions {
+  config: Config;
+  mode: RunMode;
+  logger: Logger;
+  /** First SIGINT/SIGTERM: stop discovering, let in-flight uploads finish within the grace period. */
+  stop: AbortSignal;
+  /** Second signal: abort in-flight work now. */
+  abortNow?: AbortSignal;
+  clock?: Clock;
+  client?: ImmichClient;
+}
+
+/** How often a running daemon logs its counts (only when they changed). */
+const SUMMARY_INTERVAL_MS = 10 * 60_000;
+
+/**
+ * The composition root: builds the parts, connects, runs until done (once) or stopped (watch),
+ * and closes everything in reverse order. Resolves with the run's counts; rejects only with
+ * what should end the process with an error (refused key, missing permission, server never
+ * reached in `once` mode).
+ */
+export async function runUploader(options: RunOptions): Promise<StatsSnapshot> {
+  const { config, mode, logger, stop } = options;
+  const clock = options.clock ?? systemClock;
+  const client = options.client ?? createImmichClient({ apiUrl: config.apiUrl, apiKey: config.apiKey });
+  const fatal = new AbortController();
+  const stopWaiting = AbortSignal.any([stop, fatal.signal]);
+  const abortRequests = new AbortController();
+  const requestSignal = AbortSignal.any([abortRequests.signal, fatal.signal, ...(options.abortNow ? [options.abortNow] : [])]);
+  const gate = new ServerGate({ client, clock, logger: logger.child({ stage: 'server' }), signal: stopWaiting });
+  let fatalError: Error | undefined;
+
+  try {
+    const server = await connect({ client, gate, logger, mode, clock, signal: stopWaiting });
+    if (!server) return emptySnapshot();
+
+    await mkdir(config.archiveDirectory, { recursive: true });
+    const leftovers = await removeStaleTemporaries(config.archiveDirectory);
+    if (leftovers > 0) logger.info({ count: leftovers }, 'removed temporary files left by an interrupted archive copy');
+
+    const immich = new ResilientImmich({ client, gate, clock, logger: logger.child({ stage: 'upload' }) });
+    const signals = { wait: stopWaiting, request: requestSignal };
+    const checker = new CheckBatcher({ send: (items) => immich.bulkUploadCheck(items, signals), clock });
+    // Hashing is bound by disk and one core per file; two at a time keeps both cores busy
+    // without making a spinning disk seek between many files.
+    const hashQueue = new PQueue({ concurrency: Math.min(2, config.uploadConcurrency) });
+    const uploadQueue = new PQueue({ concurrency: config.uploadConcurrency });
+    const coordinator = new Coordinator({
+      clock,
+      logger,
+      waitMs: config.fileStabilityWaitMs,
+      intervalMs: config.fileStabilityCheckIntervalMs,
+      inFlight: Math.max(16, config.uploadConcurrency * 8),
+      retryFailed: mode === 'watch',
+      process: (file) =>
+        processFile(file, {
+          immich,
+          checker,
+          serverMajor: server.major,
+          clock,
+          limitHash: (work) => hashQueue.add(work, { signal: stopWaiting }),
+          limitUpload: (work) => uploadQueue.add(work, { signal: stopWaiting }),
+          record: (file, state) => logger.trace({ file: file.path, state }, 'state'),
+          signals,
+        }),
+      onFatal: (error) => {
+        fatalError ??= error instanceof Error ? error : new Error(String(error));
+        fatal.abort(error);
+      },
+    });
+    const detector = new Detector({
+      roots: config.watchRoots,
+      recursive: config.watchRecursive,
+      // `once` looks at what is there now: one scan, no watching.
+      polling: mode === 'once' || config.watchPolling,
+      pollIntervalMs: mode === 'once' ? Number.MAX_SAFE_INTEGER : config.watchPollIntervalMs,
+      rescanIntervalMs: mode === 'once' ? Number.MAX_SAFE_INTEGER : config.rescanIntervalMs,
+      excludedPaths: config.excludedPaths,
+      supportedExtensions: config.supportedExtensions,
+      maxFileSizeBytes: config.maxFileSizeBytes,
+      clock,
+      logger: logger.child({ stage: 'detect' }),
+      onCandidate: (candidate) => coordinator.offer(candidate),
+    });
+
+    coordinator.start();
+    const summaries = new AbortController();
+    try {
+      await detector.start();
+      if (mode === 'watch') {
+        logger.info(
+          { folders: config.watchRoots.map((root) => root.path), polling: config.watchPolling },
+          `watching ${config.watchRoots.length} folder(s); archive: ${config.archiveDirectory}`,
+        );
+        void logSummaries(coordinator, logger, clock, summaries.signal);
+        await untilAborted(stopWaiting);
+      } else {
+        await raceAbort(coordinator.whenIdle(), stopWaiting).catch(() => undefined);
+      }
+    } finally {
+      summaries.abort();
+      await detector.close();
+      await shutdown(coordinator, abortRequests, stop.aborted ? config.shutdownGraceMs : 0, clock, logger);
+    }
+    if (fatalError !== undefined) throw fatalError;
+    const snapshot = coordinator.stats.snapshot(coordinator.queued);
+    logger.info(snapshot, `summary: ${formatSummary(snapshot)}`);
+    return snapshot;
+  } catch (error) {
+    throw fatalError ?? error;
+  } finally {
+    client.close();
+  }
+}
+
+/**
+ * Reads the server's version (which decides the upload fields) and checks the key. In `watch`
+ * mode a server that is not up yet is waited for, as when Immich and the uploader start
+ * together; `once` gives up after a few tries. Resolves undefined when stopped while waiting.
+ */
+async function connect(deps: {
+  client: ImmichClient;
+  gate: ServerGate;
+  logger: Logger;
+  mode: RunMode;
+  clock: Clock;
+  signal: AbortSignal;
+}): Promise<ServerVersion | undefined> {
+  const { client, gate, logger, mode, clock, signal } = deps;
+  try {
+    return await retry(
+      async () => {
+        const version = await client.serverVersion(signal);
+        const key = await client.apiKeyInfo(signal);
+        const granted = key.permissions.includes('all') || key.permissions.includes('asset.upload');
+        if (!granted) throw new MissingPermissionError(key.name, 'asset.upload');
+        logger.info(
+          { server: `${version.major}.${version.minor}.${version.patch}`, key: key.name },
+          `connected to Immich ${version.major}.${version.minor}.${version.patch} with the key "${key.name}"`,
+        );
+        return version;
+      },
+      {
+        policy: { maxAttempts: mode === 'watch' ? Number.POSITIVE_INFINITY : 5, baseDelayMs: 1_000, maxDelayMs: 30_000 },
+        clock,
+        signal,
+        classify: async (error) => {
+          if (!isImmichError(error) || !error.retryable) return { retry: false };
+          if (error.kind === 'network' && mode === 'watch') return { retry: true, free: await gate.waitUntilUp(signal) };
+          logger.warn({ reason: error.message }, 'cannot reach the Immich server yet; trying again');
+          return { retry: true, atLeastMs: error.details.retryAfterMs };
+        },
+      },
+    );
+  } catch (error) {
+    if (signal.aborted && !(error instanceof ImmichError && error.kind === 'auth')) return undefined;
+    throw error;
+  }
+}
+
+/** Waits for in-flight files up to the grace period, then aborts what is still running. */
+async function shutdown(
+  coordinator: Coordinator,
+  abortRequests: AbortController,
+  graceMs: number,
+  clock: Clock,
+  logger: Logger,
+): Promise<void> {
+  const stopped = coordinator.stop();
+  const grace = new AbortController();
+  const inTime = await Promise.race([
+    stopped.then(() => true),
+    clock.sleep(graceMs, grace.signal).then(
+      () => false,
+      () => true,
+    ),
+  ]);
+  grace.abort();
+  if (!inTime) {
+    if (coordinator.queued > 0) logger.warn({ graceMs }, 'grace period over: aborting uploads still running; their files stay in place');
+    abortRequests.abort();
+    await stopped;
+  }
+}
+
+async function logSummaries(coordinator: Coordinator, logger: Logger, clock: Clock, signal: AbortSignal): Promise<void> {
+  try {
+    for (;;) {
+      await clock.sleep(SUMMARY_INTERVAL_MS, signal);
+      if (coordinator.stats.changedSinceLastReport(coordinator.queued)) {
+        const snapshot = coordinator.stats.snapshot(coordinator.queued);
+        logger.info(snapshot, `so far: ${formatSummary(snapshot)}`);
+      }
+    }
+  } catch {
+    // Aborted at shutdown: the final summary follows.
+  }
+}
+
+function untilAborted(signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+}
+
+function emptySnapshot(): StatsSnapshot {
+  return { uploaded: 0, uploadedBytes: 0, duplicates: 0, skipped: 0, failed: 0, queued: 0 };
+}

@@ -1,0 +1,499 @@
+/**
+ * The Immich client over node:http / node:https. Uploads are a hand-built multipart stream written
+ * to `http.request`: the leanest and fastest option measured (STACK.md, Trap 1: fetch keeps a copy
+ * of every uploaded byte). What fetch gave us for free is done here explicitly: an inactivity
+ * timeout on every request, abort, and failing at once when the file stream errors.
+ */
+import http from 'node:http';
+import https from 'node:https';
+import type { Readable } from 'node:stream';
+
+import { abortReason } from '../support/clock.js';
+import type {
+  ApiKeyInfo,
+  BulkCheckItem,
+  BulkCheckResult,
+  ImmichClient,
+  ServerVersion,
+  UploadRequest,
+  UploadResult,
+} from './client.js';
+import { ImmichError } from './errors.js';
+import { buildMultipart } from './multipart.js';
+
+export interface ImmichClientOptions {
+  /** Base URL of the API, already normalised to end in `/api`, e.g. `http://127.0.0.1:2283/api`. */
+  apiUrl: string;
+  /** Sent as `x-api-key`; never appears in errors or logs. */
+  apiKey: string;
+  /**
+   * A request fails with ETIMEDOUT when no byte was sent or received for this long. It is not a
+   * limit on the whole request: a 20 GB video may take an hour as long as bytes keep moving.
+   * Default 60 000 ms.
+   */
+  inactivityTimeoutMs?: number;
+  /** Default `immich-auto-uploader`. */
+  userAgent?: string;
+}
+
+interface RequestSpec {
+  method: 'GET' | 'POST';
+  /** Relative to the API base, e.g. `server/ping`. */
+  path: string;
+  /** Whether to send the API key. */
+  auth: boolean;
+  headers?: Record<string, string>;
+  /** A JSON body, or a streamed body with a known length. */
+  body?: { json: unknown } | { contentType: string; contentLength: number; stream: () => Readable };
+}
+
+interface RawResponse {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: Buffer;
+}
+
+interface Context {
+  base: URL;
+  origin: string;
+  request: typeof http.request;
+  agent: http.Agent;
+  apiKey: string;
+  userAgent: string;
+  inactivityTimeoutMs: number;
+}
+
+/** Responses are small JSON documents; a bigger one is not the Immich API answering. */
+const MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
+
+/** Free keep-alive sockets are closed before servers usually close them (Node's default is 5 s). */
+const FREE_SOCKET_TIMEOUT_MS = 4_000;
+
+export function createImmichClient(options: ImmichClientOptions): ImmichClient {
+  const base = new URL(options.apiUrl.replace(/\/+$/, '') + '/');
+  const isHttps = base.protocol === 'https:';
+  if (!isHttps && base.protocol !== 'http:') {
+    throw new Error(`expected an http:// or https:// Immich URL, got ${base.protocol}//${base.host}`);
+  }
+  const agentOptions = { keepAlive: true, timeout: FREE_SOCKET_TIMEOUT_MS };
+  const context: Context = {
+    base,
+    origin: base.origin,
+    request: isHttps ? https.request : http.request,
+    agent: isHttps ? new https.Agent(agentOptions) : new http.Agent(agentOptions),
+    apiKey: options.apiKey,
+    userAgent: options.userAgent ?? 'immich-auto-uploader',
+    inactivityTimeoutMs: options.inactivityTimeoutMs ?? 60_000,
+  };
+
+  const client: ImmichClient = {
+    async ping(signal) {
+      await callJson(context, { method: 'GET', path: 'server/ping', auth: false }, signal);
+    },
+
+    async serverVersion(signal): Promise<ServerVersion> {
+      const spec: RequestSpec = { method: 'GET', path: 'server/version', auth: false };
+      const body = await callJson(context, spec, signal);
+      const { major, minor, patch } = body as Partial<Record<string, unknown>>;
+      if (typeof major !== 'number' || typeof minor !== 'number' || typeof patch !== 'number') {
+        throw unexpectedBody(context, spec, 'a version');
+      }
+      return { major, minor, patch };
+    },
+
+    async apiKeyInfo(signal): Promise<ApiKeyInfo> {
+      const spec: RequestSpec = { method: 'GET', path: 'api-keys/me', auth: true };
+      const body = await callJson(context, spec, signal);
+      const { id, name, permissions } = body as Partial<Record<string, unknown>>;
+      if (typeof id !== 'string' || !Array.isArray(permissions)) {
+        throw unexpectedBody(context, spec, 'an API key description');
+      }
+      return {
+        id,
+        name: typeof name === 'string' ? name : '',
+        permissions: permissions.filter((p): p is string => typeof p === 'string'),
+      };
+    },
+
+    async bulkUploadCheck(items: BulkCheckItem[], signal): Promise<BulkCheckResult[]> {
+      const spec: RequestSpec = {
+        method: 'POST',
+        path: 'assets/bulk-upload-check',
+        auth: true,
+        body: { json: { assets: items.map(({ id, checksum }) => ({ id, checksum })) } },
+      };
+      const body = await callJson(context, spec, signal);
+      const results = (body as { results?: unknown }).results;
+      if (!Array.isArray(results)) throw unexpectedBody(context, spec, 'bulk check results');
+      return results.map((result) => toBulkCheckResult(result, () => unexpectedBody(context, spec, 'bulk check results')));
+    },
+
+    async uploadAsset(request: UploadRequest, signal): Promise<UploadResult> {
+      const multipart = buildMultipart(request.fields, { name: 'assetData', ...request.file });
+      const spec: RequestSpec = {
+        method: 'POST',
+        path: 'assets',
+        auth: true,
+        headers: { 'x-immich-checksum': request.checksum },
+        body: multipart,
+      };
+      let body: unknown;
+      try {
+        body = await callJson(context, spec, signal);
+      } catch (error) {
+        const known = await duplicateAfterLostAnswer(client, request.checksum, error, signal);
+        if (known) return known;
+        throw error;
+      }
+      const { id, status } = body as Partial<Record<string, unknown>>;
+      if (typeof id !== 'string' || (status !== 'created' && status !== 'duplicate')) {
+        throw unexpectedBody(context, spec, 'an upload result');
+      }
+      return { id, status };
+    },
+
+    close() {
+      context.agent.destroy();
+    },
+  };
+  return client;
+}
+
+/**
+ * When the server knows the checksum it answers "duplicate" at once and may close the connection
+ * while we are still sending. Node destroys a socket on the first failed write (EPIPE, ECONNRESET),
+ * and an answer that had arrived but was not yet read goes with it. So after such a failure we ask
+ * the server whether it has the file: if it does, the upload's outcome is "duplicate" (also when the
+ * answer we lost was "created": the asset is on the server either way). Otherwise the original
+ * error stands.
+ */
+async function duplicateAfterLostAnswer(
+  client: ImmichClient,
+  checksum: string,
+  error: unknown,
+  signal: AbortSignal | undefined,
+): Promise<UploadResult | undefined> {
+  if (!(error instanceof ImmichError) || error.kind !== 'network') return undefined;
+  if (error.details.code !== 'EPIPE' && error.details.code !== 'ECONNRESET') return undefined;
+  let results: BulkCheckResult[];
+  try {
+    results = await client.bulkUploadCheck([{ id: 'upload', checksum }], signal);
+  } catch (checkError) {
+    if (signal?.aborted) throw checkError;
+    return undefined;
+  }
+  const result = results[0];
+  if (result?.action === 'reject' && result.reason === 'duplicate' && result.assetId !== undefined) {
+    return { id: result.assetId, status: 'duplicate' };
+  }
+  return undefined;
+}
+
+function toBulkCheckResult(value: unknown, invalid: () => Error): BulkCheckResult {
+  const { id, action, reason, assetId, isTrashed } = (value ?? {}) as Partial<Record<string, unknown>>;
+  if (typeof id !== 'string') throw invalid();
+  if (action === 'accept') return { id, action };
+  if (action !== 'reject' || (reason !== 'duplicate' && reason !== 'unsupported-format')) throw invalid();
+  return {
+    id,
+    action,
+    reason,
+    ...(typeof assetId === 'string' ? { assetId } : {}),
+    ...(typeof isTrashed === 'boolean' ? { isTrashed } : {}),
+  };
+}
+
+/** One request; 2xx answers are parsed as JSON, everything else becomes an ImmichError. */
+async function callJson(context: Context, spec: RequestSpec, signal: AbortSignal | undefined): Promise<unknown> {
+  const response = await exchangeWithStaleRetry(context, spec, signal);
+  if (response.status >= 200 && response.status < 300) {
+    if (response.body.length === 0) return {};
+    try {
+      return JSON.parse(response.body.toString('utf8')) as unknown;
+    } catch {
+      throw unexpectedBody(context, spec, 'JSON', response.headers['content-type']);
+    }
+  }
+  throw httpError(context, spec, response);
+}
+
+/**
+ * A keep-alive socket the server closed while it sat idle fails the next request at once with
+ * ECONNRESET. That says nothing about the server, so such a request is sent once more on a fresh
+ * socket (Node's documentation recommends exactly this, keyed on `reusedSocket`).
+ */
+async function exchangeWithStaleRetry(
+  context: Context,
+  spec: RequestSpec,
+  signal: AbortSignal | undefined,
+): Promise<RawResponse> {
+  try {
+    return await exchange(context, spec, signal);
+  } catch (error) {
+    if (!(error instanceof StaleSocket)) throw error;
+    try {
+      return await exchange(context, spec, signal);
+    } catch (retryError) {
+      throw retryError instanceof StaleSocket ? retryError.error : retryError;
+    }
+  }
+}
+
+/** Internal marker: the request failed on a reused keep-alive socket before any answer. */
+class StaleSocket extends Error {
+  constructor(readonly error: ImmichError) {
+    super(error.message);
+  }
+}
+
+function exchange(context: Context, spec: RequestSpec, signal: AbortSignal | undefined): Promise<RawResponse> {
+  return new Promise<RawResponse>((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(abortReason(signal));
+      return;
+    }
+    const url = new URL(spec.path, context.base);
+    const endpoint = url.pathname;
+    const headers: Record<string, string | number> = {
+      accept: 'application/json',
+      'user-agent': context.userAgent,
+      ...spec.headers,
+    };
+    if (spec.auth) headers['x-api-key'] = context.apiKey;
+
+    let jsonBody: Buffer | undefined;
+    let bodyStream: Readable | undefined;
+    if (spec.body && 'json' in spec.body) {
+      jsonBody = Buffer.from(JSON.stringify(spec.body.json), 'utf8');
+      headers['content-type'] = 'application/json';
+      headers['content-length'] = jsonBody.length;
+    } else if (spec.body) {
+      headers['content-type'] = spec.body.contentType;
+      headers['content-length'] = spec.body.contentLength;
+    }
+
+    // Node's `timeout` is a socket inactivity timeout: reset by every byte read or written, and it
+    // also covers connecting.
+    let req: http.ClientRequest;
+    try {
+      req = context.request(url, {
+        method: spec.method,
+        headers,
+        agent: context.agent,
+        timeout: context.inactivityTimeoutMs,
+      });
+    } catch (error) {
+      // E.g. a key with a newline in it: Node refuses the header (and names the header, not its value).
+      const reason = error instanceof Error ? redact(context, error.message) : 'invalid request';
+      reject(new ImmichError('rejected', spec.method, endpoint, `cannot send ${spec.method} ${endpoint}: ${reason}`));
+      return;
+    }
+
+    let settled = false;
+    let requestSent = false;
+    let responseStarted = false;
+    let response: http.IncomingMessage | undefined;
+
+    const settle = (outcome: { response: RawResponse } | { error: Error }): void => {
+      if (settled) return;
+      settled = true;
+      signal?.removeEventListener('abort', onAbort);
+      if (bodyStream) {
+        // Stop reading the file: the server answered (maybe early) or the request failed.
+        bodyStream.unpipe(req);
+        bodyStream.destroy();
+      }
+      // A request whose body was not fully sent leaves the connection unusable; so does any failure.
+      if ('error' in outcome || !requestSent) req.destroy();
+      if ('error' in outcome) reject(outcome.error);
+      else resolve(outcome.response);
+    };
+
+    const onAbort = (): void => settle({ error: abortReason(signal) });
+    signal?.addEventListener('abort', onAbort, { once: true });
+
+    // These listeners stay for the life of the objects: events that arrive after the outcome is
+    // decided (EPIPE after an early answer, for instance) are expected and ignored.
+    req.on('error', (error: NodeJS.ErrnoException) => {
+      // A write failed after the whole answer arrived (the server answered early and closed):
+      // the answer stands, and its 'end' settles.
+      if (response?.complete) return;
+      const mapped = networkError(context, spec.method, endpoint, error);
+      const stale = req.reusedSocket && !responseStarted && (error.code === 'ECONNRESET' || error.code === 'EPIPE');
+      settle({ error: stale ? new StaleSocket(mapped) : mapped });
+    });
+    req.on('timeout', () => {
+      settle({ error: timeoutError(context, spec.method, endpoint) });
+    });
+    req.on('finish', () => {
+      requestSent = true;
+    });
+    req.on('response', (res) => {
+      responseStarted = true;
+      response = res;
+      const chunks: Buffer[] = [];
+      let length = 0;
+      res.on('data', (chunk: Buffer) => {
+        length += chunk.length;
+        if (length > MAX_RESPONSE_BYTES) {
+          settle({ error: unexpectedBody(context, spec, `an answer under ${MAX_RESPONSE_BYTES} bytes`) });
+          return;
+        }
+        chunks.push(chunk);
+      });
+      res.on('end', () => {
+        settle({ response: { status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) } });
+      });
+      res.on('error', (error: NodeJS.ErrnoException) => {
+        settle({ error: networkError(context, spec.method, endpoint, error) });
+      });
+      res.on('aborted', () => {
+        settle({ error: networkError(context, spec.method, endpoint, Object.assign(new Error('aborted'), { code: 'ECONNRESET' })) });
+      });
+    });
+
+    if (jsonBody) {
+      req.end(jsonBody);
+    } else if (spec.body && !('json' in spec.body)) {
+      bodyStream = spec.body.stream();
+      // The file's own error, unchanged: the caller knows what a shrunk or unreadable file means.
+      bodyStream.on('error', (error) => settle({ error }));
+      bodyStream.pipe(req);
+    } else {
+      req.end();
+    }
+  });
+}
+
+const CONNECT_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EHOSTDOWN',
+  'ENETDOWN',
+  'EADDRNOTAVAIL',
+]);
+
+function networkError(context: Context, method: string, endpoint: string, error: NodeJS.ErrnoException): ImmichError {
+  const code = error.code ?? (error.message === 'socket hang up' ? 'ECONNRESET' : 'ENETWORK');
+  const message = CONNECT_CODES.has(code)
+    ? `cannot reach the Immich server at ${context.origin} (${code})`
+    : code.startsWith('ERR_TLS') || code.includes('CERT') || code.startsWith('ERR_SSL')
+      ? `${method} ${endpoint}: TLS with the Immich server at ${context.origin} failed (${code}): ${redact(context, error.message)}`
+      : `${method} ${endpoint}: the connection to the Immich server at ${context.origin} was lost (${code})`;
+  return new ImmichError('network', method, endpoint, message, { code });
+}
+
+function timeoutError(context: Context, method: string, endpoint: string): ImmichError {
+  const seconds = context.inactivityTimeoutMs / 1000;
+  return new ImmichError(
+    'network',
+    method,
+    endpoint,
+    `${method} ${endpoint}: no byte sent to or received from the Immich server at ${context.origin} for ${seconds} s (ETIMEDOUT)`,
+    { code: 'ETIMEDOUT' },
+  );
+}
+
+function unexpectedBody(context: Context, spec: RequestSpec, expected: string, contentType?: string): ImmichError {
+  const endpoint = new URL(spec.path, context.base).pathname;
+  const got = contentType ? ` (got ${contentType})` : '';
+  return new ImmichError(
+    'rejected',
+    spec.method,
+    endpoint,
+    `${spec.method} ${endpoint} did not answer with ${expected}${got}: is ${context.base.href} the Immich API?`,
+  );
+}
+
+function httpError(context: Context, spec: RequestSpec, response: RawResponse): ImmichError {
+  const { status, headers } = response;
+  const endpoint = new URL(spec.path, context.base).pathname;
+  const parsed = parseErrorBody(response);
+  const serverMessage = parsed.message === undefined ? undefined : redact(context, parsed.message);
+  const headerId = headers['x-correlation-id'];
+  const correlationId = parsed.correlationId ?? (typeof headerId === 'string' ? headerId : undefined);
+  const retryAfterMs = parseRetryAfter(headers['retry-after']);
+  const kind =
+    status === 401
+      ? 'auth'
+      : status === 403
+        ? 'forbidden'
+        : status === 408 || status === 429 || status >= 500
+          ? 'server'
+          : 'rejected';
+
+  let explanation = serverMessage ?? (http.STATUS_CODES[status] || 'no message');
+  if (status === 413) {
+    explanation =
+      'the upload is larger than a proxy between you and Immich allows ' +
+      "(Cloudflare's limit is 100 MB; nginx: client_max_body_size): raise the proxy's limit or upload around it";
+  } else if (status >= 300 && status < 400) {
+    const location = headers.location;
+    explanation = `redirected${location ? ` to ${location}` : ''}: use the URL the server redirects to`;
+  }
+  const message = `${spec.method} ${endpoint} answered ${status}: ${explanation}`;
+  return new ImmichError(kind, spec.method, endpoint, message, {
+    status,
+    ...(serverMessage !== undefined ? { serverMessage } : {}),
+    ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
+    ...(correlationId !== undefined ? { correlationId } : {}),
+  });
+}
+
+/**
+ * The server's message as one line. v2 bodies: `{"message": "..." | ["...", ...]}`; v3 validation
+ * bodies: `{"message":"Validation failed","errors":[{"path":[...],"message":"..."}]}`. A proxy's
+ * HTML page is reduced to its title.
+ */
+function parseErrorBody(response: RawResponse): { message?: string; correlationId?: string } {
+  const text = response.body.toString('utf8');
+  if (text.trim() === '') return {};
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    const title = /<title>([^<]*)<\/title>/i.exec(text)?.[1];
+    const plain = oneLine(title ?? text);
+    return plain === '' ? {} : { message: plain.slice(0, 300) };
+  }
+  if (typeof json !== 'object' || json === null) return { message: oneLine(String(json)).slice(0, 300) };
+  const { message, errors, correlationId } = json as Partial<Record<string, unknown>>;
+  const parts: string[] = [];
+  if (typeof message === 'string') parts.push(message);
+  else if (Array.isArray(message)) parts.push(message.map(String).join('; '));
+  if (Array.isArray(errors)) {
+    const details = errors.map((item: unknown) => {
+      const { path, message: detail } = (item ?? {}) as Partial<Record<string, unknown>>;
+      const where = Array.isArray(path) ? path.map(String).join('.') : typeof path === 'string' ? path : '';
+      const what = typeof detail === 'string' ? detail : JSON.stringify(item);
+      return where ? `${where}: ${what}` : what;
+    });
+    if (details.length > 0) parts.push(details.join('; '));
+  }
+  return {
+    ...(parts.length > 0 ? { message: oneLine(parts.join(': ')) } : {}),
+    ...(typeof correlationId === 'string' ? { correlationId } : {}),
+  };
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s+/g, ' ').trim();
+}
+
+/** Retry-After is either delta-seconds or an HTTP-date. */
+export function parseRetryAfter(value: string | undefined, now: number = Date.now()): number | undefined {
+  if (value === undefined) return undefined;
+  const trimmed = value.trim();
+  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
+  const date = Date.parse(trimmed);
+  if (Number.isNaN(date)) return undefined;
+  return Math.max(0, date - now);
+}
+
+/** A server could echo what it was sent; the key must not travel on in an error. */
+function redact(context: Context, text: string): string {
+  return context.apiKey === '' ? text : text.split(context.apiKey).join('[redacted]');
+}

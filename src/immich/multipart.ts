@@ -1,0 +1,112 @@
+/**
+ * A streaming multipart/form-data body: text fields, then one file part. The exact length is known
+ * before the first byte is sent (so the request carries a Content-Length, which proxies such as
+ * Cloudflare and nginx handle better than chunked uploads), and the file is read chunk by chunk,
+ * never held in memory (STACK.md, Trap 1).
+ */
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+
+export interface MultipartFile {
+  /** The form field name, e.g. `assetData`. */
+  name: string;
+  /** The part's filename, written as plain UTF-8 (never RFC 5987 `filename*`). */
+  filename: string;
+  contentType: string;
+  /** Exact byte count `open()` will produce. */
+  size: number;
+  /** Opens the file's bytes; called once per body produced. */
+  open: () => Readable;
+}
+
+export interface MultipartBody {
+  /** `multipart/form-data; boundary=...` */
+  contentType: string;
+  /** Exact byte length of the whole body. */
+  contentLength: number;
+  /** A fresh stream of the body. Errors from the file stream come out of it unchanged. */
+  stream: () => Readable;
+}
+
+/**
+ * The file delivered a different number of bytes than announced. The body would no longer match
+ * its Content-Length, so the request must fail now rather than wait for bytes that never come.
+ */
+export class FileSizeMismatchError extends Error {
+  override readonly name = 'FileSizeMismatchError';
+  readonly code = 'EFILESIZE';
+  constructor(
+    readonly filename: string,
+    readonly expected: number,
+    readonly actual: number,
+  ) {
+    super(
+      actual > expected
+        ? `${filename} grew while being uploaded: more than the ${expected} bytes announced`
+        : `${filename} shrank while being uploaded: ${actual} of the ${expected} bytes announced`,
+    );
+  }
+}
+
+const CRLF = '\r\n';
+
+/**
+ * Quoted-string escaping for a Content-Disposition parameter. Backslash escapes are what multipart
+ * parsers (busboy, which Immich uses through multer) decode, so `"` and `\` arrive intact; CR and LF
+ * cannot appear in a header at all and are percent-encoded as browsers do.
+ */
+export function quoteParam(value: string): string {
+  const escaped = value
+    .replace(/[\\"]/g, (c) => `\\${c}`)
+    .replace(/\r/g, '%0D')
+    .replace(/\n/g, '%0A');
+  return `"${escaped}"`;
+}
+
+/** A boundary that cannot plausibly occur in the fields: 24 random bytes, hex. */
+export function randomBoundary(): string {
+  return `----immich-auto-uploader-${randomBytes(24).toString('hex')}`;
+}
+
+export function buildMultipart(
+  fields: Record<string, string>,
+  file: MultipartFile,
+  boundary: string = randomBoundary(),
+): MultipartBody {
+  let head = '';
+  for (const [name, value] of Object.entries(fields)) {
+    head += `--${boundary}${CRLF}Content-Disposition: form-data; name=${quoteParam(name)}${CRLF}${CRLF}`;
+    head += `${value}${CRLF}`;
+  }
+  head +=
+    `--${boundary}${CRLF}` +
+    `Content-Disposition: form-data; name=${quoteParam(file.name)}; filename=${quoteParam(file.filename)}${CRLF}` +
+    `Content-Type: ${file.contentType.replace(/[\r\n]/g, '')}${CRLF}${CRLF}`;
+  const headBytes = Buffer.from(head, 'utf8');
+  const tailBytes = Buffer.from(`${CRLF}--${boundary}--${CRLF}`, 'utf8');
+
+  return {
+    contentType: `multipart/form-data; boundary=${boundary}`,
+    contentLength: headBytes.length + file.size + tailBytes.length,
+    stream: () => Readable.from(generateBody(headBytes, file, tailBytes), { objectMode: false }),
+  };
+}
+
+async function* generateBody(head: Buffer, file: MultipartFile, tail: Buffer): AsyncGenerator<Buffer> {
+  yield head;
+  const source = file.open();
+  let sent = 0;
+  try {
+    // for-await destroys `source` when the consumer stops early (return) or it throws.
+    for await (const chunk of source as AsyncIterable<Buffer | string>) {
+      const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+      sent += bytes.length;
+      if (sent > file.size) throw new FileSizeMismatchError(file.filename, file.size, sent);
+      yield bytes;
+    }
+  } finally {
+    source.destroy();
+  }
+  if (sent !== file.size) throw new FileSizeMismatchError(file.filename, file.size, sent);
+  yield tail;
+}

@@ -1,0 +1,494 @@
+/**
+ * Archive: moves an uploaded original out of the watch folder into the archive, keeping its
+ * sub-folders, without ever overwriting, losing or half-moving a file.
+ *
+ * How a file is placed, in order of preference:
+ * 1. `link(source, target)`, then `unlink(source)`. A hard link is exclusive (EEXIST if the
+ *    target exists, so a race cannot overwrite) and atomic, and the content never moves.
+ * 2. Where hard links are not supported (EPERM/ENOTSUP on FAT, some FUSE and SMB mounts):
+ *    `rename(source, target)` after checking the target does not exist. rename() replaces an
+ *    existing target silently, so a file created under that name between our check and the
+ *    rename would be overwritten; the window is a few microseconds, and only on such file systems.
+ * 3. Across file systems link/rename fail with EXDEV, so we copy to a hidden temporary in the
+ *    target folder, fsync it, compare its size and SHA-1 with what was uploaded, link (or 2.) it
+ *    into place, fsync the folder and only then unlink the source. On any failure the temporary is
+ *    removed and the source stays where it was.
+ *
+ * A name that is taken by the same content (same size and SHA-1) means the file was archived
+ * before (e.g. we were stopped between placing it and removing the source): the source is
+ * removed. A name taken by other content is never touched: we try `name (1).jpg`, `name (2).jpg`...
+ */
+import { randomBytes } from 'node:crypto';
+import { constants as fsConstants } from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import { basename, dirname, extname, isAbsolute, join, relative, sep } from 'node:path';
+import type { WatchRoot } from '../config.js';
+import { isAbortError } from '../support/clock.js';
+import { hashFile } from './hash.js';
+import type { FileVersion } from './types.js';
+
+/** The file-system operations the archive uses; the real ones by default, injectable in tests. */
+export interface ArchiveFs {
+  lstat(path: string): Promise<{ size: number; mtimeMs: number; atimeMs: number; isFile(): boolean }>;
+  mkdir(path: string, options: { recursive: true }): Promise<unknown>;
+  link(existingPath: string, newPath: string): Promise<void>;
+  rename(oldPath: string, newPath: string): Promise<void>;
+  unlink(path: string): Promise<void>;
+  /** Called with COPYFILE_EXCL: it must fail with EEXIST rather than overwrite. */
+  copyFile(source: string, destination: string, mode: number): Promise<void>;
+  utimes(path: string, atimeMs: number, mtimeMs: number): Promise<void>;
+  /** Opens a file or folder only to fsync it. */
+  open(path: string, flags: string): Promise<{ sync(): Promise<void>; close(): Promise<void> }>;
+}
+
+/** The real node:fs/promises. */
+export const nodeArchiveFs: ArchiveFs = {
+  lstat: (path) => fsp.lstat(path),
+  mkdir: (path, options) => fsp.mkdir(path, options),
+  link: (existingPath, newPath) => fsp.link(existingPath, newPath),
+  rename: (oldPath, newPath) => fsp.rename(oldPath, newPath),
+  unlink: (path) => fsp.unlink(path),
+  copyFile: (source, destination, mode) => fsp.copyFile(source, destination, mode),
+  utimes: (path, atimeMs, mtimeMs) => fsp.utimes(path, atimeMs / 1000, mtimeMs / 1000),
+  open: (path, flags) => fsp.open(path, flags),
+};
+
+export interface ArchiveInput {
+  /** Absolute path of the uploaded file, inside `root.path`. */
+  source: string;
+  /** The watch folder it came from; the target is `root.archivePath` + the path below `root.path`. */
+  root: WatchRoot;
+  /** SHA-1 (hex) of the content that was uploaded. */
+  checksum: string;
+  /** Size and mtime of the version that was uploaded; a source that differs is not moved. */
+  expected: FileVersion;
+  /** Default: the real file system. */
+  fs?: ArchiveFs;
+  /** Stops the work before anything is placed (hashing an existing target can take a while). */
+  signal?: AbortSignal;
+}
+
+export interface ArchiveResult {
+  /**
+   * `moved`: the file is now at `target` and no longer at the source.
+   * `already-archived`: `target` already held the same content; the source was removed.
+   */
+  outcome: 'moved' | 'already-archived';
+  /** Where the file is in the archive (may be a `name (n).ext` variant). */
+  target: string;
+  /** How it got there; `none` for already-archived. For logs. */
+  method: 'link' | 'rename' | 'copy' | 'none';
+}
+
+/** The step of an archive that failed, for logs and for deciding what to tell the user. */
+export type ArchiveStep =
+  | 'resolve-target'
+  | 'create-folder'
+  | 'inspect-target'
+  | 'move'
+  | 'copy'
+  | 'fsync'
+  | 'verify'
+  | 'place'
+  | 'remove-source'
+  | 'find-name';
+
+/**
+ * Archiving failed. Unless `target` is set, nothing changed: the source is where it was and no
+ * temporary is left. With `target` set the file was archived there but the source could not be
+ * removed; a retry finds the identical target and removes the source then.
+ */
+export class ArchiveError extends Error {
+  override readonly name = 'ArchiveError';
+  /** Set when the file was archived here but the source could not be removed afterwards. */
+  readonly target: string | undefined;
+  constructor(
+    readonly step: ArchiveStep,
+    /** The path (or `from -> to`) the failed operation worked on. */
+    readonly path: string,
+    /** The errno code (ENOSPC, EACCES, ...) when the failure came from the file system. */
+    readonly code: string | undefined,
+    message: string,
+    options?: { cause?: unknown; target?: string },
+  ) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.target = options?.target;
+  }
+}
+
+/**
+ * The source is not the version that was uploaded (it was modified, replaced or removed since).
+ * Nothing was moved; the caller sends the file round the pipeline again.
+ */
+export class SourceChangedError extends Error {
+  override readonly name = 'SourceChangedError';
+  constructor(
+    readonly path: string,
+    readonly expected: FileVersion,
+    /** What is there now; null when it is gone or no longer a regular file. */
+    readonly actual: FileVersion | null,
+  ) {
+    super(
+      actual === null
+        ? `${path} is gone or no longer a regular file; it was not archived`
+        : `${path} changed since it was uploaded (size ${expected.size} -> ${actual.size}, ` +
+            `mtime ${expected.mtimeMs} -> ${actual.mtimeMs}); it was not archived`,
+    );
+  }
+}
+
+/** Temporaries of an interrupted cross-device copy: `.<name>.iau-tmp-<12 hex>`. */
+const TEMPORARY_PATTERN = /^\..*\.iau-tmp-[0-9a-f]{12}$/;
+/** How many `name (n)` variants we try before giving up (a sign of something badly wrong). */
+const MAX_NAME_ATTEMPTS = 10_000;
+/** File names are limited to 255 bytes; the temporary adds a dot and 21 bytes of suffix. */
+const MAX_TEMPORARY_STEM_BYTES = 200;
+/** link() errors meaning "this file system has no hard links": fall back to rename. */
+const LINK_UNSUPPORTED = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
+
+/** Moves an uploaded file into the archive; see the module comment for how. */
+export async function archiveFile(input: ArchiveInput): Promise<ArchiveResult> {
+  const fs = input.fs ?? nodeArchiveFs;
+  const { source, checksum, expected, signal } = input;
+  const wanted = targetPath(source, input.root);
+  const folder = dirname(wanted);
+
+  await assertUnchanged(fs, source, expected);
+  await attempt('create-folder', folder, () => fs.mkdir(folder, { recursive: true }));
+
+  const job: Job = { fs, source, expected, checksum: checksum.toLowerCase(), signal, canLink: true };
+  let claim: Claim;
+  try {
+    claim = await claimName(job, source, wanted, 0);
+  } catch (error) {
+    if (codeOf(error) === 'EXDEV') return await copyAcross(job, wanted);
+    throw wrap(error, 'move', `${source} -> ${wanted}`);
+  }
+
+  if (claim.kind === 'identical') {
+    await removeSource(job, claim.target);
+    return { outcome: 'already-archived', target: claim.target, method: 'none' };
+  }
+  if (claim.method === 'link') {
+    // Target and source are one inode now. If the file was written to between our check and the
+    // link, the target holds content we did not upload: take the new name back and say so.
+    const actual = await versionOf(fs, claim.target);
+    if (!sameVersion(actual, expected)) {
+      await attempt('move', claim.target, () => fs.unlink(claim.target));
+      throw new SourceChangedError(source, expected, actual);
+    }
+  }
+  await syncFolder(fs, folder, claim.target);
+  if (claim.method === 'link') await removeSource(job, claim.target);
+  return { outcome: 'moved', target: claim.target, method: claim.method };
+}
+
+/**
+ * Removes temporaries left by a cross-device copy that was interrupted (crash, power loss) from
+ * the archive and its sub-folders. Call it at start, before archiving anything. Returns how many
+ * were removed; a missing archive folder counts as none.
+ */
+export async function removeStaleTemporaries(archiveDirectory: string): Promise<number> {
+  let removed = 0;
+  const folders = [archiveDirectory];
+  for (let folder = folders.pop(); folder !== undefined; folder = folders.pop()) {
+    let entries;
+    try {
+      entries = await fsp.readdir(folder, { withFileTypes: true });
+    } catch (error) {
+      // The archive (or a sub-folder) was never created, or was removed while we walked it.
+      if (codeOf(error) === 'ENOENT' || codeOf(error) === 'ENOTDIR') continue;
+      throw error;
+    }
+    for (const entry of entries) {
+      const path = join(folder, entry.name);
+      // Dirent types come from lstat semantics: links to folders are not followed.
+      if (entry.isDirectory()) folders.push(path);
+      else if (entry.isFile() && TEMPORARY_PATTERN.test(entry.name)) {
+        await removeIfExists(fsp.unlink, path);
+        removed++;
+      }
+    }
+  }
+  return removed;
+}
+
+/** Whether a file name is one of our temporaries (the watcher and rescans should ignore them). */
+export function isArchiveTemporary(name: string): boolean {
+  return TEMPORARY_PATTERN.test(name);
+}
+
+/** Where a source goes: the archive folder of its root plus its path below the root. */
+export function targetPath(source: string, root: WatchRoot): string {
+  const below = relative(root.path, source);
+  if (below === '' || isAbsolute(below) || below === '..' || below.startsWith(`..${sep}`)) {
+    throw new ArchiveError(
+      'resolve-target',
+      source,
+      undefined,
+      `cannot archive ${source}: it is not inside its watch folder ${root.path}`,
+    );
+  }
+  return join(root.archivePath, below);
+}
+
+/** `photo.jpg`, `photo (1).jpg`, `photo (2).jpg`, ... */
+export function numberedName(path: string, n: number): string {
+  if (n === 0) return path;
+  const name = basename(path);
+  const extension = extname(name);
+  return join(dirname(path), `${name.slice(0, name.length - extension.length)} (${n})${extension}`);
+}
+
+interface Job {
+  fs: ArchiveFs;
+  source: string;
+  expected: FileVersion;
+  checksum: string;
+  signal: AbortSignal | undefined;
+  /** Cleared the first time link() says the file system has no hard links. */
+  canLink: boolean;
+}
+
+type Claim =
+  | { kind: 'placed'; target: string; method: 'link' | 'rename' }
+  | { kind: 'identical'; target: string };
+
+/**
+ * Places `from` under the first free `wanted (n)` name from `start` on, or finds a name that
+ * already holds the same content. Errors other than EEXIST (EXDEV included) are thrown raw so the
+ * caller can decide.
+ */
+async function claimName(job: Job, from: string, wanted: string, start: number): Promise<Claim> {
+  let n = start;
+  for (let attempts = 0; attempts < MAX_NAME_ATTEMPTS; attempts++) {
+    const target = numberedName(wanted, n);
+    try {
+      const method = await placeExclusive(job, from, target);
+      return { kind: 'placed', target, method };
+    } catch (error) {
+      if (codeOf(error) !== 'EEXIST') throw error;
+    }
+    const found = await inspect(job, target);
+    if (found === 'identical') return { kind: 'identical', target };
+    // 'absent': it vanished between our attempt and the look; try the same name again.
+    if (found === 'different') n++;
+  }
+  throw new ArchiveError('find-name', wanted, undefined, `no free name for ${wanted} after ${MAX_NAME_ATTEMPTS} attempts`);
+}
+
+/** Puts `from` at `to` unless `to` exists (then EEXIST). */
+async function placeExclusive(job: Job, from: string, to: string): Promise<'link' | 'rename'> {
+  if (job.canLink) {
+    try {
+      await job.fs.link(from, to);
+      return 'link';
+    } catch (error) {
+      if (!LINK_UNSUPPORTED.has(codeOf(error) ?? '')) throw error;
+      job.canLink = false;
+    }
+  }
+  // No hard links here. rename() would replace an existing file, so look first; something created
+  // at `to` in the moment between the look and the rename would be overwritten (module comment).
+  if ((await versionOrNull(job.fs, to)) !== 'absent') throw errnoError('EEXIST', `file exists: ${to}`);
+  await job.fs.rename(from, to);
+  return 'rename';
+}
+
+/** What is at a name we could not take: the same content as ours, other content, or nothing now. */
+async function inspect(job: Job, target: string): Promise<'identical' | 'different' | 'absent'> {
+  const found = await attempt('inspect-target', target, () => versionOrNull(job.fs, target));
+  if (found === 'absent') return 'absent';
+  if (found === 'not-a-file' || found.size !== job.expected.size) return 'different';
+  const { checksum } = await attempt('inspect-target', target, () => hashFile(target, job.signal));
+  return checksum === job.checksum ? 'identical' : 'different';
+}
+
+/**
+ * The cross-device path: copy, fsync, verify, place without overwriting, fsync the folder, remove
+ * the source. The source is untouched until the verified copy is in place.
+ */
+async function copyAcross(job: Job, wanted: string): Promise<ArchiveResult> {
+  const { fs, source } = job;
+  const folder = dirname(wanted);
+
+  // Look for the same content under the names first: no point copying gigabytes to find out.
+  let start = 0;
+  for (;; start++) {
+    if (start >= MAX_NAME_ATTEMPTS) {
+      throw new ArchiveError('find-name', wanted, undefined, `no free name for ${wanted} after ${MAX_NAME_ATTEMPTS} attempts`);
+    }
+    const name = numberedName(wanted, start);
+    const found = await inspect(job, name);
+    if (found === 'identical') {
+      await removeSource(job, name);
+      return { outcome: 'already-archived', target: name, method: 'none' };
+    }
+    if (found === 'absent') break;
+  }
+
+  const temporary = join(folder, temporaryName(basename(wanted)));
+  let claim: Claim;
+  try {
+    await attempt('copy', `${source} -> ${temporary}`, () => fs.copyFile(source, temporary, fsConstants.COPYFILE_EXCL));
+    const sourceStat = await attempt('copy', source, () => fs.lstat(source));
+    // Keep the original's times: the archive is where people look for their originals. Best
+    // effort: some file systems refuse to set times, and that must not stop the file being archived.
+    await fs.utimes(temporary, sourceStat.atimeMs, sourceStat.mtimeMs).catch(() => undefined);
+    await attempt('fsync', temporary, () => syncPath(fs, temporary));
+    await verifyCopy(job, temporary);
+    claim = await claimName(job, temporary, wanted, start).catch((error: unknown) => {
+      throw wrap(error, 'place', `${temporary} -> ${wanted}`);
+    });
+  } catch (error) {
+    await removeIfExists((path) => fs.unlink(path), temporary).catch(() => {
+      // Left behind: removeStaleTemporaries() clears it at the next start. The original error
+      // is the one that matters to the caller.
+    });
+    throw wrap(error, 'copy', `${source} -> ${temporary}`);
+  }
+
+  if (claim.kind === 'identical') {
+    // Someone placed the same content under this name while we copied.
+    await removeIfExists((path) => fs.unlink(path), temporary).catch(() => undefined);
+    await removeSource(job, claim.target);
+    return { outcome: 'already-archived', target: claim.target, method: 'none' };
+  }
+  if (claim.method === 'link') {
+    // The temporary is a second name for the placed file; if it cannot be removed it is harmless
+    // and removeStaleTemporaries() clears it at the next start.
+    await removeIfExists((path) => fs.unlink(path), temporary).catch(() => undefined);
+  }
+  await syncFolder(fs, folder, claim.target);
+
+  // The copy took time; if the source was written to meanwhile, deleting it would lose those
+  // writes. Take our copy back out and let the caller send the new version round.
+  const actual = await versionOf(fs, source);
+  if (!sameVersion(actual, job.expected)) {
+    await attempt('place', claim.target, () => fs.unlink(claim.target));
+    throw new SourceChangedError(source, job.expected, actual);
+  }
+  await removeSource(job, claim.target);
+  return { outcome: 'moved', target: claim.target, method: 'copy' };
+}
+
+/** The copy must be byte-for-byte what was uploaded: same size and SHA-1. */
+async function verifyCopy(job: Job, temporary: string): Promise<void> {
+  const copied = await attempt('verify', temporary, () => hashFile(temporary, job.signal));
+  if (copied.size === job.expected.size && copied.checksum === job.checksum) return;
+  // A mismatch is usually the source changing under the copy; say so if it did.
+  const actual = await versionOf(job.fs, job.source);
+  if (!sameVersion(actual, job.expected)) throw new SourceChangedError(job.source, job.expected, actual);
+  throw new ArchiveError(
+    'verify',
+    temporary,
+    undefined,
+    `the copy ${temporary} of ${job.source} does not match what was uploaded ` +
+      `(size ${copied.size}, sha1 ${copied.checksum}; expected size ${job.expected.size}, sha1 ${job.checksum})`,
+  );
+}
+
+async function removeSource(job: Job, target: string): Promise<void> {
+  try {
+    await removeIfExists((path) => job.fs.unlink(path), job.source);
+  } catch (error) {
+    throw wrap(error, 'remove-source', job.source, target);
+  }
+}
+
+/** Throws SourceChangedError unless the source is the expected version. */
+async function assertUnchanged(fs: ArchiveFs, source: string, expected: FileVersion): Promise<void> {
+  const actual = await versionOf(fs, source);
+  if (!sameVersion(actual, expected)) throw new SourceChangedError(source, expected, actual);
+}
+
+/** Size and mtime of a regular file; null when it is gone or not a regular file. */
+async function versionOf(fs: ArchiveFs, path: string): Promise<FileVersion | null> {
+  const found = await attempt('inspect-target', path, () => versionOrNull(fs, path));
+  return found === 'absent' || found === 'not-a-file' ? null : found;
+}
+
+async function versionOrNull(fs: ArchiveFs, path: string): Promise<FileVersion | 'absent' | 'not-a-file'> {
+  try {
+    const stats = await fs.lstat(path);
+    return stats.isFile() ? { size: stats.size, mtimeMs: stats.mtimeMs } : 'not-a-file';
+  } catch (error) {
+    if (codeOf(error) === 'ENOENT') return 'absent';
+    throw error;
+  }
+}
+
+function sameVersion(actual: FileVersion | null, expected: FileVersion): boolean {
+  return actual !== null && actual.size === expected.size && actual.mtimeMs === expected.mtimeMs;
+}
+
+/**
+ * Makes a new name in a folder survive a crash. Some file systems cannot fsync a folder (EINVAL,
+ * EISDIR, ENOTSUP, EPERM on some network and FUSE mounts); there we carry on, as other tools do.
+ */
+async function syncFolder(fs: ArchiveFs, folder: string, target: string): Promise<void> {
+  try {
+    await syncPath(fs, folder);
+  } catch (error) {
+    if (['EINVAL', 'EISDIR', 'ENOTSUP', 'EOPNOTSUPP', 'EPERM', 'EBADF'].includes(codeOf(error) ?? '')) return;
+    throw wrap(error, 'fsync', folder, target);
+  }
+}
+
+async function syncPath(fs: ArchiveFs, path: string): Promise<void> {
+  const handle = await fs.open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function removeIfExists(unlink: (path: string) => Promise<void>, path: string): Promise<void> {
+  try {
+    await unlink(path);
+  } catch (error) {
+    if (codeOf(error) !== 'ENOENT') throw error;
+  }
+}
+
+/** `.<name>.iau-tmp-<12 hex>`: hidden, recognisable, unique, and short enough for 255-byte names. */
+function temporaryName(name: string): string {
+  let stem = name;
+  while (Buffer.byteLength(stem) > MAX_TEMPORARY_STEM_BYTES) stem = Array.from(stem).slice(0, -1).join('');
+  return `.${stem}.iau-tmp-${randomBytes(6).toString('hex')}`;
+}
+
+/** Runs one file-system step, turning a raw failure into an ArchiveError for that step. */
+async function attempt<T>(step: ArchiveStep, path: string, operation: () => Promise<T>): Promise<T> {
+  try {
+    return await operation();
+  } catch (error) {
+    throw wrap(error, step, path);
+  }
+}
+
+/** Typed errors and aborts pass through; anything else becomes an ArchiveError naming the step. */
+function wrap(error: unknown, step: ArchiveStep, path: string, target?: string): Error {
+  if (error instanceof ArchiveError || error instanceof SourceChangedError || isAbortError(error)) return error as Error;
+  const code = codeOf(error);
+  // Node's messages start with the code ("ENOSPC: no space left on device, copyfile ..."): say it once.
+  const message = error instanceof Error ? error.message : String(error);
+  const reason = code !== undefined && message.startsWith(`${code}: `) ? message.slice(code.length + 2) : message;
+  const done = target === undefined ? '' : ` (the file is archived at ${target}; the source is still in place)`;
+  return new ArchiveError(step, path, code, `archive failed at ${step} of ${path}: ${code ?? 'error'}: ${reason}${done}`, {
+    cause: error,
+    target,
+  });
+}
+
+function codeOf(error: unknown): string | undefined {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+function errnoError(code: string, message: string): NodeJS.ErrnoException {
+  const error: NodeJS.ErrnoException = new Error(`${code}: ${message}`);
+  error.code = code;
+  return error;
+}

@@ -1,0 +1,268 @@
+import { lstat } from 'node:fs/promises';
+import { relative } from 'node:path';
+import PQueue from 'p-queue';
+import type { Logger } from 'pino';
+import type { Clock } from '../support/clock.js';
+import type { FileOutcome } from './process-file.js';
+import { Settler } from './settle.js';
+import { formatBytes, RunStats } from './stats.js';
+import type { Candidate, FileVersion, SettledFile } from './types.js';
+
+type EntryState = 'settling' | 'queued' | 'active' | 'skipped' | 'failed';
+
+interface Entry {
+  version: FileVersion;
+  state: EntryState;
+  /** For failed files: when they may be tried again (Infinity: only once they change). */
+  retryAt?: number;
+  failures?: number;
+}
+
+/** First wait before a failed file is tried again; it doubles per failure, up to an hour. */
+const RETRY_BASE_MS = 60_000;
+const RETRY_MAX_MS = 60 * 60_000;
+
+/**
+ * Takes the detector's candidates and sees each file version through the pipeline once:
+ * however many events a file produces, it is settled, processed and logged once. Keeps the
+ * counts, retries failed files later in watch mode, and knows when all work is done.
+ */
+export class Coordinator {
+  readonly stats = new RunStats();
+  private readonly entries = new Map<string, Entry>();
+  private readonly settler: Settler;
+  private readonly queue: PQueue;
+  private inProgress = 0;
+  private idleWaiters: (() => void)[] = [];
+  private readonly retryTimers = new AbortController();
+  private stopped = false;
+
+  constructor(
+    private readonly deps: {
+      clock: Clock;
+      logger: Logger;
+      waitMs: number;
+      intervalMs: number;
+      /** How many files may be between settled and done at once. */
+      inFlight: number;
+      /** Whether failed files are tried again later in this run (watch) or not (once). */
+      retryFailed: boolean;
+      process: (file: SettledFile) => Promise<FileOutcome>;
+      /** Called with an error that must end the run (the server refused the key). */
+      onFatal: (error: unknown) => void;
+    },
+  ) {
+    this.queue = new PQueue({ concurrency: deps.inFlight });
+    this.settler = new Settler({
+      clock: deps.clock,
+      waitMs: deps.waitMs,
+      intervalMs: deps.intervalMs,
+      onSettled: (file) => this.enqueue(file),
+      onEmpty: (candidate) => this.skipEmpty(candidate),
+      onGone: (path) => this.forget(path),
+    });
+  }
+
+  start(): void {
+    this.settler.start();
+  }
+
+  /** A file the detector saw. Cheap and idempotent: repeated sightings of one version do nothing. */
+  offer(candidate: Candidate): void {
+    if (this.stopped) return;
+    const entry = this.entries.get(candidate.path);
+    if (entry) {
+      const sameVersion = entry.version.size === candidate.size && entry.version.mtimeMs === candidate.mtimeMs;
+      switch (entry.state) {
+        case 'settling':
+          // The settler watches the file itself; a new version only restarts its window.
+          entry.version = { size: candidate.size, mtimeMs: candidate.mtimeMs };
+          this.settler.add(candidate);
+          return;
+        case 'queued':
+        case 'active':
+          // Checked again before archiving: a change sends the file round once it is done.
+          return;
+        case 'skipped':
+        case 'failed':
+          if (sameVersion && (entry.retryAt ?? Number.POSITIVE_INFINITY) > this.deps.clock.now()) return;
+          break;
+      }
+    }
+    this.track(candidate.path, {
+      version: { size: candidate.size, mtimeMs: candidate.mtimeMs },
+      state: 'settling',
+      failures: entry?.failures,
+    });
+    this.settler.add(candidate);
+  }
+
+  /** Settling, queued or being processed. */
+  get queued(): number {
+    return this.inProgress;
+  }
+
+  /** Resolves when no file is settling, queued or being processed. */
+  async whenIdle(): Promise<void> {
+    while (this.inProgress > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /**
+   * Stops taking files, drops those still settling or queued (they stay where they are), and
+   * waits for the ones being processed; the caller aborts them when its grace period ends.
+   */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.retryTimers.abort();
+    await this.settler.close();
+    this.queue.clear();
+    await this.queue.onIdle();
+  }
+
+  private enqueue(file: SettledFile): void {
+    const entry = this.entries.get(file.path);
+    if (!entry || this.stopped) return;
+    entry.state = 'queued';
+    entry.version = { size: file.size, mtimeMs: file.mtimeMs };
+    // run() never rejects: it turns every failure into an outcome or a fatal stop.
+    void this.queue.add(() => this.run(file));
+  }
+
+  private async run(file: SettledFile): Promise<void> {
+    const entry = this.entries.get(file.path);
+    if (!entry || this.stopped) return;
+    entry.state = 'active';
+    try {
+      const outcome = await this.deps.process(file);
+      await this.settle(file, outcome);
+    } catch (error) {
+      this.deps.onFatal(error);
+    }
+  }
+
+  private async settle(file: SettledFile, outcome: FileOutcome): Promise<void> {
+    const { logger, clock } = this.deps;
+    const fields = { file: this.display(file), bytes: file.size };
+    switch (outcome.kind) {
+      case 'uploaded':
+        this.stats.uploaded++;
+        this.stats.uploadedBytes += file.size;
+        logger.info({ ...fields, ms: outcome.ms, assetId: outcome.assetId, archivedTo: outcome.archivedTo },
+          `uploaded ${fields.file} (${formatBytes(file.size)})`);
+        this.forget(file.path);
+        return;
+      case 'already-on-server':
+        this.stats.duplicates++;
+        logger.info({ ...fields, ms: outcome.ms, assetId: outcome.assetId, archivedTo: outcome.archivedTo },
+          `already on server: ${fields.file}`);
+        this.forget(file.path);
+        return;
+      case 'skipped':
+        this.stats.skipped++;
+        logger.info({ ...fields, reason: outcome.reason }, `skipped ${fields.file}: ${outcome.reason}`);
+        this.park(file.path, 'skipped', Number.POSITIVE_INFINITY);
+        return;
+      case 'failed': {
+        this.stats.failed++;
+        const entry = this.entries.get(file.path);
+        const failures = (entry?.failures ?? 0) + 1;
+        const delayMs = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** (failures - 1));
+        const retryAt = outcome.retryable && this.deps.retryFailed ? clock.now() + delayMs : Number.POSITIVE_INFINITY;
+        logger.error(
+          { ...fields, stage: outcome.stage, error: outcome.message, ...(Number.isFinite(retryAt) ? { retryInMs: delayMs } : {}) },
+          `failed ${fields.file}: ${outcome.message}`,
+        );
+        this.park(file.path, 'failed', retryAt, failures);
+        if (Number.isFinite(retryAt)) this.retryLater(file, delayMs);
+        return;
+      }
+      case 'changed':
+        logger.debug(fields, 'file changed while being processed; looking at it again');
+        await this.resettle(file);
+        return;
+      case 'aborted':
+        this.forget(file.path);
+        return;
+    }
+  }
+
+  private skipEmpty(candidate: Candidate): void {
+    const entry = this.entries.get(candidate.path);
+    if (!entry) return;
+    this.stats.skipped++;
+    this.deps.logger.info({ file: this.display(candidate), bytes: 0 }, `skipped ${this.display(candidate)}: empty file`);
+    entry.version = { size: candidate.size, mtimeMs: candidate.mtimeMs };
+    this.park(candidate.path, 'skipped', Number.POSITIVE_INFINITY);
+  }
+
+  private retryLater(file: SettledFile, delayMs: number): void {
+    // A cancelled timer (shutdown) is the only rejection, and it means "do nothing".
+    void this.deps.clock.sleep(delayMs, this.retryTimers.signal).then(
+      () => this.reoffer(file),
+      () => undefined,
+    );
+  }
+
+  private async reoffer(file: SettledFile): Promise<void> {
+    const current = await currentVersion(file);
+    if (current) this.offer(current);
+  }
+
+  /** Sends a file that changed under us back to settling, without it ever counting as idle. */
+  private async resettle(file: SettledFile): Promise<void> {
+    const current = await currentVersion(file);
+    if (!current || this.stopped) {
+      this.forget(file.path);
+      return;
+    }
+    this.track(file.path, { version: { size: current.size, mtimeMs: current.mtimeMs }, state: 'settling' });
+    this.settler.add(current);
+  }
+
+  private track(path: string, entry: Entry): void {
+    const previous = this.entries.get(path);
+    if (!previous || !isBusy(previous.state)) this.inProgress++;
+    this.entries.set(path, entry);
+  }
+
+  private park(path: string, state: 'skipped' | 'failed', retryAt: number, failures?: number): void {
+    const entry = this.entries.get(path);
+    if (!entry) return;
+    if (isBusy(entry.state)) this.done();
+    entry.state = state;
+    entry.retryAt = retryAt;
+    entry.failures = failures;
+  }
+
+  private forget(path: string): void {
+    const entry = this.entries.get(path);
+    if (!entry) return;
+    this.entries.delete(path);
+    if (isBusy(entry.state)) this.done();
+  }
+
+  private done(): void {
+    this.inProgress--;
+    if (this.inProgress > 0) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  private display(file: Candidate): string {
+    return relative(file.root.path, file.path);
+  }
+}
+
+async function currentVersion(file: Candidate): Promise<Candidate | undefined> {
+  try {
+    const stat = await lstat(file.path);
+    return stat.isFile() ? { path: file.path, root: file.root, size: stat.size, mtimeMs: stat.mtimeMs } : undefined;
+  } catch {
+    return undefined; // gone: nothing left to do for it
+  }
+}
+
+function isBusy(state: EntryState): boolean {
+  return state === 'settling' || state === 'queued' || state === 'active';
+}

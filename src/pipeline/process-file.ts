@@ -1,0 +1,131 @@
+import { lstat } from 'node:fs/promises';
+import { isImmichError } from '../immich/errors.js';
+import { FileSizeMismatchError } from '../immich/multipart.js';
+import type { CallSignals, ResilientImmich } from '../immich/resilient.js';
+import { isAbortError, type Clock } from '../support/clock.js';
+import { archiveFile, ArchiveError, SourceChangedError } from './archive.js';
+import type { CheckBatcher, ServerVerdict } from './check.js';
+import { hashFile } from './hash.js';
+import type { Decision, FileState } from './states.js';
+import type { FileVersion, SettledFile } from './types.js';
+import { buildUploadRequest } from './upload.js';
+
+/** How one file's trip through the pipeline ended. */
+export type FileOutcome =
+  | { kind: 'uploaded'; assetId: string; archivedTo: string; ms: number }
+  | { kind: 'already-on-server'; assetId: string | undefined; archivedTo: string; ms: number }
+  | { kind: 'skipped'; reason: string }
+  /** `retryable`: the same bytes may succeed later (server trouble, archive folder full). */
+  | { kind: 'failed'; stage: 'hash' | 'check' | 'upload' | 'archive'; message: string; retryable: boolean }
+  /** The file changed on disk while we worked on it: it goes round again. */
+  | { kind: 'changed' }
+  /** Shutdown stopped the work; the file stays where it is. */
+  | { kind: 'aborted' };
+
+export interface ProcessDeps {
+  immich: ResilientImmich;
+  checker: CheckBatcher;
+  serverMajor: number;
+  clock: Clock;
+  /** Runs the hash step within the hashing concurrency. */
+  limitHash: <T>(work: () => Promise<T>) => Promise<T>;
+  /** Runs the upload step within UPLOAD_CONCURRENCY. */
+  limitUpload: <T>(work: () => Promise<T>) => Promise<T>;
+  /** Called at each state change, before the step that depends on it. */
+  record: (file: SettledFile, state: FileState) => void;
+  signals: CallSignals;
+}
+
+/**
+ * Runs one settled file through hash -> check -> upload -> archive. Never throws for a problem
+ * of this file: each ends as an outcome. It throws only what must stop the whole run (the
+ * server refused the key).
+ */
+export async function processFile(file: SettledFile, deps: ProcessDeps): Promise<FileOutcome> {
+  const started = deps.clock.now();
+  let stage: 'hash' | 'check' | 'upload' | 'archive' = 'hash';
+  try {
+    deps.record(file, 'settled');
+    const { checksum, size } = await deps.limitHash(() => hashFile(file.path, deps.signals.wait));
+    if (size !== file.size) return { kind: 'changed' };
+    deps.record(file, 'hashed');
+
+    stage = 'check';
+    const verdict = await deps.checker.check(checksum);
+    const decision = decide(verdict);
+    let assetId: string | undefined;
+    let created = false;
+    switch (decision) {
+      case 'skip:unsupported':
+        return { kind: 'failed', stage, message: 'the server does not accept this file type', retryable: false };
+      case 'server-duplicate':
+        assetId = verdict.kind === 'duplicate' ? verdict.assetId : undefined;
+        break;
+      case 'upload': {
+        stage = 'upload';
+        deps.record(file, 'uploading');
+        const result = await deps.limitUpload(() =>
+          deps.immich.uploadAsset(buildUploadRequest(file, checksum, deps.serverMajor), deps.signals),
+        );
+        assetId = result.id;
+        created = result.status === 'created';
+        break;
+      }
+      default: {
+        const unhandled: never = decision;
+        throw new Error(`unhandled decision ${String(unhandled)}`);
+      }
+    }
+    deps.record(file, 'on-server');
+
+    // Only what the server confirmed is archived, and only if it is still the version we sent.
+    stage = 'archive';
+    if (!(await isUnchanged(file.path, file))) return { kind: 'changed' };
+    const archived = await archiveFile({ source: file.path, root: file.root, checksum, expected: file });
+    deps.record(file, 'archived');
+    const ms = deps.clock.now() - started;
+    return created
+      ? { kind: 'uploaded', assetId: assetId ?? '', archivedTo: archived.target, ms }
+      : { kind: 'already-on-server', assetId, archivedTo: archived.target, ms };
+  } catch (error) {
+    return toOutcome(error, stage, deps.signals);
+  }
+}
+
+export function decide(verdict: ServerVerdict): Decision {
+  switch (verdict.kind) {
+    case 'accept':
+      return 'upload';
+    case 'duplicate':
+      return 'server-duplicate';
+    case 'unsupported':
+      return 'skip:unsupported';
+  }
+}
+
+function toOutcome(error: unknown, stage: 'hash' | 'check' | 'upload' | 'archive', signals: CallSignals): FileOutcome {
+  if (signals.wait?.aborted || signals.request?.aborted || isAbortError(error)) return { kind: 'aborted' };
+  if (error instanceof FileSizeMismatchError || error instanceof SourceChangedError) return { kind: 'changed' };
+  if (isNodeError(error) && error.code === 'ENOENT' && stage !== 'archive') return { kind: 'changed' };
+  if (isImmichError(error)) {
+    // A refused key stops everything: no point failing every file one by one.
+    if (error.kind === 'auth') throw error;
+    return { kind: 'failed', stage, message: error.message, retryable: error.retryable };
+  }
+  if (error instanceof ArchiveError) return { kind: 'failed', stage, message: error.message, retryable: true };
+  const message = error instanceof Error ? error.message : String(error);
+  return { kind: 'failed', stage, message, retryable: true };
+}
+
+async function isUnchanged(path: string, expected: FileVersion): Promise<boolean> {
+  try {
+    const now = await lstat(path);
+    return now.isFile() && now.size === expected.size && now.mtimeMs === expected.mtimeMs;
+  } catch {
+    return false;
+  }
+}
+
+function isNodeError(error: unknown): error is NodeJS.ErrnoException {
+  return error instanceof Error && 'code' in error;
+}

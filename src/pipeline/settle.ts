@@ -1,0 +1,250 @@
+/**
+ * Settle: decides when a file has finished being written.
+ *
+ * Events say a file exists, never that it is complete (a camera card copy or a network transfer
+ * can pause for seconds), so a file is ready only when repeated `stat` calls show the same size and
+ * mtime for the whole stability window. One loop ticks every `intervalMs` for all pending files
+ * (one timer, not one per file: 20,000 new files must not mean 20,000 timers), and stats them with
+ * bounded concurrency so a large batch does not flood libuv's thread pool.
+ */
+import { lstat } from 'node:fs/promises';
+import type { Clock } from '../support/clock.js';
+import type { Candidate, SettledFile } from './types.js';
+
+/** What the settler needs to know about a path; null when the path no longer exists. */
+export interface SettleStat {
+  size: number;
+  mtimeMs: number;
+  /** 0 when the file system does not record creation time. */
+  birthtimeMs: number;
+  /** False for folders, links, sockets...: anything that is not a regular file. */
+  isFile: boolean;
+}
+
+export type SettleStatFunction = (path: string) => Promise<SettleStat | null>;
+
+export interface SettlerOptions {
+  clock: Clock;
+  /** How long size and mtime must hold still before a file counts as written. 0: one unchanged re-check. */
+  waitMs: number;
+  /** How often pending files are stat-ed. */
+  intervalMs: number;
+  /** Default: `lstat` (links are not followed), null on ENOENT/ENOTDIR. */
+  stat?: SettleStatFunction;
+  /** How many stats may be in flight at once during a tick. Default: 8. */
+  statConcurrency?: number;
+  /** A file held still for the window, with content: hand it on. Called once per settled version. */
+  onSettled: (file: SettledFile) => void;
+  /** A file held still at 0 bytes: it is skipped and left where it is (not a failure). */
+  onEmpty: (candidate: Candidate) => void;
+  /** A pending file disappeared or stopped being a regular file; it is dropped. */
+  onGone?: (path: string) => void;
+  /**
+   * Told about a stat that failed for another reason than "gone" (the file stays pending and is
+   * tried again at the next tick) and about a callback that threw. Default: ignore.
+   */
+  onError?: (error: unknown, path: string) => void;
+}
+
+/** One pending file and the last version of it we saw. */
+interface Entry {
+  candidate: Candidate;
+  size: number;
+  mtimeMs: number;
+  /** Fake-or-real clock time at which the current size/mtime was first seen. */
+  since: number;
+}
+
+/** Default stat: lstat, so a symlink is "not a regular file"; a missing path is null. */
+export const lstatForSettle: SettleStatFunction = async (path) => {
+  try {
+    const stats = await lstat(path);
+    return { size: stats.size, mtimeMs: stats.mtimeMs, birthtimeMs: stats.birthtimeMs, isFile: stats.isFile() };
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    // ENOTDIR: a parent folder was replaced by a file, so the path is gone just the same.
+    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    throw error;
+  }
+};
+
+/**
+ * Holds candidates until they stop changing. Callbacks are called synchronously from `tick()`;
+ * whatever they throw (or a promise they return rejects with) is caught and passed to `onError`,
+ * because one faulty consumer must not stop the loop that settles every other file.
+ */
+export class Settler {
+  readonly #clock: Clock;
+  readonly #waitMs: number;
+  readonly #intervalMs: number;
+  readonly #stat: SettleStatFunction;
+  readonly #concurrency: number;
+  readonly #options: SettlerOptions;
+  readonly #pending = new Map<string, Entry>();
+  readonly #abort = new AbortController();
+  #closed = false;
+  #loop: Promise<void> | undefined;
+  #tick: Promise<void> | undefined;
+
+  constructor(options: SettlerOptions) {
+    if (!(options.waitMs >= 0)) throw new RangeError(`waitMs: expected a number >= 0, got ${options.waitMs}`);
+    if (!(options.intervalMs > 0)) throw new RangeError(`intervalMs: expected a number > 0, got ${options.intervalMs}`);
+    const concurrency = options.statConcurrency ?? 8;
+    if (!(Number.isInteger(concurrency) && concurrency >= 1)) {
+      throw new RangeError(`statConcurrency: expected an integer >= 1, got ${concurrency}`);
+    }
+    this.#options = options;
+    this.#clock = options.clock;
+    this.#waitMs = options.waitMs;
+    this.#intervalMs = options.intervalMs;
+    this.#stat = options.stat ?? lstatForSettle;
+    this.#concurrency = concurrency;
+  }
+
+  /** How many files are waiting to settle. */
+  get pendingCount(): number {
+    return this.#pending.size;
+  }
+
+  /** Whether `path` is waiting to settle. */
+  has(path: string): boolean {
+    return this.#pending.has(path);
+  }
+
+  /**
+   * Starts (or keeps) watching a candidate. The candidate's own size and mtime are the first
+   * observation, so the window starts now. Adding a path that is already pending with the same
+   * size and mtime changes nothing (events and rescans report the same file many times); with a
+   * different size or mtime the window starts again. Ignored after `close()`.
+   */
+  add(candidate: Candidate): void {
+    if (this.#closed) return;
+    const existing = this.#pending.get(candidate.path);
+    if (existing && existing.size === candidate.size && existing.mtimeMs === candidate.mtimeMs) return;
+    this.#pending.set(candidate.path, {
+      candidate,
+      size: candidate.size,
+      mtimeMs: candidate.mtimeMs,
+      since: this.#clock.now(),
+    });
+  }
+
+  /** Stops watching a path (no callback). Returns whether it was pending. */
+  delete(path: string): boolean {
+    return this.#pending.delete(path);
+  }
+
+  /** Starts the loop: sleep `intervalMs`, tick, repeat until `close()`. Calling it again does nothing. */
+  start(): void {
+    if (this.#loop || this.#closed) return;
+    this.#loop = this.#run();
+  }
+
+  /**
+   * Stats every pending file once and reports those that settled, emptied or went away. A tick
+   * asked for while one is running joins it rather than starting a second pass over the same files.
+   * Never rejects.
+   */
+  tick(): Promise<void> {
+    this.#tick ??= this.#checkAll().finally(() => {
+      this.#tick = undefined;
+    });
+    return this.#tick;
+  }
+
+  /** Stops the loop, waits for a tick in progress, and forgets all pending files. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#abort.abort();
+    await this.#loop;
+    await this.#tick;
+    this.#pending.clear();
+  }
+
+  async #run(): Promise<void> {
+    const signal = this.#abort.signal;
+    while (!this.#closed) {
+      try {
+        await this.#clock.sleep(this.#intervalMs, signal);
+      } catch {
+        // Only close() aborts the sleep; the loop condition ends it.
+        continue;
+      }
+      if (this.#closed) break;
+      await this.tick();
+    }
+  }
+
+  async #checkAll(): Promise<void> {
+    // A snapshot: callbacks may add or delete while we work.
+    const queue = [...this.#pending.values()];
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < queue.length && !this.#closed) {
+        const entry = queue[next++];
+        if (entry) await this.#check(entry);
+      }
+    };
+    const workers = Array.from({ length: Math.min(this.#concurrency, queue.length) }, () => worker());
+    await Promise.all(workers);
+  }
+
+  async #check(entry: Entry): Promise<void> {
+    const path = entry.candidate.path;
+    let stat: SettleStat | null;
+    try {
+      stat = await this.#stat(path);
+    } catch (error) {
+      // EACCES, EIO...: maybe passing; keep the file and try again next tick.
+      this.#report(error, path);
+      return;
+    }
+    // While the stat was in flight the file may have been deleted from the settler, re-added with
+    // a new version (add() then stores a new entry), or the settler closed: this answer is stale.
+    if (this.#closed || this.#pending.get(path) !== entry) return;
+
+    if (stat === null || !stat.isFile) {
+      this.#pending.delete(path);
+      this.#call(() => this.#options.onGone?.(path), path);
+      return;
+    }
+    const now = this.#clock.now();
+    if (stat.size !== entry.size || stat.mtimeMs !== entry.mtimeMs) {
+      // Still being written (or touched): the window starts again from this observation.
+      entry.size = stat.size;
+      entry.mtimeMs = stat.mtimeMs;
+      entry.since = now;
+      return;
+    }
+    if (now - entry.since < this.#waitMs) return;
+
+    this.#pending.delete(path);
+    const candidate: Candidate = { ...entry.candidate, size: stat.size, mtimeMs: stat.mtimeMs };
+    if (stat.size === 0) {
+      this.#call(() => this.#options.onEmpty(candidate), path);
+      return;
+    }
+    // Some file systems (and older kernels) report no creation time as 0.
+    const birthtimeMs = stat.birthtimeMs > 0 ? stat.birthtimeMs : stat.mtimeMs;
+    this.#call(() => this.#options.onSettled({ ...candidate, birthtimeMs }), path);
+  }
+
+  /** Runs a consumer callback so that nothing it throws or rejects reaches the loop. */
+  #call(callback: () => unknown, path: string): void {
+    try {
+      const result = callback();
+      // A consumer may hand us an async function; its rejection must not float unhandled.
+      if (result instanceof Promise) result.catch((error: unknown) => this.#report(error, path));
+    } catch (error) {
+      this.#report(error, path);
+    }
+  }
+
+  #report(error: unknown, path: string): void {
+    try {
+      this.#options.onError?.(error, path);
+    } catch {
+      // The error reporter itself failed; there is nobody left to tell.
+    }
+  }
+}

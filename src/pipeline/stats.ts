@@ -1,0 +1,55 @@
+/** Counts of what a run did, for the periodic and final summary lines. */
+export class RunStats {
+  uploaded = 0;
+  uploadedBytes = 0;
+  duplicates = 0;
+  skipped = 0;
+  failed = 0;
+  private lastReported = '';
+
+  snapshot(queued: number): StatsSnapshot {
+    return {
+      uploaded: this.uploaded,
+      uploadedBytes: this.uploadedBytes,
+      duplicates: this.duplicates,
+      skipped: this.skipped,
+      failed: this.failed,
+      queued,
+    };
+  }
+
+  /** True when something happened since the last call: quiet logs when all is still. */
+  changedSinceLastReport(queued: number): boolean {
+    const key = JSON.stringify(this.snapshot(queued));
+    const changed = key !== this.lastReported;
+    this.lastReported = key;
+    return changed;
+  }
+}
+
+export interface StatsSnapshot {
+  uploaded: number;
+  uploadedBytes: number;
+  duplicates: number;
+  skipped: number;
+  failed: number;
+  queued: number;
+}
+
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
+export function formatSummary(s: StatsSnapshot): string {
+  return (
+    `${s.uploaded} uploaded (${formatBytes(s.uploadedBytes)}), ${s.duplicates} already on server, ` +
+    `${s.skipped} skipped, ${s.failed} failed, ${s.queued} queued`
+  );
+}

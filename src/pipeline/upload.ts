@@ -1,0 +1,80 @@
+import { createReadStream } from 'node:fs';
+import { basename, extname } from 'node:path';
+import type { Readable } from 'node:stream';
+import type { UploadRequest } from '../immich/client.js';
+import type { SettledFile } from './types.js';
+
+/** The device name v2 servers store with each asset. */
+export const DEVICE_ID = 'immich-auto-uploader';
+
+/**
+ * Builds `POST /api/assets` for one file, with the field set the server's major version wants:
+ * v2 requires deviceAssetId and deviceId, v3 dropped them. Dates are ISO 8601 in UTC with a `Z`
+ * (v3 refuses dates without an offset).
+ */
+export function buildUploadRequest(file: SettledFile, checksum: string, serverMajor: number): UploadRequest {
+  const filename = basename(file.path);
+  const fields: Record<string, string> = {
+    fileCreatedAt: new Date(Math.min(file.birthtimeMs, file.mtimeMs)).toISOString(),
+    fileModifiedAt: new Date(file.mtimeMs).toISOString(),
+    filename,
+  };
+  if (serverMajor < 3) {
+    // Stable for the same file, like the official CLI's: name and size, no white space.
+    fields.deviceAssetId = `${filename}-${file.size}`.replace(/\s+/g, '');
+    fields.deviceId = DEVICE_ID;
+  }
+  return {
+    fields,
+    checksum,
+    file: {
+      filename,
+      contentType: contentTypeOf(filename),
+      size: file.size,
+      open: () => openSettledBytes(file.path, file.size),
+    },
+  };
+}
+
+/**
+ * Reads at most the settled size: a file that grew since is cut there (the check before
+ * archiving sees the new mtime and sends it round again), and one that shrank fails the body
+ * (the multipart builder counts the bytes), so the server never gets a complete wrong file.
+ */
+function openSettledBytes(path: string, size: number): Readable {
+  return createReadStream(path, { start: 0, end: Math.max(0, size - 1), highWaterMark: 1024 * 1024 });
+}
+
+const CONTENT_TYPES: Record<string, string> = {
+  '.jpg': 'image/jpeg',
+  '.jpeg': 'image/jpeg',
+  '.jpe': 'image/jpeg',
+  '.png': 'image/png',
+  '.gif': 'image/gif',
+  '.bmp': 'image/bmp',
+  '.tif': 'image/tiff',
+  '.tiff': 'image/tiff',
+  '.webp': 'image/webp',
+  '.heic': 'image/heic',
+  '.heif': 'image/heif',
+  '.avif': 'image/avif',
+  '.jxl': 'image/jxl',
+  '.dng': 'image/x-adobe-dng',
+  '.mp4': 'video/mp4',
+  '.m4v': 'video/x-m4v',
+  '.mov': 'video/quicktime',
+  '.avi': 'video/x-msvideo',
+  '.mkv': 'video/x-matroska',
+  '.wmv': 'video/x-ms-wmv',
+  '.flv': 'video/x-flv',
+  '.3gp': 'video/3gpp',
+  '.webm': 'video/webm',
+  '.mts': 'video/mp2t',
+  '.m2ts': 'video/mp2t',
+  '.xmp': 'application/xml',
+};
+
+/** The server decides by extension; the part's type is informative, so unknown ones are generic. */
+export function contentTypeOf(filename: string): string {
+  return CONTENT_TYPES[extname(filename).toLowerCase()] ?? 'application/octet-stream';
+}

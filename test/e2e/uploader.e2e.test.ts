@@ -1,0 +1,310 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { appendFile, mkdir, readdir, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { startFakeImmich, type FakeImmich } from '../fakes/immich-server.js';
+import { runCli, startCli, type CliRun } from '../helpers/cli.js';
+import { readIfExists, sha1, writeMedia } from '../helpers/media.js';
+import { makeTempDir } from '../helpers/temp-dir.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+/** A key distinctive enough that finding it anywhere in the output is never a coincidence. */
+const KEY = 'e2e-secret-KEY-7f3a9c';
+
+let temp: { path: string; remove: () => Promise<void> };
+let watchDir: string;
+let archiveDir: string;
+let server: FakeImmich;
+const running: CliRun[] = [];
+
+beforeEach(async () => {
+  temp = await makeTempDir('iau-e2e-');
+  watchDir = join(temp.path, 'inbox');
+  archiveDir = join(temp.path, 'archive');
+  await mkdir(watchDir);
+});
+
+afterEach(async () => {
+  for (const run of running.splice(0)) {
+    run.child.kill('SIGKILL');
+    await run.exited;
+  }
+  await server?.close();
+  await temp.remove();
+});
+
+async function startServer(major: 2 | 3 = 3, permissions: string[] = ['asset.upload']): Promise<FakeImmich> {
+  server = await startFakeImmich({ major, keys: { [KEY]: { name: 'e2e key', permissions } } });
+  return server;
+}
+
+function env(extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    IMMICH_API_URL: server.url,
+    IMMICH_API_KEY: KEY,
+    WATCH_DIRECTORIES: watchDir,
+    ARCHIVE_DIRECTORY: archiveDir,
+    FILE_STABILITY_WAIT_SECONDS: '0.3',
+    FILE_STABILITY_CHECK_INTERVAL: '0.1',
+    SHUTDOWN_GRACE_SECONDS: '5',
+    ...extra,
+  };
+}
+
+function watch(extra: Record<string, string> = {}): CliRun {
+  const run = startCli(['watch'], { env: env(extra) });
+  running.push(run);
+  return run;
+}
+
+async function stopGracefully(run: CliRun): Promise<number | null> {
+  run.child.kill('SIGTERM');
+  const { code } = await run.exited;
+  return code;
+}
+
+/**
+ * The heart of every end-to-end test: each file is in the archive with exactly its bytes, gone
+ * from the watch folder, and the server received exactly those bytes, once.
+ */
+async function expectUploadedAndArchived(files: Map<string, Buffer>, options: { uploaded?: boolean } = {}): Promise<void> {
+  for (const [name, bytes] of files) {
+    expect(existsSync(join(watchDir, name)), `${name} left the watch folder`).toBe(false);
+    const archived = await readIfExists(join(archiveDir, name));
+    expect(archived && sha1(archived), `${name} archived with its bytes`).toBe(sha1(bytes));
+    const received = server.assets.filter((asset) => asset.checksum === sha1(bytes));
+    expect(received, `${name} is on the server exactly once`).toHaveLength(1);
+    if (options.uploaded !== false) {
+      expect(received[0]?.size).toBe(bytes.length);
+      expect(received[0]?.filename).toBe(name.split('/').pop());
+    }
+  }
+}
+
+function expectNoSecret(...outputs: string[]): void {
+  for (const output of outputs) expect(output).not.toContain(KEY);
+}
+
+describe.each([2, 3] as const)('against an Immich %i.x server', (major) => {
+  it('once: uploads 50 files in nested folders exactly once, archives them with their paths, exits 0', async () => {
+    await startServer(major);
+    const names = Array.from({ length: 50 }, (_, i) => `trip/day-${i % 5}/${i % 2 ? 'IMG' : 'vid'}_${i}.${i % 2 ? 'JPG' : 'mp4'}`);
+    names.push('Été 2024 – 海.jpg');
+    const files = await writeMedia(watchDir, names);
+    const result = await runCli(['once'], { env: env() });
+    expect(result.code, result.stdout + result.stderr).toBe(0);
+    await expectUploadedAndArchived(files);
+    expect(server.assets).toHaveLength(files.size);
+    const fieldsSent = server.assets[0]?.fields ?? {};
+    if (major === 2) expect(fieldsSent).toMatchObject({ deviceId: 'immich-auto-uploader' });
+    else expect(fieldsSent).not.toHaveProperty('deviceAssetId');
+    const summary = result.logs.find((line) => line.msg.startsWith('summary:'));
+    expect(summary).toMatchObject({ uploaded: files.size, failed: 0 });
+    expectNoSecret(result.stdout, result.stderr);
+  });
+
+  it('watch: a file copied in slowly is uploaded once, complete, after it settles', async () => {
+    await startServer(major);
+    const run = watch({ FILE_STABILITY_WAIT_SECONDS: '1' });
+    await run.waitForLog((line) => line.msg.startsWith('watching'));
+    const bytes = randomBytes(10 * 64 * 1024);
+    const path = join(watchDir, 'slow.mov');
+    for (let chunk = 0; chunk < 10; chunk++) {
+      await appendFile(path, bytes.subarray(chunk * 64 * 1024, (chunk + 1) * 64 * 1024));
+      // The writer is slow on purpose: a pause between chunks is the scenario under test.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+    await waitFor(() => !existsSync(path), { timeoutMs: 20_000, message: 'the slow file to be archived' });
+    await expectUploadedAndArchived(new Map([['slow.mov', bytes]]));
+    expect(server.uploadCount).toBe(1);
+    expect(await stopGracefully(run)).toBe(0);
+  });
+});
+
+describe('watch', () => {
+  it('finds a folder created with files already inside, and a file moved in from outside', async () => {
+    await startServer();
+    const run = watch();
+    await run.waitForLog((line) => line.msg.startsWith('watching'));
+    const names = Array.from({ length: 20 }, (_, i) => `new/deep/er/${i}.jpg`);
+    const inside = await writeMedia(watchDir, names);
+    const outside = join(temp.path, 'elsewhere');
+    const moved = await writeMedia(outside, ['moved.png', 'folder/in-folder.jpg']);
+    await rename(join(outside, 'moved.png'), join(watchDir, 'moved.png'));
+    await rename(join(outside, 'folder'), join(watchDir, 'folder'));
+    const all = new Map([...inside, ...moved]);
+    await waitFor(() => server.assets.length === all.size && [...all.keys()].every((n) => !existsSync(join(watchDir, n))), {
+      timeoutMs: 20_000,
+      message: 'every file uploaded and archived',
+    });
+    await expectUploadedAndArchived(all);
+    expect(await stopGracefully(run)).toBe(0);
+    expectNoSecret(run.stdout(), run.stderr());
+  });
+
+  it('waits for a server that is down at start, then uploads when it comes up', async () => {
+    await startServer();
+    await server.down();
+    const files = await writeMedia(watchDir, ['early.jpg']);
+    const run = watch();
+    await run.waitForLog((line) => /not answering/.test(line.msg));
+    await server.up();
+    await waitFor(() => server.assets.length === 1 && !existsSync(join(watchDir, 'early.jpg')), {
+      timeoutMs: 30_000,
+      message: 'the file to be uploaded once the server is up',
+    });
+    await expectUploadedAndArchived(files);
+    expect(await stopGracefully(run)).toBe(0);
+  });
+
+  it('SIGTERM during an upload leaves that file in place and unarchived, and exits 0', async () => {
+    await startServer();
+    server.delayNext(1, 60_000, { path: '/api/assets', exact: true });
+    const files = await writeMedia(watchDir, ['big.mp4'], 256 * 1024);
+    const run = watch({ SHUTDOWN_GRACE_SECONDS: '0.5', LOG_LEVEL: 'trace' });
+    await run.waitForLog((line) => line.state === 'uploading');
+    expect(await stopGracefully(run)).toBe(0);
+    expect((await readIfExists(join(watchDir, 'big.mp4')))?.equals(files.get('big.mp4') ?? Buffer.alloc(0))).toBe(true);
+    expect(existsSync(join(archiveDir, 'big.mp4'))).toBe(false);
+  });
+});
+
+describe('watch: a second signal', () => {
+  it('exits at once, still leaving the unconfirmed file in place', async () => {
+    await startServer();
+    server.delayNext(1, 60_000, { path: '/api/assets', exact: true });
+    await writeMedia(watchDir, ['slow-server.jpg']);
+    const run = watch({ SHUTDOWN_GRACE_SECONDS: '60', LOG_LEVEL: 'trace' });
+    await run.waitForLog((line) => line.state === 'uploading');
+    run.child.kill('SIGTERM');
+    await run.waitForLog((line) => line.msg.includes('stopping'));
+    run.child.kill('SIGTERM');
+    // Well inside the 60 s grace period: the second signal did not wait for it.
+    const exited = await waitFor(() => run.child.exitCode !== null || run.child.signalCode !== null, {
+      timeoutMs: 10_000,
+      message: 'the process to exit after the second signal',
+    }).then(() => run.exited);
+    expect(exited.code).toBe(0);
+    expect(existsSync(join(watchDir, 'slow-server.jpg'))).toBe(true);
+    expect(existsSync(join(archiveDir, 'slow-server.jpg'))).toBe(false);
+  });
+});
+
+describe('once', () => {
+  it('uploads a file exactly once when the connection drops mid-upload', async () => {
+    await startServer();
+    server.dropNextUpload({ afterBytes: 100 * 1024 });
+    const files = await writeMedia(watchDir, ['dropped.mp4'], 512 * 1024);
+    const result = await runCli(['once'], { env: env() });
+    expect(result.code, result.stdout).toBe(0);
+    await expectUploadedAndArchived(files);
+  });
+
+  it('archives files the server already has without uploading them', async () => {
+    await startServer();
+    const files = await writeMedia(watchDir, ['known-1.jpg', 'sub/known-2.jpg']);
+    for (const [name, bytes] of files) server.seedAsset({ checksum: sha1(bytes), filename: name });
+    const result = await runCli(['once'], { env: env() });
+    expect(result.code, result.stdout).toBe(0);
+    await expectUploadedAndArchived(files, { uploaded: false });
+    expect(server.requests.filter((r) => r.method === 'POST' && r.path === '/api/assets')).toHaveLength(0);
+    expect(result.logs.find((line) => line.msg.startsWith('summary:'))).toMatchObject({ duplicates: 2, uploaded: 0 });
+  });
+
+  it('gets every file to the server exactly once while the server fails 30% of requests', async () => {
+    await startServer();
+    server.setFailureRate(0.3, 503, 42);
+    const files = await writeMedia(
+      watchDir,
+      Array.from({ length: 30 }, (_, i) => `flaky/${i}.jpg`),
+    );
+    const result = await runCli(['once'], { env: env(), timeoutMs: 120_000 });
+    expect(result.code, result.stdout.slice(-3000)).toBe(0);
+    await expectUploadedAndArchived(files);
+    expect(server.assets).toHaveLength(files.size);
+  });
+
+  it('never overwrites in the archive: different content gets a new name, same content counts as archived', async () => {
+    await startServer();
+    const files = await writeMedia(watchDir, ['a.jpg', 'b.jpg']);
+    const older = randomBytes(1000);
+    await mkdir(archiveDir, { recursive: true });
+    await writeFile(join(archiveDir, 'a.jpg'), older);
+    await writeFile(join(archiveDir, 'b.jpg'), files.get('b.jpg') ?? Buffer.alloc(0));
+    const result = await runCli(['once'], { env: env() });
+    expect(result.code, result.stdout).toBe(0);
+    expect(sha1((await readIfExists(join(archiveDir, 'a.jpg'))) ?? Buffer.alloc(0))).toBe(sha1(older));
+    expect(sha1((await readIfExists(join(archiveDir, 'a (1).jpg'))) ?? Buffer.alloc(0))).toBe(sha1(files.get('a.jpg') ?? Buffer.alloc(1)));
+    expect(sha1((await readIfExists(join(archiveDir, 'b.jpg'))) ?? Buffer.alloc(0))).toBe(sha1(files.get('b.jpg') ?? Buffer.alloc(1)));
+    expect(await readdir(watchDir)).toEqual([]);
+    expect((await readdir(archiveDir)).sort()).toEqual(['a (1).jpg', 'a.jpg', 'b.jpg']);
+  });
+
+  it('leaves an empty file in place (skipped, not failed) and a file the server refuses in place (exit 1)', async () => {
+    await startServer();
+    const good = await writeMedia(watchDir, ['good.jpg']);
+    await writeFile(join(watchDir, 'empty.jpg'), '');
+    await writeFile(join(watchDir, 'notes.txt'), 'not a photo');
+    const result = await runCli(['once'], { env: env({ SUPPORTED_EXTENSIONS: 'jpg,txt' }) });
+    expect(result.code, result.stdout).toBe(1);
+    await expectUploadedAndArchived(good);
+    expect(existsSync(join(watchDir, 'empty.jpg'))).toBe(true);
+    expect(existsSync(join(watchDir, 'notes.txt'))).toBe(true);
+    const failure = result.logs.find((line) => line.msg.startsWith('failed notes.txt'));
+    expect(failure?.msg).toContain('Unsupported file type');
+    expect(result.logs.find((line) => line.msg.startsWith('summary:'))).toMatchObject({ uploaded: 1, skipped: 1, failed: 1 });
+  });
+
+  it('exits 3 when the server rejects the key, and never prints it', async () => {
+    await startServer();
+    await writeMedia(watchDir, ['x.jpg']);
+    const result = await runCli(['once'], { env: env({ IMMICH_API_KEY: `${KEY}-wrong` }) });
+    expect(result.code).toBe(3);
+    expect(result.stdout + result.stderr).toMatch(/rejected the API key/);
+    expect(existsSync(join(watchDir, 'x.jpg'))).toBe(true);
+    expectNoSecret(result.stdout, result.stderr);
+  });
+});
+
+describe('check', () => {
+  it('reports each check as ok and exits 0 with a least-privilege key (asset.upload only)', async () => {
+    await startServer(3, ['asset.upload']);
+    const result = await runCli(['check'], { env: env() });
+    expect(result.code, result.stdout).toBe(0);
+    expect(result.stdout).toMatch(/ok\s+server version: Immich 3\./);
+    expect(result.stdout).toMatch(/ok\s+API key accepted: "e2e key"/);
+    expect(result.stdout).toMatch(/ok\s+permission asset.upload/);
+    expect(result.stdout).toMatch(/ok\s+archive folder writable/);
+    expectNoSecret(result.stdout, result.stderr);
+  });
+
+  it('fails (exit 1) for a key without asset.upload, and exits 3 for a rejected key', async () => {
+    await startServer(3, ['album.read']);
+    const weak = await runCli(['check'], { env: env() });
+    expect(weak.code).toBe(1);
+    expect(weak.stdout).toMatch(/FAILED\s+permission asset.upload/);
+    const wrong = await runCli(['check'], { env: env({ IMMICH_API_KEY: 'not-the-key' }) });
+    expect(wrong.code).toBe(3);
+    expectNoSecret(weak.stdout, weak.stderr, wrong.stdout, wrong.stderr);
+  });
+});
+
+describe('usage errors', () => {
+  it('exits 2 with one line per configuration problem and no stack trace', async () => {
+    const result = await runCli(['once'], {
+      env: { IMMICH_API_URL: 'ftp://nope', IMMICH_API_KEY: KEY, WATCH_DIRECTORIES: join(temp.path, 'missing'), UPLOAD_CONCURRENCY: 'many' },
+    });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/IMMICH_API_URL/);
+    expect(result.stderr).toMatch(/WATCH_DIRECTORIES/);
+    expect(result.stderr).toMatch(/UPLOAD_CONCURRENCY/);
+    expect(result.stderr).not.toMatch(/\n\s+at /);
+    expectNoSecret(result.stdout, result.stderr);
+  });
+
+  it('exits 2 for an unknown command or flag', async () => {
+    expect((await runCli(['upload-everything'])).code).toBe(2);
+    expect((await runCli(['once', '--no-such-flag'])).code).toBe(2);
+  });
+});

@@ -1,0 +1,87 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { waitFor } from './wait-for.js';
+
+/** The built CLI: end-to-end tests run exactly what users run. */
+export const CLI_PATH = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
+
+export interface LogLine {
+  level: number;
+  msg: string;
+  [field: string]: unknown;
+}
+
+export interface CliRun {
+  child: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  /** Parsed JSON log lines so far (the CLI logs JSON when not on a terminal). */
+  logs: () => LogLine[];
+  waitForLog: (predicate: (line: LogLine) => boolean, options?: { timeoutMs?: number; message?: string }) => Promise<LogLine>;
+  /** Resolves with the exit code (or the signal's name) when the process ends. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/**
+ * Starts the CLI as a child process with only the given environment (plus PATH and HOME), so
+ * the developer's own environment or `.env` cannot leak into a test.
+ */
+export function startCli(args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): CliRun {
+  const child = spawn(process.execPath, [CLI_PATH, ...args], {
+    cwd: options.cwd ?? process.cwd(),
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '/root',
+      LOG_FORMAT: 'json',
+      LOG_LEVEL: 'debug',
+      ...options.env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('close', (code, signal) => resolve({ code, signal })),
+  );
+  const logs = (): LogLine[] =>
+    out
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as LogLine);
+  return {
+    child,
+    stdout: () => out,
+    stderr: () => err,
+    logs,
+    exited,
+    waitForLog: (predicate, waitOptions = {}) =>
+      waitFor(() => logs().find(predicate), {
+        timeoutMs: waitOptions.timeoutMs ?? 20_000,
+        message: () => `${waitOptions.message ?? 'a log line'}; stdout so far:\n${out.slice(-3000)}\nstderr:\n${err.slice(-2000)}`,
+      }),
+  };
+}
+
+/** Runs the CLI to its end. */
+export async function runCli(
+  args: string[],
+  options: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string; logs: LogLine[] }> {
+  const run = startCli(args, options);
+  const timeoutMs = options.timeoutMs ?? 60_000;
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      run.child.kill('SIGKILL');
+      reject(new Error(`CLI did not exit within ${timeoutMs} ms; stdout:\n${run.stdout().slice(-3000)}\nstderr:\n${run.stderr()}`));
+    }, timeoutMs);
+  });
+  try {
+    const { code } = await Promise.race([run.exited, timedOut]);
+    return { code, stdout: run.stdout(), stderr: run.stderr(), logs: run.logs() };
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,455 @@
+import { createHash } from 'node:crypto';
+import { appendFile, copyFile, lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { WatchRoot } from '../../src/config.js';
+import {
+  ArchiveError,
+  archiveFile,
+  isArchiveTemporary,
+  nodeArchiveFs,
+  numberedName,
+  removeStaleTemporaries,
+  SourceChangedError,
+  type ArchiveFs,
+} from '../../src/pipeline/archive.js';
+import type { FileVersion } from '../../src/pipeline/types.js';
+import { makeTempDir } from '../helpers/temp-dir.js';
+
+let dir: Awaited<ReturnType<typeof makeTempDir>>;
+let root: WatchRoot;
+
+beforeEach(async () => {
+  dir = await makeTempDir('iau-archive-');
+  root = { path: join(dir.path, 'watch'), archivePath: join(dir.path, 'archive') };
+  await mkdir(root.path);
+});
+afterEach(async () => {
+  await dir.remove();
+});
+
+const sha1 = (bytes: Buffer | string): string => createHash('sha1').update(bytes).digest('hex');
+
+/** Writes a file (folders included) and returns what the pipeline would know about it. */
+async function put(path: string, content: string | Buffer, mtimeMs = Date.UTC(2023, 5, 1)) {
+  await mkdir(dirname(path), { recursive: true });
+  await writeFile(path, content);
+  await utimes(path, mtimeMs / 1000, mtimeMs / 1000);
+  const stats = await lstat(path);
+  const expected: FileVersion = { size: stats.size, mtimeMs: stats.mtimeMs };
+  return { path, expected, checksum: sha1(content) };
+}
+
+async function exists(path: string): Promise<boolean> {
+  return lstat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Every file under a folder, relative, sorted. */
+async function tree(folder: string): Promise<string[]> {
+  if (!(await exists(folder))) return [];
+  const entries = await readdir(folder, { recursive: true, withFileTypes: true });
+  return entries
+    .filter((entry) => entry.isFile())
+    .map((entry) => join(entry.parentPath, entry.name).slice(folder.length + 1))
+    .sort();
+}
+
+function errno(code: string, syscall: string, path: string): NodeJS.ErrnoException {
+  const error: NodeJS.ErrnoException = new Error(`${code}: injected failure, ${syscall} '${path}'`);
+  error.code = code;
+  error.syscall = syscall;
+  return error;
+}
+
+/** The real file system with some operations replaced. */
+const fsWith = (overrides: Partial<ArchiveFs>): ArchiveFs => ({ ...nodeArchiveFs, ...overrides });
+
+/** A file system where link and rename fail as they do between two devices. */
+const crossDevice = (overrides: Partial<ArchiveFs> = {}): ArchiveFs =>
+  fsWith({
+    link: (from, to) => (dirname(from) === dirname(to) ? nodeArchiveFs.link(from, to) : Promise.reject(errno('EXDEV', 'link', from))),
+    rename: (from) => Promise.reject(errno('EXDEV', 'rename', from)),
+    ...overrides,
+  });
+
+describe('archiveFile on one file system', () => {
+  it('moves the file into the archive keeping its sub-folders, names with spaces and UTF-8', async () => {
+    const source = await put(join(root.path, '2024', 'été à Paris', 'IMG 0001 ü.jpg'), 'photo bytes');
+    const before = await lstat(source.path);
+
+    const result = await archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected });
+
+    const target = join(root.archivePath, '2024', 'été à Paris', 'IMG 0001 ü.jpg');
+    expect(result).toEqual({ outcome: 'moved', target, method: 'link' });
+    expect(await exists(source.path)).toBe(false);
+    expect(await readFile(target, 'utf8')).toBe('photo bytes');
+    const after = await lstat(target);
+    expect(after.ino).toBe(before.ino); // moved, not copied
+    expect(after.mtimeMs).toBe(before.mtimeMs);
+    expect(await tree(root.archivePath)).toEqual([join('2024', 'été à Paris', 'IMG 0001 ü.jpg')]);
+  });
+
+  it('sends each watch folder to its own archive folder', async () => {
+    const first: WatchRoot = { path: join(dir.path, 'cam'), archivePath: join(dir.path, 'archive', 'cam') };
+    const second: WatchRoot = { path: join(dir.path, 'phone'), archivePath: join(dir.path, 'archive', 'phone') };
+    const a = await put(join(first.path, 'sub', 'a.jpg'), 'from the camera');
+    const b = await put(join(second.path, 'sub', 'a.jpg'), 'from the phone');
+
+    await archiveFile({ source: a.path, root: first, checksum: a.checksum, expected: a.expected });
+    await archiveFile({ source: b.path, root: second, checksum: b.checksum, expected: b.expected });
+
+    expect(await readFile(join(dir.path, 'archive', 'cam', 'sub', 'a.jpg'), 'utf8')).toBe('from the camera');
+    expect(await readFile(join(dir.path, 'archive', 'phone', 'sub', 'a.jpg'), 'utf8')).toBe('from the phone');
+    expect(await tree(first.path)).toEqual([]);
+    expect(await tree(second.path)).toEqual([]);
+  });
+
+  it('finds an identical file already in the archive: removes the source, leaves the target alone', async () => {
+    const target = join(root.archivePath, 'a.jpg');
+    await put(target, 'same bytes', Date.UTC(2020, 0, 1));
+    const targetBefore = await lstat(target);
+    const source = await put(join(root.path, 'a.jpg'), 'same bytes');
+
+    const result = await archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected });
+
+    expect(result).toEqual({ outcome: 'already-archived', target, method: 'none' });
+    expect(await exists(source.path)).toBe(false);
+    const targetAfter = await lstat(target);
+    expect([targetAfter.ino, targetAfter.mtimeMs, targetAfter.nlink]).toEqual([targetBefore.ino, targetBefore.mtimeMs, 1]);
+    expect(await tree(root.archivePath)).toEqual(['a.jpg']);
+  });
+
+  it('never overwrites other content: a (1).jpg, then a (2).jpg', async () => {
+    await put(join(root.archivePath, 'a.jpg'), 'old');
+    const first = await put(join(root.path, 'a.jpg'), 'newer, same name');
+    const one = await archiveFile({ source: first.path, root, checksum: first.checksum, expected: first.expected });
+    expect(one.target).toBe(join(root.archivePath, 'a (1).jpg'));
+
+    const second = await put(join(root.path, 'a.jpg'), 'newest, same name again');
+    const two = await archiveFile({ source: second.path, root, checksum: second.checksum, expected: second.expected });
+    expect(two).toEqual({ outcome: 'moved', target: join(root.archivePath, 'a (2).jpg'), method: 'link' });
+
+    expect(await readFile(join(root.archivePath, 'a.jpg'), 'utf8')).toBe('old');
+    expect(await readFile(join(root.archivePath, 'a (1).jpg'), 'utf8')).toBe('newer, same name');
+    expect(await readFile(join(root.archivePath, 'a (2).jpg'), 'utf8')).toBe('newest, same name again');
+    expect(await tree(root.path)).toEqual([]);
+  });
+
+  it('recognises the same content under a numbered name, and a same-size file with other bytes as different', async () => {
+    await put(join(root.archivePath, 'a.jpg'), 'AAAA'); // same size as the source, other bytes
+    await put(join(root.archivePath, 'a (1).jpg'), 'BBBB');
+    const source = await put(join(root.path, 'a.jpg'), 'BBBB');
+    const result = await archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected });
+    expect(result).toEqual({ outcome: 'already-archived', target: join(root.archivePath, 'a (1).jpg'), method: 'none' });
+    expect(await exists(source.path)).toBe(false);
+    expect(await tree(root.archivePath)).toEqual(['a (1).jpg', 'a.jpg']);
+  });
+
+  it('treats a folder in the way as a taken name', async () => {
+    await mkdir(join(root.archivePath, 'a.jpg'), { recursive: true });
+    const source = await put(join(root.path, 'a.jpg'), 'x');
+    const result = await archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected });
+    expect(result.target).toBe(join(root.archivePath, 'a (1).jpg'));
+  });
+
+  it('accepts an upper-case checksum', async () => {
+    await put(join(root.archivePath, 'a.jpg'), 'same');
+    const source = await put(join(root.path, 'a.jpg'), 'same');
+    const result = await archiveFile({ source: source.path, root, checksum: source.checksum.toUpperCase(), expected: source.expected });
+    expect(result.outcome).toBe('already-archived');
+  });
+
+  it('renames where the file system has no hard links, still without overwriting', async () => {
+    await put(join(root.archivePath, 'a.jpg'), 'other');
+    const source = await put(join(root.path, 'a.jpg'), 'mine');
+    const fs = fsWith({ link: (from) => Promise.reject(errno('EPERM', 'link', from)) });
+    const result = await archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs });
+    expect(result).toEqual({ outcome: 'moved', target: join(root.archivePath, 'a (1).jpg'), method: 'rename' });
+    expect(await readFile(join(root.archivePath, 'a.jpg'), 'utf8')).toBe('other');
+    expect(await readFile(result.target, 'utf8')).toBe('mine');
+    expect(await exists(source.path)).toBe(false);
+  });
+
+  it('refuses a source that changed since the upload, and moves nothing', async () => {
+    const source = await put(join(root.path, 'sub', 'a.jpg'), 'uploaded');
+    await appendFile(source.path, ' and edited');
+
+    const attempt = archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected });
+
+    await expect(attempt).rejects.toBeInstanceOf(SourceChangedError);
+    await expect(attempt).rejects.toMatchObject({ actual: { size: 'uploaded and edited'.length } });
+    expect(await readFile(source.path, 'utf8')).toBe('uploaded and edited');
+    expect(await exists(root.archivePath)).toBe(false);
+  });
+
+  it('refuses a source whose mtime alone changed', async () => {
+    const source = await put(join(root.path, 'a.jpg'), 'uploaded');
+    await utimes(source.path, new Date(), new Date());
+    await expect(
+      archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected }),
+    ).rejects.toBeInstanceOf(SourceChangedError);
+    expect(await exists(source.path)).toBe(true);
+  });
+
+  it('reports a source that is gone as changed, with no actual version', async () => {
+    const source = await put(join(root.path, 'a.jpg'), 'uploaded');
+    await rm(source.path);
+    await expect(
+      archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected }),
+    ).rejects.toMatchObject({ name: 'SourceChangedError', actual: null });
+  });
+
+  it('takes its link back when the source is written to between the check and the link', async () => {
+    const source = await put(join(root.path, 'a.jpg'), 'uploaded');
+    const fs = fsWith({
+      link: async (from, to) => {
+        await nodeArchiveFs.link(from, to);
+        await appendFile(from, ' + a late write');
+      },
+    });
+    await expect(
+      archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs }),
+    ).rejects.toBeInstanceOf(SourceChangedError);
+    expect(await readFile(source.path, 'utf8')).toBe('uploaded + a late write');
+    expect((await lstat(source.path)).nlink).toBe(1);
+    expect(await tree(root.archivePath)).toEqual([]);
+  });
+
+  it('fails with ArchiveError and the errno code when the move is refused, leaving the source', async () => {
+    const source = await put(join(root.path, 'a.jpg'), 'x');
+    const fs = fsWith({ link: (from) => Promise.reject(errno('EACCES', 'link', from)) });
+    const attempt = archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs });
+    await expect(attempt).rejects.toBeInstanceOf(ArchiveError);
+    await expect(attempt).rejects.toMatchObject({ step: 'move', code: 'EACCES', target: undefined });
+    await expect(attempt).rejects.toThrow(/EACCES/);
+    expect(await exists(source.path)).toBe(true);
+    expect(await tree(root.archivePath)).toEqual([]);
+  });
+
+  it('fails with ArchiveError naming the folder when it cannot be created', async () => {
+    const source = await put(join(root.path, 'sub', 'a.jpg'), 'x');
+    const fs = fsWith({ mkdir: (path) => Promise.reject(errno('EACCES', 'mkdir', path)) });
+    const attempt = archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs });
+    await expect(attempt).rejects.toMatchObject({ step: 'create-folder', code: 'EACCES', path: join(root.archivePath, 'sub') });
+    expect(await exists(source.path)).toBe(true);
+  });
+
+  it('says the file is archived when only removing the source failed, and a retry finishes the job', async () => {
+    const source = await put(join(root.path, 'a.jpg'), 'x');
+    const fs = fsWith({
+      unlink: (path) => (path === source.path ? Promise.reject(errno('EACCES', 'unlink', path)) : nodeArchiveFs.unlink(path)),
+    });
+    const target = join(root.archivePath, 'a.jpg');
+    await expect(
+      archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs }),
+    ).rejects.toMatchObject({ name: 'ArchiveError', step: 'remove-source', code: 'EACCES', target });
+    expect(await exists(source.path)).toBe(true);
+
+    const retry = await archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected });
+    expect(retry).toEqual({ outcome: 'already-archived', target, method: 'none' });
+    expect(await exists(source.path)).toBe(false);
+  });
+
+  it('refuses a source outside its watch folder', async () => {
+    const source = await put(join(dir.path, 'elsewhere', 'a.jpg'), 'x');
+    await expect(
+      archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected }),
+    ).rejects.toMatchObject({ name: 'ArchiveError', step: 'resolve-target' });
+    expect(await exists(source.path)).toBe(true);
+  });
+});
+
+describe('archiveFile across file systems (EXDEV injected)', () => {
+  it('copies, verifies and then removes the source: exact bytes, times kept, no temporary left', async () => {
+    const bytes = Buffer.alloc(3 * 1024 * 1024 + 5, 7);
+    const source = await put(join(root.path, 'sub dir', 'clip é.mp4'), bytes);
+
+    const result = await archiveFile({
+      source: source.path,
+      root,
+      checksum: source.checksum,
+      expected: source.expected,
+      fs: crossDevice(),
+    });
+
+    const target = join(root.archivePath, 'sub dir', 'clip é.mp4');
+    expect(result).toEqual({ outcome: 'moved', target, method: 'copy' });
+    expect((await readFile(target)).equals(bytes)).toBe(true);
+    expect((await stat(target)).mtimeMs).toBe(source.expected.mtimeMs);
+    expect(await exists(source.path)).toBe(false);
+    expect(await tree(root.archivePath)).toEqual([join('sub dir', 'clip é.mp4')]);
+  });
+
+  it('copies to the next free name when other content holds the name', async () => {
+    await put(join(root.archivePath, 'a.jpg'), 'other');
+    const source = await put(join(root.path, 'a.jpg'), 'mine');
+    const result = await archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs: crossDevice() });
+    expect(result).toEqual({ outcome: 'moved', target: join(root.archivePath, 'a (1).jpg'), method: 'copy' });
+    expect(await tree(root.archivePath)).toEqual(['a (1).jpg', 'a.jpg']);
+  });
+
+  it('does not copy at all when the archive already holds the same content', async () => {
+    await put(join(root.archivePath, 'a.jpg'), 'mine');
+    const source = await put(join(root.path, 'a.jpg'), 'mine');
+    let copies = 0;
+    const fs = crossDevice({
+      copyFile: (from, to, mode) => {
+        copies++;
+        return nodeArchiveFs.copyFile(from, to, mode);
+      },
+    });
+    const result = await archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs });
+    expect(result.outcome).toBe('already-archived');
+    expect(copies).toBe(0);
+    expect(await exists(source.path)).toBe(false);
+  });
+
+  it('keeps the source and leaves no temporary when the disk fills up during the copy', async () => {
+    const source = await put(join(root.path, 'a.jpg'), Buffer.alloc(100_000, 1));
+    let temporary = '';
+    const fs = crossDevice({
+      copyFile: async (from, to, mode) => {
+        temporary = to;
+        // Part of the bytes made it to disk before the failure.
+        await writeFile(to, Buffer.alloc(4096, 1), { flag: mode === 0 ? 'w' : 'wx' });
+        throw errno('ENOSPC', 'copyfile', to);
+      },
+    });
+
+    const attempt = archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs });
+
+    await expect(attempt).rejects.toBeInstanceOf(ArchiveError);
+    await expect(attempt).rejects.toMatchObject({ step: 'copy', code: 'ENOSPC' });
+    await expect(attempt).rejects.toThrow(/ENOSPC.*injected failure/);
+    expect(isArchiveTemporary(temporary.split('/').pop() ?? '')).toBe(true);
+    expect(dirname(temporary)).toBe(root.archivePath); // in the target folder, so the final link is on one device
+    expect(await exists(temporary)).toBe(false);
+    expect(await tree(root.archivePath)).toEqual([]);
+    expect((await readFile(source.path)).length).toBe(100_000);
+  });
+
+  it('keeps the source when the copy does not match what was uploaded', async () => {
+    const source = await put(join(root.path, 'a.jpg'), 'the uploaded bytes');
+    const fs = crossDevice({
+      copyFile: async (from, to, mode) => {
+        await copyFile(from, to, mode);
+        await writeFile(to, 'the uploaded byteZ'); // same size, one byte flipped in transit
+      },
+    });
+
+    const attempt = archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs });
+
+    await expect(attempt).rejects.toMatchObject({ name: 'ArchiveError', step: 'verify' });
+    await expect(attempt).rejects.toThrow(/does not match what was uploaded/);
+    expect(await tree(root.archivePath)).toEqual([]);
+    expect(await readFile(source.path, 'utf8')).toBe('the uploaded bytes');
+  });
+
+  it('keeps the source when the fsync of the copy fails', async () => {
+    const source = await put(join(root.path, 'a.jpg'), 'bytes');
+    const fs = crossDevice({
+      open: (path, flags) =>
+        path.includes('.iau-tmp-') ? Promise.reject(errno('EIO', 'fsync', path)) : nodeArchiveFs.open(path, flags),
+    });
+    await expect(
+      archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs }),
+    ).rejects.toMatchObject({ name: 'ArchiveError', step: 'fsync', code: 'EIO' });
+    expect(await tree(root.archivePath)).toEqual([]);
+    expect(await exists(source.path)).toBe(true);
+  });
+
+  it('reports a source written to during the copy as changed and takes nothing away from it', async () => {
+    const source = await put(join(root.path, 'a.jpg'), 'uploaded');
+    const fs = crossDevice({
+      copyFile: async (from, to, mode) => {
+        await copyFile(from, to, mode);
+        await appendFile(from, ' + written during the copy');
+      },
+    });
+    await expect(
+      archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs }),
+    ).rejects.toBeInstanceOf(SourceChangedError);
+    expect(await readFile(source.path, 'utf8')).toBe('uploaded + written during the copy');
+    expect(await tree(root.archivePath)).toEqual([]);
+  });
+
+  it('renames the verified copy into place where there are no hard links', async () => {
+    const source = await put(join(root.path, 'a.jpg'), 'mine');
+    await put(join(root.archivePath, 'a.jpg'), 'other');
+    const fs = crossDevice({
+      link: (from) => Promise.reject(errno('ENOTSUP', 'link', from)),
+      rename: (from, to) =>
+        dirname(from) === dirname(to) ? nodeArchiveFs.rename(from, to) : Promise.reject(errno('EXDEV', 'rename', from)),
+    });
+    const result = await archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs });
+    expect(result).toEqual({ outcome: 'moved', target: join(root.archivePath, 'a (1).jpg'), method: 'copy' });
+    expect(await tree(root.archivePath)).toEqual(['a (1).jpg', 'a.jpg']);
+    expect(await readFile(join(root.archivePath, 'a.jpg'), 'utf8')).toBe('other');
+    expect(await exists(source.path)).toBe(false);
+  });
+});
+
+describe('archiveFile across real devices', async () => {
+  // /dev/shm is a tmpfs; when it is a different device from the temp folder, link and rename
+  // really fail with EXDEV between them.
+  const shm = '/dev/shm';
+  const shmDevice = await stat(shm).then(
+    (stats) => stats.dev,
+    () => undefined,
+  );
+  const tmpDevice = (await stat(tmpdir())).dev;
+  const skip = shmDevice === undefined || shmDevice === tmpDevice;
+
+  it.skipIf(skip)(
+    `moves a file from ${tmpdir()} to ${shm} (skipped when ${shm} is missing or on the same device as the temp folder)`,
+    async () => {
+      const archive = await mkdtemp(join(shm, 'iau-archive-'));
+      try {
+        const crossRoot: WatchRoot = { path: root.path, archivePath: archive };
+        const bytes = Buffer.alloc(2 * 1024 * 1024 + 1, 42);
+        const source = await put(join(root.path, 'deep', 'fête 1.mov'), bytes);
+        const result = await archiveFile({ source: source.path, root: crossRoot, checksum: source.checksum, expected: source.expected });
+        expect(result).toEqual({ outcome: 'moved', target: join(archive, 'deep', 'fête 1.mov'), method: 'copy' });
+        expect((await readFile(result.target)).equals(bytes)).toBe(true);
+        expect(await exists(source.path)).toBe(false);
+        expect(await tree(archive)).toEqual([join('deep', 'fête 1.mov')]);
+      } finally {
+        await rm(archive, { recursive: true, force: true });
+      }
+    },
+  );
+});
+
+describe('removeStaleTemporaries', () => {
+  it('removes temporaries anywhere in the archive and nothing else', async () => {
+    const archive = root.archivePath;
+    await put(join(archive, '.a.jpg.iau-tmp-0123456789ab'), 'half');
+    await put(join(archive, 'deep', 'er', '.clip é.mp4.iau-tmp-abcdefabcdef'), 'half');
+    await put(join(archive, 'a.jpg'), 'keep');
+    await put(join(archive, '.hidden'), 'keep');
+    await put(join(archive, '.a.jpg.iau-tmp-nothex'), 'keep: not our pattern');
+    await put(join(archive, 'a.jpg.iau-tmp-0123456789ab'), 'keep: not hidden');
+
+    expect(await removeStaleTemporaries(archive)).toBe(2);
+    expect(await tree(archive)).toEqual(['.a.jpg.iau-tmp-nothex', '.hidden', 'a.jpg', 'a.jpg.iau-tmp-0123456789ab']);
+    expect(await removeStaleTemporaries(archive)).toBe(0);
+  });
+
+  it('counts nothing when the archive does not exist yet', async () => {
+    expect(await removeStaleTemporaries(join(dir.path, 'no archive yet'))).toBe(0);
+  });
+});
+
+describe('numberedName', () => {
+  it('numbers before the extension', () => {
+    expect(numberedName('/a/photo.jpg', 0)).toBe('/a/photo.jpg');
+    expect(numberedName('/a/photo.jpg', 2)).toBe('/a/photo (2).jpg');
+    expect(numberedName('/a/archive.tar.gz', 1)).toBe('/a/archive.tar (1).gz');
+    expect(numberedName('/a/.hidden', 1)).toBe('/a/.hidden (1)');
+    expect(numberedName('/a/no extension', 1)).toBe('/a/no extension (1)');
+  });
+});

@@ -1,0 +1,123 @@
+import { execFile, execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { open, readdir, readlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashFile } from '../../src/pipeline/hash.js';
+import { makeTempDir } from '../helpers/temp-dir.js';
+
+const MiB = 1024 * 1024;
+const run = promisify(execFile);
+
+function hasOpenssl(): boolean {
+  try {
+    execFileSync('openssl', ['version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Paths this process holds open (Linux): a leaked handle shows up here. */
+async function openPaths(): Promise<string[]> {
+  const paths: string[] = [];
+  for (const fd of await readdir('/proc/self/fd')) {
+    try {
+      paths.push(await readlink(`/proc/self/fd/${fd}`));
+    } catch {
+      // The fd of readdir itself, closed by now.
+    }
+  }
+  return paths;
+}
+
+const sha1 = (bytes: Uint8Array): string => createHash('sha1').update(bytes).digest('hex');
+
+describe('hashFile', () => {
+  let dir: Awaited<ReturnType<typeof makeTempDir>>;
+  beforeAll(async () => {
+    dir = await makeTempDir('iau-hash-');
+  });
+  afterAll(async () => {
+    await dir.remove();
+  });
+
+  const sizes: [string, number][] = [
+    ['empty', 0],
+    ['one byte', 1],
+    ['small', 1_000],
+    ['one byte under 1 MiB', MiB - 1],
+    ['exactly 1 MiB', MiB],
+    ['one byte over 1 MiB', MiB + 1],
+    ['several MiB, not a multiple', 5 * MiB + 12_345],
+  ];
+
+  it.each(sizes)('matches node:crypto over the same bytes: %s (%i bytes)', async (label, size) => {
+    const bytes = randomBytes(size);
+    const path = join(dir.path, `${label}.bin`);
+    await writeFile(path, bytes);
+    expect(await hashFile(path)).toEqual({ checksum: sha1(bytes), size });
+  });
+
+  it('gives the well-known SHA-1 of the empty file and of "abc"', async () => {
+    const empty = join(dir.path, 'empty');
+    const abc = join(dir.path, 'abc');
+    await writeFile(empty, '');
+    await writeFile(abc, 'abc');
+    expect((await hashFile(empty)).checksum).toBe('da39a3ee5e6b4b0d3255bfef95601890afd80709');
+    expect((await hashFile(abc)).checksum).toBe('a9993e364706816aba3e25717850c26c9cd0d89d');
+  });
+
+  it.skipIf(!hasOpenssl())('agrees with `openssl dgst -sha1` (skipped when openssl is not installed)', async () => {
+    const path = join(dir.path, 'openssl check é.bin');
+    await writeFile(path, randomBytes(3 * MiB + 7));
+    const { stdout } = await run('openssl', ['dgst', '-sha1', path]);
+    // "SHA1(<path>)= <hex>" (the prefix differs between OpenSSL versions; the hex is last).
+    const expected = stdout.trim().split(/\s+/).pop();
+    expect((await hashFile(path)).checksum).toBe(expected);
+  });
+
+  it('closes its handle after success and after failure', async () => {
+    const path = join(dir.path, 'handle.bin');
+    await writeFile(path, randomBytes(2 * MiB));
+    await hashFile(path);
+    expect(await openPaths()).not.toContain(path);
+
+    await expect(hashFile(dir.path)).rejects.toMatchObject({ code: 'EISDIR' });
+    expect(await openPaths()).not.toContain(dir.path);
+  });
+
+  it('rejects a missing file with ENOENT', async () => {
+    await expect(hashFile(join(dir.path, 'missing.jpg'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('rejects with the abort reason when the signal is already aborted, opening nothing', async () => {
+    const path = join(dir.path, 'aborted.bin');
+    await writeFile(path, 'x');
+    const reason = new Error('shutting down');
+    await expect(hashFile(path, AbortSignal.abort(reason))).rejects.toBe(reason);
+    await expect(hashFile(path, AbortSignal.abort())).rejects.toMatchObject({ name: 'AbortError' });
+  });
+
+  it('stops between reads when aborted mid-file and closes its handle', async () => {
+    // A FIFO lets the test decide when each read returns: the hash blocks on the pipe until we
+    // write, so the abort lands for certain while hashFile is part-way through.
+    const fifo = join(dir.path, 'pipe');
+    execFileSync('mkfifo', [fifo]);
+    const controller = new AbortController();
+    const hashing = hashFile(fifo, controller.signal);
+    const writer = await open(fifo, 'w');
+    try {
+      // Less than the pipe's buffer, so the write never waits for the reader.
+      await writer.write(randomBytes(1_000));
+      controller.abort();
+    } finally {
+      // Closing (rather than writing more) cannot fail with EPIPE once the reader has gone; the
+      // read it wakes with end-of-file is checked against the signal too.
+      await writer.close();
+    }
+    await expect(hashing).rejects.toMatchObject({ name: 'AbortError' });
+    expect(await openPaths()).not.toContain(fifo);
+  });
+});

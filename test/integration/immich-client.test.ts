@@ -1,0 +1,474 @@
+/**
+ * The HTTP client against the fake Immich server: answers, every failure kind, streaming uploads
+ * that fail fast, and an API key that never leaks into an error.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, type ReadStream } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { inspect } from 'node:util';
+
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import type { ImmichClient, UploadRequest } from '../../src/immich/client.js';
+import { ImmichError, isImmichError } from '../../src/immich/errors.js';
+import { createImmichClient, parseRetryAfter, type ImmichClientOptions } from '../../src/immich/http-client.js';
+import { FileSizeMismatchError } from '../../src/immich/multipart.js';
+import { startFakeImmich, type FakeImmich, type FakeImmichOptions } from '../fakes/immich-server.js';
+import { makeTempDir } from '../helpers/temp-dir.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+/** Distinctive, so a leak anywhere is found by a plain substring search. */
+const SECRET = 'sk-LEAKCHECK-7f3a9c1e5b2d4860a1f2e3d4c5b6a798';
+
+const V2_FIELDS = {
+  deviceAssetId: 'photo.jpg-1',
+  deviceId: 'immich-auto-uploader',
+  fileCreatedAt: '2024-05-01T12:00:00.000Z',
+  fileModifiedAt: '2024-05-01T12:00:00.000Z',
+};
+const V3_FIELDS = { fileCreatedAt: '2024-05-01T12:00:00.000Z', fileModifiedAt: '2024-05-01T12:00:00.000+02:00' };
+
+let fake: FakeImmich | undefined;
+let client: ImmichClient | undefined;
+let temp: { path: string; remove: () => Promise<void> };
+
+beforeEach(async () => {
+  temp = await makeTempDir();
+});
+
+afterEach(async () => {
+  client?.close();
+  client = undefined;
+  await fake?.close();
+  fake = undefined;
+  await temp.remove();
+});
+
+async function setup(
+  serverOptions: FakeImmichOptions = {},
+  clientOptions: Partial<ImmichClientOptions> = {},
+): Promise<{ server: FakeImmich; immich: ImmichClient }> {
+  fake = await startFakeImmich({ keys: { [SECRET]: { name: 'test', permissions: ['all'] } }, ...serverOptions });
+  client = createImmichClient({ apiUrl: fake.apiUrl, apiKey: SECRET, ...clientOptions });
+  return { server: fake, immich: client };
+}
+
+function sha1(bytes: Buffer): string {
+  return createHash('sha1').update(bytes).digest('hex');
+}
+
+/** An upload of real bytes from a real file. */
+async function fileUpload(
+  bytes: Buffer,
+  filename = 'photo.jpg',
+  fields: Record<string, string> = V2_FIELDS,
+): Promise<UploadRequest> {
+  const path = join(temp.path, `${sha1(bytes)}.bin`);
+  await writeFile(path, bytes);
+  return {
+    fields,
+    checksum: sha1(bytes),
+    file: { filename, contentType: 'image/jpeg', size: bytes.length, open: () => createReadStream(path, { highWaterMark: 1 << 20 }) },
+  };
+}
+
+/** A stream that delivers `bytes` then fails with `error`, as a read error mid-file would. */
+function failingStream(bytes: number, error: Error): Readable {
+  let sent = false;
+  return new Readable({
+    read() {
+      if (!sent) {
+        sent = true;
+        this.push(Buffer.alloc(bytes, 3));
+      } else {
+        this.destroy(error);
+      }
+    },
+  });
+}
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected a rejection');
+}
+
+async function immichRejection(promise: Promise<unknown>): Promise<ImmichError> {
+  const error = await rejection(promise);
+  if (!isImmichError(error)) throw new Error(`expected an ImmichError, got ${String(error)}`, { cause: error });
+  return error;
+}
+
+function expectNoSecret(error: unknown): void {
+  const views = [
+    String(error),
+    error instanceof Error ? error.message : '',
+    error instanceof Error ? String(error.stack) : '',
+    JSON.stringify(error),
+    inspect(error, { depth: 10, showHidden: true }),
+  ];
+  for (const view of views) expect(view).not.toContain(SECRET);
+}
+
+describe('server information', () => {
+  it('pings, reads the version of both majors and describes the key', async () => {
+    const { server, immich } = await setup({ keys: { [SECRET]: { name: 'uploader', permissions: ['asset.upload'] } } });
+    await immich.ping();
+    expect(await immich.serverVersion()).toEqual({ major: 2, minor: 7, patch: 5 });
+    server.setMajor(3);
+    expect(await immich.serverVersion()).toEqual({ major: 3, minor: 2, patch: 2 });
+    expect(await immich.apiKeyInfo()).toEqual({ id: expect.any(String) as unknown, name: 'uploader', permissions: ['asset.upload'] });
+  });
+
+  it('sends the key only where it is needed', async () => {
+    const { immich } = await setup({ keys: {} });
+    // With no valid key at all, the unauthenticated calls still work.
+    await immich.ping();
+    await immich.serverVersion();
+    expect((await immichRejection(immich.apiKeyInfo())).kind).toBe('auth');
+  });
+});
+
+describe('bulk check', () => {
+  it('accepts unknown files and reports duplicates with their asset id', async () => {
+    const { server, immich } = await setup();
+    const known = server.seedAsset({ checksum: sha1(Buffer.from('known')) });
+    const results = await immich.bulkUploadCheck([
+      { id: 'new.jpg', checksum: sha1(Buffer.from('new')) },
+      { id: 'known.jpg', checksum: known.checksum },
+    ]);
+    expect(results).toEqual([
+      { id: 'new.jpg', action: 'accept' },
+      { id: 'known.jpg', action: 'reject', reason: 'duplicate', assetId: known.id, isTrashed: false },
+    ]);
+  });
+});
+
+describe('upload', () => {
+  for (const major of [2, 3] as const) {
+    it(`v${major}: creates, then reports the duplicate; the server got exactly the bytes`, async () => {
+      const { server, immich } = await setup({ major });
+      const bytes = randomBytes(3 * 1024 * 1024 + 17);
+      const request = await fileUpload(bytes, 'photo.jpg', major === 2 ? V2_FIELDS : V3_FIELDS);
+      const created = await immich.uploadAsset(request);
+      expect(created).toEqual({ id: expect.any(String) as unknown, status: 'created' });
+      const asset = server.assetByChecksum(sha1(bytes));
+      expect(asset).toMatchObject({ id: created.id, size: bytes.length, headerChecksum: sha1(bytes), filename: 'photo.jpg' });
+      expect(sha1(asset?.bytes ?? Buffer.alloc(0))).toBe(sha1(bytes));
+      expect(asset?.fields).toEqual(major === 2 ? V2_FIELDS : V3_FIELDS);
+
+      expect(await immich.uploadAsset(request)).toEqual({ id: created.id, status: 'duplicate' });
+      expect(await immich.bulkUploadCheck([{ id: 'x', checksum: sha1(bytes) }])).toEqual([
+        { id: 'x', action: 'reject', reason: 'duplicate', assetId: created.id, isTrashed: false },
+      ]);
+      expect(server.uploadCount).toBe(1);
+    });
+  }
+
+  it('a duplicate found from the bytes (not the header) is reported as duplicate', async () => {
+    const { server, immich } = await setup();
+    const bytes = Buffer.from('same bytes');
+    const first = await immich.uploadAsset(await fileUpload(bytes));
+    const second = await immich.uploadAsset({ ...(await fileUpload(bytes)), checksum: sha1(Buffer.from('a wrong hint')) });
+    expect(second).toEqual({ id: first.id, status: 'duplicate' });
+    expect(server.assets).toHaveLength(1);
+  });
+
+  it('an empty file uploads', async () => {
+    const { server, immich } = await setup();
+    expect((await immich.uploadAsset(await fileUpload(Buffer.alloc(0), 'empty.jpg'))).status).toBe('created');
+    expect(server.assets[0]?.size).toBe(0);
+  });
+
+  it('a UTF-8 filename, quotes included, arrives unchanged', async () => {
+    const { server, immich } = await setup({ major: 3 });
+    for (const filename of ['Été 2024 – 海.jpg', 'the "best" one.jpg']) {
+      await immich.uploadAsset(await fileUpload(randomBytes(100), filename, V3_FIELDS));
+    }
+    expect(server.assets.map((a) => a.filename)).toEqual(['Été 2024 – 海.jpg', 'the "best" one.jpg']);
+  });
+
+  it('an early duplicate answer to a large body neither hangs nor crashes', async () => {
+    const { server, immich } = await setup();
+    const bytes = randomBytes(30 * 1024 * 1024);
+    const request = await fileUpload(bytes);
+    const created = await immich.uploadAsset(request);
+    const opened: ReadStream[] = [];
+    const watched: UploadRequest = {
+      ...request,
+      file: {
+        ...request.file,
+        open: () => {
+          const stream = request.file.open() as ReadStream;
+          opened.push(stream);
+          return stream;
+        },
+      },
+    };
+    for (let i = 0; i < 3; i++) {
+      expect(await immich.uploadAsset(watched)).toEqual({ id: created.id, status: 'duplicate' });
+    }
+    // Every file that was opened is closed again, whether or not it was read to the end.
+    await waitFor(() => opened.length > 0 && opened.every((stream) => stream.closed), { message: 'the files to be closed' });
+    // The client still works afterwards, on the same agent.
+    await immich.ping();
+    expect(server.assets).toHaveLength(1);
+  });
+});
+
+describe('answers that are errors', () => {
+  it('401 is auth', async () => {
+    const { immich } = await setup({ keys: { 'another-key': { name: 'x', permissions: ['all'] } } });
+    const error = await immichRejection(immich.bulkUploadCheck([]));
+    expect(error).toMatchObject({ kind: 'auth', method: 'POST', endpoint: '/api/assets/bulk-upload-check', status: 401 });
+    expect(error.message).toBe('POST /api/assets/bulk-upload-check answered 401: Invalid API key');
+    expect(error.details.correlationId).toEqual(expect.any(String));
+    expect(error.retryable).toBe(false);
+  });
+
+  it('403 is forbidden and names the permission', async () => {
+    const { immich } = await setup({ keys: { [SECRET]: { name: 'reader', permissions: ['user.read'] } } });
+    const error = await immichRejection(immich.uploadAsset(await fileUpload(Buffer.from('x'))));
+    expect(error.kind).toBe('forbidden');
+    expect(error.message).toBe('POST /api/assets answered 403: Missing required permission: asset.upload');
+  });
+
+  it('400 is rejected with the server message (v2 and v3 unsupported type)', async () => {
+    const { server, immich } = await setup();
+    const request = await fileUpload(Buffer.from('hello'), 'not-an-image.txt');
+    const v2 = await immichRejection(immich.uploadAsset(request));
+    expect(v2).toMatchObject({ kind: 'rejected', status: 400, details: { serverMessage: 'Unsupported file type not-an-image.txt' } });
+    expect(v2.message).toBe('POST /api/assets answered 400: Unsupported file type not-an-image.txt');
+    server.setMajor(3);
+    const v3 = await immichRejection(immich.uploadAsset({ ...request, fields: V3_FIELDS }));
+    expect(v3.message).toBe('POST /api/assets answered 400: Unsupported file type not-an-image.txt');
+    expect(v3.details.correlationId).toEqual(expect.any(String));
+  });
+
+  it('v2 missing fields: the message lists them', async () => {
+    const { immich } = await setup({ major: 2 });
+    const error = await immichRejection(immich.uploadAsset(await fileUpload(Buffer.from('x'), 'a.jpg', V3_FIELDS)));
+    expect(error.kind).toBe('rejected');
+    expect(error.message).toContain('POST /api/assets answered 400: deviceAssetId must be a string; ');
+    expect(error.message).not.toContain('\n');
+  });
+
+  it('v3 validation errors name the path', async () => {
+    const { immich } = await setup({ major: 3 });
+    const fields = { ...V3_FIELDS, fileCreatedAt: '2024-05-03T12:00:00.000' };
+    const error = await immichRejection(immich.uploadAsset(await fileUpload(Buffer.from('x'), 'a.jpg', fields)));
+    expect(error.kind).toBe('rejected');
+    expect(error.message).toBe(
+      'POST /api/assets answered 400: Validation failed: fileCreatedAt: Invalid input: expected ISO 8601 datetime string, received string',
+    );
+  });
+
+  it('503 with Retry-After is server, with retryAfterMs', async () => {
+    const { server, immich } = await setup();
+    server.failNext(1, 503, { retryAfterSeconds: 7 });
+    const error = await immichRejection(immich.bulkUploadCheck([]));
+    expect(error).toMatchObject({ kind: 'server', status: 503, details: { retryAfterMs: 7000 } });
+    expect(error.retryable).toBe(true);
+    expect(error.message).toBe('POST /api/assets/bulk-upload-check answered 503: Service Unavailable');
+  });
+
+  it('429 and 500 are server', async () => {
+    const { server, immich } = await setup();
+    server.failNext(1, 429);
+    expect((await immichRejection(immich.bulkUploadCheck([]))).kind).toBe('server');
+    server.failNext(1, 500, { message: 'database is down' });
+    const error = await immichRejection(immich.uploadAsset(await fileUpload(randomBytes(1000))));
+    expect(error).toMatchObject({ kind: 'server', status: 500 });
+    expect(error.message).toBe('POST /api/assets answered 500: database is down');
+  });
+
+  it('413 from a proxy says so', async () => {
+    const { server, immich } = await setup();
+    server.failNext(1, 413, { path: '/api/assets' });
+    const error = await immichRejection(immich.uploadAsset(await fileUpload(randomBytes(2 * 1024 * 1024))));
+    expect(error).toMatchObject({ kind: 'rejected', status: 413 });
+    expect(error.message).toMatch(/^POST \/api\/assets answered 413: .*proxy between you and Immich.*100 MB/);
+  });
+
+  it('parses Retry-After as seconds or an HTTP date', () => {
+    const now = Date.parse('2026-01-01T00:00:00Z');
+    expect(parseRetryAfter('120', now)).toBe(120_000);
+    expect(parseRetryAfter('Thu, 01 Jan 2026 00:00:30 GMT', now)).toBe(30_000);
+    expect(parseRetryAfter('Wed, 31 Dec 2025 00:00:00 GMT', now)).toBe(0);
+    expect(parseRetryAfter('soon', now)).toBeUndefined();
+    expect(parseRetryAfter(undefined, now)).toBeUndefined();
+  });
+});
+
+describe('network failures', () => {
+  it('a server that is down is network ECONNREFUSED; it works again once up', async () => {
+    const { server, immich } = await setup();
+    await immich.ping();
+    await server.down();
+    const error = await immichRejection(immich.ping());
+    expect(error).toMatchObject({ kind: 'network', details: { code: 'ECONNREFUSED' } });
+    expect(error.message).toBe(`cannot reach the Immich server at ${server.url} (ECONNREFUSED)`);
+    expect(error.retryable).toBe(true);
+    await server.up();
+    await immich.ping();
+  });
+
+  it('a stalled server is network ETIMEDOUT after the inactivity timeout', { timeout: 10_000 }, async () => {
+    const { server, immich } = await setup({}, { inactivityTimeoutMs: 300 });
+    server.stall();
+    const error = await immichRejection(immich.serverVersion());
+    expect(error).toMatchObject({ kind: 'network', details: { code: 'ETIMEDOUT' } });
+    expect(error.message).toContain('(ETIMEDOUT)');
+  });
+
+  it('a server that stops reading an upload is network ETIMEDOUT', { timeout: 10_000 }, async () => {
+    const { server, immich } = await setup({}, { inactivityTimeoutMs: 300 });
+    server.stall();
+    const error = await immichRejection(immich.uploadAsset(await fileUpload(randomBytes(20 * 1024 * 1024))));
+    expect(error).toMatchObject({ kind: 'network', details: { code: 'ETIMEDOUT' } });
+  });
+
+  it('a connection dropped mid-upload is network', async () => {
+    const { server, immich } = await setup();
+    server.dropNextUpload({ afterBytes: 256 * 1024 });
+    const error = await immichRejection(immich.uploadAsset(await fileUpload(randomBytes(8 * 1024 * 1024))));
+    expect(error.kind).toBe('network');
+    expect(error.details.code).toMatch(/^(ECONNRESET|EPIPE)$/);
+    expect(server.assets).toHaveLength(0);
+  });
+});
+
+describe('an answer lost with the connection', () => {
+  it('when the upload fails with a reset and the server has the file, the result is duplicate', async () => {
+    const { server, immich } = await setup();
+    const bytes = randomBytes(100_000);
+    const seeded = server.seedAsset({ checksum: sha1(bytes) });
+    // Answering, then closing while the client still writes, can lose the answer in Node's client;
+    // a reset before any answer is the same situation seen from the client.
+    server.dropNextUpload();
+    expect(await immich.uploadAsset(await fileUpload(bytes))).toEqual({ id: seeded.id, status: 'duplicate' });
+    expect(server.requests.map((r) => r.path)).toEqual(['/api/assets', '/api/assets/bulk-upload-check']);
+  });
+});
+
+describe('keep-alive', () => {
+  it('a reset on a reused socket before any answer is retried once on a fresh one', async () => {
+    const { server, immich } = await setup();
+    await immich.ping(); // leaves a keep-alive socket in the pool
+    server.dropNextUpload();
+    const bytes = randomBytes(100_000);
+    expect((await immich.uploadAsset(await fileUpload(bytes))).status).toBe('created');
+    expect(server.requests.filter((r) => r.path === '/api/assets').map((r) => r.status)).toEqual([0, 201]);
+    expect(server.assetByChecksum(sha1(bytes))?.size).toBe(bytes.length);
+  });
+});
+
+describe('the file stream', () => {
+  // The default inactivity timeout is 60 s: the short test timeout proves the failure is prompt.
+  it('an error mid-file rejects with that same error, promptly', { timeout: 5_000 }, async () => {
+    const { server, immich } = await setup();
+    const readError = Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
+    const size = 10 * 1024 * 1024;
+    const error = await rejection(
+      immich.uploadAsset({
+        fields: V2_FIELDS,
+        checksum: sha1(Buffer.from('whatever')),
+        file: { filename: 'a.jpg', contentType: 'image/jpeg', size, open: () => failingStream(1024 * 1024, readError) },
+      }),
+    );
+    expect(error).toBe(readError);
+    expect(server.assets).toHaveLength(0);
+    // The failed request left nothing behind that breaks the next one.
+    expect((await immich.uploadAsset(await fileUpload(randomBytes(1000)))).status).toBe('created');
+  });
+
+  it('a file shorter than announced fails promptly with FileSizeMismatchError', { timeout: 5_000 }, async () => {
+    const { server, immich } = await setup();
+    const request = await fileUpload(randomBytes(1024 * 1024));
+    const error = await rejection(immich.uploadAsset({ ...request, file: { ...request.file, size: 2 * 1024 * 1024 } }));
+    expect(error).toBeInstanceOf(FileSizeMismatchError);
+    expect(error).toMatchObject({ expected: 2 * 1024 * 1024, actual: 1024 * 1024 });
+    expect(server.assets).toHaveLength(0);
+  });
+
+  it('a file longer than announced fails with FileSizeMismatchError', { timeout: 5_000 }, async () => {
+    const { immich } = await setup();
+    const request = await fileUpload(randomBytes(1024 * 1024));
+    const error = await rejection(immich.uploadAsset({ ...request, file: { ...request.file, size: 1000 } }));
+    expect(error).toBeInstanceOf(FileSizeMismatchError);
+  });
+});
+
+describe('abort', () => {
+  it('rejects with the signal reason, before or during a request', { timeout: 5_000 }, async () => {
+    const { server, immich } = await setup();
+    const reason = new Error('shutting down');
+    expect(await rejection(immich.ping(AbortSignal.abort(reason)))).toBe(reason);
+
+    server.stall();
+    const controller = new AbortController();
+    const pending = rejection(immich.uploadAsset(await fileUpload(randomBytes(20 * 1024 * 1024)), controller.signal));
+    await waitFor(() => server.requests.some((r) => r.path === '/api/assets'), { message: 'the upload to reach the server' });
+    controller.abort(reason);
+    expect(await pending).toBe(reason);
+  });
+
+  it('a reason that is not an Error becomes an AbortError', async () => {
+    const { immich } = await setup();
+    const controller = new AbortController();
+    controller.abort('just a string');
+    expect(await rejection(immich.ping(controller.signal))).toMatchObject({ name: 'AbortError' });
+  });
+});
+
+describe('the API key never leaks', () => {
+  it('from any kind of failure', { timeout: 20_000 }, async () => {
+    const errors: unknown[] = [];
+    // auth: the secret is the wrong key.
+    {
+      const { immich } = await setup({ keys: {} });
+      errors.push(await rejection(immich.apiKeyInfo()));
+      client?.close();
+      await fake?.close();
+    }
+    const { server, immich } = await setup(
+      { keys: { [SECRET]: { name: 'reader', permissions: ['user.read'] } } },
+      { inactivityTimeoutMs: 300 },
+    );
+    errors.push(await rejection(immich.bulkUploadCheck([]))); // forbidden
+    server.failNext(1, 400, { message: 'Bad Request' });
+    errors.push(await rejection(immich.bulkUploadCheck([]))); // rejected
+    server.failNext(1, 503, { retryAfterSeconds: 1 });
+    errors.push(await rejection(immich.apiKeyInfo())); // server
+    server.failNext(1, 413);
+    errors.push(await rejection(immich.apiKeyInfo())); // rejected, proxy page
+    // On a fresh socket: a reset on a reused one is retried once (see 'keep-alive' below).
+    const fresh = createImmichClient({ apiUrl: server.apiUrl, apiKey: SECRET });
+    server.dropNextUpload();
+    errors.push(await rejection(fresh.uploadAsset(await fileUpload(randomBytes(4 * 1024 * 1024))))); // network, reset
+    fresh.close();
+    server.stall();
+    errors.push(await rejection(immich.apiKeyInfo())); // network, timeout
+    await server.down();
+    errors.push(await rejection(immich.apiKeyInfo())); // network, refused
+
+    const kinds = errors.map((e) => (isImmichError(e) ? e.kind : 'not an ImmichError'));
+    expect(kinds).toEqual(['auth', 'forbidden', 'rejected', 'server', 'rejected', 'network', 'network', 'network']);
+    for (const error of errors) expectNoSecret(error);
+  });
+});
+
+describe('a key that cannot be sent', () => {
+  it('is rejected without naming the key', async () => {
+    fake = await startFakeImmich();
+    client = createImmichClient({ apiUrl: fake.apiUrl, apiKey: `${SECRET}\n` });
+    const error = await immichRejection(client.apiKeyInfo());
+    expect(error.kind).toBe('rejected');
+    expectNoSecret(error);
+  });
+});
