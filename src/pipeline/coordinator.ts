@@ -148,13 +148,13 @@ export class Coordinator {
         this.stats.uploaded++;
         this.stats.uploadedBytes += file.size;
         logger.info({ ...fields, ms: outcome.ms, assetId: outcome.assetId, archivedTo: outcome.archivedTo },
-          `uploaded ${fields.file} (${formatBytes(file.size)})`);
+          `uploaded ${fields.file} (${formatBytes(file.size)} in ${outcome.ms} ms)`);
         this.forget(file.path);
         return;
       case 'already-on-server':
         this.stats.duplicates++;
         logger.info({ ...fields, ms: outcome.ms, assetId: outcome.assetId, archivedTo: outcome.archivedTo },
-          `already on server: ${fields.file}`);
+          `already on server: ${fields.file} (archived in ${outcome.ms} ms)`);
         this.forget(file.path);
         return;
       case 'skipped':

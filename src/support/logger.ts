@@ -32,6 +32,8 @@ export function createLogger(options: {
         colorize: destination.isTTY === true,
         translateTime: 'SYS:HH:MM:ss',
         ignore: 'pid,hostname',
+        // On a terminal the message says it all; the fields are for JSON consumers (and debug).
+        hideObject: options.level !== 'debug' && options.level !== 'trace',
       }),
     );
   }
