@@ -1,4 +1,3 @@
-import { lstat } from 'node:fs/promises';
 import { isImmichError } from '../immich/errors.js';
 import { FileSizeMismatchError } from '../immich/multipart.js';
 import type { CallSignals, ResilientImmich } from '../immich/resilient.js';
@@ -7,7 +6,7 @@ import { archiveFile, ArchiveError, SourceChangedError } from './archive.js';
 import type { CheckBatcher, ServerVerdict } from './check.js';
 import { hashFile } from './hash.js';
 import type { Decision, FileState } from './states.js';
-import type { FileVersion, SettledFile } from './types.js';
+import type { SettledFile } from './types.js';
 import { buildUploadRequest } from './upload.js';
 
 /** How one file's trip through the pipeline ended. */
@@ -78,9 +77,9 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     }
     deps.record(file, 'on-server');
 
-    // Only what the server confirmed is archived, and only if it is still the version we sent.
+    // Only what the server confirmed is archived, and only if it is still the version we sent:
+    // archiveFile checks that and throws SourceChangedError otherwise.
     stage = 'archive';
-    if (!(await isUnchanged(file.path, file))) return { kind: 'changed' };
     const archived = await archiveFile({ source: file.path, root: file.root, checksum, expected: file });
     deps.record(file, 'archived');
     const ms = deps.clock.now() - started;
@@ -115,15 +114,6 @@ function toOutcome(error: unknown, stage: 'hash' | 'check' | 'upload' | 'archive
   if (error instanceof ArchiveError) return { kind: 'failed', stage, message: error.message, retryable: true };
   const message = error instanceof Error ? error.message : String(error);
   return { kind: 'failed', stage, message, retryable: true };
-}
-
-async function isUnchanged(path: string, expected: FileVersion): Promise<boolean> {
-  try {
-    const now = await lstat(path);
-    return now.isFile() && now.size === expected.size && now.mtimeMs === expected.mtimeMs;
-  } catch {
-    return false;
-  }
 }
 
 function isNodeError(error: unknown): error is NodeJS.ErrnoException {
