@@ -256,6 +256,17 @@ describe('once', () => {
     expect(result.logs.find((line) => line.msg.startsWith('summary:'))).toMatchObject({ uploaded: 1, skipped: 1, failed: 1 });
   });
 
+  it('stops with exit 3 when the key is revoked mid-run, archiving nothing unconfirmed', async () => {
+    await startServer();
+    server.failNext(1, 401, { path: '/api/assets', exact: true });
+    await writeMedia(watchDir, ['revoked.jpg']);
+    const result = await runCli(['once'], { env: env() });
+    expect(result.code).toBe(3);
+    expect(existsSync(join(watchDir, 'revoked.jpg'))).toBe(true);
+    expect(existsSync(join(archiveDir, 'revoked.jpg'))).toBe(false);
+    expectNoSecret(result.stdout, result.stderr);
+  });
+
   it('exits 3 when the server rejects the key, and never prints it', async () => {
     await startServer();
     await writeMedia(watchDir, ['x.jpg']);
