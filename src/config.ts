@@ -17,6 +17,8 @@ import { MAX_TIMER_SECONDS, optionSpec, type OptionKey, type OptionOf, type Opti
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 export type LogFormat = 'auto' | 'pretty' | 'json';
+/** What happens to an original once the server confirmed it. */
+export type AfterUpload = 'move' | 'delete' | 'keep';
 
 /** One watched folder and where its files go in the archive. */
 export interface WatchRoot {
@@ -50,6 +52,13 @@ export interface Config {
   watchRoots: readonly WatchRoot[];
   /** `ARCHIVE_DIRECTORY` (default `~/Pictures/Archived`): absolute; may not exist yet (created on first use). */
   archiveDirectory: string;
+  /** `AFTER_UPLOAD` (default `move`): move into the archive, delete, or keep the original. */
+  afterUpload: AfterUpload;
+  /**
+   * `STATE_DIRECTORY` (default `$XDG_STATE_HOME/immich-auto-uploader`, else
+   * `~/.local/state/immich-auto-uploader`): where the journal lives; created with mode 0700.
+   */
+  stateDirectory: string;
   /** `WATCH_RECURSIVE` (default `true`): also watch sub-folders. */
   watchRecursive: boolean;
   /** `SUPPORTED_EXTENSIONS` (default: common photo and video types). Lower-case, with a leading dot: `.jpg`. */
@@ -161,7 +170,9 @@ export function loadConfig(input: LoadConfigInput): LoadedConfig {
   const apiUrl = readUrl(ctx);
   const apiKey = readApiKey(ctx);
   const watchFolders = readWatchFolders(ctx);
-  const archive = readArchive(ctx);
+  const afterUpload: AfterUpload = readEnum(ctx, 'afterUpload');
+  const archive = readCreatableFolder(ctx, 'archiveDirectory');
+  const stateDirectory = readCreatableFolder(ctx, 'stateDirectory', xdgStateDefault(ctx));
   const watchRecursive = readBoolean(ctx, 'watchRecursive');
   const supportedExtensions = readExtensions(ctx);
   const maxFileSizeMb = readNumber(ctx, 'maxFileSizeMb');
@@ -177,7 +188,13 @@ export function loadConfig(input: LoadConfigInput): LoadedConfig {
 
   // Checked against the usable watch folders even when others failed, so that every problem
   // shows up in one round.
-  const excludedPaths = archive !== undefined ? checkArchiveAgainstWatch(ctx, watchFolders.folders, archive) : [];
+  // The archive only matters when files are moved there.
+  const excludedPaths =
+    archive !== undefined && afterUpload === 'move' ? checkArchiveAgainstWatch(ctx, watchFolders.folders, archive) : [];
+  // The journal lives outside what is watched, whatever the user chose.
+  if (stateDirectory !== undefined && watchFolders.folders.some((folder) => isInside(stateDirectory, folder) || folder === stateDirectory)) {
+    excludedPaths.push(stateDirectory);
+  }
 
   // Belt and braces: no message prints the key on purpose, but a user who swaps two values
   // (the key in IMMICH_API_URL, say) would see it echoed back as "got ...". Any key value given
@@ -185,7 +202,7 @@ export function loadConfig(input: LoadConfigInput): LoadedConfig {
   const secrets = [...ctx.secrets].filter((secret) => secret.length >= MIN_SCRUBBED_LENGTH);
   const scrub = (text: string): string => secrets.reduce((out, secret) => out.replaceAll(secret, '(hidden)'), text);
   notes.splice(0, notes.length, ...notes.map(scrub));
-  if (problems.length > 0 || !watchFolders.ok || archive === undefined) {
+  if (problems.length > 0 || !watchFolders.ok || archive === undefined || stateDirectory === undefined) {
     throw new ConfigError(problems.map(scrub));
   }
 
@@ -194,6 +211,8 @@ export function loadConfig(input: LoadConfigInput): LoadedConfig {
     apiKey,
     watchRoots: Object.freeze(archiveLayout(watchFolders.folders, archive).map((root) => Object.freeze(root))),
     archiveDirectory: archive,
+    afterUpload,
+    stateDirectory,
     watchRecursive,
     supportedExtensions: freezeSet(supportedExtensions),
     maxFileSizeBytes: Math.round(maxFileSizeMb * 1024 * 1024),
@@ -464,7 +483,7 @@ function readBoolean(ctx: Ctx, key: 'watchRecursive' | 'watchPolling'): boolean 
   return BOOLEAN.parse(spec.default);
 }
 
-type EnumKey = 'logLevel' | 'logFormat';
+type EnumKey = 'logLevel' | 'logFormat' | 'afterUpload';
 type EnumValue<K extends EnumKey> = OptionOf<K>['kind']['values'][number];
 
 function readEnum<K extends EnumKey>(ctx: Ctx, key: K): EnumValue<K> {
@@ -757,9 +776,13 @@ function readWatchFolders(ctx: Ctx): { folders: string[]; ok: boolean } {
  * existing ancestor is realpath'd and the rest appended, which keeps comparisons with the
  * (realpath'd) watch folders right when the path goes through a symlink.
  */
-function readArchive(ctx: Ctx): string | undefined {
-  const spec = optionSpec('archiveDirectory');
-  const raw = pickOrDefault(ctx, spec);
+function readCreatableFolder(
+  ctx: Ctx,
+  key: 'archiveDirectory' | 'stateDirectory',
+  fallback?: Raw,
+): string | undefined {
+  const spec = optionSpec(key);
+  const raw = pick(ctx, spec) ?? fallback ?? pickOrDefault(ctx, spec);
   const path = expandPath(ctx, raw.text);
   const given = raw.text === path ? JSON.stringify(raw.text) : `${JSON.stringify(raw.text)} (${path})`;
   const fix = `${setHint(spec, raw.source, '<a folder>')}; it is created on first use`;
@@ -789,6 +812,12 @@ function readArchive(ctx: Ctx): string | undefined {
     missing.push(basename(existing));
     existing = parent;
   }
+}
+
+/** `$XDG_STATE_HOME/immich-auto-uploader` when XDG_STATE_HOME is set (freedesktop's place for state). */
+function xdgStateDefault(ctx: Ctx): Raw | undefined {
+  const base = nonEmpty(ctx.env.XDG_STATE_HOME) ?? nonEmpty(ctx.dotenv.XDG_STATE_HOME);
+  return base === undefined ? undefined : { text: join(base, 'immich-auto-uploader'), source: { kind: 'default' } };
 }
 
 /** Refuses archive/watch overlaps that would loop; excludes an archive inside a watch folder. */

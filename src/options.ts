@@ -131,6 +131,28 @@ export const OPTIONS = [
     kind: { type: 'folder' },
   },
   {
+    key: 'afterUpload',
+    env: 'AFTER_UPLOAD',
+    flag: '--after-upload',
+    valueName: 'mode',
+    default: 'move',
+    description:
+      'What happens to an original once the server has it: move (into ARCHIVE_DIRECTORY), delete (with its .xmp sidecars) or keep (leave it in place)',
+    secret: false,
+    kind: { type: 'enum', values: ['move', 'delete', 'keep'] },
+  },
+  {
+    key: 'stateDirectory',
+    env: 'STATE_DIRECTORY',
+    flag: '--state-directory',
+    valueName: 'dir',
+    default: '~/.local/state/immich-auto-uploader',
+    description:
+      'Where the journal (what was uploaded, archived, failed) is kept; default $XDG_STATE_HOME/immich-auto-uploader when XDG_STATE_HOME is set',
+    secret: false,
+    kind: { type: 'folder' },
+  },
+  {
     key: 'watchRecursive',
     env: 'WATCH_RECURSIVE',
     flag: '--watch-recursive',

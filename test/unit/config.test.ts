@@ -393,6 +393,8 @@ describe('numbers, booleans and enumerations', () => {
     WATCH_POLLING: ['sometimes'],
     WATCH_POLL_INTERVAL_SECONDS: ['0', 'ten'],
     SHUTDOWN_GRACE_SECONDS: ['-0.5', 'soon'],
+    AFTER_UPLOAD: ['archive', 'remove'],
+    STATE_DIRECTORY: ['/dev/null'],
   };
 
   it('has bad values for every option except the key pair (tested above)', () => {
@@ -429,6 +431,35 @@ describe('numbers, booleans and enumerations', () => {
     expect(problemOf({ flags: { maxFileSizeMb: '-1' } })).toBe(
       'MAX_FILE_SIZE_MB (from --max-file-size-mb): expected a positive number of megabytes, got "-1"; fix: pass --max-file-size-mb 1000 or another number',
     );
+  });
+});
+
+describe('AFTER_UPLOAD and STATE_DIRECTORY', () => {
+  it('defaults to move, and to the XDG state folder when XDG_STATE_HOME is set', () => {
+    const { config } = load({});
+    expect(config.afterUpload).toBe('move');
+    expect(config.stateDirectory).toBe(join(home, '.local/state/immich-auto-uploader'));
+    const xdg = load({ env: env({ XDG_STATE_HOME: join(home, 'xdg') }) }).config;
+    expect(xdg.stateDirectory).toBe(join(home, 'xdg', 'immich-auto-uploader'));
+    const given = load({ env: env({ XDG_STATE_HOME: join(home, 'xdg'), STATE_DIRECTORY: join(home, 'mine') }) }).config;
+    expect(given.stateDirectory).toBe(join(home, 'mine'));
+  });
+
+  it('accepts delete and keep in any case', () => {
+    expect(load({ env: env({ AFTER_UPLOAD: 'Delete' }) }).config.afterUpload).toBe('delete');
+    expect(load({ flags: { afterUpload: 'KEEP' } }).config.afterUpload).toBe('keep');
+  });
+
+  it('ignores where the archive is when nothing is moved there', () => {
+    const watch = join(home, 'Downloads');
+    expect(() => load({ env: env({ WATCH_DIRECTORIES: watch, AFTER_UPLOAD: 'keep', ARCHIVE_DIRECTORY: watch }) })).not.toThrow();
+    expect(problemOf({ env: env({ WATCH_DIRECTORIES: watch, ARCHIVE_DIRECTORY: watch }) })).toContain('ARCHIVE_DIRECTORY');
+  });
+
+  it('never watches a state folder placed inside a watch folder', () => {
+    const watch = join(home, 'Downloads');
+    const { config } = load({ env: env({ WATCH_DIRECTORIES: watch, STATE_DIRECTORY: join(watch, '.state') }) });
+    expect(config.excludedPaths).toContain(join(watch, '.state'));
   });
 });
 
