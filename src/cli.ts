@@ -6,10 +6,16 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { Command, CommanderError } from 'commander';
-import { formatCheckLine, runChecks } from './check.js';
-import { ConfigError, loadConfig, type Config } from './config.js';
+import { join } from 'node:path';
+import { formatCheckLine, runChecks } from './commands/check.js';
+import { requestRetry } from './commands/retry.js';
+import { buildStatus, formatHistory, formatStatus } from './commands/status.js';
+import { ConfigError, loadConfig, loadStateDirectory, type Config, type LoadConfigInput } from './config.js';
 import { MissingPermissionError, runUploader, type RunMode } from './daemon.js';
 import { isImmichError } from './immich/errors.js';
+import { Journal, JOURNAL_FILE } from './journal/journal.js';
+import { isLocked } from './journal/lock.js';
+import { JournalError } from './journal/states.js';
 import { createImmichClient } from './immich/http-client.js';
 import { addOptions } from './options.js';
 import { createLogger, type Logger } from './support/logger.js';
@@ -31,6 +37,8 @@ const COMMANDS: { name: RunMode | 'check'; summary: string }[] = [
   { name: 'check', summary: 'check the configuration, the server, the key and the folders; change nothing' },
 ];
 
+type JournalCommand = 'status' | 'history' | 'retry';
+
 async function main(argv: string[]): Promise<number> {
   let exitCode: number = EXIT.ok;
   const program = new Command('immich-auto-uploader')
@@ -45,6 +53,34 @@ async function main(argv: string[]): Promise<number> {
       exitCode = await runCommand(name, flags);
     });
   }
+  program
+    .command('status')
+    .description('what the journal knows: counts per state, failures, recent outcomes, totals')
+    .option('--json', 'print JSON for scripts')
+    .option('--recent <n>', 'how many recent outcomes to list', '10')
+    .exitOverride()
+    .action((flags: Record<string, unknown>) => {
+      exitCode = runJournalCommand('status', flags);
+    });
+  program
+    .command('history')
+    .description('where a file went and when: its asset id and archive path')
+    .argument('<path-or-name>', 'a full path, a file name, or part of a path')
+    .exitOverride()
+    .action((query: string, flags: Record<string, unknown>) => {
+      exitCode = runJournalCommand('history', { ...flags, query });
+    });
+  program
+    .command('retry')
+    .description('make failed files eligible again now (a running uploader picks them up)')
+    .exitOverride()
+    .action((flags: Record<string, unknown>) => {
+      exitCode = runJournalCommand('retry', flags);
+    });
+  for (const name of ['status', 'history', 'retry']) {
+    const command = program.commands.find((c) => c.name() === name);
+    if (command) addOptions(command);
+  }
   try {
     await program.parseAsync(argv);
   } catch (error) {
@@ -57,11 +93,64 @@ async function main(argv: string[]): Promise<number> {
   return exitCode;
 }
 
+function configInput(flags: Record<string, unknown>): LoadConfigInput {
+  return { flags, env: process.env, cwd: process.cwd(), homeDir: homedir() };
+}
+
+/** `status`, `history`, `retry`: they need only the journal, not the server or the folders. */
+function runJournalCommand(name: JournalCommand, flags: Record<string, unknown>): number {
+  let directory: string;
+  try {
+    directory = loadStateDirectory(configInput(flags));
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    for (const problem of error.problems) process.stderr.write(`configuration error: ${problem}\n`);
+    return EXIT.usage;
+  }
+  const logger = createLogger({ level: 'warn', format: 'auto', destination: process.stderr });
+  try {
+    if (name === 'retry') {
+      process.stdout.write(`${requestRetry(directory, logger)}\n`);
+      return EXIT.ok;
+    }
+    const journal = Journal.openReadOnly(directory);
+    if (!journal) {
+      process.stdout.write(`no journal yet in ${directory}: nothing has been uploaded with this STATE_DIRECTORY\n`);
+      return EXIT.ok;
+    }
+    try {
+      if (name === 'history') {
+        const query = String(flags.query);
+        process.stdout.write(formatHistory(journal.history(query), query));
+        return EXIT.ok;
+      }
+      const recent = Number(flags.recent);
+      const report = buildStatus({
+        journal,
+        file: join(directory, JOURNAL_FILE),
+        running: isLocked(directory),
+        now: new Date(),
+        recent: Number.isInteger(recent) && recent >= 0 ? recent : 10,
+      });
+      process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : formatStatus(report));
+      return EXIT.ok;
+    } finally {
+      journal.close();
+    }
+  } catch (error) {
+    if (error instanceof JournalError) {
+      process.stderr.write(`${error.message}\n`);
+      return EXIT.failure;
+    }
+    throw error;
+  }
+}
+
 async function runCommand(name: RunMode | 'check', flags: Record<string, unknown>): Promise<number> {
   let config: Config;
   let notes: string[];
   try {
-    ({ config, notes } = loadConfig({ flags, env: process.env, cwd: process.cwd(), homeDir: homedir() }));
+    ({ config, notes } = loadConfig(configInput(flags)));
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     for (const problem of error.problems) process.stderr.write(`configuration error: ${problem}\n`);
@@ -125,6 +214,11 @@ function reportRunError(error: unknown, logger: Logger): number {
   if (error instanceof MissingPermissionError) {
     logger.fatal(error.message);
     return EXIT.keyRejected;
+  }
+  if (error instanceof JournalError) {
+    // Another instance holds the journal, or it was written by a newer version: say so plainly.
+    logger.fatal(error.message);
+    return EXIT.failure;
   }
   const message = error instanceof Error ? error.message : String(error);
   logger.fatal(message);

@@ -152,20 +152,8 @@ const LAYERS: readonly Layer[] = ['flag', 'env', 'dotenv'];
  * An empty value counts as not set at that level (so `FOO=` in `.env` means "use the default").
  */
 export function loadConfig(input: LoadConfigInput): LoadedConfig {
-  const envFile = resolve(input.cwd, input.envFile ?? '.env');
-  const problems: string[] = [];
-  const notes: string[] = [];
-  const ctx: Ctx = {
-    flags: input.flags,
-    env: input.env,
-    dotenv: readDotenv(envFile, problems),
-    envFile,
-    cwd: input.cwd,
-    homeDir: input.homeDir,
-    problems,
-    notes,
-    secrets: new Set(),
-  };
+  const ctx = contextOf(input);
+  const { problems, notes } = ctx;
 
   const apiUrl = readUrl(ctx);
   const apiKey = readApiKey(ctx);
@@ -228,6 +216,33 @@ export function loadConfig(input: LoadConfigInput): LoadedConfig {
     excludedPaths: Object.freeze(excludedPaths),
   };
   return { config: Object.freeze(config), notes };
+}
+
+/**
+ * Only STATE_DIRECTORY, with the same precedence and checks: enough for the commands that read
+ * the journal (`status`, `history`, `retry`), which need no server and no folders.
+ */
+export function loadStateDirectory(input: LoadConfigInput): string {
+  const ctx = contextOf(input);
+  const directory = readCreatableFolder(ctx, 'stateDirectory', xdgStateDefault(ctx));
+  if (ctx.problems.length > 0 || directory === undefined) throw new ConfigError(ctx.problems);
+  return directory;
+}
+
+function contextOf(input: LoadConfigInput): Ctx {
+  const envFile = resolve(input.cwd, input.envFile ?? '.env');
+  const problems: string[] = [];
+  return {
+    flags: input.flags,
+    env: input.env,
+    dotenv: readDotenv(envFile, problems),
+    envFile,
+    cwd: input.cwd,
+    homeDir: input.homeDir,
+    problems,
+    notes: [],
+    secrets: new Set(),
+  };
 }
 
 /** The config as a plain object that is safe to log or print: the API key is `(hidden)`. */

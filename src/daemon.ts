@@ -1,4 +1,5 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
@@ -6,7 +7,11 @@ import type { ImmichClient, ServerVersion } from './immich/client.js';
 import { ImmichError, isImmichError } from './immich/errors.js';
 import { createImmichClient } from './immich/http-client.js';
 import { raceAbort, ResilientImmich, ServerGate } from './immich/resilient.js';
+import { Journal } from './journal/journal.js';
+import { acquireLock } from './journal/lock.js';
 import { removeStaleTemporaries } from './pipeline/archive.js';
+import { recoverUnfinished } from './pipeline/recover.js';
+import type { Candidate } from './pipeline/types.js';
 import { CheckBatcher } from './pipeline/check.js';
 import { Coordinator } from './pipeline/coordinator.js';
 import { Detector } from './pipeline/detect.js';
@@ -42,6 +47,10 @@ export interface RunOptions {
 
 /** How often a running daemon logs its counts (only when they changed). */
 const SUMMARY_INTERVAL_MS = 10 * 60_000;
+/** The `retry` command leaves this file in STATE_DIRECTORY for a running daemon to find. */
+export const RETRY_REQUEST_FILE = 'retry-request';
+/** How often a running daemon looks for a retry request. */
+const RETRY_REQUEST_POLL_MS = 2_000;
 
 /**
  * The composition root: builds the parts, connects, runs until done (once) or stopped (watch),
@@ -59,14 +68,29 @@ export async function runUploader(options: RunOptions): Promise<StatsSnapshot> {
   const requestSignal = AbortSignal.any([abortRequests.signal, fatal.signal, ...(options.abortNow ? [options.abortNow] : [])]);
   const gate = new ServerGate({ client, clock, logger: logger.child({ stage: 'server' }), signal: stopWaiting });
   let fatalError: Error | undefined;
+  // One process writes the journal: a second instance on the same STATE_DIRECTORY stops here.
+  const lock = acquireLock(config.stateDirectory);
+  let journal: Journal | undefined;
 
   try {
+    journal = Journal.open({ directory: config.stateDirectory, logger: logger.child({ stage: 'journal' }), clock });
+    const record = journal.record.bind(journal);
     const server = await connect({ client, gate, logger, mode, clock, signal: stopWaiting });
     if (!server) return emptySnapshot();
 
-    await mkdir(config.archiveDirectory, { recursive: true });
-    const leftovers = await removeStaleTemporaries(config.archiveDirectory);
-    if (leftovers > 0) logger.info({ count: leftovers }, 'removed temporary files left by an interrupted archive copy');
+    if (config.afterUpload === 'move') {
+      await mkdir(config.archiveDirectory, { recursive: true });
+      const leftovers = await removeStaleTemporaries(config.archiveDirectory);
+      if (leftovers > 0) logger.info({ count: leftovers }, 'removed temporary files left by an interrupted archive copy');
+    }
+    await recoverUnfinished({
+      rows: journal.unfinished(),
+      roots: config.watchRoots,
+      afterUpload: config.afterUpload,
+      record,
+      logger,
+    });
+    const known = journal;
 
     const immich = new ResilientImmich({ client, gate, clock, logger: logger.child({ stage: 'upload' }) });
     const signals = { wait: stopWaiting, request: requestSignal };
@@ -82,6 +106,8 @@ export async function runUploader(options: RunOptions): Promise<StatsSnapshot> {
       intervalMs: config.fileStabilityCheckIntervalMs,
       inFlight: Math.max(16, config.uploadConcurrency * 8),
       retryFailed: mode === 'watch',
+      record,
+      isDone: (candidate) => isDone(known, candidate, config.afterUpload),
       process: (file) =>
         processFile(file, {
           immich,
@@ -90,7 +116,11 @@ export async function runUploader(options: RunOptions): Promise<StatsSnapshot> {
           clock,
           limitHash: (work) => hashQueue.add(work, { signal: stopWaiting }),
           limitUpload: (work) => uploadQueue.add(work, { signal: stopWaiting }),
-          record: (file, state) => logger.trace({ file: file.path, state }, 'state'),
+          afterUpload: config.afterUpload,
+          record: (file, state, details) => {
+            logger.trace({ file: file.path, state }, 'state');
+            record(file, state, details);
+          },
           signals,
         }),
       onFatal: (error) => {
@@ -123,6 +153,7 @@ export async function runUploader(options: RunOptions): Promise<StatsSnapshot> {
           `watching ${config.watchRoots.length} folder(s); archive: ${config.archiveDirectory}`,
         );
         void logSummaries(coordinator, logger, clock, summaries.signal);
+        void watchRetryRequests(config.stateDirectory, known, coordinator, logger, clock, summaries.signal);
         await untilAborted(stopWaiting);
       } else {
         await raceAbort(coordinator.whenIdle(), stopWaiting).catch(() => undefined);
@@ -140,6 +171,46 @@ export async function runUploader(options: RunOptions): Promise<StatsSnapshot> {
     throw fatalError ?? error;
   } finally {
     client.close();
+    journal?.close();
+    lock.release();
+  }
+}
+
+/**
+ * A file version the journal already saw through needs no work: no hash, no server call. That
+ * is what makes `keep` mode cheap after a restart. Failed files are tried again after a restart.
+ */
+function isDone(journal: Journal, candidate: Candidate, afterUpload: RunOptions['config']['afterUpload']): boolean {
+  const row = journal.findFinal(candidate.path, candidate.size, candidate.mtimeMs);
+  if (!row) return false;
+  return row.state === 'skipped' || (row.state === 'kept' && afterUpload === 'keep');
+}
+
+/** Picks up the `retry` command's request while running: failed files are tried again now. */
+async function watchRetryRequests(
+  stateDirectory: string,
+  journal: Journal,
+  coordinator: Coordinator,
+  logger: Logger,
+  clock: Clock,
+  signal: AbortSignal,
+): Promise<void> {
+  const request = join(stateDirectory, RETRY_REQUEST_FILE);
+  try {
+    for (;;) {
+      await clock.sleep(RETRY_REQUEST_POLL_MS, signal);
+      const found = await stat(request).then(
+        () => true,
+        () => false,
+      );
+      if (!found) continue;
+      await rm(request, { force: true });
+      journal.makeFailedEligible();
+      const count = coordinator.retryFailedNow();
+      logger.info({ count }, `retry requested: trying ${count} failed file(s) again`);
+    }
+  } catch {
+    // Aborted at shutdown.
   }
 }
 
@@ -233,5 +304,5 @@ function untilAborted(signal: AbortSignal): Promise<void> {
 }
 
 function emptySnapshot(): StatsSnapshot {
-  return { uploaded: 0, uploadedBytes: 0, duplicates: 0, skipped: 0, failed: 0, queued: 0 };
+  return { uploaded: 0, uploadedBytes: 0, duplicates: 0, skipped: 0, failed: 0, unchanged: 0, queued: 0 };
 }

@@ -3,7 +3,9 @@ import { relative } from 'node:path';
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import type { Clock } from '../support/clock.js';
+import type { Disposition } from './after-upload.js';
 import type { FileOutcome } from './process-file.js';
+import type { Recorder } from './states.js';
 import { Settler } from './settle.js';
 import { formatBytes, RunStats } from './stats.js';
 import type { Candidate, FileVersion, SettledFile } from './types.js';
@@ -11,6 +13,7 @@ import type { Candidate, FileVersion, SettledFile } from './types.js';
 type EntryState = 'settling' | 'queued' | 'active' | 'skipped' | 'failed';
 
 interface Entry {
+  file: Candidate;
   version: FileVersion;
   state: EntryState;
   /** For failed files: when they may be tried again (Infinity: only once they change). */
@@ -48,6 +51,13 @@ export class Coordinator {
       /** Whether failed files are tried again later in this run (watch) or not (once). */
       retryFailed: boolean;
       process: (file: SettledFile) => Promise<FileOutcome>;
+      /** Persists the transitions the coordinator decides (discovered, skipped, failed, gone). */
+      record: Recorder;
+      /**
+       * Whether this exact version is already done and needs no work at all (keep mode: the
+       * journal knows it), checked before anything else.
+       */
+      isDone?: (candidate: Candidate) => boolean;
       /** Called with an error that must end the run (the server refused the key). */
       onFatal: (error: unknown) => void;
     },
@@ -59,7 +69,7 @@ export class Coordinator {
       intervalMs: deps.intervalMs,
       onSettled: (file) => this.enqueue(file),
       onEmpty: (candidate) => this.skipEmpty(candidate),
-      onGone: (path) => this.forget(path),
+      onGone: (path) => this.vanished(path),
     });
   }
 
@@ -71,12 +81,17 @@ export class Coordinator {
   offer(candidate: Candidate): void {
     if (this.stopped) return;
     const entry = this.entries.get(candidate.path);
+    if (!entry && this.deps.isDone?.(candidate)) {
+      this.stats.unchanged++;
+      return;
+    }
     if (entry) {
       const sameVersion = entry.version.size === candidate.size && entry.version.mtimeMs === candidate.mtimeMs;
       switch (entry.state) {
         case 'settling':
           // The settler watches the file itself; a new version only restarts its window.
           entry.version = { size: candidate.size, mtimeMs: candidate.mtimeMs };
+          entry.file = candidate;
           this.settler.add(candidate);
           return;
         case 'queued':
@@ -89,12 +104,19 @@ export class Coordinator {
           break;
       }
     }
-    this.track(candidate.path, {
-      version: { size: candidate.size, mtimeMs: candidate.mtimeMs },
-      state: 'settling',
-      failures: entry?.failures,
-    });
-    this.settler.add(candidate);
+    this.track(candidate, entry?.failures);
+  }
+
+  /** Makes every failed file eligible now (the `retry` command), whatever its retry time. */
+  retryFailedNow(): number {
+    let count = 0;
+    for (const entry of [...this.entries.values()]) {
+      if (entry.state !== 'failed') continue;
+      entry.retryAt = 0;
+      count++;
+      void this.reoffer(entry.file);
+    }
+    return count;
   }
 
   /** Settling, queued or being processed. */
@@ -147,18 +169,23 @@ export class Coordinator {
       case 'uploaded':
         this.stats.uploaded++;
         this.stats.uploadedBytes += file.size;
-        logger.info({ ...fields, ms: outcome.ms, assetId: outcome.assetId, archivedTo: outcome.archivedTo },
-          `uploaded ${fields.file} (${formatBytes(file.size)} in ${outcome.ms} ms)`);
+        logger.info(
+          { ...fields, ms: outcome.ms, assetId: outcome.assetId, ...dispositionFields(outcome.disposition) },
+          `uploaded ${fields.file} (${formatBytes(file.size)} in ${outcome.ms} ms)${describeDisposition(outcome.disposition)}`,
+        );
         this.forget(file.path);
         return;
       case 'already-on-server':
         this.stats.duplicates++;
-        logger.info({ ...fields, ms: outcome.ms, assetId: outcome.assetId, archivedTo: outcome.archivedTo },
-          `already on server: ${fields.file} (archived in ${outcome.ms} ms)`);
+        logger.info(
+          { ...fields, ms: outcome.ms, assetId: outcome.assetId, ...dispositionFields(outcome.disposition) },
+          `already on server: ${fields.file}${describeDisposition(outcome.disposition)}`,
+        );
         this.forget(file.path);
         return;
       case 'skipped':
         this.stats.skipped++;
+        this.deps.record(file, 'skipped', { reason: outcome.reason });
         logger.info({ ...fields, reason: outcome.reason }, `skipped ${fields.file}: ${outcome.reason}`);
         this.park(file.path, 'skipped', Number.POSITIVE_INFINITY);
         return;
@@ -168,6 +195,10 @@ export class Coordinator {
         const failures = (entry?.failures ?? 0) + 1;
         const delayMs = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** (failures - 1));
         const retryAt = outcome.retryable && this.deps.retryFailed ? clock.now() + delayMs : Number.POSITIVE_INFINITY;
+        this.deps.record(file, 'failed', {
+          error: `${outcome.stage}: ${outcome.message}`,
+          nextRetryAt: Number.isFinite(retryAt) ? retryAt : null,
+        });
         logger.error(
           { ...fields, stage: outcome.stage, error: outcome.message, ...(Number.isFinite(retryAt) ? { retryInMs: delayMs } : {}) },
           `failed ${fields.file}: ${outcome.message}`,
@@ -190,12 +221,13 @@ export class Coordinator {
     const entry = this.entries.get(candidate.path);
     if (!entry) return;
     this.stats.skipped++;
+    this.deps.record(candidate, 'skipped', { reason: 'empty file' });
     this.deps.logger.info({ file: this.display(candidate), bytes: 0 }, `skipped ${this.display(candidate)}: empty file`);
     entry.version = { size: candidate.size, mtimeMs: candidate.mtimeMs };
     this.park(candidate.path, 'skipped', Number.POSITIVE_INFINITY);
   }
 
-  private retryLater(file: SettledFile, delayMs: number): void {
+  private retryLater(file: Candidate, delayMs: number): void {
     // A cancelled timer (shutdown) is the only rejection, and it means "do nothing".
     void this.deps.clock.sleep(delayMs, this.retryTimers.signal).then(
       () => this.reoffer(file),
@@ -203,7 +235,7 @@ export class Coordinator {
     );
   }
 
-  private async reoffer(file: SettledFile): Promise<void> {
+  private async reoffer(file: Candidate): Promise<void> {
     const current = await currentVersion(file);
     if (current) this.offer(current);
   }
@@ -212,17 +244,25 @@ export class Coordinator {
   private async resettle(file: SettledFile): Promise<void> {
     const current = await currentVersion(file);
     if (!current || this.stopped) {
+      if (!current) this.deps.record(file, 'gone');
       this.forget(file.path);
       return;
     }
-    this.track(file.path, { version: { size: current.size, mtimeMs: current.mtimeMs }, state: 'settling' });
-    this.settler.add(current);
+    this.track(current);
   }
 
-  private track(path: string, entry: Entry): void {
-    const previous = this.entries.get(path);
+  /** Starts (or restarts) a file version on its way: recorded, then settling. */
+  private track(candidate: Candidate, failures?: number): void {
+    const previous = this.entries.get(candidate.path);
     if (!previous || !isBusy(previous.state)) this.inProgress++;
-    this.entries.set(path, entry);
+    this.entries.set(candidate.path, {
+      file: candidate,
+      version: { size: candidate.size, mtimeMs: candidate.mtimeMs },
+      state: 'settling',
+      failures,
+    });
+    this.deps.record(candidate, 'discovered');
+    this.settler.add(candidate);
   }
 
   private park(path: string, state: 'skipped' | 'failed', retryAt: number, failures?: number): void {
@@ -232,6 +272,12 @@ export class Coordinator {
     entry.state = state;
     entry.retryAt = retryAt;
     entry.failures = failures;
+  }
+
+  private vanished(path: string): void {
+    const entry = this.entries.get(path);
+    if (entry) this.deps.record(entry.file, 'gone');
+    this.forget(path);
   }
 
   private forget(path: string): void {
@@ -251,6 +297,21 @@ export class Coordinator {
 
   private display(file: Candidate): string {
     return relative(file.root.path, file.path);
+  }
+}
+
+function dispositionFields(disposition: Disposition): Record<string, string> {
+  return disposition.mode === 'move' ? { archivedTo: disposition.archivedTo } : { original: disposition.mode === 'delete' ? 'deleted' : 'kept' };
+}
+
+function describeDisposition(disposition: Disposition): string {
+  switch (disposition.mode) {
+    case 'move':
+      return ', archived';
+    case 'delete':
+      return ', original deleted';
+    case 'keep':
+      return ', original kept';
   }
 }
 

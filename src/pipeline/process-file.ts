@@ -2,17 +2,19 @@ import { isImmichError } from '../immich/errors.js';
 import { FileSizeMismatchError } from '../immich/multipart.js';
 import type { CallSignals, ResilientImmich } from '../immich/resilient.js';
 import { isAbortError, type Clock } from '../support/clock.js';
-import { archiveFile, ArchiveError, SourceChangedError } from './archive.js';
+import type { AfterUpload } from '../config.js';
+import { disposeOriginal, type Disposition } from './after-upload.js';
+import { ArchiveError, SourceChangedError } from './archive.js';
 import type { CheckBatcher, ServerVerdict } from './check.js';
 import { hashFile } from './hash.js';
-import type { Decision, FileState } from './states.js';
+import type { Decision, Recorder } from './states.js';
 import type { SettledFile } from './types.js';
 import { buildUploadRequest } from './upload.js';
 
 /** How one file's trip through the pipeline ended. */
 export type FileOutcome =
-  | { kind: 'uploaded'; assetId: string; archivedTo: string; ms: number }
-  | { kind: 'already-on-server'; assetId: string | undefined; archivedTo: string; ms: number }
+  | { kind: 'uploaded'; assetId: string; disposition: Disposition; ms: number }
+  | { kind: 'already-on-server'; assetId: string | undefined; disposition: Disposition; ms: number }
   | { kind: 'skipped'; reason: string }
   /** `retryable`: the same bytes may succeed later (server trouble, archive folder full). */
   | { kind: 'failed'; stage: 'hash' | 'check' | 'upload' | 'archive'; message: string; retryable: boolean }
@@ -30,8 +32,10 @@ export interface ProcessDeps {
   limitHash: <T>(work: () => Promise<T>) => Promise<T>;
   /** Runs the upload step within UPLOAD_CONCURRENCY. */
   limitUpload: <T>(work: () => Promise<T>) => Promise<T>;
+  /** What to do with the original once the server has it. */
+  afterUpload: AfterUpload;
   /** Called at each state change, before the step that depends on it. */
-  record: (file: SettledFile, state: FileState) => void;
+  record: Recorder;
   signals: CallSignals;
 }
 
@@ -47,16 +51,17 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     deps.record(file, 'settled');
     const { checksum, size } = await deps.limitHash(() => hashFile(file.path, deps.signals.wait));
     if (size !== file.size) return { kind: 'changed' };
-    deps.record(file, 'hashed');
+    deps.record(file, 'hashed', { checksum });
 
     stage = 'check';
     const verdict = await deps.checker.check(checksum);
     const decision = decide(verdict);
     let assetId: string | undefined;
     let created = false;
+    const refused = (message: string): FileOutcome => ({ kind: 'failed', stage, message, retryable: false });
     switch (decision) {
       case 'skip:unsupported':
-        return { kind: 'failed', stage, message: 'the server does not accept this file type', retryable: false };
+        return refused('the server does not accept this file type');
       case 'server-duplicate':
         assetId = verdict.kind === 'duplicate' ? verdict.assetId : undefined;
         break;
@@ -75,17 +80,16 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
         throw new Error(`unhandled decision ${String(unhandled)}`);
       }
     }
-    deps.record(file, 'on-server');
+    deps.record(file, 'on-server', { assetId, serverStatus: created ? 'created' : 'duplicate' });
 
-    // Only what the server confirmed is archived, and only if it is still the version we sent:
-    // archiveFile checks that and throws SourceChangedError otherwise.
+    // Only what the server confirmed is touched, and only if it is still the version we sent:
+    // disposeOriginal checks that and throws SourceChangedError otherwise.
     stage = 'archive';
-    const archived = await archiveFile({ source: file.path, root: file.root, checksum, expected: file });
-    deps.record(file, 'archived');
+    const disposition = await disposeOriginal({ ...file, checksum }, deps.afterUpload, deps.record);
     const ms = deps.clock.now() - started;
     return created
-      ? { kind: 'uploaded', assetId: assetId ?? '', archivedTo: archived.target, ms }
-      : { kind: 'already-on-server', assetId, archivedTo: archived.target, ms };
+      ? { kind: 'uploaded', assetId: assetId ?? '', disposition, ms }
+      : { kind: 'already-on-server', assetId, disposition, ms };
   } catch (error) {
     return toOutcome(error, stage, deps.signals);
   }

@@ -1,35 +1,90 @@
-/**
- * The life of one file version, and the only moves it may make. The in-memory tracker follows
- * it today; the journal will persist the same states.
- *
- *   discovered -> settled -> hashed -> uploading -> on-server -> archived
- *        |           |          |           |            |
- *        +-----------+----------+-----------+------------+--> skipped | failed
- *
- * `hashed -> on-server` directly when the server already has the checksum; every non-final
- * state may also go back to `discovered` when the file changes under us.
- */
-export type FileState = 'discovered' | 'settled' | 'hashed' | 'uploading' | 'on-server' | 'archived' | 'skipped' | 'failed';
+import type { FileVersion } from './types.js';
 
-const NEXT: Record<FileState, readonly FileState[]> = {
-  discovered: ['settled', 'skipped', 'failed', 'discovered'],
-  settled: ['hashed', 'skipped', 'failed', 'discovered'],
-  hashed: ['uploading', 'on-server', 'skipped', 'failed', 'discovered'],
-  uploading: ['on-server', 'failed', 'discovered'],
-  'on-server': ['archived', 'failed', 'discovered'],
+/**
+ * The life of one file version, and the only moves it may make. The journal persists every
+ * transition before the side effect that depends on it (write-ahead), so a restart knows where
+ * each file stopped.
+ *
+ *   discovered -> settled -> hashed -> uploading -> on-server -> archiving -> archived
+ *                                  \-> on-server             \-> deleting  -> deleted
+ *                                      (server had it)        \-> kept
+ *   any non-final state -> skipped | failed | gone | discovered (the file changed: start over)
+ *   failed -> discovered (retried)
+ *
+ * `archiving` and `deleting` exist so that a crash between "the server has it" and "the original
+ * is gone" is visible at the next start: recovery then looks at the disk to finish the move.
+ */
+export const FILE_STATES = [
+  'discovered',
+  'settled',
+  'hashed',
+  'uploading',
+  'on-server',
+  'archiving',
+  'archived',
+  'deleting',
+  'deleted',
+  'kept',
+  'skipped',
+  'failed',
+  'gone',
+] as const;
+
+export type FileState = (typeof FILE_STATES)[number];
+
+/** States a file version does not leave on its own; a later change of the file starts a new row. */
+export const FINAL_STATES: readonly FileState[] = ['archived', 'deleted', 'kept', 'skipped', 'failed', 'gone'];
+
+/** The forward moves; the escapes every non-final state has are added by `canTransition`. */
+const FORWARD: Record<FileState, readonly FileState[]> = {
+  discovered: ['settled'],
+  settled: ['hashed'],
+  hashed: ['uploading', 'on-server'],
+  uploading: ['on-server'],
+  'on-server': ['archiving', 'deleting', 'kept'],
+  archiving: ['archived'],
+  deleting: ['deleted'],
   archived: [],
-  // A skipped or failed file is looked at again when it changes or its retry time comes.
-  skipped: ['discovered'],
+  deleted: [],
+  kept: [],
+  skipped: [],
   failed: ['discovered'],
+  gone: [],
 };
 
-export function isFinal(state: FileState): boolean {
-  return state === 'archived' || state === 'skipped' || state === 'failed';
+/** Where every non-final state may always go (re-recording the same state is harmless too). */
+const ESCAPES: readonly FileState[] = ['skipped', 'failed', 'gone', 'discovered'];
+
+export function isFileState(value: unknown): value is FileState {
+  return typeof value === 'string' && (FILE_STATES as readonly string[]).includes(value);
 }
 
-export function canMove(from: FileState, to: FileState): boolean {
-  return NEXT[from].includes(to);
+export function isFinal(state: FileState): boolean {
+  return FINAL_STATES.includes(state);
 }
+
+/** Whether a file version may move `from -> to`; the journal refuses anything else. */
+export function canTransition(from: FileState, to: FileState): boolean {
+  if (FORWARD[from].includes(to)) return true;
+  if (isFinal(from)) return false;
+  return to === from || ESCAPES.includes(to);
+}
+
+/** Facts learned on the way to a state, stored with it; undefined fields leave stored values unchanged. */
+export interface RecordDetails {
+  checksum?: string;
+  assetId?: string;
+  serverStatus?: 'created' | 'duplicate';
+  archivePath?: string;
+  error?: string;
+  /** Only for 'failed': when to try again (ms since epoch); null: only when it changes or on `retry`. */
+  nextRetryAt?: number | null;
+  /** Why, in a few words: kept in the transition's detail (and as `error` for skipped/gone). */
+  reason?: string;
+}
+
+/** Records a transition of one file version; returns once it is durable enough to act on. */
+export type Recorder = (file: FileVersion & { path: string }, state: FileState, details?: RecordDetails) => void;
 
 /** The decision for a hashed file, made from what the server said. */
 export type Decision = 'upload' | 'server-duplicate' | 'skip:unsupported';

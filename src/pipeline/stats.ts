@@ -5,6 +5,8 @@ export class RunStats {
   duplicates = 0;
   skipped = 0;
   failed = 0;
+  /** Files the journal already knew as done (keep mode): no hash, no server call. */
+  unchanged = 0;
   private lastReported = '';
 
   snapshot(queued: number): StatsSnapshot {
@@ -14,6 +16,7 @@ export class RunStats {
       duplicates: this.duplicates,
       skipped: this.skipped,
       failed: this.failed,
+      unchanged: this.unchanged,
       queued,
     };
   }
@@ -33,6 +36,7 @@ export interface StatsSnapshot {
   duplicates: number;
   skipped: number;
   failed: number;
+  unchanged: number;
   queued: number;
 }
 
@@ -50,6 +54,7 @@ export function formatBytes(bytes: number): string {
 export function formatSummary(s: StatsSnapshot): string {
   return (
     `${s.uploaded} uploaded (${formatBytes(s.uploadedBytes)}), ${s.duplicates} already on server, ` +
-    `${s.skipped} skipped, ${s.failed} failed, ${s.queued} queued`
+    `${s.skipped} skipped, ${s.failed} failed, ${s.queued} queued` +
+    (s.unchanged > 0 ? `, ${s.unchanged} unchanged since they were kept` : '')
   );
 }

@@ -45,6 +45,7 @@ function env(extra: Record<string, string> = {}): Record<string, string> {
     IMMICH_API_KEY: KEY,
     WATCH_DIRECTORIES: watchDir,
     ARCHIVE_DIRECTORY: archiveDir,
+    STATE_DIRECTORY: join(temp.path, 'state'),
     FILE_STABILITY_WAIT_SECONDS: '0.3',
     FILE_STABILITY_CHECK_INTERVAL: '0.1',
     SHUTDOWN_GRACE_SECONDS: '5',

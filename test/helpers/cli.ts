@@ -1,4 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { waitFor } from './wait-for.js';
 
@@ -31,7 +34,8 @@ export function startCli(args: string[], options: { env?: Record<string, string>
     cwd: options.cwd ?? process.cwd(),
     env: {
       PATH: process.env.PATH ?? '',
-      HOME: process.env.HOME ?? '/root',
+      // A home of its own, so no test reads or writes the developer's journal.
+      HOME: mkdtempSync(join(tmpdir(), 'iau-home-')),
       LOG_FORMAT: 'json',
       LOG_LEVEL: 'debug',
       ...options.env,

@@ -50,6 +50,7 @@ function deps(): ProcessDeps {
     immich,
     checker: new CheckBatcher({ send: (items) => immich.bulkUploadCheck(items, signals), clock: systemClock }),
     serverMajor: 3,
+    afterUpload: 'move',
     clock: systemClock,
     limitHash: (work) => queue.add(work),
     limitUpload: (work) => queue.add(work),
@@ -75,7 +76,7 @@ describe('processFile', () => {
     const files = await writeMedia(watchDir, ['a.jpg']);
     const outcome = await processFile(await settled('a.jpg'), deps());
     expect(outcome.kind).toBe('uploaded');
-    expect(states).toEqual(['settled', 'hashed', 'uploading', 'on-server', 'archived']);
+    expect(states).toEqual(['settled', 'hashed', 'uploading', 'on-server', 'archiving', 'archived']);
     expect(sha1((await readIfExists(join(archiveDir, 'a.jpg'))) ?? Buffer.alloc(0))).toBe(sha1(files.get('a.jpg') ?? Buffer.alloc(1)));
   });
 
@@ -105,7 +106,7 @@ describe('processFile', () => {
     server.seedAsset({ checksum: sha1(files.get('d.jpg') ?? Buffer.alloc(0)), filename: 'd.jpg' });
     const outcome = await processFile(await settled('d.jpg'), deps());
     expect(outcome.kind).toBe('already-on-server');
-    expect(states).toEqual(['settled', 'hashed', 'on-server', 'archived']);
+    expect(states).toEqual(['settled', 'hashed', 'on-server', 'archiving', 'archived']);
     expect(server.uploadCount).toBe(0);
   });
 });

@@ -1,9 +1,9 @@
 import { constants } from 'node:fs';
 import { access, readdir, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { Config } from './config.js';
-import type { ImmichClient } from './immich/client.js';
-import { isImmichError } from './immich/errors.js';
+import type { Config } from '../config.js';
+import type { ImmichClient } from '../immich/client.js';
+import { isImmichError } from '../immich/errors.js';
 
 export interface CheckLine {
   ok: boolean;

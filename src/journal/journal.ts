@@ -1,0 +1,627 @@
+import { existsSync, renameSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
+import type { Logger } from 'pino';
+import { systemClock, type Clock } from '../support/clock.js';
+import { createPrivateFile, fixMode, preparePrivateDirectory, sqliteCode } from './lock.js';
+import { migrate, newerSchemaError, SCHEMA_VERSION, schemaVersion } from './schema.js';
+import {
+  canTransition,
+  FILE_STATES,
+  FINAL_STATES,
+  isFileState,
+  isFinal,
+  type FileState,
+  type RecordDetails,
+} from '../pipeline/states.js';
+import { JournalError } from './states.js';
+
+export { JournalError, type JournalErrorKind } from './states.js';
+export type { FileState, RecordDetails } from '../pipeline/states.js';
+
+/**
+ * The crash-safe journal: one SQLite file, `journal.db`, in the state directory. Each row is one
+ * version (path, size, mtime) of a file and the state it reached; `transitions` keeps every step.
+ *
+ * Every write commits before the method returns, so the caller records "about to do X" and only
+ * then does X: after a crash the journal never claims more than happened, and recovery looks at
+ * the disk (and the server's duplicate check) to finish what was under way.
+ *
+ * One process writes (see `lock.ts`; the daemon takes the lock before opening). Readers such as
+ * `status` and `history` use `openReadOnly`, which WAL lets run beside the writer.
+ */
+export const JOURNAL_FILE = 'journal.db';
+
+/** What SQLite keeps next to the database file; they travel with it. */
+const COMPANIONS = ['-wal', '-shm', '-journal'] as const;
+
+/** How long a statement waits for another connection's lock before SQLITE_BUSY. */
+const BUSY_TIMEOUT_MS = 5_000;
+
+/** How many matches `history` returns by default. */
+const HISTORY_LIMIT = 50;
+
+export interface JournalOptions {
+  /** The state directory (the daemon passes STATE_DIRECTORY); created with mode 0700. */
+  directory: string;
+  logger: Logger;
+  /** Time source for every timestamp. Default: the system clock. */
+  clock?: Clock;
+}
+
+/** Where a file version is, as stored. Times are ms since the epoch. */
+export interface FileRow {
+  id: number;
+  path: string;
+  size: number;
+  mtimeMs: number;
+  /** SHA-1 (hex) once hashed. */
+  checksum: string | null;
+  state: FileState;
+  /** The Immich asset id once the server has the file. */
+  assetId: string | null;
+  /** Whether our upload created the asset or the server already had it. */
+  serverStatus: 'created' | 'duplicate' | null;
+  archivePath: string | null;
+  /** The last error (failed) or reason (skipped, gone). */
+  error: string | null;
+  /** How many times this version failed. */
+  attempts: number;
+  /** When a failed version may be tried again; null: only when it changes (or on `retry`). */
+  nextRetryAt: number | null;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface FileVersionRef {
+  path: string;
+  size: number;
+  mtimeMs: number;
+}
+
+export interface TransitionEntry {
+  state: FileState;
+  at: number;
+  detail: Record<string, unknown>;
+}
+
+export interface FileHistory {
+  file: FileRow;
+  transitions: TransitionEntry[];
+}
+
+/** The columns of a FileRow, in the order `toFileRow` reads them from a raw (array) row. */
+const COLUMNS =
+  'id, path, size, mtime_ms, checksum, state, asset_id, server_status, archive_path, error, attempts, next_retry_at, created_at, updated_at';
+
+/** A row as a raw statement returns it: arrays spare building a JS object per row twice. */
+type RawRow = [
+  id: number,
+  path: string,
+  size: number,
+  mtimeMs: number,
+  checksum: string | null,
+  state: string,
+  assetId: string | null,
+  serverStatus: string | null,
+  archivePath: string | null,
+  error: string | null,
+  attempts: number,
+  nextRetryAt: number | null,
+  createdAt: number,
+  updatedAt: number,
+];
+
+/**
+ * "In a final state" as SQL. An OR chain rather than `state IN (...)`: SQLite builds a temporary
+ * table for an IN list on every run of the statement, which doubled the cost of findFinal.
+ */
+const IS_FINAL = finalCondition('state');
+
+function finalCondition(column: string): string {
+  return `(${FINAL_STATES.map((state) => `${column} = '${state}'`).join(' OR ')})`;
+}
+
+/** Newest row per path, as a subquery. */
+const LATEST_IDS = 'SELECT MAX(id) FROM files GROUP BY path';
+
+export class Journal {
+  readonly #db: BetterSqlite3.Database;
+  readonly #clock: Clock;
+  readonly #readOnly: boolean;
+  readonly #sql: ReturnType<typeof prepare>;
+  readonly #record: (file: FileVersionRef, state: FileState, details: RecordDetails) => number;
+
+  private constructor(db: BetterSqlite3.Database, clock: Clock, readOnly: boolean) {
+    this.#db = db;
+    this.#clock = clock;
+    this.#readOnly = readOnly;
+    // history() ranks matches in JavaScript: SQLite's lower() folds ASCII only, and file names
+    // are often not ASCII.
+    db.function('iau_match_rank', { deterministic: true }, (path: unknown, query: unknown) =>
+      matchRank(String(path), String(query)),
+    );
+    this.#sql = prepare(db);
+    const transaction = db.transaction((file: FileVersionRef, state: FileState, details: RecordDetails) =>
+      this.#apply(file, state, details),
+    );
+    // IMMEDIATE: take the write lock first, so the row we read cannot change before we write it.
+    this.#record = (file, state, details) => transaction.immediate(file, state, details);
+  }
+
+  /**
+   * Opens (creating or migrating) the journal in `directory` for writing. A journal from a newer
+   * release is refused ('newer-schema', file untouched); a corrupt one is moved aside with a
+   * warning and a new one started. The caller should hold the directory's lock (`acquireLock`).
+   */
+  static open(options: JournalOptions): Journal {
+    const clock = options.clock ?? systemClock;
+    preparePrivateDirectory(options.directory);
+    const file = join(options.directory, JOURNAL_FILE);
+    const db = openWritable(file, options.logger, clock);
+    return new Journal(db, clock, false);
+  }
+
+  /**
+   * Opens an existing journal for reading only, beside a running daemon: nothing is migrated or
+   * moved (SQLite may create the -shm/-wal files it needs to read a WAL journal, with the
+   * journal's mode and owner). Returns undefined when there is no journal yet. Throws 'newer-schema' for a
+   * newer file and 'unusable' for an older one (the daemon upgrades it at its next start).
+   */
+  static openReadOnly(directory: string, options: { clock?: Clock } = {}): Journal | undefined {
+    const file = join(directory, JOURNAL_FILE);
+    if (!existsSync(file)) return undefined;
+    let db: BetterSqlite3.Database;
+    try {
+      db = new BetterSqlite3(file, { readonly: true, fileMustExist: true, timeout: BUSY_TIMEOUT_MS });
+    } catch (error) {
+      throw unusable(file, error);
+    }
+    let version: number;
+    try {
+      version = schemaVersion(db);
+    } catch (error) {
+      db.close();
+      throw unusable(file, error);
+    }
+    if (version === 0) {
+      db.close(); // created but never written: as good as no journal
+      return undefined;
+    }
+    if (version !== SCHEMA_VERSION) {
+      db.close();
+      if (version > SCHEMA_VERSION) throw newerSchemaError(file, version);
+      throw new JournalError(
+        'unusable',
+        `The journal ${file} has schema version ${version}, older than this program's ${SCHEMA_VERSION}. ` +
+          'Fix: start the daemon (watch or once) once; it upgrades the journal.',
+      );
+    }
+    return new Journal(db, options.clock ?? systemClock, true);
+  }
+
+  /**
+   * Records that `file` reached `state` and returns the row id. The write has committed when
+   * this returns, so do the side effect (upload, move, delete) only after recording its intent.
+   *
+   * Which row: the newest row for the path if it is not final (a different size or mtime
+   * restarts it at 'discovered' first: the file changed); the newest row if it is 'failed' for
+   * this very version and `state` is 'discovered' (a retry: attempts are kept); else a new row.
+   * An illegal move throws an 'illegal-transition' JournalError and writes nothing.
+   */
+  record(file: FileVersionRef, state: FileState, details: RecordDetails = {}): number {
+    this.#assertWritable();
+    if (!isFileState(state)) throw new JournalError('illegal-transition', `Unknown journal state ${String(state)} for ${file.path}`);
+    if (!(Number.isFinite(file.size) && Number.isFinite(file.mtimeMs)) || file.path === '') {
+      throw new TypeError(`record() needs a path, a size and an mtime, got ${JSON.stringify(file)}`);
+    }
+    return this.#record(file, state, details);
+  }
+
+  /**
+   * The newest row for exactly this version in a final state, if any. Keep mode uses it to pass
+   * over unchanged files without hashing or asking the server; the caller decides what each final
+   * state means (a 'gone' or 'failed' version is not done).
+   */
+  findFinal(path: string, size: number, mtimeMs: number): FileRow | undefined {
+    const raw = this.#sql.findFinal.get(path, size, mtimeMs) as RawRow | undefined;
+    return raw && toFileRow(raw);
+  }
+
+  /** The newest row for a path, whatever its state. */
+  current(path: string): FileRow | undefined {
+    const raw = this.#sql.latestForPath.get(path) as RawRow | undefined;
+    return raw && toFileRow(raw);
+  }
+
+  /** Rows not in a final state, oldest first: what a crash interrupted. */
+  unfinished(): FileRow[] {
+    return this.#rows(this.#sql.unfinished);
+  }
+
+  /** For each path whose newest row is 'failed', that row; oldest first. */
+  failed(): FileRow[] {
+    return this.#rows(this.#sql.failed);
+  }
+
+  /** Makes every failed file due for a retry at `now` (the `retry` command); returns how many. */
+  makeFailedEligible(now: number = this.#clock.now()): number {
+    this.#assertWritable();
+    return this.#sql.makeFailedEligible.run(now).changes;
+  }
+
+  /** How many paths are in each state, counting only each path's newest row. */
+  counts(): Record<FileState, number> {
+    const counts = Object.fromEntries(FILE_STATES.map((state) => [state, 0])) as Record<FileState, number>;
+    for (const { state, n } of this.#sql.counts.all() as Array<{ state: string; n: number }>) {
+      if (isFileState(state)) counts[state] = n;
+    }
+    return counts;
+  }
+
+  /** The latest outcomes (rows in a final state), newest first. */
+  recent(limit: number): FileRow[] {
+    return this.#rows(this.#sql.recent, Math.max(0, Math.floor(limit)));
+  }
+
+  /**
+   * Files our uploads created on the server (not server duplicates), counted when they reached
+   * 'on-server' at or after `sinceMs` (all time by default), and their bytes.
+   */
+  totals(sinceMs?: number): { files: number; bytes: number } {
+    const row = this.#sql.totals.get(sinceMs ?? Number.MIN_SAFE_INTEGER) as { files: number; bytes: number };
+    return { files: row.files, bytes: row.bytes };
+  }
+
+  /**
+   * Rows whose path is `query`, whose file name is `query`, or whose path contains it (ignoring
+   * case), in that order of closeness and newest first within each; at most `limit`.
+   */
+  history(query: string, limit: number = HISTORY_LIMIT): FileHistory[] {
+    const wanted = query.trim();
+    if (wanted === '') return [];
+    const rows = this.#rows(this.#sql.history, { query: wanted, limit: Math.max(0, Math.floor(limit)) });
+    return rows.map((file) => ({
+      file,
+      transitions: (this.#sql.transitionsOf.all(file.id) as Array<{ state: string; at: number; detail: string }>).map((entry) => ({
+        state: entry.state as FileState,
+        at: entry.at,
+        detail: parseDetail(entry.detail),
+      })),
+    }));
+  }
+
+  /** Closes the database; a writer checkpoints its WAL first. Calling it again does nothing. */
+  close(): void {
+    if (this.#db.open) this.#db.close();
+  }
+
+  #apply(file: FileVersionRef, state: FileState, details: RecordDetails): number {
+    const now = this.#clock.now();
+    const current = this.current(file.path);
+    if (current && !isFinal(current.state)) {
+      if (sameVersion(current, file)) return this.#transition(current, state, details, now).id;
+      // The file changed while we worked on it: everything learned about the old content is void.
+      const fresh: FileRow = {
+        ...current,
+        size: file.size,
+        mtimeMs: file.mtimeMs,
+        checksum: null,
+        assetId: null,
+        serverStatus: null,
+        archivePath: null,
+        error: null,
+        attempts: 0,
+        nextRetryAt: null,
+      };
+      const note = { restart: 'file changed', previous: { size: current.size, mtimeMs: current.mtimeMs } };
+      const restarted = this.#transition(fresh, 'discovered', state === 'discovered' ? details : {}, now, note);
+      if (state === 'discovered') return restarted.id;
+      return this.#transition(restarted, state, details, now).id;
+    }
+    if (current?.state === 'failed' && state === 'discovered' && sameVersion(current, file)) {
+      return this.#transition(current, state, details, now).id;
+    }
+    return this.#insert(file, state, details, now);
+  }
+
+  /** Moves one row to `to`, after validating the move, and appends the history entry. */
+  #transition(row: FileRow, to: FileState, details: RecordDetails, now: number, note: Record<string, unknown> = {}): FileRow {
+    if (!canTransition(row.state, to)) {
+      throw new JournalError(
+        'illegal-transition',
+        `Illegal journal transition ${row.state} -> ${to} for ${row.path} (row ${row.id}). ` +
+          'This is a bug in immich-auto-uploader; please report it.',
+      );
+    }
+    const next: FileRow = { ...row, ...columnsAfter(row, to, details), state: to, updatedAt: now };
+    this.#sql.update.run(toParams(next));
+    this.#sql.insertTransition.run(row.id, to, now, detailJson(row.state, details, note));
+    return next;
+  }
+
+  #insert(file: FileVersionRef, state: FileState, details: RecordDetails, now: number): number {
+    const empty: FileRow = {
+      id: 0,
+      path: file.path,
+      size: file.size,
+      mtimeMs: file.mtimeMs,
+      checksum: null,
+      state,
+      assetId: null,
+      serverStatus: null,
+      archivePath: null,
+      error: null,
+      attempts: 0,
+      nextRetryAt: null,
+      createdAt: now,
+      updatedAt: now,
+    };
+    const row: FileRow = { ...empty, ...columnsAfter(empty, state, details) };
+    const id = Number(this.#sql.insert.run(toParams(row)).lastInsertRowid);
+    this.#sql.insertTransition.run(id, state, now, detailJson(null, details, {}));
+    return id;
+  }
+
+  #rows(statement: BetterSqlite3.Statement, ...params: unknown[]): FileRow[] {
+    return (statement.all(...params) as RawRow[]).map(toFileRow);
+  }
+
+  #assertWritable(): void {
+    if (this.#readOnly) throw new JournalError('unusable', 'This journal was opened read-only (openReadOnly); it cannot record.');
+  }
+}
+
+/** Opens, checks, configures and migrates the journal, moving a damaged file aside once. */
+function openWritable(file: string, logger: Logger, clock: Clock): BetterSqlite3.Database {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      // Created empty with 0600 first: SQLite would create it 0644 and give its -wal and -shm
+      // the same mode. An empty file is a valid, empty database.
+      createPrivateFile(file);
+    } catch (error) {
+      throw unusable(file, error);
+    }
+    const damage = inspect(file);
+    if (damage && attempt === 1) {
+      moveAside(file, damage, logger, clock);
+      continue;
+    }
+    let db: BetterSqlite3.Database;
+    try {
+      db = new BetterSqlite3(file, { timeout: BUSY_TIMEOUT_MS });
+    } catch (error) {
+      throw unusable(file, error);
+    }
+    try {
+      // Again on this connection, before configure() writes: the file may have changed since.
+      const version = schemaVersion(db);
+      if (version > SCHEMA_VERSION) throw newerSchemaError(file, version);
+      configure(db);
+      const applied = migrate(db, file);
+      if (applied.length > 0 && version > 0) {
+        logger.info({ file, from: version, to: SCHEMA_VERSION }, `Upgraded the journal ${file} from schema version ${version} to ${SCHEMA_VERSION}`);
+      }
+    } catch (error) {
+      db.close();
+      if (error instanceof JournalError) throw error;
+      if (attempt === 1 && isCorruption(error)) {
+        moveAside(file, error, logger, clock);
+        continue;
+      }
+      throw unusable(file, error);
+    }
+    for (const path of [file, `${file}-wal`, `${file}-shm`]) fixMode(path, 0o600);
+    return db;
+  }
+}
+
+/**
+ * Looks at the journal through a read-only connection, which can neither roll back, checkpoint
+ * nor delete anything, so a newer or damaged file stays exactly as found. Throws 'newer-schema';
+ * returns the damage found, if any. Other trouble (permissions, ...) is left for the writable
+ * open to report.
+ */
+function inspect(file: string): Error | undefined {
+  let db: BetterSqlite3.Database;
+  try {
+    db = new BetterSqlite3(file, { readonly: true, fileMustExist: true, timeout: BUSY_TIMEOUT_MS });
+  } catch (error) {
+    return isCorruption(error) ? (error as Error) : undefined;
+  }
+  try {
+    const version = schemaVersion(db);
+    if (version > SCHEMA_VERSION) throw newerSchemaError(file, version);
+    const problems = (db.pragma('quick_check') as Array<{ quick_check: string }>).map((row) => row.quick_check);
+    if (problems.length !== 1 || problems[0] !== 'ok') return new CorruptJournal(problems.slice(0, 5).join('; '));
+    return undefined;
+  } catch (error) {
+    if (error instanceof JournalError) throw error;
+    return isCorruption(error) ? (error as Error) : undefined;
+  } finally {
+    db.close();
+  }
+}
+
+function configure(db: BetterSqlite3.Database): void {
+  db.pragma('journal_mode = WAL');
+  // Durability: with WAL, synchronous=NORMAL syncs at checkpoints, not at every commit. A commit
+  // survives a crash or kill -9 of this process (it is in the WAL file, which the OS keeps); after
+  // a power cut or kernel crash the last few transitions may be lost. Recovery tolerates that:
+  // it trusts the disk (a file still in the watch folder is processed again, and the server's
+  // duplicate check stops a second upload), so losing a recent "archived" costs one check, not a
+  // picture. FULL would cost an fsync per transition (milliseconds instead of ~30 µs).
+  db.pragma('synchronous = NORMAL');
+  db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+  db.pragma('foreign_keys = ON');
+}
+
+/** quick_check found damage; treated like SQLITE_CORRUPT. */
+class CorruptJournal extends Error {
+  override readonly name = 'CorruptJournal';
+}
+
+function isCorruption(error: unknown): boolean {
+  if (error instanceof CorruptJournal) return true;
+  const code = sqliteCode(error);
+  return code !== undefined && (code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT'));
+}
+
+/** Renames the journal and its companions to `journal.db.corrupt-<time>` so a new one can start. */
+function moveAside(file: string, cause: unknown, logger: Logger, clock: Clock): void {
+  // ISO time with '-' for ':', which some file systems (SMB, exFAT) do not allow in names.
+  const stamp = new Date(clock.now()).toISOString().replaceAll(':', '-');
+  let target = `${file}.corrupt-${stamp}`;
+  for (let n = 2; existsSync(target); n++) target = `${file}.corrupt-${stamp}-${n}`;
+  try {
+    renameSync(file, target);
+    for (const suffix of COMPANIONS) {
+      // A stale WAL next to a new database would be replayed into it: it must go too.
+      if (existsSync(`${file}${suffix}`)) renameSync(`${file}${suffix}`, `${target}${suffix}`);
+    }
+  } catch (error) {
+    throw unusable(file, error);
+  }
+  const reason = cause instanceof Error ? cause.message : String(cause);
+  logger.warn(
+    { file, movedTo: target, reason },
+    `The journal ${file} is damaged (${reason}); it was moved to ${target} and a new journal started. ` +
+      "Files already on the server are not uploaded again: the server's duplicate check still recognises them.",
+  );
+}
+
+function unusable(file: string, cause: unknown): JournalError {
+  const reason = cause instanceof Error ? cause.message : String(cause);
+  return new JournalError(
+    'unusable',
+    `Cannot use the journal ${file}: ${reason}. Fix: make STATE_DIRECTORY a writable directory on a local disk for this user.`,
+    { cause },
+  );
+}
+
+/** The stored columns after moving `row` to `to` with `details`. */
+function columnsAfter(row: FileRow, to: FileState, details: RecordDetails): Partial<FileRow> {
+  const explains = to === 'failed' || to === 'skipped' || to === 'gone';
+  return {
+    checksum: details.checksum ?? row.checksum,
+    assetId: details.assetId ?? row.assetId,
+    serverStatus: details.serverStatus ?? row.serverStatus,
+    archivePath: details.archivePath ?? row.archivePath,
+    error: details.error ?? (explains ? (details.reason ?? null) : null),
+    attempts: to === 'failed' ? row.attempts + 1 : row.attempts,
+    nextRetryAt: to === 'failed' ? (details.nextRetryAt ?? null) : null,
+  };
+}
+
+function detailJson(from: FileState | null, details: RecordDetails, note: Record<string, unknown>): string {
+  const defined = Object.fromEntries(Object.entries(details).filter(([, value]) => value !== undefined));
+  return JSON.stringify({ from, ...defined, ...note });
+}
+
+function parseDetail(text: string): Record<string, unknown> {
+  try {
+    const value: unknown = JSON.parse(text);
+    return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : { value };
+  } catch {
+    return { raw: text };
+  }
+}
+
+function sameVersion(row: FileRow, file: FileVersionRef): boolean {
+  return row.size === file.size && row.mtimeMs === file.mtimeMs;
+}
+
+/** 0: the exact path; 1: the file name (any case); 2: part of the path (any case); null: no match. */
+function matchRank(path: string, query: string): number | null {
+  if (path === query) return 0;
+  const foldedQuery = fold(query);
+  if (fold(basename(path)) === foldedQuery) return 1;
+  return fold(path).includes(foldedQuery) ? 2 : null;
+}
+
+function fold(text: string): string {
+  return text.normalize('NFC').toLowerCase();
+}
+
+function toFileRow(raw: RawRow): FileRow {
+  const [id, path, size, mtimeMs, checksum, state, assetId, serverStatus, archivePath, error, attempts, nextRetryAt, createdAt, updatedAt] =
+    raw;
+  return {
+    id,
+    path,
+    size,
+    mtimeMs,
+    checksum,
+    state: state as FileState,
+    assetId,
+    serverStatus: serverStatus === 'created' || serverStatus === 'duplicate' ? serverStatus : null,
+    archivePath,
+    error,
+    attempts,
+    nextRetryAt,
+    createdAt,
+    updatedAt,
+  };
+}
+
+function toParams(row: FileRow): Record<string, unknown> {
+  return {
+    id: row.id,
+    path: row.path,
+    size: row.size,
+    mtimeMs: row.mtimeMs,
+    checksum: row.checksum,
+    state: row.state,
+    assetId: row.assetId,
+    serverStatus: row.serverStatus,
+    archivePath: row.archivePath,
+    error: row.error,
+    attempts: row.attempts,
+    nextRetryAt: row.nextRetryAt,
+    createdAt: row.createdAt,
+    updatedAt: row.updatedAt,
+  };
+}
+
+/** Every statement, prepared once: a prepared lookup through an index costs a few microseconds. */
+function prepare(db: BetterSqlite3.Database) {
+  const notSuperseded = 'NOT EXISTS (SELECT 1 FROM files newer WHERE newer.path = files.path AND newer.id > files.id)';
+  return {
+    latestForPath: db.prepare(`SELECT ${COLUMNS} FROM files WHERE path = ? ORDER BY id DESC LIMIT 1`).raw(true),
+    findFinal: db.prepare(
+      `SELECT ${COLUMNS} FROM files WHERE path = ? AND size = ? AND mtime_ms = ? AND ${IS_FINAL} ORDER BY id DESC LIMIT 1`,
+    ).raw(true),
+    insert: db.prepare(
+      `INSERT INTO files (path, size, mtime_ms, checksum, state, asset_id, server_status, archive_path, error, attempts,
+         next_retry_at, created_at, updated_at)
+       VALUES (@path, @size, @mtimeMs, @checksum, @state, @assetId, @serverStatus, @archivePath, @error, @attempts,
+         @nextRetryAt, @createdAt, @updatedAt)`,
+    ),
+    update: db.prepare(
+      `UPDATE files SET size = @size, mtime_ms = @mtimeMs, checksum = @checksum, state = @state, asset_id = @assetId,
+         server_status = @serverStatus, archive_path = @archivePath, error = @error, attempts = @attempts,
+         next_retry_at = @nextRetryAt, updated_at = @updatedAt
+       WHERE id = @id`,
+    ),
+    insertTransition: db.prepare('INSERT INTO transitions (file_id, state, at, detail) VALUES (?, ?, ?, ?)'),
+    transitionsOf: db.prepare('SELECT state, at, detail FROM transitions WHERE file_id = ? ORDER BY id'),
+    unfinished: db.prepare(`SELECT ${COLUMNS} FROM files WHERE NOT ${IS_FINAL} ORDER BY id`).raw(true),
+    failed: db.prepare(`SELECT ${COLUMNS} FROM files WHERE state = 'failed' AND ${notSuperseded} ORDER BY id`).raw(true),
+    makeFailedEligible: db.prepare(`UPDATE files SET next_retry_at = ? WHERE state = 'failed' AND ${notSuperseded}`),
+    counts: db.prepare(`SELECT state, COUNT(*) AS n FROM files WHERE id IN (${LATEST_IDS}) GROUP BY state`),
+    recent: db
+      // '+state' keeps the planner off the state index: walking files_updated_at from the newest
+      // end stops after `limit` rows, where the state index would sort every final row first.
+      .prepare(`SELECT ${COLUMNS} FROM files WHERE ${finalCondition('+state')} ORDER BY updated_at DESC, id DESC LIMIT ?`)
+      .raw(true),
+    totals: db.prepare(
+      `SELECT COUNT(*) AS files, COALESCE(SUM(size), 0) AS bytes FROM files
+       WHERE server_status = 'created'
+         AND EXISTS (SELECT 1 FROM transitions t WHERE t.file_id = files.id AND t.state = 'on-server' AND t.at >= ?)`,
+    ),
+    history: db.prepare(
+      `SELECT ${COLUMNS} FROM (SELECT *, iau_match_rank(path, @query) AS rank FROM files) WHERE rank IS NOT NULL
+       ORDER BY rank, updated_at DESC, id DESC LIMIT @limit`,
+    ).raw(true),
+  };
+}

@@ -1,0 +1,139 @@
+import { lstat, readdir, unlink } from 'node:fs/promises';
+import { basename, dirname, extname, join } from 'node:path';
+import type { AfterUpload, WatchRoot } from '../config.js';
+import { archiveFile, numberedName, SourceChangedError, targetPath } from './archive.js';
+import { hashFile } from './hash.js';
+import type { Recorder } from './states.js';
+import type { FileVersion } from './types.js';
+
+/** The original of a file the server has confirmed. */
+export interface ConfirmedFile extends FileVersion {
+  path: string;
+  root: WatchRoot;
+  checksum: string;
+}
+
+/** What became of the original. */
+export type Disposition = { mode: 'move'; archivedTo: string } | { mode: 'delete' } | { mode: 'keep' };
+
+/**
+ * Does what AFTER_UPLOAD says with an original the server has confirmed, recording the intent
+ * before the side effect (write-ahead), so that a crash between the two is finished on the
+ * next start by {@link finishInterrupted}. Throws SourceChangedError when the file is no longer
+ * the version that was uploaded: then nothing is touched and the file goes round again.
+ */
+export async function disposeOriginal(file: ConfirmedFile, mode: AfterUpload, record: Recorder): Promise<Disposition> {
+  switch (mode) {
+    case 'move': {
+      record(file, 'archiving', { archivePath: targetPath(file.path, file.root) });
+      const archived = await archiveFile({ source: file.path, root: file.root, checksum: file.checksum, expected: file });
+      record(file, 'archived', { archivePath: archived.target });
+      return { mode, archivedTo: archived.target };
+    }
+    case 'delete':
+      await assertUnchanged(file);
+      record(file, 'deleting');
+      await deleteWithSidecars(file.path);
+      record(file, 'deleted');
+      return { mode };
+    case 'keep':
+      await assertUnchanged(file);
+      record(file, 'kept');
+      return { mode };
+    default: {
+      const unhandled: never = mode;
+      throw new Error(`unknown AFTER_UPLOAD mode ${String(unhandled)}`);
+    }
+  }
+}
+
+/**
+ * Finishes a move or deletion that a crash interrupted (the journal says `archiving` or
+ * `deleting`). Returns what is true on disk now, or 'lost' when the original is gone and no
+ * archived copy with its checksum exists (only possible if someone removed it by hand).
+ */
+export async function finishInterrupted(
+  file: ConfirmedFile,
+  state: 'archiving' | 'deleting',
+  record: Recorder,
+): Promise<Disposition | 'lost'> {
+  const present = await currentVersion(file.path);
+  if (state === 'deleting') {
+    if (present) await deleteWithSidecars(file.path);
+    record(file, 'deleted');
+    return { mode: 'delete' };
+  }
+  if (present && present.size === file.size && present.mtimeMs === file.mtimeMs) {
+    // The link may already exist: archiveFile finds the identical copy and only removes the source.
+    return disposeOriginal(file, 'move', record);
+  }
+  if (present) throw new SourceChangedError(file.path, file, present);
+  const copy = await findArchivedCopy(file);
+  if (!copy) return 'lost';
+  record(file, 'archived', { archivePath: copy });
+  return { mode: 'move', archivedTo: copy };
+}
+
+/** The archived copy of a file: its target name or a numbered variant with the same bytes. */
+async function findArchivedCopy(file: ConfirmedFile): Promise<string | undefined> {
+  const wanted = targetPath(file.path, file.root);
+  for (let n = 0; ; n++) {
+    const candidate = numberedName(wanted, n);
+    const found = await currentVersion(candidate);
+    // Names are claimed in order, so the copy is never past the first free name.
+    if (!found) return undefined;
+    if (found.size === file.size && (await hashFile(candidate)).checksum === file.checksum.toLowerCase()) return candidate;
+  }
+}
+
+/**
+ * Removes the original and its XMP sidecars: `photo.jpg.xmp` always, `photo.xmp` only when no
+ * other file of that stem (the video of a live photo, say) still needs it.
+ */
+async function deleteWithSidecars(path: string): Promise<void> {
+  await unlinkIfPresent(path);
+  const folder = dirname(path);
+  const name = basename(path);
+  const stem = name.slice(0, name.length - extname(name).length);
+  let siblings: string[];
+  try {
+    siblings = await readdir(folder);
+  } catch {
+    return; // the folder went away with the file: nothing left beside it
+  }
+  const lower = (text: string): string => text.toLowerCase();
+  const sharedStillNeeded = siblings.some((sibling) => {
+    const ext = extname(sibling);
+    return lower(ext) !== '.xmp' && lower(sibling.slice(0, sibling.length - ext.length)) === lower(stem);
+  });
+  for (const sibling of siblings) {
+    const own = lower(sibling) === lower(`${name}.xmp`);
+    const shared = lower(sibling) === lower(`${stem}.xmp`) && !sharedStillNeeded;
+    if (own || shared) await unlinkIfPresent(join(folder, sibling));
+  }
+}
+
+async function assertUnchanged(file: ConfirmedFile): Promise<void> {
+  const present = await currentVersion(file.path);
+  if (!present || present.size !== file.size || present.mtimeMs !== file.mtimeMs) {
+    throw new SourceChangedError(file.path, file, present);
+  }
+}
+
+async function currentVersion(path: string): Promise<FileVersion | null> {
+  try {
+    const stats = await lstat(path);
+    return stats.isFile() ? { size: stats.size, mtimeMs: stats.mtimeMs } : null;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw error;
+  }
+}
+
+async function unlinkIfPresent(path: string): Promise<void> {
+  try {
+    await unlink(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+}

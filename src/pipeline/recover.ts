@@ -1,0 +1,99 @@
+import { lstat } from 'node:fs/promises';
+import { isAbsolute, relative } from 'node:path';
+import type { Logger } from 'pino';
+import type { AfterUpload, WatchRoot } from '../config.js';
+import { disposeOriginal, finishInterrupted, type ConfirmedFile } from './after-upload.js';
+import { SourceChangedError } from './archive.js';
+import type { FileState, Recorder } from './states.js';
+import type { FileVersion } from './types.js';
+
+/** A journal row that never reached a final state: where a crash left a file. */
+export interface UnfinishedRow extends FileVersion {
+  path: string;
+  state: FileState;
+  checksum: string | null;
+}
+
+export interface RecoverySummary {
+  /** Moves and deletions finished, and confirmed uploads archived without a new upload. */
+  finished: number;
+  /** Files still in place that go through the pipeline again (hash, server check, ...). */
+  resumed: number;
+  /** Files that are no longer there. */
+  gone: number;
+}
+
+/**
+ * Resumes what a crash, power cut or kill interrupted, before anything new starts:
+ * - `archiving`/`deleting`: the move or deletion is completed (or found completed);
+ * - `on-server`: the server confirmed it, so it is archived (deleted, kept) without uploading;
+ * - earlier states: the file is still in the watch folder and the scan sends it through the
+ *   pipeline again; an interrupted upload is then answered by the server's duplicate check.
+ * Leftover temporaries of a cross-device copy are removed separately (removeStaleTemporaries).
+ */
+export async function recoverUnfinished(deps: {
+  rows: readonly UnfinishedRow[];
+  roots: readonly WatchRoot[];
+  afterUpload: AfterUpload;
+  record: Recorder;
+  logger: Logger;
+}): Promise<RecoverySummary> {
+  const { rows, roots, afterUpload, record, logger } = deps;
+  const summary: RecoverySummary = { finished: 0, resumed: 0, gone: 0 };
+  for (const row of rows) {
+    const root = roots.find((candidate) => isBelow(row.path, candidate.path));
+    const present = await versionOf(row.path);
+    const unchanged = present !== null && present.size === row.size && present.mtimeMs === row.mtimeMs;
+    try {
+      if ((row.state === 'archiving' || row.state === 'deleting' || row.state === 'on-server') && root && row.checksum) {
+        const file: ConfirmedFile = { path: row.path, size: row.size, mtimeMs: row.mtimeMs, root, checksum: row.checksum };
+        if (row.state === 'on-server') {
+          if (unchanged) {
+            await disposeOriginal(file, afterUpload, record);
+            summary.finished++;
+            continue;
+          }
+        } else {
+          const result = await finishInterrupted(file, row.state, record);
+          if (result === 'lost') {
+            logger.error({ file: row.path }, `${row.path} was being archived, but neither it nor an archived copy exists any more`);
+            record(row, 'gone', { error: 'neither the original nor an archived copy was found after a restart' });
+            summary.gone++;
+          } else {
+            summary.finished++;
+          }
+          continue;
+        }
+      }
+      if (present === null) {
+        record(row, 'gone');
+        summary.gone++;
+      } else {
+        // Still there: the scan finds it and the pipeline takes it from the start.
+        summary.resumed++;
+      }
+    } catch (error) {
+      if (error instanceof SourceChangedError) {
+        summary.resumed++;
+        continue;
+      }
+      throw error;
+    }
+  }
+  if (rows.length > 0) logger.info(summary, `resumed after an interruption: ${summary.finished} finished, ${summary.resumed} to redo, ${summary.gone} gone`);
+  return summary;
+}
+
+function isBelow(path: string, folder: string): boolean {
+  const below = relative(folder, path);
+  return below !== '' && !below.startsWith('..') && !isAbsolute(below);
+}
+
+async function versionOf(path: string): Promise<FileVersion | null> {
+  try {
+    const stats = await lstat(path);
+    return stats.isFile() ? { size: stats.size, mtimeMs: stats.mtimeMs } : null;
+  } catch {
+    return null;
+  }
+}
