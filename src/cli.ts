@@ -18,6 +18,7 @@ import { isLocked } from './journal/lock.js';
 import { JournalError } from './journal/states.js';
 import { createImmichClient } from './immich/http-client.js';
 import { addOptions } from './options.js';
+import { simulatedCrossDeviceFs } from './pipeline/archive.js';
 import { createLogger, type Logger } from './support/logger.js';
 
 /** Exit codes, documented in the README. */
@@ -179,7 +180,15 @@ async function runCommand(name: RunMode | 'check', flags: Record<string, unknown
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const summary = await runUploader({ config, mode: name, logger, stop: stop.signal, abortNow: abortNow.signal });
+    const summary = await runUploader({
+      config,
+      mode: name,
+      logger,
+      stop: stop.signal,
+      abortNow: abortNow.signal,
+      // Test hook, not a user option: the crash tests run the cross-device archive path on one disk.
+      archiveFs: process.env.IMMICH_AUTO_UPLOADER_SIMULATE_EXDEV === '1' ? simulatedCrossDeviceFs() : undefined,
+    });
     return name === 'once' && summary.failed > 0 ? EXIT.failure : EXIT.ok;
   } catch (error) {
     return reportRunError(error, logger);

@@ -9,7 +9,7 @@ import { createImmichClient } from './immich/http-client.js';
 import { raceAbort, ResilientImmich, ServerGate } from './immich/resilient.js';
 import { Journal } from './journal/journal.js';
 import { acquireLock } from './journal/lock.js';
-import { removeStaleTemporaries } from './pipeline/archive.js';
+import { removeStaleTemporaries, type ArchiveFs } from './pipeline/archive.js';
 import { recoverUnfinished } from './pipeline/recover.js';
 import type { Candidate } from './pipeline/types.js';
 import { CheckBatcher } from './pipeline/check.js';
@@ -43,6 +43,8 @@ export interface RunOptions {
   abortNow?: AbortSignal;
   clock?: Clock;
   client?: ImmichClient;
+  /** The archive's file operations; tests inject a simulated cross-device file system. */
+  archiveFs?: ArchiveFs;
 }
 
 /** How often a running daemon logs its counts (only when they changed). */
@@ -89,6 +91,7 @@ export async function runUploader(options: RunOptions): Promise<StatsSnapshot> {
       afterUpload: config.afterUpload,
       record,
       logger,
+      archiveFs: options.archiveFs,
     });
     const known = journal;
 
@@ -114,9 +117,14 @@ export async function runUploader(options: RunOptions): Promise<StatsSnapshot> {
           checker,
           serverMajor: server.major,
           clock,
-          limitHash: (work) => hashQueue.add(work, { signal: stopWaiting }),
+          limitHash: async (work) => {
+            const result = await hashQueue.add(work, { signal: stopWaiting });
+            coordinator.stats.hashed++;
+            return result;
+          },
           limitUpload: (work) => uploadQueue.add(work, { signal: stopWaiting }),
           afterUpload: config.afterUpload,
+          archiveFs: options.archiveFs,
           record: (file, state, details) => {
             logger.trace({ file: file.path, state }, 'state');
             record(file, state, details);
@@ -304,5 +312,5 @@ function untilAborted(signal: AbortSignal): Promise<void> {
 }
 
 function emptySnapshot(): StatsSnapshot {
-  return { uploaded: 0, uploadedBytes: 0, duplicates: 0, skipped: 0, failed: 0, unchanged: 0, queued: 0 };
+  return { uploaded: 0, uploadedBytes: 0, duplicates: 0, skipped: 0, failed: 0, unchanged: 0, hashed: 0, queued: 0 };
 }

@@ -1,7 +1,7 @@
 import { lstat, readdir, unlink } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
 import type { AfterUpload, WatchRoot } from '../config.js';
-import { archiveFile, numberedName, SourceChangedError, targetPath } from './archive.js';
+import { archiveFile, numberedName, SourceChangedError, targetPath, type ArchiveFs } from './archive.js';
 import { hashFile } from './hash.js';
 import type { Recorder } from './states.js';
 import type { FileVersion } from './types.js';
@@ -22,11 +22,16 @@ export type Disposition = { mode: 'move'; archivedTo: string } | { mode: 'delete
  * next start by {@link finishInterrupted}. Throws SourceChangedError when the file is no longer
  * the version that was uploaded: then nothing is touched and the file goes round again.
  */
-export async function disposeOriginal(file: ConfirmedFile, mode: AfterUpload, record: Recorder): Promise<Disposition> {
+export async function disposeOriginal(
+  file: ConfirmedFile,
+  mode: AfterUpload,
+  record: Recorder,
+  fs?: ArchiveFs,
+): Promise<Disposition> {
   switch (mode) {
     case 'move': {
       record(file, 'archiving', { archivePath: targetPath(file.path, file.root) });
-      const archived = await archiveFile({ source: file.path, root: file.root, checksum: file.checksum, expected: file });
+      const archived = await archiveFile({ source: file.path, root: file.root, checksum: file.checksum, expected: file, fs });
       record(file, 'archived', { archivePath: archived.target });
       return { mode, archivedTo: archived.target };
     }
@@ -56,6 +61,7 @@ export async function finishInterrupted(
   file: ConfirmedFile,
   state: 'archiving' | 'deleting',
   record: Recorder,
+  fs?: ArchiveFs,
 ): Promise<Disposition | 'lost'> {
   const present = await currentVersion(file.path);
   if (state === 'deleting') {
@@ -65,7 +71,7 @@ export async function finishInterrupted(
   }
   if (present && present.size === file.size && present.mtimeMs === file.mtimeMs) {
     // The link may already exist: archiveFile finds the identical copy and only removes the source.
-    return disposeOriginal(file, 'move', record);
+    return disposeOriginal(file, 'move', record, fs);
   }
   if (present) throw new SourceChangedError(file.path, file, present);
   const copy = await findArchivedCopy(file);

@@ -53,6 +53,21 @@ export const nodeArchiveFs: ArchiveFs = {
   open: (path, flags) => fsp.open(path, flags),
 };
 
+/**
+ * The real file system, except that moving an original answers EXDEV, as if the archive were on
+ * another disk; placing our own temporary copy still works. Lets the crash tests run the
+ * cross-device path on a machine with one file system.
+ */
+export function simulatedCrossDeviceFs(base: ArchiveFs = nodeArchiveFs): ArchiveFs {
+  const crossing = (from: string): boolean => !isArchiveTemporary(basename(from));
+  const exdev = (from: string, to: string): Error => errnoError('EXDEV', `EXDEV: cross-device link not permitted, '${from}' -> '${to}'`);
+  return {
+    ...base,
+    link: (from, to) => (crossing(from) ? Promise.reject(exdev(from, to)) : base.link(from, to)),
+    rename: (from, to) => (crossing(from) ? Promise.reject(exdev(from, to)) : base.rename(from, to)),
+  };
+}
+
 export interface ArchiveInput {
   /** Absolute path of the uploaded file, inside `root.path`. */
   source: string;

@@ -4,7 +4,7 @@ import type { CallSignals, ResilientImmich } from '../immich/resilient.js';
 import { isAbortError, type Clock } from '../support/clock.js';
 import type { AfterUpload } from '../config.js';
 import { disposeOriginal, type Disposition } from './after-upload.js';
-import { ArchiveError, SourceChangedError } from './archive.js';
+import { ArchiveError, SourceChangedError, type ArchiveFs } from './archive.js';
 import type { CheckBatcher, ServerVerdict } from './check.js';
 import { hashFile } from './hash.js';
 import type { Decision, Recorder } from './states.js';
@@ -34,6 +34,8 @@ export interface ProcessDeps {
   limitUpload: <T>(work: () => Promise<T>) => Promise<T>;
   /** What to do with the original once the server has it. */
   afterUpload: AfterUpload;
+  /** The file operations of the move; the real ones unless a test simulates another disk. */
+  archiveFs?: ArchiveFs;
   /** Called at each state change, before the step that depends on it. */
   record: Recorder;
   signals: CallSignals;
@@ -85,7 +87,7 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     // Only what the server confirmed is touched, and only if it is still the version we sent:
     // disposeOriginal checks that and throws SourceChangedError otherwise.
     stage = 'archive';
-    const disposition = await disposeOriginal({ ...file, checksum }, deps.afterUpload, deps.record);
+    const disposition = await disposeOriginal({ ...file, checksum }, deps.afterUpload, deps.record, deps.archiveFs);
     const ms = deps.clock.now() - started;
     return created
       ? { kind: 'uploaded', assetId: assetId ?? '', disposition, ms }

@@ -3,7 +3,7 @@ import { isAbsolute, relative } from 'node:path';
 import type { Logger } from 'pino';
 import type { AfterUpload, WatchRoot } from '../config.js';
 import { disposeOriginal, finishInterrupted, type ConfirmedFile } from './after-upload.js';
-import { SourceChangedError } from './archive.js';
+import { SourceChangedError, type ArchiveFs } from './archive.js';
 import type { FileState, Recorder } from './states.js';
 import type { FileVersion } from './types.js';
 
@@ -37,8 +37,9 @@ export async function recoverUnfinished(deps: {
   afterUpload: AfterUpload;
   record: Recorder;
   logger: Logger;
+  archiveFs?: ArchiveFs;
 }): Promise<RecoverySummary> {
-  const { rows, roots, afterUpload, record, logger } = deps;
+  const { rows, roots, afterUpload, record, logger, archiveFs } = deps;
   const summary: RecoverySummary = { finished: 0, resumed: 0, gone: 0 };
   for (const row of rows) {
     const root = roots.find((candidate) => isBelow(row.path, candidate.path));
@@ -49,12 +50,12 @@ export async function recoverUnfinished(deps: {
         const file: ConfirmedFile = { path: row.path, size: row.size, mtimeMs: row.mtimeMs, root, checksum: row.checksum };
         if (row.state === 'on-server') {
           if (unchanged) {
-            await disposeOriginal(file, afterUpload, record);
+            await disposeOriginal(file, afterUpload, record, archiveFs);
             summary.finished++;
             continue;
           }
         } else {
-          const result = await finishInterrupted(file, row.state, record);
+          const result = await finishInterrupted(file, row.state, record, archiveFs);
           if (result === 'lost') {
             logger.error({ file: row.path }, `${row.path} was being archived, but neither it nor an archived copy exists any more`);
             record(row, 'gone', { error: 'neither the original nor an archived copy was found after a restart' });

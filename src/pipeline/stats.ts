@@ -7,6 +7,8 @@ export class RunStats {
   failed = 0;
   /** Files the journal already knew as done (keep mode): no hash, no server call. */
   unchanged = 0;
+  /** Files read to compute their checksum: what a restart in keep mode should not do again. */
+  hashed = 0;
   private lastReported = '';
 
   snapshot(queued: number): StatsSnapshot {
@@ -17,6 +19,7 @@ export class RunStats {
       skipped: this.skipped,
       failed: this.failed,
       unchanged: this.unchanged,
+      hashed: this.hashed,
       queued,
     };
   }
@@ -37,6 +40,7 @@ export interface StatsSnapshot {
   skipped: number;
   failed: number;
   unchanged: number;
+  hashed: number;
   queued: number;
 }
 

@@ -52,8 +52,14 @@ export function startCli(args: string[], options: { env?: Record<string, string>
   const logs = (): LogLine[] =>
     out
       .split('\n')
-      .filter((line) => line.startsWith('{'))
-      .map((line) => JSON.parse(line) as LogLine);
+      .filter((line) => line.startsWith('{') && line.endsWith('}'))
+      .flatMap((line) => {
+        try {
+          return [JSON.parse(line) as LogLine];
+        } catch {
+          return []; // not a log line (e.g. a line of `status --json`)
+        }
+      });
   return {
     child,
     stdout: () => out,
