@@ -210,6 +210,9 @@ describe('keep mode', () => {
     expect(theServer().assets).toHaveLength(2003);
     for (const [name, bytes] of changed) expectOnServerOnce(name, bytes);
     await expectInPlace(files);
+    const report = await status();
+    expect(report.counts).toEqual({ kept: 2000 });
+    expect(report.totals.ever.files).toBe(2003);
   }, 120_000);
 });
 
@@ -398,6 +401,7 @@ describe('one instance per STATE_DIRECTORY', () => {
     const killed = await startWatching();
     killed.child.kill('SIGKILL');
     expect((await killed.exited).signal).toBe('SIGKILL');
+    expect((await status()).running, 'a killed daemon holds no lock').toBe(false);
     const files = await writeMedia(watchDir, ['after-kill.jpg']);
 
     const restart = await cli(['once']);
