@@ -5,7 +5,7 @@
  * finish everything.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Journal } from '../../src/journal/journal.js';
@@ -69,17 +69,12 @@ describe.each([
     const random = mulberry32(seed);
     const small = await writeMedia(watchDir, Array.from({ length: 250 }, (_, i) => `small/${i % 8}/img-${i}.jpg`), 8 * 1024);
     const large = new Map<string, Buffer>();
+    await mkdir(join(watchDir, 'large'), { recursive: true });
     for (let i = 0; i < 3; i++) {
       const bytes = randomBytes(12 * 1024 * 1024);
       large.set(`large/video-${i}.mp4`, bytes);
+      await writeFile(join(watchDir, `large/video-${i}.mp4`), bytes);
     }
-    for (const [name, bytes] of await writeMedia(watchDir, [...large.keys()], 1)) {
-      void name;
-      void bytes;
-    }
-    // writeMedia wrote placeholders for the large files; put their real bytes in.
-    const { writeFile } = await import('node:fs/promises');
-    for (const [name, bytes] of large) await writeFile(join(watchDir, name), bytes);
     const files = new Map([...small, ...large]);
     // Each upload answer waits a little, so kills land inside uploads too.
     server.delayNext(10_000, 40, { path: '/api/assets', exact: true });

@@ -1,0 +1,107 @@
+import { link, mkdir, stat, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { WatchRoot } from '../../src/config.js';
+import { recoverUnfinished, type UnfinishedRow } from '../../src/pipeline/recover.js';
+import type { FileState, RecordDetails } from '../../src/pipeline/states.js';
+import { readIfExists, sha1, writeMedia } from '../helpers/media.js';
+import { makeTempDir } from '../helpers/temp-dir.js';
+
+let temp: { path: string; remove: () => Promise<void> };
+let root: WatchRoot;
+let recorded: { path: string; state: FileState; details?: RecordDetails }[];
+
+beforeEach(async () => {
+  temp = await makeTempDir('iau-recover-');
+  root = { path: join(temp.path, 'in'), archivePath: join(temp.path, 'archive') };
+  await mkdir(root.path);
+  await mkdir(root.archivePath);
+  recorded = [];
+});
+
+afterEach(async () => {
+  await temp.remove();
+});
+
+async function rowFor(name: string, state: FileState, bytes: Buffer): Promise<UnfinishedRow> {
+  const path = join(root.path, name);
+  const info = await stat(path);
+  return { path, size: info.size, mtimeMs: info.mtimeMs, state, checksum: sha1(bytes) };
+}
+
+function recover(rows: UnfinishedRow[], afterUpload: 'move' | 'delete' | 'keep' = 'move') {
+  return recoverUnfinished({
+    rows,
+    roots: [root],
+    afterUpload,
+    logger: pino({ level: 'silent' }),
+    record: (file, state, details) => void recorded.push({ path: file.path, state, details }),
+  });
+}
+
+describe('recoverUnfinished', () => {
+  it('finishes a move that was linked but whose source was not yet removed', async () => {
+    const files = await writeMedia(root.path, ['a.jpg']);
+    const bytes = files.get('a.jpg') ?? Buffer.alloc(0);
+    const row = await rowFor('a.jpg', 'archiving', bytes);
+    await link(row.path, join(root.archivePath, 'a.jpg'));
+    const summary = await recover([row]);
+    expect(summary).toEqual({ finished: 1, resumed: 0, gone: 0 });
+    expect(await readIfExists(row.path)).toBeUndefined();
+    expect(sha1((await readIfExists(join(root.archivePath, 'a.jpg'))) ?? Buffer.alloc(0))).toBe(sha1(bytes));
+    expect(recorded.at(-1)).toMatchObject({ state: 'archived', details: { archivePath: join(root.archivePath, 'a.jpg') } });
+  });
+
+  it('finds the archived copy under a numbered name when the source is already gone', async () => {
+    const files = await writeMedia(root.path, ['b.jpg']);
+    const bytes = files.get('b.jpg') ?? Buffer.alloc(0);
+    const row = await rowFor('b.jpg', 'archiving', bytes);
+    await writeFile(join(root.archivePath, 'b.jpg'), 'another picture');
+    await link(row.path, join(root.archivePath, 'b (1).jpg'));
+    await unlink(row.path);
+    const summary = await recover([row]);
+    expect(summary.finished).toBe(1);
+    expect(recorded.at(-1)).toMatchObject({ state: 'archived', details: { archivePath: join(root.archivePath, 'b (1).jpg') } });
+  });
+
+  it('says so when neither the original nor an archived copy exists', async () => {
+    const files = await writeMedia(root.path, ['c.jpg']);
+    const row = await rowFor('c.jpg', 'archiving', files.get('c.jpg') ?? Buffer.alloc(0));
+    await unlink(row.path);
+    const summary = await recover([row]);
+    expect(summary.gone).toBe(1);
+    expect(recorded.at(-1)?.state).toBe('gone');
+  });
+
+  it('archives a confirmed upload without uploading again, and keeps or deletes it by mode', async () => {
+    const files = await writeMedia(root.path, ['d.jpg', 'e.jpg', 'e.jpg.xmp', 'f.jpg']);
+    await recover([await rowFor('d.jpg', 'on-server', files.get('d.jpg') ?? Buffer.alloc(0))]);
+    expect(await readIfExists(join(root.archivePath, 'd.jpg'))).toBeDefined();
+    await recover([await rowFor('e.jpg', 'on-server', files.get('e.jpg') ?? Buffer.alloc(0))], 'delete');
+    expect(await readIfExists(join(root.path, 'e.jpg'))).toBeUndefined();
+    expect(await readIfExists(join(root.path, 'e.jpg.xmp'))).toBeUndefined();
+    await recover([await rowFor('f.jpg', 'on-server', files.get('f.jpg') ?? Buffer.alloc(0))], 'keep');
+    expect(await readIfExists(join(root.path, 'f.jpg'))).toBeDefined();
+    expect(recorded.map((r) => r.state)).toEqual(['archiving', 'archived', 'deleting', 'deleted', 'kept']);
+  });
+
+  it('finishes an interrupted deletion', async () => {
+    const files = await writeMedia(root.path, ['g.jpg']);
+    const summary = await recover([await rowFor('g.jpg', 'deleting', files.get('g.jpg') ?? Buffer.alloc(0))], 'delete');
+    expect(summary.finished).toBe(1);
+    expect(await readIfExists(join(root.path, 'g.jpg'))).toBeUndefined();
+    expect(recorded.at(-1)?.state).toBe('deleted');
+  });
+
+  it('leaves an interrupted upload to the pipeline, and marks a vanished file gone', async () => {
+    const files = await writeMedia(root.path, ['h.jpg', 'i.jpg']);
+    const present = await rowFor('h.jpg', 'uploading', files.get('h.jpg') ?? Buffer.alloc(0));
+    const vanished = await rowFor('i.jpg', 'hashed', files.get('i.jpg') ?? Buffer.alloc(0));
+    await unlink(vanished.path);
+    const summary = await recover([present, vanished]);
+    expect(summary).toEqual({ finished: 0, resumed: 1, gone: 1 });
+    expect(recorded).toEqual([{ path: vanished.path, state: 'gone', details: undefined }]);
+    expect(await readIfExists(present.path)).toBeDefined();
+  });
+});
