@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
@@ -49,6 +50,8 @@ export interface RunOptions {
 
 /** How often a running daemon logs its counts (only when they changed). */
 const SUMMARY_INTERVAL_MS = 10 * 60_000;
+/** Listeners on the shutdown signals: one per file waiting for a hash or upload slot, and then some. */
+const MAX_SIGNAL_LISTENERS = 10_000;
 /** The `retry` command leaves this file in STATE_DIRECTORY for a running daemon to find. */
 export const RETRY_REQUEST_FILE = 'retry-request';
 /** How often a running daemon looks for a retry request. */
@@ -68,6 +71,9 @@ export async function runUploader(options: RunOptions): Promise<StatsSnapshot> {
   const stopWaiting = AbortSignal.any([stop, fatal.signal]);
   const abortRequests = new AbortController();
   const requestSignal = AbortSignal.any([abortRequests.signal, fatal.signal, ...(options.abortNow ? [options.abortNow] : [])]);
+  // Every queued hash or upload listens on these signals (p-queue removes its listener when the
+  // task starts): a few hundred listeners are expected, not a leak.
+  setMaxListeners(MAX_SIGNAL_LISTENERS, stopWaiting, requestSignal);
   const gate = new ServerGate({ client, clock, logger: logger.child({ stage: 'server' }), signal: stopWaiting });
   let fatalError: Error | undefined;
   // One process writes the journal: a second instance on the same STATE_DIRECTORY stops here.

@@ -102,6 +102,8 @@ describe.each([2, 3] as const)('against an Immich %i.x server', (major) => {
     else expect(fieldsSent).not.toHaveProperty('deviceAssetId');
     const summary = result.logs.find((line) => line.msg.startsWith('summary:'));
     expect(summary).toMatchObject({ uploaded: files.size, failed: 0 });
+    // Quiet when all is well: no warning of Node's either (e.g. about listeners).
+    expect(result.stderr).toBe('');
     expectNoSecret(result.stdout, result.stderr);
   });
 

@@ -1,11 +1,20 @@
 /**
  * The fake Immich server as its own process, for benchmarks and manual demos:
  *
- *   node --import tsx test/fakes/serve.ts [--port N] [--major 2|3] [--discard] [--key SECRET]
+ *   node --import tsx test/fakes/serve.ts [--port N] [--major 2|3] [--discard] [--key SECRET] [--sink]
  *
  * Prints `{"url":"http://127.0.0.1:PORT"}` once listening; on SIGTERM or SIGINT prints one JSON line
  * of statistics and exits 0.
+ *
+ * `--sink` also starts, in the same process, a second listener on 127.0.0.1 that takes any request,
+ * reads its body, counts and SHA-1s it (the per-byte work the fake does for an upload) and answers
+ * 201 `{"bytes":N}`. The benchmark streams raw bytes to it (`curl -T`) to measure what the machine's
+ * loopback and this server process can carry without any client-side hashing or multipart framing.
+ * Its URL is printed as `sinkUrl` in the first line.
  */
+import { createHash } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { Socket } from 'node:net';
 import { parseArgs } from 'node:util';
 
 import { startFakeImmich, type FakeImmichOptions } from './immich-server.js';
@@ -16,6 +25,7 @@ const { values } = parseArgs({
     major: { type: 'string' },
     discard: { type: 'boolean', default: false },
     key: { type: 'string' },
+    sink: { type: 'boolean', default: false },
   },
 });
 
@@ -34,7 +44,8 @@ const options: FakeImmichOptions = {
   ...(values.key !== undefined ? { keys: { [values.key]: { name: 'serve', permissions: ['all'] } } } : {}),
 };
 const fake = await startFakeImmich(options);
-process.stdout.write(`${JSON.stringify({ url: fake.url })}\n`);
+const sink = values.sink ? await startSink() : undefined;
+process.stdout.write(`${JSON.stringify({ url: fake.url, ...(sink ? { sinkUrl: sink.url } : {}) })}\n`);
 
 let stopping = false;
 const stop = async (): Promise<void> => {
@@ -45,7 +56,9 @@ const stop = async (): Promise<void> => {
     uploads: fake.uploadCount,
     bytesReceived: fake.bytesReceived,
     requests: fake.requests.length,
+    ...(sink ? { sinkRequests: sink.requests, sinkBytes: sink.bytes } : {}),
   };
+  await sink?.close();
   await fake.close();
   process.stdout.write(`${JSON.stringify(stats)}\n`);
   // Nothing else keeps the loop alive once the server is closed: the process ends with code 0.
@@ -58,4 +71,63 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
       process.exitCode = 1;
     });
   });
+}
+
+interface Sink {
+  url: string;
+  readonly requests: number;
+  readonly bytes: number;
+  close(): Promise<void>;
+}
+
+/** The raw-bytes sink of `--sink` (see the top of this file). */
+async function startSink(): Promise<Sink> {
+  let requests = 0;
+  let bytes = 0;
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((req, res) => {
+    requests += 1;
+    const hash = createHash('sha1');
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      hash.update(chunk);
+      size += chunk.length;
+    });
+    req.on('end', () => {
+      bytes += size;
+      const body = JSON.stringify({ bytes: size, sha1: hash.digest('hex') });
+      res.writeHead(201, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    });
+    req.on('error', () => undefined);
+    res.on('error', () => undefined);
+  });
+  server.keepAliveTimeout = 5_000;
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('sink: no TCP address');
+  return {
+    url: `http://127.0.0.1:${address.port}`,
+    get requests() {
+      return requests;
+    },
+    get bytes() {
+      return bytes;
+    },
+    close: async () => {
+      const closing = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const socket of sockets) socket.destroy();
+      await closing;
+    },
+  };
 }

@@ -1,0 +1,109 @@
+/**
+ * Our uploader as the user runs it: `node dist/cli.js once|watch`, configured only through the
+ * environment, JSON logs on stdout.
+ */
+import { OUR_CLI } from '../lib/paths.js';
+import { runChecked, startMeasured, type Exit, type Measured } from '../lib/proc.js';
+import type { BenchServer } from '../lib/server.js';
+
+export interface OursConfig {
+  server: BenchServer;
+  watch: string;
+  archive: string;
+  /** A temporary journal folder: never the user's own. */
+  state: string;
+  afterUpload: 'move' | 'keep' | 'delete';
+  concurrency: number;
+  stabilityWaitSeconds: number;
+  stabilityIntervalSeconds?: number;
+  maxFileSizeMb?: number;
+  /** Writes a V8 CPU profile (node --cpu-prof) into this folder. */
+  cpuProfDir?: string;
+  /** Working directory (our CLI reads ./.env from it: a temporary folder has none). */
+  cwd: string;
+}
+
+/** One JSON log line of ours (pino). */
+export interface LogLine {
+  level: number;
+  time: number;
+  msg: string;
+  [field: string]: unknown;
+}
+
+export interface Summary {
+  uploaded: number;
+  uploadedBytes: number;
+  duplicates: number;
+  skipped: number;
+  failed: number;
+  unchanged: number;
+  hashed: number;
+  queued: number;
+}
+
+export function parseLog(line: string): LogLine | undefined {
+  if (!line.startsWith('{')) return undefined;
+  try {
+    return JSON.parse(line) as LogLine;
+  } catch {
+    return undefined;
+  }
+}
+
+function environment(config: OursConfig): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH,
+    HOME: config.cwd,
+    IMMICH_API_URL: config.server.url,
+    IMMICH_API_KEY: config.server.key,
+    WATCH_DIRECTORIES: config.watch,
+    ARCHIVE_DIRECTORY: config.archive,
+    STATE_DIRECTORY: config.state,
+    AFTER_UPLOAD: config.afterUpload,
+    UPLOAD_CONCURRENCY: String(config.concurrency),
+    FILE_STABILITY_WAIT_SECONDS: String(config.stabilityWaitSeconds),
+    ...(config.stabilityIntervalSeconds !== undefined
+      ? { FILE_STABILITY_CHECK_INTERVAL: String(config.stabilityIntervalSeconds) }
+      : {}),
+    ...(config.maxFileSizeMb !== undefined ? { MAX_FILE_SIZE_MB: String(config.maxFileSizeMb) } : {}),
+    LOG_FORMAT: 'json',
+    LOG_LEVEL: 'info',
+  };
+}
+
+function nodeArgs(command: 'once' | 'watch', config: OursConfig): string[] {
+  const profile = config.cpuProfDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${config.cpuProfDir}`] : [];
+  return [...profile, OUR_CLI, command];
+}
+
+export interface OnceResult {
+  exit: Exit;
+  summary: Summary | undefined;
+}
+
+/** `once`: process start to exit, and its final summary. Rejects if it exits non-zero. */
+export async function runOursOnce(config: OursConfig): Promise<OnceResult> {
+  let summary: Summary | undefined;
+  const exit = await runChecked(process.execPath, nodeArgs('once', config), {
+    cwd: config.cwd,
+    env: environment(config),
+    onStdoutLine: (line) => {
+      const log = parseLog(line);
+      if (log?.msg.startsWith('summary:')) summary = log as unknown as Summary;
+    },
+  });
+  return { exit, summary };
+}
+
+/** `watch`, running until killed; every JSON log line goes to `onLog`. */
+export function startOursWatch(config: OursConfig, onLog: (log: LogLine, at: number) => void): Measured {
+  return startMeasured(process.execPath, nodeArgs('watch', config), {
+    cwd: config.cwd,
+    env: environment(config),
+    onStdoutLine: (line, at) => {
+      const log = parseLog(line);
+      if (log) onLog(log, at);
+    },
+  });
+}
