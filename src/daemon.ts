@@ -64,9 +64,29 @@ const RETRY_REQUEST_POLL_MS = 2_000;
  * reached in `once` mode).
  */
 export async function runUploader(options: RunOptions): Promise<StatsSnapshot> {
+  const { config, logger } = options;
+  // One process writes the journal: a second instance on the same STATE_DIRECTORY stops here.
+  const lock = acquireLock(config.stateDirectory);
+  try {
+    const journal = Journal.open({ directory: config.stateDirectory, logger: logger.child({ stage: 'journal' }), clock: options.clock });
+    try {
+      const client = options.client ?? createImmichClient({ apiUrl: config.apiUrl, apiKey: config.apiKey });
+      try {
+        return await run(options, journal, client);
+      } finally {
+        client.close();
+      }
+    } finally {
+      journal.close();
+    }
+  } finally {
+    lock.release();
+  }
+}
+
+async function run(options: RunOptions, journal: Journal, client: ImmichClient): Promise<StatsSnapshot> {
   const { config, mode, logger, stop } = options;
   const clock = options.clock ?? systemClock;
-  const client = options.client ?? createImmichClient({ apiUrl: config.apiUrl, apiKey: config.apiKey });
   const fatal = new AbortController();
   const stopWaiting = AbortSignal.any([stop, fatal.signal]);
   const abortRequests = new AbortController();
@@ -75,118 +95,116 @@ export async function runUploader(options: RunOptions): Promise<StatsSnapshot> {
   // task starts): a few hundred listeners are expected, not a leak.
   setMaxListeners(MAX_SIGNAL_LISTENERS, stopWaiting, requestSignal);
   const gate = new ServerGate({ client, clock, logger: logger.child({ stage: 'server' }), signal: stopWaiting });
+  const record = journal.record.bind(journal);
   let fatalError: Error | undefined;
-  // One process writes the journal: a second instance on the same STATE_DIRECTORY stops here.
-  const lock = acquireLock(config.stateDirectory);
-  let journal: Journal | undefined;
 
+  const server = await connect({ client, gate, logger, mode, clock, signal: stopWaiting });
+  if (!server) return emptySnapshot();
+
+  if (config.afterUpload === 'move') {
+    await mkdir(config.archiveDirectory, { recursive: true });
+    const leftovers = await removeStaleTemporaries(config.archiveDirectory);
+    if (leftovers > 0) logger.info({ count: leftovers }, 'removed temporary files left by an interrupted archive copy');
+  }
+  await recoverUnfinished({
+    rows: journal.unfinished(),
+    roots: config.watchRoots,
+    afterUpload: config.afterUpload,
+    record,
+    logger,
+    archiveFs: options.archiveFs,
+  });
+
+  const immich = new ResilientImmich({ client, gate, clock, logger: logger.child({ stage: 'upload' }) });
+  const signals = { wait: stopWaiting, request: requestSignal };
+  const checker = new CheckBatcher({ send: (items) => immich.bulkUploadCheck(items, signals), clock });
+  // Hashing is bound by disk and one core per file; two at a time keeps both cores busy
+  // without making a spinning disk seek between many files.
+  const hashQueue = new PQueue({ concurrency: Math.min(2, config.uploadConcurrency) });
+  const uploadQueue = new PQueue({ concurrency: config.uploadConcurrency });
+  const coordinator: Coordinator = new Coordinator({
+    clock,
+    logger,
+    waitMs: config.fileStabilityWaitMs,
+    intervalMs: config.fileStabilityCheckIntervalMs,
+    inFlight: Math.max(16, config.uploadConcurrency * 8),
+    retryFailed: mode === 'watch',
+    record,
+    isDone: (candidate) => isDone(journal, candidate, config.afterUpload),
+    process: (file) =>
+      processFile(file, {
+        immich,
+        checker,
+        serverMajor: server.major,
+        clock,
+        limitHash: async (work) => {
+          const result = await hashQueue.add(work, { signal: stopWaiting });
+          coordinator.stats.hashed++;
+          return result;
+        },
+        limitUpload: (work) => uploadQueue.add(work, { signal: stopWaiting }),
+        afterUpload: config.afterUpload,
+        archiveFs: options.archiveFs,
+        record: (file, state, details) => {
+          logger.trace({ file: file.path, state }, 'state');
+          record(file, state, details);
+        },
+        signals,
+      }),
+    onFatal: (error) => {
+      fatalError ??= error instanceof Error ? error : new Error(String(error));
+      fatal.abort(error);
+    },
+  });
+  const detector = new Detector({
+    roots: config.watchRoots,
+    recursive: config.watchRecursive,
+    // `once` looks at what is there now: one scan, no watching.
+    polling: mode === 'once' || config.watchPolling,
+    pollIntervalMs: mode === 'once' ? Number.MAX_SAFE_INTEGER : config.watchPollIntervalMs,
+    rescanIntervalMs: mode === 'once' ? Number.MAX_SAFE_INTEGER : config.rescanIntervalMs,
+    excludedPaths: config.excludedPaths,
+    supportedExtensions: config.supportedExtensions,
+    maxFileSizeBytes: config.maxFileSizeBytes,
+    clock,
+    logger: logger.child({ stage: 'detect' }),
+    onCandidate: (candidate) => coordinator.offer(candidate),
+  });
+
+  coordinator.start();
+  const background = new AbortController();
   try {
-    journal = Journal.open({ directory: config.stateDirectory, logger: logger.child({ stage: 'journal' }), clock });
-    const record = journal.record.bind(journal);
-    const server = await connect({ client, gate, logger, mode, clock, signal: stopWaiting });
-    if (!server) return emptySnapshot();
-
-    if (config.afterUpload === 'move') {
-      await mkdir(config.archiveDirectory, { recursive: true });
-      const leftovers = await removeStaleTemporaries(config.archiveDirectory);
-      if (leftovers > 0) logger.info({ count: leftovers }, 'removed temporary files left by an interrupted archive copy');
+    await detector.start();
+    if (mode === 'watch') {
+      logger.info(
+        { folders: config.watchRoots.map((root) => root.path), polling: config.watchPolling, afterUpload: config.afterUpload },
+        `watching ${config.watchRoots.length} folder(s); ${describeAfterUpload(config)}`,
+      );
+      void logSummaries(coordinator, logger, clock, background.signal);
+      void watchRetryRequests(config.stateDirectory, journal, coordinator, logger, clock, background.signal);
+      await untilAborted(stopWaiting);
+    } else {
+      await raceAbort(coordinator.whenIdle(), stopWaiting).catch(() => undefined);
     }
-    await recoverUnfinished({
-      rows: journal.unfinished(),
-      roots: config.watchRoots,
-      afterUpload: config.afterUpload,
-      record,
-      logger,
-      archiveFs: options.archiveFs,
-    });
-    const known = journal;
-
-    const immich = new ResilientImmich({ client, gate, clock, logger: logger.child({ stage: 'upload' }) });
-    const signals = { wait: stopWaiting, request: requestSignal };
-    const checker = new CheckBatcher({ send: (items) => immich.bulkUploadCheck(items, signals), clock });
-    // Hashing is bound by disk and one core per file; two at a time keeps both cores busy
-    // without making a spinning disk seek between many files.
-    const hashQueue = new PQueue({ concurrency: Math.min(2, config.uploadConcurrency) });
-    const uploadQueue = new PQueue({ concurrency: config.uploadConcurrency });
-    const coordinator = new Coordinator({
-      clock,
-      logger,
-      waitMs: config.fileStabilityWaitMs,
-      intervalMs: config.fileStabilityCheckIntervalMs,
-      inFlight: Math.max(16, config.uploadConcurrency * 8),
-      retryFailed: mode === 'watch',
-      record,
-      isDone: (candidate) => isDone(known, candidate, config.afterUpload),
-      process: (file) =>
-        processFile(file, {
-          immich,
-          checker,
-          serverMajor: server.major,
-          clock,
-          limitHash: async (work) => {
-            const result = await hashQueue.add(work, { signal: stopWaiting });
-            coordinator.stats.hashed++;
-            return result;
-          },
-          limitUpload: (work) => uploadQueue.add(work, { signal: stopWaiting }),
-          afterUpload: config.afterUpload,
-          archiveFs: options.archiveFs,
-          record: (file, state, details) => {
-            logger.trace({ file: file.path, state }, 'state');
-            record(file, state, details);
-          },
-          signals,
-        }),
-      onFatal: (error) => {
-        fatalError ??= error instanceof Error ? error : new Error(String(error));
-        fatal.abort(error);
-      },
-    });
-    const detector = new Detector({
-      roots: config.watchRoots,
-      recursive: config.watchRecursive,
-      // `once` looks at what is there now: one scan, no watching.
-      polling: mode === 'once' || config.watchPolling,
-      pollIntervalMs: mode === 'once' ? Number.MAX_SAFE_INTEGER : config.watchPollIntervalMs,
-      rescanIntervalMs: mode === 'once' ? Number.MAX_SAFE_INTEGER : config.rescanIntervalMs,
-      excludedPaths: config.excludedPaths,
-      supportedExtensions: config.supportedExtensions,
-      maxFileSizeBytes: config.maxFileSizeBytes,
-      clock,
-      logger: logger.child({ stage: 'detect' }),
-      onCandidate: (candidate) => coordinator.offer(candidate),
-    });
-
-    coordinator.start();
-    const summaries = new AbortController();
-    try {
-      await detector.start();
-      if (mode === 'watch') {
-        logger.info(
-          { folders: config.watchRoots.map((root) => root.path), polling: config.watchPolling },
-          `watching ${config.watchRoots.length} folder(s); archive: ${config.archiveDirectory}`,
-        );
-        void logSummaries(coordinator, logger, clock, summaries.signal);
-        void watchRetryRequests(config.stateDirectory, known, coordinator, logger, clock, summaries.signal);
-        await untilAborted(stopWaiting);
-      } else {
-        await raceAbort(coordinator.whenIdle(), stopWaiting).catch(() => undefined);
-      }
-    } finally {
-      summaries.abort();
-      await detector.close();
-      await shutdown(coordinator, abortRequests, stop.aborted ? config.shutdownGraceMs : 0, clock, logger);
-    }
-    if (fatalError !== undefined) throw fatalError;
-    const snapshot = coordinator.stats.snapshot(coordinator.queued);
-    logger.info(snapshot, `summary: ${formatSummary(snapshot)}`);
-    return snapshot;
-  } catch (error) {
-    throw fatalError ?? error;
   } finally {
-    client.close();
-    journal?.close();
-    lock.release();
+    background.abort();
+    await detector.close();
+    await shutdown(coordinator, abortRequests, stop.aborted ? config.shutdownGraceMs : 0, clock, logger);
+  }
+  if (fatalError !== undefined) throw fatalError;
+  const snapshot = coordinator.stats.snapshot(coordinator.queued);
+  logger.info(snapshot, `summary: ${formatSummary(snapshot)}`);
+  return snapshot;
+}
+
+function describeAfterUpload(config: RunOptions['config']): string {
+  switch (config.afterUpload) {
+    case 'move':
+      return `uploaded originals move to ${config.archiveDirectory}`;
+    case 'delete':
+      return 'uploaded originals are deleted';
+    case 'keep':
+      return 'uploaded originals stay in place';
   }
 }
 

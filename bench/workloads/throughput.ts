@@ -1,0 +1,186 @@
+/**
+ * A throughput workload (many small files, or a few large ones): the same files, generated fresh
+ * for each, go through ours (`once`, AFTER_UPLOAD=move), the official CLI (`upload --recursive
+ * --delete`) and the limit (openssl, curl), each against a fresh benchmark server so that no run
+ * finds the previous one's assets already there.
+ */
+import { join } from 'node:path';
+import { countFiles, makeTemp, removeTemp, syncDisk, type BenchContext } from '../lib/context.js';
+import { generate, totalBytes, type FileSpec } from '../lib/generate.js';
+import { round, throughput, type Throughput, type ThroughputResult } from '../lib/results.js';
+import { startBenchServer, type BenchServer, type ServerStats } from '../lib/server.js';
+import { hashLimitMs, networkLimitMs } from '../tools/limits.js';
+import { runOfficial } from '../tools/official-cli.js';
+import { runOursOnce } from '../tools/ours.js';
+
+export interface ThroughputDef {
+  id: string;
+  title: string;
+  specs: FileSpec[];
+  /** Raised above the largest file (our default of 1000 MB would skip 1 GiB files). */
+  maxFileSizeMb: number;
+}
+
+export async function runThroughput(ctx: BenchContext, def: ThroughputDef): Promise<ThroughputResult> {
+  const files = def.specs.length;
+  const bytes = totalBytes(def.specs);
+  const notes: string[] = [];
+
+  const ours = await withFreshCopy(ctx, def, 'ours', async (dir, server) => {
+    const archive = join(dir, 'archive');
+    const run = await runOursOnce({
+      server,
+      watch: join(dir, 'in'),
+      archive,
+      state: join(dir, 'state'),
+      afterUpload: 'move',
+      concurrency: ctx.concurrency,
+      stabilityWaitSeconds: 0,
+      maxFileSizeMb: def.maxFileSizeMb,
+      cwd: dir,
+      ...(ctx.profileDir !== undefined ? { cpuProfDir: join(ctx.profileDir, def.id) } : {}),
+    });
+    const archived = await countFiles(archive);
+    const left = await countFiles(join(dir, 'in'));
+    if (archived !== files || left !== 0) throw new Error(`ours: ${archived} of ${files} archived, ${left} left in the watch folder`);
+    if (run.summary && run.summary.uploaded !== files) throw new Error(`ours: summary says ${run.summary.uploaded} uploaded of ${files}`);
+    return throughput(run.exit.ms, files, bytes, run.exit.peakRssBytes);
+  });
+
+  let official: Throughput | undefined;
+  const cli = ctx.official;
+  if (cli) {
+    official = await withFreshCopy(ctx, def, 'official', async (dir, server) => {
+      const exit = await runOfficial({ cli, server, dir: join(dir, 'in'), concurrency: ctx.concurrency, cwd: dir });
+      const left = await countFiles(join(dir, 'in'));
+      if (left !== 0) throw new Error(`official CLI: ${left} files left after --delete`);
+      return throughput(exit.ms, files, bytes, exit.peakRssBytes);
+    });
+  } else {
+    notes.push('The official CLI could not be installed: no comparison.');
+  }
+
+  const { hash, network } = await withFreshCopy(
+    ctx,
+    def,
+    'limit',
+    async (dir, server) => {
+      const limitFiles = def.specs.map((spec) => ({ path: join(dir, 'in', spec.rel), size: spec.size }));
+      const hashMs = await hashLimitMs(limitFiles, ctx.concurrency, dir);
+      const networkMs = await networkLimitMs(limitFiles, server.sinkUrl, ctx.concurrency, dir);
+      return { hash: throughput(hashMs, files, bytes), network: throughput(networkMs, files, bytes) };
+    },
+    (stats) => {
+      if (stats.sinkRequests !== files || stats.sinkBytes !== bytes) {
+        throw new Error(`sink received ${stats.sinkRequests} requests, ${stats.sinkBytes} bytes; expected ${files}, ${bytes}`);
+      }
+    },
+  );
+  const bound = hash.ms >= network.ms ? 'hash' : 'network';
+  const limit = { ...(bound === 'hash' ? hash : network), bound } as const;
+  const serial = throughput(hash.ms + network.ms, files, bytes);
+
+  const ratios = {
+    ...(official ? { oursOverOfficial: round(ours.filesPerSec / official.filesPerSec) } : {}),
+    oursOverLimit: round(ours.mibPerSec / limit.mibPerSec),
+    oursOverSerial: round(ours.mibPerSec / serial.mibPerSec),
+  };
+  return {
+    kind: 'throughput',
+    id: def.id,
+    title: def.title,
+    files,
+    totalBytes: bytes,
+    concurrency: ctx.concurrency,
+    ours,
+    ...(official ? { official } : {}),
+    hash,
+    network,
+    limit,
+    serial,
+    ratios,
+    targets: [],
+    notes,
+  };
+}
+
+/**
+ * Generates the workload into a new temporary folder (`in/`), starts a fresh server, runs `body`,
+ * checks what the server received (every file, every byte, unless `check` says otherwise), and
+ * removes everything.
+ */
+async function withFreshCopy<T>(
+  ctx: BenchContext,
+  def: ThroughputDef,
+  tool: string,
+  body: (dir: string, server: BenchServer) => Promise<T>,
+  check?: (stats: ServerStats) => void,
+): Promise<T> {
+  const dir = await makeTemp(ctx, `${def.id}-${tool}`);
+  try {
+    await generate(join(dir, 'in'), def.specs, ctx.seed);
+    syncDisk();
+    const server = await startBenchServer();
+    const outcome = await body(dir, server).then(
+      (value) => ({ ok: true as const, value }),
+      (error: unknown) => ({ ok: false as const, error }),
+    );
+    const stats = await server.stop();
+    if (!outcome.ok) throw outcome.error;
+    if (check) check(stats);
+    else if (stats.uploads !== def.specs.length || stats.bytesReceived !== totalBytes(def.specs)) {
+      throw new Error(`${tool}: the server received ${stats.uploads} uploads, ${stats.bytesReceived} bytes`);
+    }
+    const result = outcome.value;
+    ctx.log(`  ${def.id} / ${tool}: done`);
+    return result;
+  } finally {
+    await removeTemp(dir);
+  }
+}
+
+/** Targets of the throughput workloads, set once all are measured (flatness compares two of them). */
+export function throughputTargets(results: readonly ThroughputResult[]): void {
+  const small = results.find((r) => r.id === 'small');
+  if (small?.official && small.ratios.oursOverOfficial !== undefined) {
+    small.targets.push({
+      workload: 'small',
+      name: 'files/s vs the official CLI',
+      goal: '>= 2x',
+      measured: `${small.ratios.oursOverOfficial}x (${small.ours.filesPerSec} vs ${small.official.filesPerSec} files/s)`,
+      pass: small.ratios.oursOverOfficial >= 2,
+    });
+  }
+  const large = results.filter((r) => r.id.startsWith('large'));
+  for (const r of large) {
+    r.targets.push(
+      {
+        workload: r.id,
+        name: 'throughput vs the limit',
+        goal: '>= 0.9x',
+        measured: `${r.ratios.oursOverLimit}x (${r.ours.mibPerSec} vs ${r.limit.mibPerSec} MB/s, ${r.limit.bound}-bound)`,
+        pass: r.ratios.oursOverLimit >= 0.9,
+      },
+      {
+        workload: r.id,
+        name: 'peak RSS',
+        goal: '<= 120 MB',
+        measured: `${r.ours.peakRssMib ?? Number.NaN} MB`,
+        pass: (r.ours.peakRssMib ?? Number.POSITIVE_INFINITY) <= 120,
+      },
+    );
+  }
+  // Flat in file size: the largest files need no more memory than the smallest (+20%, +10 MB).
+  const reference = small?.ours.peakRssMib;
+  const largest = large.at(-1);
+  if (reference !== undefined && largest?.ours.peakRssMib !== undefined) {
+    const sizeOf = (r: ThroughputResult): number => r.totalBytes / r.files;
+    largest.targets.push({
+      workload: largest.id,
+      name: 'peak RSS flat in file size',
+      goal: `<= 1.2x the ${Math.round(sizeOf(small as ThroughputResult) / 1024)} KB files' + 10 MB`,
+      measured: `${largest.ours.peakRssMib} MB vs ${reference} MB`,
+      pass: largest.ours.peakRssMib <= reference * 1.2 + 10,
+    });
+  }
+}
