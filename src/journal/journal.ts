@@ -73,6 +73,17 @@ export interface FileRow {
   updatedAt: number;
 }
 
+/** The columns of a file version about which nothing is known yet (new, or changed on disk). */
+const NOTHING_KNOWN = {
+  checksum: null,
+  assetId: null,
+  serverStatus: null,
+  archivePath: null,
+  error: null,
+  attempts: 0,
+  nextRetryAt: null,
+} as const satisfies Partial<FileRow>;
+
 export interface FileVersionRef {
   path: string;
   size: number;
@@ -302,18 +313,7 @@ export class Journal {
     if (current && !isFinal(current.state)) {
       if (sameVersion(current, file)) return this.#transition(current, state, details, now).id;
       // The file changed while we worked on it: everything learned about the old content is void.
-      const fresh: FileRow = {
-        ...current,
-        size: file.size,
-        mtimeMs: file.mtimeMs,
-        checksum: null,
-        assetId: null,
-        serverStatus: null,
-        archivePath: null,
-        error: null,
-        attempts: 0,
-        nextRetryAt: null,
-      };
+      const fresh: FileRow = { ...current, size: file.size, mtimeMs: file.mtimeMs, ...NOTHING_KNOWN };
       const note = { restart: 'file changed', previous: { size: current.size, mtimeMs: current.mtimeMs } };
       const restarted = this.#transition(fresh, 'discovered', state === 'discovered' ? details : {}, now, note);
       if (state === 'discovered') return restarted.id;
@@ -346,14 +346,8 @@ export class Journal {
       path: file.path,
       size: file.size,
       mtimeMs: file.mtimeMs,
-      checksum: null,
       state,
-      assetId: null,
-      serverStatus: null,
-      archivePath: null,
-      error: null,
-      attempts: 0,
-      nextRetryAt: null,
+      ...NOTHING_KNOWN,
       createdAt: now,
       updatedAt: now,
     };

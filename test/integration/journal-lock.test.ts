@@ -6,6 +6,7 @@ import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Journal, JournalError } from '../../src/journal/journal.js';
 import { acquireLock, isLocked, OWNER_FILE, type InstanceLock } from '../../src/journal/lock.js';
+import { thrownBy } from '../helpers/expect-error.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -67,15 +68,6 @@ function take(directory: string): InstanceLock {
   return lock;
 }
 
-function lockError(run: () => unknown): JournalError {
-  try {
-    run();
-  } catch (error) {
-    if (error instanceof JournalError) return error;
-    throw error;
-  }
-  throw new Error('expected a JournalError');
-}
 
 describe('acquireLock', () => {
   it('refuses a second process while this one holds the lock', async () => {
@@ -92,7 +84,7 @@ describe('acquireLock', () => {
     const child = startChild('hold', dir.path);
     const { pid } = await child.answer;
     expect(isLocked(dir.path)).toBe(true);
-    const error = lockError(() => take(dir.path));
+    const error = thrownBy(JournalError, () => take(dir.path));
     expect(error.kind).toBe('locked');
     expect(error.message).toMatch(new RegExp(`another immich-auto-uploader \\(pid ${pid}, started \\d{4}-\\d\\d-\\d\\dT`));
   });
@@ -121,7 +113,7 @@ describe('acquireLock', () => {
 
   it('refuses a second acquire within the same process', () => {
     take(dir.path);
-    expect(lockError(() => acquireLock(dir.path)).kind).toBe('locked');
+    expect(thrownBy(JournalError, () => acquireLock(dir.path)).kind).toBe('locked');
   });
 
   it('release() frees it, for this process and for others, and is idempotent', async () => {

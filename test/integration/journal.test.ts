@@ -8,6 +8,7 @@ import { JOURNAL_FILE, Journal, JournalError, type FileVersionRef, type FileStat
 import { migrate, MIGRATIONS, SCHEMA_VERSION, type Migration } from '../../src/journal/schema.js';
 import { canTransition, FILE_STATES as JOURNAL_STATES, FINAL_STATES, isFinal as isFinalState } from '../../src/pipeline/states.js';
 import { FakeClock } from '../helpers/fake-clock.js';
+import { thrownBy } from '../helpers/expect-error.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 
 const FIXTURE_V1 = new URL('../fixtures/journal-v1.sql', import.meta.url);
@@ -39,15 +40,6 @@ function open(directory = join(dir.path, 'state')): Journal {
 const stateDir = (): string => join(dir.path, 'state');
 const dbFile = (): string => join(stateDir(), JOURNAL_FILE);
 
-function journalError(run: () => unknown): JournalError {
-  try {
-    run();
-  } catch (error) {
-    if (error instanceof JournalError) return error;
-    throw error;
-  }
-  throw new Error('expected a JournalError');
-}
 
 /** Raw access to the file, for what the API does not show. */
 function withRaw<T>(file: string, use: (db: BetterSqlite3.Database) => T): T {
@@ -129,7 +121,7 @@ describe('states', () => {
         const file = { path: `/watch/illegal-${n++}.jpg`, size: 10, mtimeMs: 1000 };
         drive(journal, file, from);
         const before = journal.current(file.path);
-        const error = journalError(() => journal.record(file, to));
+        const error = thrownBy(JournalError, () => journal.record(file, to));
         expect(error.kind, `${from}>${to}`).toBe('illegal-transition');
         expect(error.message).toContain(`${from} -> ${to}`);
         expect(journal.current(file.path)).toEqual(before);
@@ -141,7 +133,7 @@ describe('states', () => {
 
   it('refuses a state it does not know', () => {
     const journal = open();
-    const error = journalError(() => journal.record({ path: '/a', size: 1, mtimeMs: 1 }, 'uploaded' as FileState));
+    const error = thrownBy(JournalError, () => journal.record({ path: '/a', size: 1, mtimeMs: 1 }, 'uploaded' as FileState));
     expect(error.kind).toBe('illegal-transition');
   });
 });
@@ -256,7 +248,7 @@ describe('record()', () => {
     const journal = open();
     drive(journal, file, 'hashed');
     const before = journal.current(file.path);
-    expect(journalError(() => journal.record({ ...file, size: 1 }, 'uploading')).kind).toBe('illegal-transition');
+    expect(thrownBy(JournalError, () => journal.record({ ...file, size: 1 }, 'uploading')).kind).toBe('illegal-transition');
     expect(journal.current(file.path)).toEqual(before);
     expect(transitionsOf(journal, file.path)).toHaveLength(3);
   });
@@ -491,7 +483,7 @@ describe('open()', () => {
   it('refuses a state directory that is a file', async () => {
     const file = join(dir.path, 'not-a-dir');
     await writeFile(file, 'x');
-    expect(journalError(() => open(file)).kind).toBe('unusable');
+    expect(thrownBy(JournalError, () => open(file)).kind).toBe('unusable');
   });
 });
 
@@ -568,13 +560,13 @@ describe('schema migrations', () => {
       db.pragma('user_version = 99');
     });
     const before = await readFile(dbFile());
-    const error = journalError(() => open());
+    const error = thrownBy(JournalError, () => open());
     expect(error.kind).toBe('newer-schema');
     expect(error.message).toContain('schema version 99');
     expect(error.message).toContain(`up to version ${SCHEMA_VERSION}`);
     expect(error.message).toContain('upgrade immich-auto-uploader');
     expect(error.message).toContain('STATE_DIRECTORY');
-    expect(journalError(() => Journal.openReadOnly(stateDir())).kind).toBe('newer-schema');
+    expect(thrownBy(JournalError, () => Journal.openReadOnly(stateDir())).kind).toBe('newer-schema');
     expect((await readFile(dbFile())).equals(before)).toBe(true);
     expect(await readdir(stateDir())).toEqual([JOURNAL_FILE]);
   });
@@ -635,7 +627,7 @@ describe('openReadOnly()', () => {
     withRaw(dbFile(), (db) => {
       migrate(db, dbFile(), MIGRATIONS.slice(0, 1));
     });
-    const error = journalError(() => Journal.openReadOnly(stateDir()));
+    const error = thrownBy(JournalError, () => Journal.openReadOnly(stateDir()));
     expect(error.kind).toBe('unusable');
     expect(error.message).toContain('start the daemon');
     withRaw(dbFile(), (db) => expect(db.pragma('user_version', { simple: true })).toBe(1));
