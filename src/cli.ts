@@ -80,7 +80,8 @@ async function main(argv: string[]): Promise<number> {
     });
   for (const name of ['status', 'history', 'retry']) {
     const command = program.commands.find((c) => c.name() === name);
-    if (command) addOptions(command);
+    // They read the journal only: the one option that matters is where it is.
+    if (command) addOptions(command, ['stateDirectory']);
   }
   try {
     await program.parseAsync(argv);

@@ -317,8 +317,9 @@ export function helpText(spec: OptionSpec): string {
  * `opts()` must hold only what the user typed, so that `loadConfig` can apply the precedence
  * flag > environment > .env > default itself and validate every value with one set of messages.
  */
-export function addOptions(command: Command): void {
+export function addOptions(command: Command, only?: readonly OptionKey[]): void {
   for (const spec of OPTIONS) {
+    if (only && !only.includes(spec.key)) continue;
     command.addOption(new Option(flagWithValue(spec), helpText(spec)));
   }
 }
