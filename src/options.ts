@@ -316,6 +316,7 @@ export function helpText(spec: OptionSpec): string {
  * Registers one flag per option on `command`. No commander defaults and no commander `.env()`:
  * `opts()` must hold only what the user typed, so that `loadConfig` can apply the precedence
  * flag > environment > .env > default itself and validate every value with one set of messages.
+ * `only` limits the flags to those options (commands that read the journal need one).
  */
 export function addOptions(command: Command, only?: readonly OptionKey[]): void {
   for (const spec of OPTIONS) {

@@ -1,0 +1,18 @@
+import { join } from 'node:path';
+import { mkdtempSync } from 'node:fs';
+import { generate } from '../lib/generate.js';
+import { startBenchServer } from '../lib/server.js';
+import { runOursOnce } from '../tools/ours.js';
+import { readFileSync } from 'node:fs';
+const n = Number(process.argv[2] ?? 300);
+const size = Number(process.argv[3] ?? 200*1024);
+const prof = process.argv[4];
+const dir = mkdtempSync('/tmp/exp/run-');
+await generate(join(dir,'in'), Array.from({length:n},(_, i)=>({rel:`a/img-${i}.jpg`, size})), 's');
+const server = await startBenchServer();
+const t0 = Date.now();
+const lines: string[] = [];
+const r = await runOursOnce({server, watch: join(dir,'in'), archive: join(dir,'archive'), state: join(dir,'state'), afterUpload:'move', concurrency:4, stabilityWaitSeconds:0, maxFileSizeMb: 5000, cwd: dir, ...(prof? {cpuProfDir: prof}:{})});
+console.log('ms', r.exit.ms, 'rss', r.exit.peakRssBytes/1048576, r.summary);
+console.log(r.exit.stdoutTail.slice(0,3).join('\n'));
+console.log(await server.stop());
