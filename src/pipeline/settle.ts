@@ -3,9 +3,11 @@
  *
  * Events say a file exists, never that it is complete (a camera card copy or a network transfer
  * can pause for seconds), so a file is ready only when repeated `stat` calls show the same size and
- * mtime for the whole stability window. One loop ticks every `intervalMs` for all pending files
- * (one timer, not one per file: 20,000 new files must not mean 20,000 timers), and stats them with
- * bounded concurrency so a large batch does not flood libuv's thread pool.
+ * mtime for the whole stability window. One loop serves all pending files (one timer, not one per
+ * file: 20,000 new files must not mean 20,000 timers): it wakes when the next file is due — every
+ * `intervalMs` while a file keeps changing, and exactly when a quiet file's window ends, so a file
+ * that arrives complete is handed on at `waitMs` rather than up to an interval later — and stats
+ * the due files with bounded concurrency so a large batch does not flood libuv's thread pool.
  */
 import { lstat } from 'node:fs/promises';
 import type { Clock } from '../support/clock.js';
@@ -27,7 +29,7 @@ export interface SettlerOptions {
   clock: Clock;
   /** How long size and mtime must hold still before a file counts as written. 0: one unchanged re-check. */
   waitMs: number;
-  /** How often pending files are stat-ed. */
+  /** How often a file that keeps changing is stat-ed again (and the longest the loop sleeps). */
   intervalMs: number;
   /** Default: `lstat` (links are not followed), null on ENOENT/ENOTDIR. */
   stat?: SettleStatFunction;
@@ -53,6 +55,8 @@ interface Entry {
   mtimeMs: number;
   /** Fake-or-real clock time at which the current size/mtime was first seen. */
   since: number;
+  /** When to look at it next: every interval while it changes, and exactly when its window ends. */
+  nextCheckAt: number;
 }
 
 /** Default stat: lstat, so a symlink is "not a regular file"; a missing path is null. */
@@ -85,6 +89,9 @@ export class Settler {
   #closed = false;
   #loop: Promise<void> | undefined;
   #tick: Promise<void> | undefined;
+  /** Ends the loop's current sleep early; and when that sleep would end. */
+  #wake: AbortController | undefined;
+  #wakeAt = Number.POSITIVE_INFINITY;
 
   constructor(options: SettlerOptions) {
     if (!(options.waitMs >= 0)) throw new RangeError(`waitMs: expected a number >= 0, got ${options.waitMs}`);
@@ -121,12 +128,12 @@ export class Settler {
     if (this.#closed) return;
     const existing = this.#pending.get(candidate.path);
     if (existing && existing.size === candidate.size && existing.mtimeMs === candidate.mtimeMs) return;
-    this.#pending.set(candidate.path, {
-      candidate,
-      size: candidate.size,
-      mtimeMs: candidate.mtimeMs,
-      since: this.#clock.now(),
-    });
+    const now = this.#clock.now();
+    const nextCheckAt = now + Math.min(this.#intervalMs, this.#waitMs);
+    this.#pending.set(candidate.path, { candidate, size: candidate.size, mtimeMs: candidate.mtimeMs, since: now, nextCheckAt });
+    // A file that arrives complete is ready exactly when its window ends, not at the loop's next
+    // regular wake-up: wake the loop if it sleeps past that moment.
+    if (nextCheckAt < this.#wakeAt) this.#wake?.abort();
   }
 
   /** Stops watching a path (no callback). Returns whether it was pending. */
@@ -134,19 +141,22 @@ export class Settler {
     return this.#pending.delete(path);
   }
 
-  /** Starts the loop: sleep `intervalMs`, tick, repeat until `close()`. Calling it again does nothing. */
+  /**
+   * Starts the loop: sleep until the next file is due (at most `intervalMs`), tick, repeat until
+   * `close()`. Calling it again does nothing.
+   */
   start(): void {
     if (this.#loop || this.#closed) return;
     this.#loop = this.#run();
   }
 
   /**
-   * Stats every pending file once and reports those that settled, emptied or went away. A tick
-   * asked for while one is running joins it rather than starting a second pass over the same files.
-   * Never rejects.
+   * Stats every pending file that is due (all of them when `all`, as a test may ask) and reports
+   * those that settled, emptied or went away. A tick asked for while one is running joins it
+   * rather than starting a second pass over the same files. Never rejects.
    */
   tick(): Promise<void> {
-    this.#tick ??= this.#checkAll().finally(() => {
+    this.#tick ??= this.#checkDue().finally(() => {
       this.#tick = undefined;
     });
     return this.#tick;
@@ -162,22 +172,29 @@ export class Settler {
   }
 
   async #run(): Promise<void> {
-    const signal = this.#abort.signal;
     while (!this.#closed) {
+      const now = this.#clock.now();
+      let due = now + this.#intervalMs;
+      for (const entry of this.#pending.values()) due = Math.min(due, entry.nextCheckAt);
+      this.#wake = new AbortController();
+      this.#wakeAt = due;
       try {
-        await this.#clock.sleep(this.#intervalMs, signal);
+        await this.#clock.sleep(Math.max(0, due - now), AbortSignal.any([this.#abort.signal, this.#wake.signal]));
       } catch {
-        // Only close() aborts the sleep; the loop condition ends it.
+        // Closed (the loop condition ends it), or woken early by add(): plan again.
         continue;
+      } finally {
+        this.#wakeAt = Number.POSITIVE_INFINITY;
       }
       if (this.#closed) break;
       await this.tick();
     }
   }
 
-  async #checkAll(): Promise<void> {
+  async #checkDue(): Promise<void> {
     // A snapshot: callbacks may add or delete while we work.
-    const queue = [...this.#pending.values()];
+    const now = this.#clock.now();
+    const queue = [...this.#pending.values()].filter((entry) => entry.nextCheckAt <= now);
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < queue.length && !this.#closed) {
@@ -195,7 +212,8 @@ export class Settler {
     try {
       stat = await this.#stat(path);
     } catch (error) {
-      // EACCES, EIO...: maybe passing; keep the file and try again next tick.
+      // EACCES, EIO...: maybe passing; keep the file and try again after an interval.
+      entry.nextCheckAt = this.#clock.now() + this.#intervalMs;
       this.#report(error, path);
       return;
     }
@@ -214,9 +232,14 @@ export class Settler {
       entry.size = stat.size;
       entry.mtimeMs = stat.mtimeMs;
       entry.since = now;
+      entry.nextCheckAt = now + this.#intervalMs;
       return;
     }
-    if (now - entry.since < this.#waitMs) return;
+    if (now - entry.since < this.#waitMs) {
+      // Unchanged so far: look again after an interval, or exactly when the window ends.
+      entry.nextCheckAt = Math.min(now + this.#intervalMs, entry.since + this.#waitMs);
+      return;
+    }
 
     this.#pending.delete(path);
     const candidate: Candidate = { ...entry.candidate, size: stat.size, mtimeMs: stat.mtimeMs };

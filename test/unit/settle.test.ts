@@ -169,27 +169,44 @@ describe('Settler', () => {
     expect(settled.map((file) => file.size)).toEqual([500]);
   });
 
-  it('with waitMs 0, settles at the first tick that sees the same size and mtime as the add', async () => {
+  it('with waitMs 0, settles at once at the first tick that sees the same size and mtime as the add', async () => {
     const { clock, files, settled, settler } = setup({ waitMs: 0 });
     const candidate = files.write('/watch/a.jpg', 100, T0);
     settler.add(candidate);
     expect(settled).toEqual([]); // never on add alone: it must be observed twice
     settler.start();
+    await clock.advance(0);
+    expect(settled).toHaveLength(1);
+  });
+
+  it('with waitMs 0, a file that changed between the add and the tick waits an interval more', async () => {
+    const { clock, files, settled, settler } = setup({ waitMs: 0 });
+    settler.add(files.write('/watch/a.jpg', 100, T0));
+    files.write('/watch/a.jpg', 200, T0 + 100);
+    settler.start();
     await clock.advance(499);
+    expect(settled).toEqual([]);
+    await clock.advance(1);
+    expect(settled.map((file) => file.size)).toEqual([200]);
+  });
+
+  it('reports a file exactly when its window ends, not at the next interval', async () => {
+    const { clock, files, settled, settler } = setup({ waitMs: 700, intervalMs: 500 });
+    settler.add(files.write('/watch/a.jpg', 100, T0));
+    settler.start();
+    await clock.advance(699);
     expect(settled).toEqual([]);
     await clock.advance(1);
     expect(settled).toHaveLength(1);
   });
 
-  it('with waitMs 0, a file that changed between the add and the tick waits one more tick', async () => {
-    const { clock, files, settled, settler } = setup({ waitMs: 0 });
-    settler.add(files.write('/watch/a.jpg', 100, T0));
-    files.write('/watch/a.jpg', 200, T0 + 100);
+  it('wakes up for a file added while it sleeps, when that file is due sooner', async () => {
+    const { clock, files, settled, settler } = setup({ waitMs: 100, intervalMs: 10_000 });
     settler.start();
-    await clock.advance(500);
-    expect(settled).toEqual([]);
-    await clock.advance(500);
-    expect(settled.map((file) => file.size)).toEqual([200]);
+    await clock.advance(1_000);
+    settler.add(files.write('/watch/late.jpg', 100, T0 + 1_000));
+    await clock.advance(100);
+    expect(settled.map((file) => file.path)).toEqual(['/watch/late.jpg']);
   });
 
   it('adding a pending path again keeps its observation; a new version restarts the window', async () => {
@@ -303,7 +320,7 @@ describe('Settler', () => {
   });
 
   it('joins overlapping ticks instead of stat-ing twice', async () => {
-    const { files, settler } = setup();
+    const { files, settler } = setup({ waitMs: 0 });
     settler.add(files.write('/watch/a.jpg', 100, T0));
     const first = settler.tick();
     const second = settler.tick();
