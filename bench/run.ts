@@ -7,12 +7,12 @@
  * block of docs/BENCHMARKS.md and docs/benchmarks.svg. Targets are reported as pass/miss: the
  * exit code is 0 unless a workload could not be measured at all.
  */
-import { existsSync, statfsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statfsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { BenchContext, Mode } from './lib/context.js';
-import { describeCommit, describeMachine } from './lib/machine.js';
+import { currentLoad, describeCommit, describeMachine } from './lib/machine.js';
 import { DOCS_MD, DOCS_SVG, OUR_CLI, RESULTS_DIR, REPO_ROOT } from './lib/paths.js';
 import { liveChildren } from './lib/proc.js';
 import { markdownBlock, svgChart, terminalReport, updateMarkdown, writeJson } from './lib/report.js';
@@ -35,6 +35,7 @@ const { values } = parseArgs({
     only: { type: 'string' },
     profile: { type: 'boolean', default: false },
     tmp: { type: 'string' },
+    report: { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
@@ -47,7 +48,8 @@ if (values.help) {
       '  --concurrency  uploads at a time for every tool (default 4, our default)\n' +
       '  --only         run only these workloads (the docs are then not rewritten)\n' +
       '  --profile      write CPU profiles of our runs into bench/results/profiles/\n' +
-      '  --tmp          where the workload files are made (default: the system temp folder)\n',
+      '  --tmp          where the workload files are made (default: the system temp folder)\n' +
+      '  --report FILE  measure nothing: print a saved run (bench/results/*.json) and rewrite the docs from it\n',
   );
   process.exit(0);
 }
@@ -104,6 +106,10 @@ process.on('SIGINT', () => {
 
 async function main(): Promise<void> {
   const startedAt = new Date();
+  // What is measured: dist/ was just built from this tree.
+  const commit = describeCommit();
+  const loadAtStart = currentLoad();
+  if (loadAtStart > 0.5) log(`bench: the load average is ${loadAtStart}: something else runs here, and may skew the ratios`);
   if (!existsSync(OUR_CLI)) fail(`${relative(REPO_ROOT, OUR_CLI)} is missing: run \`npm run build\` (npm run bench does)`);
   const fs = statfsSync(tmpRoot);
   const free = fs.bavail * fs.bsize;
@@ -177,8 +183,8 @@ async function main(): Promise<void> {
     mode,
     startedAt: startedAt.toISOString(),
     durationS: round((Date.now() - startedAt.getTime()) / 1000, 0),
-    commit: describeCommit(),
-    machine: describeMachine(tmpRoot, official?.nodeVersion),
+    commit,
+    machine: describeMachine(tmpRoot, official?.nodeVersion, loadAtStart),
     concurrency,
     results,
     errors,
@@ -186,7 +192,8 @@ async function main(): Promise<void> {
   process.stdout.write(terminalReport(run));
   const json = join(RESULTS_DIR, 'latest.json');
   writeJson(json, run);
-  writeJson(join(RESULTS_DIR, `${mode}-${run.startedAt.replaceAll(':', '-').slice(0, 19)}.json`), run);
+  const suffix = values.only === undefined ? '' : `-only-${[...only].join('-')}`;
+  writeJson(join(RESULTS_DIR, `${mode}${suffix}-${run.startedAt.replaceAll(':', '-').slice(0, 19)}.json`), run);
   log(`bench: wrote ${relative(REPO_ROOT, json)}`);
   if (mode !== 'quick' && values.only === undefined) {
     writeFileSync(DOCS_SVG, svgChart(run));
@@ -199,4 +206,19 @@ async function main(): Promise<void> {
   if (errors.length > 0) process.exitCode = 1;
 }
 
-await main();
+/** `--report FILE`: the docs and the table again from a saved run, e.g. after changing the report's layout. */
+function reportOnly(file: string): void {
+  const run = JSON.parse(readFileSync(file, 'utf8')) as BenchRun;
+  // The throughput targets are derived from the measurements: derive them again with today's rules.
+  const saved = run.results.filter((r): r is ThroughputResult => r.kind === 'throughput');
+  for (const r of saved) r.targets = [];
+  throughputTargets(saved);
+  process.stdout.write(terminalReport(run));
+  if (run.mode === 'quick') fail('a quick run is not written into the docs');
+  writeFileSync(DOCS_SVG, svgChart(run));
+  updateMarkdown(DOCS_MD, markdownBlock(run, 'benchmarks.svg'));
+  log(`bench: updated ${relative(REPO_ROOT, DOCS_MD)} and ${relative(REPO_ROOT, DOCS_SVG)} from ${file}`);
+}
+
+if (values.report !== undefined) reportOnly(values.report);
+else await main();

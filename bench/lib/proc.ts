@@ -15,6 +15,8 @@ export interface Exit {
   ms: number;
   /** Peak resident set (VmHWM) in bytes, sampled every 50 ms from outside. */
   peakRssBytes: number;
+  /** CPU time (user + system) of the process, as last sampled (up to 50 ms before its exit). */
+  cpuMs: number;
   /** The last lines of stdout and stderr, for error messages. */
   stdoutTail: string[];
   stderrTail: string[];
@@ -76,7 +78,7 @@ export function startMeasured(command: string, args: string[], options: MeasureO
       liveChildren.delete(child);
       // The tails are complete once both streams have ended.
       void Promise.all([stdoutDone, stderrDone]).then(() =>
-        resolve({ code, signal, ms, peakRssBytes: rss.peakBytes, stdoutTail, stderrTail }),
+        resolve({ code, signal, ms, peakRssBytes: rss.peakBytes, cpuMs: rss.cpuMs, stdoutTail, stderrTail }),
       );
     });
   });

@@ -15,6 +15,9 @@ const scales = (run: BenchRun): ScaleResult[] => run.results.filter((r): r is Sc
 export const allTargets = (run: BenchRun): Target[] => run.results.flatMap((r) => r.targets);
 
 const fixed = (value: number | undefined, digits = 1): string => (value === undefined || Number.isNaN(value) ? '-' : value.toFixed(digits));
+/** Rates below 10 get two decimals (a few large files per second). */
+const rate = (value: number): string => fixed(value, value < 10 ? 2 : 1);
+const pct = (value: number | undefined): string => (value === undefined ? '-' : `${value}%`);
 const ratio = (value: number | undefined): string => (value === undefined ? '-' : `${value.toFixed(2)}x`);
 
 interface Row {
@@ -28,7 +31,16 @@ function rowsOf(r: ThroughputResult): Row[] {
     ...(r.official ? [{ tool: 'official CLI', t: r.official }] : []),
     { tool: 'limit: hash (openssl)', t: r.hash },
     { tool: 'limit: send (curl)', t: r.network },
+    { tool: '(send, server hashing)', t: r.sinkHashing },
   ];
+}
+
+/** The machine's load around the run, when recorded: other work on the cores skews ratios too. */
+function loadText(run: BenchRun, sentence = false): string {
+  const load = run.machine.loadAverage;
+  if (!load) return '';
+  const text = `load average ${load.start} at the start, ${load.end} at the end`;
+  return sentence ? ` The ${text} (1-minute; above ~0.5 something else was running).` : `; ${text}`;
 }
 
 // ---- terminal ----------------------------------------------------------------------------------
@@ -42,21 +54,29 @@ export function terminalReport(run: BenchRun): string {
   out.push('', `immich-auto-uploader benchmark, ${run.mode} mode, ${run.startedAt}, commit ${run.commit}`);
   out.push(
     `machine: ${run.machine.cpus} x ${run.machine.cpuModel}, ${run.machine.memoryGib} GiB, node ${run.machine.node}` +
-      (run.machine.officialCliNode ? ` (official CLI on ${run.machine.officialCliNode})` : ''),
+      (run.machine.officialCliNode ? ` (official CLI on ${run.machine.officialCliNode})` : '') +
+      loadText(run),
   );
-  out.push(`concurrency ${run.concurrency} for every tool; 1 MB = 2^20 bytes`, '');
-  const header = `${pad('workload', 34)}${pad('tool', 24)}${pad('time s', 9, true)}${pad('files/s', 10, true)}${pad('MB/s', 9, true)}${pad('RSS MB', 9, true)}`;
+  out.push(
+    `concurrency ${run.concurrency} for every tool; 1 MB = 2^20 bytes; CPU = the tool's user+system time / wall time ` +
+      `(200% = both cores); server = the benchmark server's CPU / wall time`,
+    '',
+  );
+  const header =
+    `${pad('workload', 34)}${pad('tool', 24)}${pad('time s', 9, true)}${pad('files/s', 10, true)}${pad('MB/s', 9, true)}` +
+    `${pad('RSS MB', 9, true)}${pad('CPU', 7, true)}${pad('server', 8, true)}`;
   for (const r of throughputs(run)) {
     out.push(header, '-'.repeat(header.length));
     rowsOf(r).forEach(({ tool, t }, i) => {
       out.push(
-        `${pad(i === 0 ? r.title : '', 34)}${pad(tool, 24)}${pad(fixed(t.ms / 1000, 2), 9, true)}${pad(fixed(t.filesPerSec), 10, true)}` +
-          `${pad(fixed(t.mibPerSec), 9, true)}${pad(fixed(t.peakRssMib), 9, true)}`,
+        `${pad(i === 0 ? r.title : '', 34)}${pad(tool, 24)}${pad(fixed(t.ms / 1000, 2), 9, true)}${pad(rate(t.filesPerSec), 10, true)}` +
+          `${pad(fixed(t.mibPerSec), 9, true)}${pad(fixed(t.peakRssMib), 9, true)}${pad(pct(t.cpuPct), 7, true)}${pad(pct(t.serverCpuPct), 8, true)}`,
       );
     });
     out.push(
       `${pad('', 34)}ours / CLI ${ratio(r.ratios.oursOverOfficial)}, ours / limit ${ratio(r.ratios.oursOverLimit)} ` +
-        `(${r.limit.bound}-bound), ours / (hash + send in series) ${ratio(r.ratios.oursOverSerial)}`,
+        `(${r.limit.bound}-bound), ours / (hash + send in series) ${ratio(r.ratios.oursOverSerial)}, ` +
+        `ours / (send, server hashing) ${ratio(r.ratios.oursOverSinkHashing)}`,
       '',
     );
   }
@@ -100,28 +120,30 @@ export function markdownBlock(run: BenchRun, svgName: string): string {
     '',
     `Machine: ${m.cpus} cores (${m.cpuModel}), ${m.memoryGib} GiB memory, ${m.os}; ours on Node ${m.node}` +
       `${m.officialCliNode ? `, the official CLI on Node ${m.officialCliNode}` : ''}; files in ${m.tmpFs}. ` +
-      `Concurrency ${run.concurrency} for every tool. 1 MB = 2^20 bytes.`,
+      `Concurrency ${run.concurrency} for every tool. 1 MB = 2^20 bytes.${loadText(run, true)}`,
     '',
     `![Throughput of ours, the official CLI and the limit](${svgName})`,
     '',
-    '| workload | tool | time (s) | files/s | MB/s | peak RSS (MB) |',
-    '| --- | --- | ---: | ---: | ---: | ---: |',
+    '| workload | tool | time (s) | files/s | MB/s | peak RSS (MB) | CPU | server CPU |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |',
   );
   for (const r of throughputs(run)) {
     rowsOf(r).forEach(({ tool, t }, i) => {
       out.push(
-        `| ${i === 0 ? r.title : ''} | ${tool} | ${fixed(t.ms / 1000, 2)} | ${fixed(t.filesPerSec)} | ${fixed(t.mibPerSec)} | ${fixed(t.peakRssMib)} |`,
+        `| ${i === 0 ? r.title : ''} | ${tool} | ${fixed(t.ms / 1000, 2)} | ${rate(t.filesPerSec)} | ${fixed(t.mibPerSec)} | ` +
+          `${fixed(t.peakRssMib)} | ${pct(t.cpuPct)} | ${pct(t.serverCpuPct)} |`,
       );
     });
   }
   out.push(
     '',
-    '| workload | ours / official CLI | ours / limit | the limit is | ours / (hash + send in series) |',
-    '| --- | ---: | ---: | --- | ---: |',
+    '| workload | ours / official CLI | ours / limit | the limit is | ours / (hash + send in series) | ours / (send, server hashing) |',
+    '| --- | ---: | ---: | --- | ---: | ---: |',
   );
   for (const r of throughputs(run)) {
     out.push(
-      `| ${r.title} | ${ratio(r.ratios.oursOverOfficial)} | ${ratio(r.ratios.oursOverLimit)} | ${r.limit.bound === 'hash' ? 'hashing' : 'sending'} | ${ratio(r.ratios.oursOverSerial)} |`,
+      `| ${r.title} | ${ratio(r.ratios.oursOverOfficial)} | ${ratio(r.ratios.oursOverLimit)} | ` +
+        `${r.limit.bound === 'hash' ? 'hashing' : 'sending'} | ${ratio(r.ratios.oursOverSerial)} | ${ratio(r.ratios.oursOverSinkHashing)} |`,
     );
   }
   for (const r of latencies(run)) {
@@ -169,16 +191,18 @@ function escapeXml(text: string): string {
  */
 export function svgChart(run: BenchRun): string {
   const panels = throughputs(run);
-  const panelWidth = 240;
-  const width = Math.max(480, panels.length * panelWidth + 40);
-  const height = 330;
+  const panelWidth = 300;
+  const width = Math.max(660, panels.length * panelWidth + 40);
+  const height = 345;
   const top = 70;
   const bottom = 270;
   const parts: string[] = [];
   parts.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
     `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
-    `<text x="20" y="24" font-size="15" font-weight="bold">Throughput, concurrency ${run.concurrency} (${run.mode} mode, ${run.startedAt.slice(0, 10)}, ${escapeXml(`${run.machine.cpus} cores`)})</text>`,
+    `<text x="20" y="24" font-size="15" font-weight="bold">Throughput at concurrency ${run.concurrency}: higher is better</text>`,
+    `<text x="20" y="${height - 8}" fill="#555" font-size="11">${run.mode} run of ${run.startedAt.slice(0, 10)}, ${run.machine.cpus} cores, ` +
+      `commit ${escapeXml(run.commit)}; each panel has its own scale</text>`,
   );
   let lx = 20;
   for (const [label, color] of [

@@ -11,6 +11,10 @@ export interface Throughput {
   mibPerSec: number;
   /** Peak resident set measured from outside the process (ours and the official CLI only). */
   peakRssMib?: number;
+  /** The tool's CPU time (user + system) as a percentage of its wall time; 200% = both of 2 cores. */
+  cpuPct?: number;
+  /** The benchmark server's CPU time during the run, as a percentage of the run's wall time. */
+  serverCpuPct?: number;
 }
 
 export interface Target {
@@ -32,12 +36,14 @@ export interface ThroughputResult {
   official?: Throughput;
   hash: Throughput;
   network: Throughput;
+  /** The same send to a sink that SHA-1s the bodies, as the fake does: what the server can take. */
+  sinkHashing: Throughput;
   /** The slower of hash and network. */
   limit: Throughput & { bound: 'hash' | 'network' };
   /** Hash then send, one after the other: the bound for a tool that reads every file twice, in series. */
   serial: Throughput;
-  /** ours / official CLI (files/s; the same bytes, so MB/s alike), ours / limit. */
-  ratios: { oursOverOfficial?: number; oursOverLimit: number; oursOverSerial: number };
+  /** ours / official CLI, ours / limit, ours / serial bound, ours / send to the hashing sink (time ratios, inverted). */
+  ratios: { oursOverOfficial?: number; oursOverLimit: number; oursOverSerial: number; oursOverSinkHashing?: number };
   targets: Target[];
   notes: string[];
 }
@@ -87,6 +93,8 @@ export interface Machine {
   officialCliNode?: string;
   os: string;
   tmpFs: string;
+  /** 1-minute load average at the start and the end of the run: above ~0.5 something else was running. */
+  loadAverage?: { start: number; end: number };
 }
 
 export interface BenchRun {
@@ -101,15 +109,15 @@ export interface BenchRun {
   errors: { workload: string; error: string }[];
 }
 
-export function throughput(ms: number, files: number, bytes: number, peakRssBytes?: number): Throughput {
+export function throughput(ms: number, files: number, bytes: number, process?: { peakRssBytes: number; cpuMs: number }): Throughput {
   const seconds = ms / 1000;
   return {
     ms: Math.round(ms),
     files,
     bytes,
-    filesPerSec: round(files / seconds, 1),
+    filesPerSec: round(files / seconds, 3),
     mibPerSec: round(bytes / MIB / seconds, 1),
-    ...(peakRssBytes !== undefined ? { peakRssMib: round(peakRssBytes / MIB, 1) } : {}),
+    ...(process ? { peakRssMib: round(process.peakRssBytes / MIB, 1), cpuPct: Math.round((100 * process.cpuMs) / ms) } : {}),
   };
 }
 

@@ -9,6 +9,8 @@ export interface RssSampler {
   /** Highest VmHWM (or VmRSS) seen so far, in bytes; 0 if the process was never sampled. */
   readonly peakBytes: number;
   readonly samples: number;
+  /** User + system CPU time at the last sample, in ms (clock ticks of 10 ms). */
+  readonly cpuMs: number;
   stop(): void;
 }
 
@@ -27,14 +29,30 @@ export function readRss(pid: number): { rss: number; hwm: number } | undefined {
   return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
 }
 
+/** utime + stime of a live process in ms; undefined once it has gone. */
+export function readCpuMs(pid: number): number | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // Fields after the command name (which may hold spaces) start after the last ')'.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return Number.isFinite(ticks) ? ticks * 10 : undefined;
+}
+
 export function sampleRss(pid: number, intervalMs = 50): RssSampler {
   let peak = 0;
   let samples = 0;
+  let cpuMs = 0;
   const sample = (): void => {
     const reading = readRss(pid);
     if (!reading) return;
     samples += 1;
     peak = Math.max(peak, reading.hwm, reading.rss);
+    cpuMs = readCpuMs(pid) ?? cpuMs;
   };
   sample();
   const timer = setInterval(sample, intervalMs);
@@ -44,6 +62,9 @@ export function sampleRss(pid: number, intervalMs = 50): RssSampler {
     },
     get samples() {
       return samples;
+    },
+    get cpuMs() {
+      return cpuMs;
     },
     stop() {
       // One last look: the process may still be a zombie with its status readable.

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { liveChildren } from './proc.js';
+import { readCpuMs } from './rss.js';
 import { REPO_ROOT } from './paths.js';
 
 export interface ServerStats {
@@ -27,6 +28,8 @@ export interface BenchServer {
   readonly sinkUrl: string;
   /** A key with every permission (the official CLI calls users/me). */
   readonly key: string;
+  /** The server process's CPU time so far (user + system, ms): the difference over a run tells how busy it was. */
+  cpuMs(): number;
   /** Stops the server and returns what it received. */
   stop(): Promise<ServerStats>;
 }
@@ -56,6 +59,7 @@ export async function startBenchServer(): Promise<BenchServer> {
     apiUrl: `${url}/api`,
     sinkUrl,
     key,
+    cpuMs: () => readCpuMs(child.pid ?? -1) ?? Number.NaN,
     async stop() {
       const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
       child.kill('SIGTERM');

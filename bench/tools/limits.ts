@@ -2,9 +2,11 @@
  * The machine's limit for a workload, measured on the same files in the same run:
  *  - hashing bound: `openssl dgst -sha1` over every file, split into `concurrency` parallel
  *    processes (balanced by bytes);
- *  - network bound: curl streaming every file's raw bytes (no multipart, no client-side hash) to the
- *    benchmark server's sink, `concurrency` transfers at a time.
+ *  - network bound: curl streaming every file's raw bytes (no multipart, no hashing on either side)
+ *    to the benchmark server's sink, `concurrency` transfers at a time.
  * The limit is the slower of the two: no uploader that must both hash and send can beat it.
+ * For context the same transfer is also measured against the sink hashing what it receives (as
+ * the fake Immich does with every upload): what this server process can take at most.
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -53,11 +55,20 @@ export async function hashLimitMs(files: readonly LimitFile[], concurrency: numb
   return ms;
 }
 
-/** Wall time for curl to POST every file's raw bytes to the sink, `concurrency` at a time. */
-export async function networkLimitMs(files: readonly LimitFile[], sinkUrl: string, concurrency: number, cwd: string): Promise<number> {
-  const config = join(cwd, 'curl-uploads.conf');
+/**
+ * Wall time for curl to POST every file's raw bytes to the sink, `concurrency` at a time;
+ * `hashed`: the sink SHA-1s the bodies.
+ */
+export async function networkLimitMs(
+  files: readonly LimitFile[],
+  sinkUrl: string,
+  concurrency: number,
+  cwd: string,
+  hashed = false,
+): Promise<number> {
+  const config = join(cwd, `curl-uploads-${hashed ? 'hashed' : 'raw'}.conf`);
   const quote = (value: string): string => `"${value.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`;
-  const entries = files.map((file, i) => `url = ${quote(`${sinkUrl}/upload/${i}`)}\nupload-file = ${quote(file.path)}\noutput = "/dev/null"\n`);
+  const entries = files.map((file, i) => `url = ${quote(`${sinkUrl}/${hashed ? 'hashed' : 'raw'}/${i}`)}\nupload-file = ${quote(file.path)}\noutput = "/dev/null"\n`);
   await writeFile(config, entries.join(''));
   const args = [
     '--silent',
