@@ -12,6 +12,7 @@ import { Journal } from './journal/journal.js';
 import { acquireLock } from './journal/lock.js';
 import { removeStaleTemporaries, type ArchiveFs } from './pipeline/archive.js';
 import { recoverUnfinished } from './pipeline/recover.js';
+import { WRITE_AHEAD, type Recorder } from './pipeline/states.js';
 import type { Candidate } from './pipeline/types.js';
 import { CheckBatcher } from './pipeline/check.js';
 import { Coordinator } from './pipeline/coordinator.js';
@@ -95,7 +96,10 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   // task starts): a few hundred listeners are expected, not a leak.
   setMaxListeners(MAX_SIGNAL_LISTENERS, stopWaiting, requestSignal);
   const gate = new ServerGate({ client, clock, logger: logger.child({ stage: 'server' }), signal: stopWaiting });
-  const record = journal.record.bind(journal);
+  const record: Recorder = (file, state, details) => {
+    if (WRITE_AHEAD.has(state)) journal.record(file, state, details);
+    else journal.recordLater(file, state, details);
+  };
   let fatalError: Error | undefined;
 
   const server = await connect({ client, gate, logger, mode, clock, signal: stopWaiting });

@@ -84,6 +84,12 @@ const NOTHING_KNOWN = {
   nextRetryAt: null,
 } as const satisfies Partial<FileRow>;
 
+/** How long recordLater() may hold a transition before committing it. */
+export const LATER_MS = 200;
+
+/** One transition waiting to be committed: the file version, its new state, what came with it. */
+type Transition = [file: FileVersionRef, state: FileState, details: RecordDetails];
+
 export interface FileVersionRef {
   path: string;
   size: number;
@@ -142,11 +148,17 @@ export class Journal {
   readonly #readOnly: boolean;
   readonly #sql: ReturnType<typeof prepare>;
   readonly #record: (file: FileVersionRef, state: FileState, details: RecordDetails) => number;
+  readonly #recordBatch: (batch: readonly Transition[]) => void;
+  readonly #logger: Logger | undefined;
+  /** Transitions recorded with recordLater(), not yet committed. */
+  #pending: Transition[] = [];
+  #flushTimer: NodeJS.Timeout | undefined;
 
-  private constructor(db: BetterSqlite3.Database, clock: Clock, readOnly: boolean) {
+  private constructor(db: BetterSqlite3.Database, clock: Clock, readOnly: boolean, logger?: Logger) {
     this.#db = db;
     this.#clock = clock;
     this.#readOnly = readOnly;
+    this.#logger = logger;
     // history() ranks matches in JavaScript: SQLite's lower() folds ASCII only, and file names
     // are often not ASCII.
     db.function('iau_match_rank', { deterministic: true }, (path: unknown, query: unknown) =>
@@ -158,6 +170,18 @@ export class Journal {
     );
     // IMMEDIATE: take the write lock first, so the row we read cannot change before we write it.
     this.#record = (file, state, details) => transaction.immediate(file, state, details);
+    const batch = db.transaction((entries: readonly Transition[]) => {
+      for (const [file, state, details] of entries) {
+        try {
+          this.#apply(file, state, details);
+        } catch (error) {
+          // A bug guard must not cost the other transitions of the batch their commit.
+          if (!(error instanceof JournalError && error.kind === 'illegal-transition')) throw error;
+          this.#logger?.error({ file: file.path, state }, error.message);
+        }
+      }
+    });
+    this.#recordBatch = (entries) => batch.immediate(entries);
   }
 
   /**
@@ -170,7 +194,7 @@ export class Journal {
     preparePrivateDirectory(options.directory);
     const file = join(options.directory, JOURNAL_FILE);
     const db = openWritable(file, options.logger, clock);
-    return new Journal(db, clock, false);
+    return new Journal(db, clock, false, options.logger);
   }
 
   /**
@@ -226,7 +250,46 @@ export class Journal {
     if (!(Number.isFinite(file.size) && Number.isFinite(file.mtimeMs)) || file.path === '') {
       throw new TypeError(`record() needs a path, a size and an mtime, got ${JSON.stringify(file)}`);
     }
+    // What was recorded for later commits first, in order (in one transaction of its own, so an
+    // illegal move here cannot take it back).
+    this.flush();
     return this.#record(file, state, details);
+  }
+
+  /**
+   * Records a transition that no side effect depends on (the file was seen, settled, hashed; the
+   * server confirmed it): it commits with the next record(), or within {@link LATER_MS}, or at
+   * flush()/close(). Most transitions of a file can wait, so a file costs one or two commits
+   * instead of seven; a crash loses at most the last fraction of a second of them, which recovery
+   * tolerates (it decides from the disk and the server's duplicate check). An illegal move found
+   * at commit time is logged, not thrown.
+   */
+  recordLater(file: FileVersionRef, state: FileState, details: RecordDetails = {}): void {
+    this.#assertWritable();
+    if (!isFileState(state)) throw new JournalError('illegal-transition', `Unknown journal state ${String(state)} for ${file.path}`);
+    this.#pending.push([{ path: file.path, size: file.size, mtimeMs: file.mtimeMs }, state, details]);
+    this.#flushTimer ??= setTimeout(() => {
+      try {
+        this.flush();
+      } catch (error) {
+        // A timer has no caller to throw to: the next record() or read tries again.
+        this.#logger?.error({ error: error instanceof Error ? error.message : String(error) }, 'cannot write the journal');
+      }
+    }, LATER_MS).unref();
+  }
+
+  /** Commits what recordLater() holds. Reads call it first, so they see every transition. */
+  flush(): void {
+    if (this.#pending.length === 0) return;
+    this.#recordBatch(this.#takePending());
+  }
+
+  #takePending(): Transition[] {
+    clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
+    const pending = this.#pending;
+    this.#pending = [];
+    return pending;
   }
 
   /**
@@ -235,34 +298,40 @@ export class Journal {
    * state means (a 'gone' or 'failed' version is not done).
    */
   findFinal(path: string, size: number, mtimeMs: number): FileRow | undefined {
+    this.flush();
     const raw = this.#sql.findFinal.get(path, size, mtimeMs) as RawRow | undefined;
     return raw && toFileRow(raw);
   }
 
   /** The newest row for a path, whatever its state. */
   current(path: string): FileRow | undefined {
+    this.flush();
     const raw = this.#sql.latestForPath.get(path) as RawRow | undefined;
     return raw && toFileRow(raw);
   }
 
   /** Rows not in a final state, oldest first: what a crash interrupted. */
   unfinished(): FileRow[] {
+    this.flush();
     return this.#rows(this.#sql.unfinished);
   }
 
   /** For each path whose newest row is 'failed', that row; oldest first. */
   failed(): FileRow[] {
+    this.flush();
     return this.#rows(this.#sql.failed);
   }
 
   /** Makes every failed file due for a retry at `now` (the `retry` command); returns how many. */
   makeFailedEligible(now: number = this.#clock.now()): number {
     this.#assertWritable();
+    this.flush();
     return this.#sql.makeFailedEligible.run(now).changes;
   }
 
   /** How many paths are in each state, counting only each path's newest row. */
   counts(): Record<FileState, number> {
+    this.flush();
     const counts = Object.fromEntries(FILE_STATES.map((state) => [state, 0])) as Record<FileState, number>;
     for (const { state, n } of this.#sql.counts.all() as Array<{ state: string; n: number }>) {
       if (isFileState(state)) counts[state] = n;
@@ -272,6 +341,7 @@ export class Journal {
 
   /** The latest outcomes (rows in a final state), newest first. */
   recent(limit: number): FileRow[] {
+    this.flush();
     return this.#rows(this.#sql.recent, Math.max(0, Math.floor(limit)));
   }
 
@@ -280,6 +350,7 @@ export class Journal {
    * 'on-server' at or after `sinceMs` (all time by default), and their bytes.
    */
   totals(sinceMs?: number): { files: number; bytes: number } {
+    this.flush();
     const row = this.#sql.totals.get(sinceMs ?? Number.MIN_SAFE_INTEGER) as { files: number; bytes: number };
     return { files: row.files, bytes: row.bytes };
   }
@@ -289,6 +360,7 @@ export class Journal {
    * case), in that order of closeness and newest first within each; at most `limit`.
    */
   history(query: string, limit: number = HISTORY_LIMIT): FileHistory[] {
+    this.flush();
     const wanted = query.trim();
     if (wanted === '') return [];
     const rows = this.#rows(this.#sql.history, { query: wanted, limit: Math.max(0, Math.floor(limit)) });
@@ -304,12 +376,16 @@ export class Journal {
 
   /** Closes the database; a writer checkpoints its WAL first. Calling it again does nothing. */
   close(): void {
-    if (this.#db.open) this.#db.close();
+    if (this.#db.open) {
+      this.flush();
+      this.#db.close();
+    }
   }
 
   #apply(file: FileVersionRef, state: FileState, details: RecordDetails): number {
     const now = this.#clock.now();
-    const current = this.current(file.path);
+    const raw = this.#sql.latestForPath.get(file.path) as RawRow | undefined;
+    const current = raw && toFileRow(raw);
     if (current && !isFinal(current.state)) {
       if (sameVersion(current, file)) return this.#transition(current, state, details, now).id;
       // The file changed while we worked on it: everything learned about the old content is void.

@@ -70,6 +70,15 @@ export function canTransition(from: FileState, to: FileState): boolean {
   return to === from || ESCAPES.includes(to);
 }
 
+/**
+ * The states that must be on disk before the step that follows them: the journal commits them
+ * at once. A crash between "archiving to X" and the link, or "deleting" and the unlink, is then
+ * always visible at the next start. Every other transition may be committed a moment later, in
+ * a batch: if a crash loses it, the file is found where it was and taken up again (the server's
+ * duplicate check answers for an upload that did finish).
+ */
+export const WRITE_AHEAD: ReadonlySet<FileState> = new Set<FileState>(['archiving', 'deleting']);
+
 /** Facts learned on the way to a state, stored with it; undefined fields leave stored values unchanged. */
 export interface RecordDetails {
   checksum?: string;
