@@ -152,6 +152,8 @@ export class Journal {
   readonly #logger: Logger | undefined;
   /** Transitions recorded with recordLater(), not yet committed. */
   #pending: Transition[] = [];
+  /** Paths with a transition in #pending, so a read about one path flushes only when it must. */
+  #pendingPaths = new Set<string>();
   #flushTimer: NodeJS.Timeout | undefined;
 
   private constructor(db: BetterSqlite3.Database, clock: Clock, readOnly: boolean, logger?: Logger) {
@@ -268,6 +270,7 @@ export class Journal {
     this.#assertWritable();
     if (!isFileState(state)) throw new JournalError('illegal-transition', `Unknown journal state ${String(state)} for ${file.path}`);
     this.#pending.push([{ path: file.path, size: file.size, mtimeMs: file.mtimeMs }, state, details]);
+    this.#pendingPaths.add(file.path);
     this.#flushTimer ??= setTimeout(() => {
       try {
         this.flush();
@@ -289,6 +292,7 @@ export class Journal {
     this.#flushTimer = undefined;
     const pending = this.#pending;
     this.#pending = [];
+    this.#pendingPaths.clear();
     return pending;
   }
 
@@ -298,14 +302,15 @@ export class Journal {
    * state means (a 'gone' or 'failed' version is not done).
    */
   findFinal(path: string, size: number, mtimeMs: number): FileRow | undefined {
-    this.flush();
+    // Asked for every file a scan sees: flush only when this path has something waiting.
+    if (this.#pendingPaths.has(path)) this.flush();
     const raw = this.#sql.findFinal.get(path, size, mtimeMs) as RawRow | undefined;
     return raw && toFileRow(raw);
   }
 
   /** The newest row for a path, whatever its state. */
   current(path: string): FileRow | undefined {
-    this.flush();
+    if (this.#pendingPaths.has(path)) this.flush();
     const raw = this.#sql.latestForPath.get(path) as RawRow | undefined;
     return raw && toFileRow(raw);
   }

@@ -3,7 +3,8 @@
  * uses to detect duplicates.
  */
 import { createHash } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { close, open, read } from 'node:fs';
+import { promisify } from 'node:util';
 import { abortReason } from '../support/clock.js';
 
 /**
@@ -19,6 +20,12 @@ const CHUNK_BYTES = 1024 * 1024;
  */
 const spareBuffers: Buffer[] = [];
 
+// The callback API, promisified: on Node 20 a FileHandle's open/read/close cost about twice as
+// much main-thread time (the benchmark's profile put FileHandle.close alone at 6% for small files).
+const openFile = promisify(open);
+const readFile = promisify(read);
+const closeFile = promisify(close);
+
 export interface FileHash {
   /** SHA-1 of the content, lowercase hex (40 characters). */
   checksum: string;
@@ -33,7 +40,7 @@ export interface FileHash {
  */
 export async function hashFile(path: string, signal?: AbortSignal): Promise<FileHash> {
   if (signal?.aborted) throw abortReason(signal);
-  const handle = await open(path, 'r');
+  const fd = await openFile(path, 'r');
   let buffer: Buffer | undefined;
   try {
     const hash = createHash('sha1');
@@ -43,7 +50,7 @@ export async function hashFile(path: string, signal?: AbortSignal): Promise<File
       if (signal?.aborted) throw abortReason(signal);
       // Position null: read on from the handle's own offset (we are its only reader), which also
       // works for pipes, where positioned reads fail with ESPIPE.
-      const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
+      const { bytesRead } = await readFile(fd, buffer, 0, buffer.length, null);
       // Checked again here so an abort during the last read is not answered with a result.
       if (signal?.aborted) throw abortReason(signal);
       if (bytesRead === 0) break;
@@ -54,6 +61,6 @@ export async function hashFile(path: string, signal?: AbortSignal): Promise<File
     return { checksum: hash.digest('hex'), size };
   } finally {
     if (buffer) spareBuffers.push(buffer);
-    await handle.close();
+    await closeFile(fd);
   }
 }
