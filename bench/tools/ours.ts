@@ -5,6 +5,7 @@
 import { OUR_CLI } from '../lib/paths.js';
 import { runChecked, startMeasured, type Exit, type Measured } from '../lib/proc.js';
 import type { BenchServer } from '../lib/server.js';
+import type { StatsSnapshot } from '../../src/pipeline/stats.js';
 
 export interface OursConfig {
   server: BenchServer;
@@ -31,16 +32,8 @@ export interface LogLine {
   [field: string]: unknown;
 }
 
-export interface Summary {
-  uploaded: number;
-  uploadedBytes: number;
-  duplicates: number;
-  skipped: number;
-  failed: number;
-  unchanged: number;
-  hashed: number;
-  queued: number;
-}
+/** The fields of our final `summary:` log line. */
+export type Summary = StatsSnapshot;
 
 export function parseLog(line: string): LogLine | undefined {
   if (!line.startsWith('{')) return undefined;
