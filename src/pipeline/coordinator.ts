@@ -8,13 +8,13 @@ import type { FileOutcome } from './process-file.js';
 import type { Recorder } from './states.js';
 import { Settler } from './settle.js';
 import { formatBytes, RunStats } from './stats.js';
-import type { Candidate, FileVersion, SettledFile } from './types.js';
+import type { Candidate, SettledFile } from './types.js';
 
 type EntryState = 'settling' | 'queued' | 'active' | 'skipped' | 'failed';
 
 interface Entry {
+  /** The file and the version (size, mtime) being worked on. */
   file: Candidate;
-  version: FileVersion;
   state: EntryState;
   /** For failed files: when they may be tried again (Infinity: only once they change). */
   retryAt?: number;
@@ -86,11 +86,10 @@ export class Coordinator {
       return;
     }
     if (entry) {
-      const sameVersion = entry.version.size === candidate.size && entry.version.mtimeMs === candidate.mtimeMs;
+      const sameVersion = entry.file.size === candidate.size && entry.file.mtimeMs === candidate.mtimeMs;
       switch (entry.state) {
         case 'settling':
           // The settler watches the file itself; a new version only restarts its window.
-          entry.version = { size: candidate.size, mtimeMs: candidate.mtimeMs };
           entry.file = candidate;
           this.settler.add(candidate);
           return;
@@ -145,7 +144,7 @@ export class Coordinator {
     const entry = this.entries.get(file.path);
     if (!entry || this.stopped) return;
     entry.state = 'queued';
-    entry.version = { size: file.size, mtimeMs: file.mtimeMs };
+    entry.file = file;
     // run() never rejects: it turns every failure into an outcome or a fatal stop.
     void this.queue.add(() => this.run(file));
   }
@@ -223,7 +222,7 @@ export class Coordinator {
     this.stats.skipped++;
     this.deps.record(candidate, 'skipped', { reason: 'empty file' });
     this.deps.logger.info({ file: this.display(candidate), bytes: 0 }, `skipped ${this.display(candidate)}: empty file`);
-    entry.version = { size: candidate.size, mtimeMs: candidate.mtimeMs };
+    entry.file = candidate;
     this.park(candidate.path, 'skipped', Number.POSITIVE_INFINITY);
   }
 
@@ -257,7 +256,6 @@ export class Coordinator {
     if (!previous || !isBusy(previous.state)) this.inProgress++;
     this.entries.set(candidate.path, {
       file: candidate,
-      version: { size: candidate.size, mtimeMs: candidate.mtimeMs },
       state: 'settling',
       failures,
     });
