@@ -179,6 +179,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   const background = new AbortController();
   try {
     await detector.start();
+    coordinator.initialScanDone();
     if (mode === 'watch') {
       logger.info(
         { folders: config.watchRoots.map((root) => root.path), polling: config.watchPolling, afterUpload: config.afterUpload },

@@ -39,6 +39,8 @@ export class Coordinator {
   private idleWaiters: (() => void)[] = [];
   private readonly retryTimers = new AbortController();
   private stopped = false;
+  /** Unchanged files are counted in the first pass only: every rescan sees them again. */
+  private countingUnchanged = true;
 
   constructor(
     private readonly deps: {
@@ -82,7 +84,7 @@ export class Coordinator {
     if (this.stopped) return;
     const entry = this.entries.get(candidate.path);
     if (!entry && this.deps.isDone?.(candidate)) {
-      this.stats.unchanged++;
+      if (this.countingUnchanged) this.stats.unchanged++;
       return;
     }
     if (entry) {
@@ -104,6 +106,11 @@ export class Coordinator {
       }
     }
     this.track(candidate, entry?.failures);
+  }
+
+  /** The initial scan is over: later sightings of unchanged files are not news. */
+  initialScanDone(): void {
+    this.countingUnchanged = false;
   }
 
   /** Makes every failed file eligible now (the `retry` command), whatever its retry time. */

@@ -216,6 +216,25 @@ describe('keep mode', () => {
   }, 120_000);
 });
 
+describe('keep mode in watch', () => {
+  it('rescans see kept files again without work, and count them once', async () => {
+    await startServer();
+    const files = await writeMedia(watchDir, ['k/1.jpg', 'k/2.jpg', 'k/3.jpg']);
+    expect((await cli(['once'], { AFTER_UPLOAD: 'keep' })).code).toBe(0);
+    const before = theServer().requests.length;
+    const run = await startWatching({ AFTER_UPLOAD: 'keep', WATCH_POLLING: 'true', WATCH_POLL_INTERVAL_SECONDS: '0.1' });
+    // The initial scan and at least three rescans, each passing over every kept file.
+    await waitFor(() => run.logs().filter((line) => line.msg === 'scan pass done').length >= 4, {
+      message: 'four scan passes',
+    });
+    expect(await stopGracefully(run)).toBe(0);
+    const summary = run.logs().find((line) => line.msg.startsWith('summary:'));
+    expect(summary).toMatchObject({ unchanged: files.size, hashed: 0, uploaded: 0 });
+    expect(requestsSince(before, 'POST', '/api/assets')).toEqual([]);
+    await expectInPlace(files);
+  });
+});
+
 describe('delete mode', () => {
   it('deletes uploaded originals with their sidecars; a shared sidecar only once no file of its stem is left', async () => {
     await startServer();
