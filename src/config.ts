@@ -10,10 +10,11 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync, realpathSync, statSync, type Stats } from 'node:fs';
-import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { basename, dirname, join, resolve, sep } from 'node:path';
 import dotenv from 'dotenv';
 import { z } from 'zod';
 import { MAX_TIMER_SECONDS, optionSpec, type OptionKey, type OptionOf, type OptionSpec, type ValueKind } from './options.js';
+import { isInside } from './support/paths.js';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 export type LogFormat = 'auto' | 'pretty' | 'json';
@@ -715,12 +716,6 @@ function describeFsError(code: string): string {
     default:
       return `cannot be read (${code})`;
   }
-}
-
-/** `child` is strictly inside `parent` (both absolute and resolved). */
-function isInside(child: string, parent: string): boolean {
-  const rel = relative(parent, child);
-  return rel !== '' && rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel);
 }
 
 /** The usable watch folders, resolved and deduplicated; `ok` is false when any was refused. */

@@ -21,11 +21,12 @@
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import { basename, dirname, extname, isAbsolute, join, relative, sep } from 'node:path';
+import { basename, dirname, extname, join, relative } from 'node:path';
 import type { WatchRoot } from '../config.js';
 import { isAbortError } from '../support/clock.js';
 import { hashFile } from './hash.js';
 import type { FileVersion } from './types.js';
+import { isInside } from '../support/paths.js';
 
 /** The file-system operations the archive uses; the real ones by default, injectable in tests. */
 export interface ArchiveFs {
@@ -235,8 +236,7 @@ export function isArchiveTemporary(name: string): boolean {
 
 /** Where a source goes: the archive folder of its root plus its path below the root. */
 export function targetPath(source: string, root: WatchRoot): string {
-  const below = relative(root.path, source);
-  if (below === '' || isAbsolute(below) || below === '..' || below.startsWith(`..${sep}`)) {
+  if (!isInside(source, root.path)) {
     throw new ArchiveError(
       'resolve-target',
       source,
@@ -244,7 +244,7 @@ export function targetPath(source: string, root: WatchRoot): string {
       `cannot archive ${source}: it is not inside its watch folder ${root.path}`,
     );
   }
-  return join(root.archivePath, below);
+  return join(root.archivePath, relative(root.path, source));
 }
 
 /** `photo.jpg`, `photo (1).jpg`, `photo (2).jpg`, ... */

@@ -1,7 +1,7 @@
 import { lstat } from 'node:fs/promises';
-import { isAbsolute, relative } from 'node:path';
 import type { Logger } from 'pino';
 import type { AfterUpload, WatchRoot } from '../config.js';
+import { isInside } from '../support/paths.js';
 import { disposeOriginal, finishInterrupted, type ConfirmedFile } from './after-upload.js';
 import { SourceChangedError, type ArchiveFs } from './archive.js';
 import type { FileState, Recorder } from './states.js';
@@ -42,7 +42,7 @@ export async function recoverUnfinished(deps: {
   const { rows, roots, afterUpload, record, logger, archiveFs } = deps;
   const summary: RecoverySummary = { finished: 0, resumed: 0, gone: 0 };
   for (const row of rows) {
-    const root = roots.find((candidate) => isBelow(row.path, candidate.path));
+    const root = roots.find((candidate) => isInside(row.path, candidate.path));
     const present = await versionOf(row.path);
     const unchanged = present !== null && present.size === row.size && present.mtimeMs === row.mtimeMs;
     try {
@@ -83,11 +83,6 @@ export async function recoverUnfinished(deps: {
   }
   if (rows.length > 0) logger.info(summary, `resumed after an interruption: ${summary.finished} finished, ${summary.resumed} to redo, ${summary.gone} gone`);
   return summary;
-}
-
-function isBelow(path: string, folder: string): boolean {
-  const below = relative(folder, path);
-  return below !== '' && !below.startsWith('..') && !isAbsolute(below);
 }
 
 async function versionOf(path: string): Promise<FileVersion | null> {
