@@ -16,6 +16,7 @@ import {
 } from '../../src/pipeline/archive.js';
 import type { FileVersion } from '../../src/pipeline/types.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
+import { waitFor } from '../helpers/wait-for.js';
 
 let dir: Awaited<ReturnType<typeof makeTempDir>>;
 let root: WatchRoot;
@@ -183,7 +184,90 @@ describe('archiveFile on one file system', () => {
     await expect(attempt).rejects.toBeInstanceOf(SourceChangedError);
     await expect(attempt).rejects.toMatchObject({ actual: { size: 'uploaded and edited'.length } });
     expect(await readFile(source.path, 'utf8')).toBe('uploaded and edited');
-    expect(await exists(root.archivePath)).toBe(false);
+    // The link is checked after it is made, so the archive folder may exist, but it holds nothing.
+    expect(await tree(root.archivePath)).toEqual([]);
+  });
+
+  it('reports a source that vanished since the upload as changed', async () => {
+    const source = await put(join(root.path, 'sub', 'a.jpg'), 'uploaded');
+    await rm(source.path);
+    const attempt = archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected });
+    await expect(attempt).rejects.toBeInstanceOf(SourceChangedError);
+    await expect(attempt).rejects.toMatchObject({ actual: null });
+    expect(await tree(root.archivePath)).toEqual([]);
+  });
+
+  it('keeps a changed source even when the archive already holds the uploaded version', async () => {
+    const source = await put(join(root.path, 'a.jpg'), 'uploaded');
+    await put(join(root.archivePath, 'a.jpg'), 'uploaded');
+    await appendFile(source.path, ' and edited');
+    await expect(
+      archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected }),
+    ).rejects.toBeInstanceOf(SourceChangedError);
+    expect(await readFile(source.path, 'utf8')).toBe('uploaded and edited');
+    expect(await tree(root.archivePath)).toEqual(['a.jpg']);
+  });
+
+  it('shares folder fsyncs between files archived into one folder at the same time', async () => {
+    const folderSyncs: string[] = [];
+    let releaseFirst: () => void = () => undefined;
+    const firstHeld = new Promise<void>((resolve) => (releaseFirst = resolve));
+    const looked: string[] = [];
+    const fs = fsWith({
+      lstat: (path) => {
+        looked.push(path);
+        return nodeArchiveFs.lstat(path);
+      },
+      open: async (path, flags) => {
+        const handle = await nodeArchiveFs.open(path, flags);
+        if (path !== join(root.archivePath, 'sub')) return handle;
+        return {
+          sync: async () => {
+            folderSyncs.push(path);
+            // The first fsync is slow: every file linked meanwhile must wait for the next one.
+            if (folderSyncs.length === 1) await firstHeld;
+            await handle.sync();
+          },
+          close: () => handle.close(),
+        };
+      },
+    });
+    const files = await Promise.all(['a', 'b', 'c', 'd', 'e'].map((name) => put(join(root.path, 'sub', `${name}.jpg`), name)));
+    const first = archiveFile({ source: files[0]!.path, root, checksum: files[0]!.checksum, expected: files[0]!.expected, fs });
+    await waitFor(() => folderSyncs.length === 1);
+    const others = files
+      .slice(1)
+      .map((file) => archiveFile({ source: file.path, root, checksum: file.checksum, expected: file.expected, fs }));
+    // Every other file is linked and checked (the step before its fsync) while the first fsync
+    // still runs; none may count on that fsync, which started before its link.
+    await waitFor(() => looked.filter((path) => path.startsWith(root.archivePath)).length === files.length);
+    await new Promise((resolve) => setImmediate(resolve));
+    releaseFirst();
+    await Promise.all([first, ...others]);
+    expect(folderSyncs).toHaveLength(2);
+    expect(await tree(root.archivePath)).toEqual(['sub/a.jpg', 'sub/b.jpg', 'sub/c.jpg', 'sub/d.jpg', 'sub/e.jpg']);
+  });
+
+  it('creates a missing archive folder once, and again if it is removed between files', async () => {
+    const calls: string[] = [];
+    const fs = fsWith({
+      mkdir: (path, options) => {
+        calls.push(path);
+        return nodeArchiveFs.mkdir(path, options);
+      },
+    });
+    const first = await put(join(root.path, 'sub', 'a.jpg'), 'one');
+    const second = await put(join(root.path, 'sub', 'b.jpg'), 'two');
+    const third = await put(join(root.path, 'sub', 'c.jpg'), 'three');
+    const archive = (file: typeof first) =>
+      archiveFile({ source: file.path, root, checksum: file.checksum, expected: file.expected, fs });
+    await archive(first);
+    await archive(second);
+    expect(calls).toEqual([join(root.archivePath, 'sub')]);
+    await rm(root.archivePath, { recursive: true });
+    await archive(third);
+    expect(calls).toEqual([join(root.archivePath, 'sub'), join(root.archivePath, 'sub')]);
+    expect(await tree(root.archivePath)).toEqual(['sub/c.jpg']);
   });
 
   it('refuses a source whose mtime alone changed', async () => {
