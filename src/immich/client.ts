@@ -37,15 +37,30 @@ export interface UploadRequest {
   fields: Record<string, string>;
   /** SHA-1 hex, sent as `x-immich-checksum` so a known file is answered at once. */
   checksum: string;
-  file: {
-    /** The part's filename: the file's own name, plain UTF-8. */
-    filename: string;
-    contentType: string;
-    /** Exact byte count the stream will produce; used for Content-Length. */
-    size: number;
-    /** Opens the file's bytes. Called once per attempt. Must error if it cannot deliver `size` bytes. */
-    open: () => Readable;
-  };
+  file: UploadFile;
+}
+
+/** The file part: its bytes either streamed from disk or already in memory. */
+export type UploadFile = StreamedUploadFile | InMemoryUploadFile;
+
+interface UploadFileBase {
+  /** The part's filename: the file's own name, plain UTF-8. */
+  filename: string;
+  contentType: string;
+}
+
+/** A file read from disk as it is sent: constant memory whatever its size. */
+export interface StreamedUploadFile extends UploadFileBase {
+  /** Exact byte count the stream will produce; used for Content-Length. */
+  size: number;
+  /** Opens the file's bytes. Called once per attempt. Must error if it cannot deliver `size` bytes. */
+  open: () => Readable;
+}
+
+/** A file whose whole content is in memory (a small file read once for its hash). */
+export interface InMemoryUploadFile extends UploadFileBase {
+  /** The content, sent as it is by every attempt; its length is the Content-Length. */
+  bytes: Buffer;
 }
 
 export interface UploadResult {

@@ -1,32 +1,50 @@
 /**
- * A streaming multipart/form-data body: text fields, then one file part. The exact length is known
- * before the first byte is sent (so the request carries a Content-Length, which proxies such as
- * Cloudflare and nginx handle better than chunked uploads), and the file is read chunk by chunk,
- * never held in memory (STACK.md, Trap 1).
+ * A multipart/form-data body: text fields, then one file part. The exact length is known before
+ * the first byte is sent (so the request carries a Content-Length, which proxies such as
+ * Cloudflare and nginx handle better than chunked uploads). A file given as a stream is read chunk
+ * by chunk, never held in memory (STACK.md, Trap 1); a file already in memory (a small file read
+ * once for its hash) becomes three buffers — head, bytes, tail — that the request writes at once.
  */
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 
-export interface MultipartFile {
+export type MultipartFile = {
   /** The form field name, e.g. `assetData`. */
   name: string;
   /** The part's filename, written as plain UTF-8 (never RFC 5987 `filename*`). */
   filename: string;
   contentType: string;
-  /** Exact byte count `open()` will produce. */
-  size: number;
-  /** Opens the file's bytes; called once per body produced. */
-  open: () => Readable;
-}
+} & (
+  | {
+      /** Exact byte count `open()` will produce. */
+      size: number;
+      /** Opens the file's bytes; called once per body produced. */
+      open: () => Readable;
+    }
+  | {
+      /** The whole content. */
+      bytes: Buffer;
+    }
+);
 
-export interface MultipartBody {
+export type MultipartBody = {
   /** `multipart/form-data; boundary=...` */
   contentType: string;
   /** Exact byte length of the whole body. */
   contentLength: number;
-  /** A fresh stream of the body. Errors from the file stream come out of it unchanged. */
-  stream: () => Readable;
-}
+} & (
+  | {
+      /** A fresh stream of the body. Errors from the file stream come out of it unchanged. */
+      stream: () => Readable;
+    }
+  | {
+      /**
+       * The whole body as head, file bytes and tail: the file's bytes are not copied, and the
+       * buffers can be written again for another attempt.
+       */
+      buffers: readonly Buffer[];
+    }
+);
 
 /**
  * The file delivered a different number of bytes than announced. The body would no longer match
@@ -84,15 +102,24 @@ export function buildMultipart(
     `Content-Type: ${file.contentType.replace(/[\r\n]/g, '')}${CRLF}${CRLF}`;
   const headBytes = Buffer.from(head, 'utf8');
   const tailBytes = Buffer.from(`${CRLF}--${boundary}--${CRLF}`, 'utf8');
+  const contentType = `multipart/form-data; boundary=${boundary}`;
 
+  if ('bytes' in file) {
+    const buffers = [headBytes, file.bytes, tailBytes];
+    return { contentType, contentLength: headBytes.length + file.bytes.length + tailBytes.length, buffers };
+  }
   return {
-    contentType: `multipart/form-data; boundary=${boundary}`,
+    contentType,
     contentLength: headBytes.length + file.size + tailBytes.length,
     stream: () => Readable.from(generateBody(headBytes, file, tailBytes), { objectMode: false }),
   };
 }
 
-async function* generateBody(head: Buffer, file: MultipartFile, tail: Buffer): AsyncGenerator<Buffer> {
+async function* generateBody(
+  head: Buffer,
+  file: { filename: string; size: number; open: () => Readable },
+  tail: Buffer,
+): AsyncGenerator<Buffer> {
   yield head;
   const source = file.open();
   let sent = 0;

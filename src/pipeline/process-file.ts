@@ -6,7 +6,7 @@ import type { AfterUpload } from '../config.js';
 import { disposeOriginal, type Disposition } from './after-upload.js';
 import { ArchiveError, SourceChangedError, type ArchiveFs } from './archive.js';
 import type { CheckBatcher, ServerVerdict } from './check.js';
-import { hashFile } from './hash.js';
+import { hashSettledFile, type FileHash } from './hash.js';
 import type { Decision, Recorder } from './states.js';
 import type { SettledFile } from './types.js';
 import { buildUploadRequest } from './upload.js';
@@ -51,8 +51,13 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
   let stage: 'hash' | 'check' | 'upload' | 'archive' = 'hash';
   try {
     deps.record(file, 'settled');
-    const { checksum, size } = await deps.limitHash(() => hashFile(file.path, deps.signals.wait));
-    if (size !== file.size) return { kind: 'changed' };
+    // A small file's bytes travel with its hash to the upload, and are let go as soon as the
+    // server has the file: memory is bounded by the files in flight (DESIGN.md).
+    let hashed: FileHash | undefined = await deps.limitHash(() =>
+      hashSettledFile(file.path, file.size, deps.signals.wait),
+    );
+    if (hashed.size !== file.size) return { kind: 'changed' };
+    const { checksum } = hashed;
     deps.record(file, 'hashed', { checksum });
 
     stage = 'check';
@@ -65,14 +70,17 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
       case 'skip:unsupported':
         return refused('the server does not accept this file type');
       case 'server-duplicate':
+        hashed = undefined;
         assetId = verdict.kind === 'duplicate' ? verdict.assetId : undefined;
         break;
       case 'upload': {
         stage = 'upload';
         deps.record(file, 'uploading');
-        const result = await deps.limitUpload(() =>
-          deps.immich.uploadAsset(buildUploadRequest(file, checksum, deps.serverMajor), deps.signals),
-        );
+        // From here only the request holds the bytes, and nothing holds the request once the
+        // upload is over (retries included).
+        const request = buildUploadRequest(file, hashed, deps.serverMajor);
+        hashed = undefined;
+        const result = await deps.limitUpload(() => deps.immich.uploadAsset(request, deps.signals));
         assetId = result.id;
         created = result.status === 'created';
         break;

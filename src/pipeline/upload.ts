@@ -1,7 +1,8 @@
 import { createReadStream } from 'node:fs';
 import { basename, extname } from 'node:path';
 import type { Readable } from 'node:stream';
-import type { UploadRequest } from '../immich/client.js';
+import type { UploadFile, UploadRequest } from '../immich/client.js';
+import type { FileHash } from './hash.js';
 import type { SettledFile } from './types.js';
 
 /** The device name v2 servers store with each asset. */
@@ -11,8 +12,15 @@ export const DEVICE_ID = 'immich-auto-uploader';
  * Builds `POST /api/assets` for one file, with the field set the server's major version wants:
  * v2 requires deviceAssetId and deviceId, v3 dropped them. Dates are ISO 8601 in UTC with a `Z`
  * (v3 refuses dates without an offset).
+ *
+ * A small file the hash read whole is sent from those bytes (what the server gets is exactly what
+ * was hashed, and the file is not opened again); a larger one is streamed from disk.
  */
-export function buildUploadRequest(file: SettledFile, checksum: string, serverMajor: number): UploadRequest {
+export function buildUploadRequest(
+  file: SettledFile,
+  hashed: Pick<FileHash, 'checksum' | 'bytes'>,
+  serverMajor: number,
+): UploadRequest {
   const filename = basename(file.path);
   const fields: Record<string, string> = {
     fileCreatedAt: new Date(Math.min(file.birthtimeMs, file.mtimeMs)).toISOString(),
@@ -24,16 +32,12 @@ export function buildUploadRequest(file: SettledFile, checksum: string, serverMa
     fields.deviceAssetId = `${filename}-${file.size}`.replace(/\s+/g, '');
     fields.deviceId = DEVICE_ID;
   }
-  return {
-    fields,
-    checksum,
-    file: {
-      filename,
-      contentType: contentTypeOf(filename),
-      size: file.size,
-      open: () => openSettledBytes(file.path, file.size),
-    },
-  };
+  const contentType = contentTypeOf(filename);
+  const { bytes } = hashed;
+  const upload: UploadFile = bytes
+    ? { filename, contentType, bytes }
+    : { filename, contentType, size: file.size, open: () => openSettledBytes(file.path, file.size) };
+  return { fields, checksum: hashed.checksum, file: upload };
 }
 
 /**

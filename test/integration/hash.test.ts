@@ -1,10 +1,10 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { open, readdir, readlink, writeFile } from 'node:fs/promises';
+import { open, readdir, readlink, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashFile } from '../../src/pipeline/hash.js';
+import { WHOLE_FILE_MAX_BYTES, hashFile, hashSettledFile } from '../../src/pipeline/hash.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 
 const MiB = 1024 * 1024;
@@ -119,5 +119,88 @@ describe('hashFile', () => {
     }
     await expect(hashing).rejects.toMatchObject({ name: 'AbortError' });
     expect(await openPaths()).not.toContain(fifo);
+  });
+});
+
+describe('hashSettledFile', () => {
+  let dir: Awaited<ReturnType<typeof makeTempDir>>;
+  beforeAll(async () => {
+    dir = await makeTempDir('iau-hash-settled-');
+  });
+  afterAll(async () => {
+    await dir.remove();
+  });
+
+  it('reads whole what fits one hash read, which is 1 MiB', () => {
+    expect(WHOLE_FILE_MAX_BYTES).toBe(MiB);
+  });
+
+  const sizes: [string, number, boolean][] = [
+    ['empty', 0, true],
+    ['one byte', 1, true],
+    ['200 KB', 200 * 1024, true],
+    ['one byte under 1 MiB', MiB - 1, true],
+    ['exactly 1 MiB', MiB, true],
+    ['one byte over 1 MiB', MiB + 1, false],
+    ['exactly 2 MiB', 2 * MiB, false],
+    ['several MiB, not a multiple', 5 * MiB + 12_345, false],
+  ];
+
+  it.each(sizes)('hashes %s (%i bytes); the bytes come along only up to 1 MiB', async (label, size, inMemory) => {
+    const bytes = randomBytes(size);
+    const path = join(dir.path, `${label}.bin`);
+    await writeFile(path, bytes);
+    const result = await hashSettledFile(path, size);
+    expect(result.checksum).toBe(sha1(bytes));
+    expect(result.size).toBe(size);
+    if (inMemory) {
+      expect(result.bytes?.equals(bytes)).toBe(true);
+    } else {
+      expect(result.bytes).toBeUndefined();
+    }
+    expect(await openPaths()).not.toContain(path);
+  });
+
+  // Settled at one size, a different size when hashed: the caller sees a size that is not the
+  // settled one (and so reports the file changed), and gets no bytes to upload.
+  const changes: [string, number, number][] = [
+    ['a small file that grew', 1_000, 1_500],
+    ['a small file that grew past 1 MiB', MiB, MiB + 10],
+    ['a small file that shrank', 1_000, 400],
+    ['a small file that became empty', 1_000, 0],
+    ['a large file that grew', 2 * MiB + 5, 3 * MiB],
+    ['a large file that shrank', 3 * MiB, 2 * MiB + 5],
+    ['a large file that shrank under 1 MiB', 3 * MiB, 1_000],
+  ];
+
+  it.each(changes)('%s: settled at %i bytes, %i on disk', async (label, settled, now) => {
+    const bytes = randomBytes(now);
+    const path = join(dir.path, `${label}.bin`);
+    await writeFile(path, bytes);
+    const result = await hashSettledFile(path, settled);
+    expect(result.size).not.toBe(settled);
+    expect(result.bytes).toBeUndefined();
+    if (now < settled) {
+      expect(result).toMatchObject({ size: now, checksum: sha1(bytes) });
+    } else {
+      // A file that grew may be read only as far as it takes to see that it did.
+      expect(result.size).toBeGreaterThan(settled);
+    }
+  });
+
+  it('a file cut between settling and hashing is seen at its new size', async () => {
+    const path = join(dir.path, 'cut.bin');
+    await writeFile(path, randomBytes(300_000));
+    await truncate(path, 100_000);
+    expect((await hashSettledFile(path, 300_000)).size).toBe(100_000);
+  });
+
+  it('rejects a missing file with ENOENT and an aborted signal with its reason, opening nothing', async () => {
+    await expect(hashSettledFile(join(dir.path, 'missing.jpg'), 10)).rejects.toMatchObject({ code: 'ENOENT' });
+    const path = join(dir.path, 'aborted.bin');
+    await writeFile(path, 'x');
+    const reason = new Error('shutting down');
+    await expect(hashSettledFile(path, 1, AbortSignal.abort(reason))).rejects.toBe(reason);
+    expect(await openPaths()).not.toContain(path);
   });
 });

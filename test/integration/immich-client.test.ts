@@ -11,7 +11,7 @@ import { inspect } from 'node:util';
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import type { ImmichClient, UploadRequest } from '../../src/immich/client.js';
+import type { ImmichClient, InMemoryUploadFile, StreamedUploadFile, UploadRequest } from '../../src/immich/client.js';
 import { ImmichError, isImmichError } from '../../src/immich/errors.js';
 import { createImmichClient, parseRetryAfter, type ImmichClientOptions } from '../../src/immich/http-client.js';
 import { FileSizeMismatchError } from '../../src/immich/multipart.js';
@@ -64,7 +64,7 @@ async function fileUpload(
   bytes: Buffer,
   filename = 'photo.jpg',
   fields: Record<string, string> = V2_FIELDS,
-): Promise<UploadRequest> {
+): Promise<UploadRequest & { file: StreamedUploadFile }> {
   const path = join(temp.path, `${sha1(bytes)}.bin`);
   await writeFile(path, bytes);
   return {
@@ -72,6 +72,15 @@ async function fileUpload(
     checksum: sha1(bytes),
     file: { filename, contentType: 'image/jpeg', size: bytes.length, open: () => createReadStream(path, { highWaterMark: 1 << 20 }) },
   };
+}
+
+/** An upload of bytes already in memory (a small file read once for its hash). */
+function memoryUpload(
+  bytes: Buffer,
+  filename = 'photo.jpg',
+  fields: Record<string, string> = V2_FIELDS,
+): UploadRequest & { file: InMemoryUploadFile } {
+  return { fields, checksum: sha1(bytes), file: { filename, contentType: 'image/jpeg', bytes } };
 }
 
 /** A stream that delivers `bytes` then fails with `error`, as a read error mid-file would. */
@@ -218,6 +227,95 @@ describe('upload', () => {
     // The client still works afterwards, on the same agent.
     await immich.ping();
     expect(server.assets).toHaveLength(1);
+  });
+});
+
+describe('upload from memory', () => {
+  for (const major of [2, 3] as const) {
+    it(`v${major}: creates, then reports the duplicate on a second send of the same buffers`, async () => {
+      const { server, immich } = await setup({ major });
+      const bytes = randomBytes(200 * 1024);
+      const fields = major === 2 ? V2_FIELDS : V3_FIELDS;
+      const request = memoryUpload(bytes, 'Été "x".jpg', fields);
+      const created = await immich.uploadAsset(request);
+      expect(created.status).toBe('created');
+      const asset = server.assetByChecksum(sha1(bytes));
+      expect(asset).toMatchObject({ id: created.id, size: bytes.length, headerChecksum: sha1(bytes), filename: 'Été "x".jpg' });
+      expect(asset?.bytes?.equals(bytes)).toBe(true);
+      expect(asset?.fields).toEqual(fields);
+      expect(await immich.uploadAsset(request)).toEqual({ id: created.id, status: 'duplicate' });
+      expect(server.uploadCount).toBe(1);
+    });
+  }
+
+  it('an empty file uploads', async () => {
+    const { server, immich } = await setup();
+    expect((await immich.uploadAsset(memoryUpload(Buffer.alloc(0), 'empty.jpg'))).status).toBe('created');
+    expect(server.assets[0]?.size).toBe(0);
+  });
+
+  it('an early duplicate answer neither hangs nor crashes, and the client goes on', async () => {
+    const { server, immich } = await setup();
+    const request = memoryUpload(randomBytes(1024 * 1024));
+    const created = await immich.uploadAsset(request);
+    for (let i = 0; i < 3; i++) {
+      expect(await immich.uploadAsset(request)).toEqual({ id: created.id, status: 'duplicate' });
+    }
+    await immich.ping();
+    expect(server.assets).toHaveLength(1);
+  });
+
+  it('a connection dropped mid-body is network; the same buffers succeed on the next attempt', async () => {
+    const { server, immich } = await setup();
+    const request = memoryUpload(randomBytes(1024 * 1024));
+    server.dropNextUpload({ afterBytes: 256 * 1024 });
+    const fresh = createImmichClient({ apiUrl: server.apiUrl, apiKey: SECRET });
+    try {
+      const error = await immichRejection(fresh.uploadAsset(request));
+      expect(error.kind).toBe('network');
+      expect(error.details.code).toMatch(/^(ECONNRESET|EPIPE)$/);
+    } finally {
+      fresh.close();
+    }
+    expect(server.assets).toHaveLength(0);
+    expect((await immich.uploadAsset(request)).status).toBe('created');
+    expect(server.assetByChecksum(request.checksum)?.bytes?.equals(request.file.bytes)).toBe(true);
+  });
+
+  it('an answer lost with the connection is found by the bulk check', async () => {
+    const { server, immich } = await setup();
+    const bytes = randomBytes(100_000);
+    const seeded = server.seedAsset({ checksum: sha1(bytes) });
+    server.dropNextUpload();
+    expect(await immich.uploadAsset(memoryUpload(bytes))).toEqual({ id: seeded.id, status: 'duplicate' });
+  });
+
+  it('a reset on a reused socket before any answer is sent again on a fresh one', async () => {
+    const { server, immich } = await setup();
+    await immich.ping();
+    server.dropNextUpload();
+    const bytes = randomBytes(100_000);
+    expect((await immich.uploadAsset(memoryUpload(bytes))).status).toBe('created');
+    expect(server.requests.filter((r) => r.path === '/api/assets').map((r) => r.status)).toEqual([0, 201]);
+    expect(server.assetByChecksum(sha1(bytes))?.bytes?.equals(bytes)).toBe(true);
+  });
+
+  it('a server that takes the body but never answers is ETIMEDOUT', { timeout: 10_000 }, async () => {
+    const { server, immich } = await setup({}, { inactivityTimeoutMs: 300 });
+    server.stall();
+    const error = await immichRejection(immich.uploadAsset(memoryUpload(randomBytes(1024 * 1024))));
+    expect(error).toMatchObject({ kind: 'network', details: { code: 'ETIMEDOUT' } });
+  });
+
+  it('aborts with the signal reason while on the wire', { timeout: 5_000 }, async () => {
+    const { server, immich } = await setup();
+    server.stall();
+    const reason = new Error('shutting down');
+    const controller = new AbortController();
+    const pending = rejection(immich.uploadAsset(memoryUpload(randomBytes(1024 * 1024)), controller.signal));
+    await waitFor(() => server.requests.some((r) => r.path === '/api/assets'), { message: 'the upload to reach the server' });
+    controller.abort(reason);
+    expect(await pending).toBe(reason);
   });
 });
 

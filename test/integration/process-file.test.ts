@@ -1,4 +1,6 @@
-import { appendFile, mkdir, stat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { appendFile, mkdir, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
 import { pino } from 'pino';
@@ -109,4 +111,75 @@ describe('processFile', () => {
     expect(states).toEqual(['settled', 'hashed', 'on-server', 'archiving', 'archived']);
     expect(server.uploadCount).toBe(0);
   });
+});
+
+describe('processFile reads a small file once', () => {
+  const MiB = 1024 * 1024;
+
+  /**
+   * Runs `name` through the pipeline, overwriting it with other bytes of the same size just
+   * before its upload starts: what the server then receives tells where the upload read from
+   * (the bytes that were hashed, or the disk as it is now).
+   */
+  async function uploadRewritten(name: string, size: number): Promise<{ hashed: Buffer; rewritten: Buffer }> {
+    const [hashed, rewritten] = [randomBytes(size), randomBytes(size)];
+    const path = join(watchDir, name);
+    writeFileSync(path, hashed);
+    const base = deps();
+    await processFile(await settled(name), {
+      ...base,
+      record: (file, state, details) => {
+        base.record(file, state, details);
+        if (state === 'uploading') writeFileSync(file.path, rewritten);
+      },
+    });
+    return { hashed, rewritten };
+  }
+
+  it('uploads the bytes it hashed, identical to the file on disk', async () => {
+    const files = await writeMedia(watchDir, ['small.jpg'], 200 * 1024);
+    const bytes = files.get('small.jpg') ?? Buffer.alloc(0);
+    expect((await processFile(await settled('small.jpg'), deps())).kind).toBe('uploaded');
+    const asset = server.assetByChecksum(sha1(bytes));
+    expect(asset?.bytes?.equals(bytes)).toBe(true);
+    expect(asset?.headerChecksum).toBe(sha1(bytes));
+  });
+
+  for (const [label, size] of [
+    ['200 KB', 200 * 1024],
+    ['exactly 1 MiB', MiB],
+  ] as const) {
+    it(`${label}: sent from memory, so a rewrite after hashing does not reach the server`, async () => {
+      const { hashed } = await uploadRewritten('memory.jpg', size);
+      expect(server.assets).toHaveLength(1);
+      expect(server.assets[0]).toMatchObject({ checksum: sha1(hashed), size });
+    });
+  }
+
+  for (const [label, size] of [
+    ['1 MiB + 1', MiB + 1],
+    ['3 MiB', 3 * MiB],
+  ] as const) {
+    it(`${label}: streamed from disk at upload time, nothing of it kept from the hash`, async () => {
+      const { rewritten } = await uploadRewritten('streamed.mp4', size);
+      // The server got what was on disk when the upload read it (the archive step then finds
+      // the file changed and leaves it): the hash kept no copy to send.
+      expect(server.assets).toHaveLength(1);
+      expect(server.assets[0]).toMatchObject({ checksum: sha1(rewritten), size });
+    });
+  }
+
+  for (const [label, change] of [
+    ['grows', (path: string) => appendFile(path, 'more')],
+    ['shrinks', (path: string) => truncate(path, 1_000)],
+  ] as const) {
+    it(`a small file that ${label} between settling and hashing is reported changed, nothing sent`, async () => {
+      await writeMedia(watchDir, ['moving.jpg'], 200 * 1024);
+      const file = await settled('moving.jpg');
+      await change(file.path);
+      expect(await processFile(file, deps())).toEqual({ kind: 'changed' });
+      expect(states).toEqual(['settled']);
+      expect(server.requests.filter((r) => r.path.startsWith('/api/assets'))).toHaveLength(0);
+    });
+  }
 });
