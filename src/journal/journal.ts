@@ -171,13 +171,10 @@ type RawRow = [
 
 /**
  * "In a final state" as SQL. An OR chain rather than `state IN (...)`: SQLite builds a temporary
- * table for an IN list on every run of the statement, which doubled the cost of findFinal.
+ * table for an IN list on every run of the statement, which doubled the cost of findFinal. The
+ * partial index files_final_updated_at (schema v3) has this very text as its WHERE.
  */
-const IS_FINAL = finalCondition('state');
-
-function finalCondition(column: string): string {
-  return `(${FINAL_STATES.map((state) => `${column} = '${state}'`).join(' OR ')})`;
-}
+export const IS_FINAL = `(${FINAL_STATES.map((state) => `state = '${state}'`).join(' OR ')})`;
 
 /** Newest row per path, as a subquery. */
 const LATEST_IDS = 'SELECT MAX(id) FROM files GROUP BY path';
@@ -818,9 +815,9 @@ function prepare(db: BetterSqlite3.Database) {
     makeFailedEligible: db.prepare(`UPDATE files SET next_retry_at = ? WHERE state = 'failed' AND ${notSuperseded}`),
     counts: db.prepare(`SELECT state, COUNT(*) AS n FROM files WHERE id IN (${LATEST_IDS}) GROUP BY state`),
     recent: db
-      // '+state' keeps the planner off the state index: walking files_updated_at from the newest
-      // end stops after `limit` rows, where the state index would sort every final row first.
-      .prepare(`SELECT ${COLUMNS} FROM files WHERE ${finalCondition('+state')} ORDER BY updated_at DESC, id DESC LIMIT ?`)
+      // Walks files_final_updated_at, a partial index whose WHERE is exactly IS_FINAL (schema v3),
+      // from the newest end and stops after `limit` rows.
+      .prepare(`SELECT ${COLUMNS} FROM files WHERE ${IS_FINAL} ORDER BY updated_at DESC, id DESC LIMIT ?`)
       .raw(true),
     totals: db.prepare(
       `SELECT COUNT(*) AS files, COALESCE(SUM(size), 0) AS bytes FROM files
