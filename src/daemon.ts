@@ -99,13 +99,18 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   // Write-ahead states wait for their commit (shared with those recorded in the same moment);
   // the rest commit in the next batch.
   const record: Recorder = makeRecorder(
+    (file, state, details) => journal.recordWriteAhead(file, state, details),
+    (file, state, details) => journal.recordLater(file, state, details),
+  );
+  // The pipeline's own transitions are traced (the crash test counts them to choose its kills).
+  const traced: Recorder = makeRecorder(
     (file, state, details) => {
       logger.trace({ file: file.path, state }, 'state');
-      return journal.recordWriteAhead(file, state, details);
+      return record(file, state, details);
     },
     (file, state, details) => {
       logger.trace({ file: file.path, state }, 'state');
-      journal.recordLater(file, state, details);
+      record(file, state, details);
     },
   );
   let fatalError: Error | undefined;
@@ -157,7 +162,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
         limitUpload: (work) => uploadQueue.add(work, { signal: stopWaiting }),
         afterUpload: config.afterUpload,
         archiveFs: options.archiveFs,
-        record,
+        record: traced,
         signals,
       }),
     onFatal: (error) => {
