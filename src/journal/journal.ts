@@ -263,9 +263,9 @@ export class Journal {
 
   /**
    * Records that `file` reached `state`, commits it with everything recorded before it, and
-   * returns the row id: do the side effect only after this returns. For tests, tools and
-   * recovery steps that have nothing to share a commit with; the pipeline uses
-   * {@link recordWriteAhead} and {@link recordLater}.
+   * returns the row id: do the side effect only after this returns. For callers with nothing to
+   * share a commit with (tests, tools); the daemon uses {@link recordWriteAhead} and
+   * {@link recordLater}.
    *
    * Which row: the newest row for the path if it is not final (a different size or mtime
    * restarts it at 'discovered' first: the file changed); the newest row if it is 'failed' for
