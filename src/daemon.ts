@@ -12,7 +12,7 @@ import { Journal } from './journal/journal.js';
 import { acquireLock } from './journal/lock.js';
 import { removeStaleTemporaries, type ArchiveFs } from './pipeline/archive.js';
 import { recoverUnfinished } from './pipeline/recover.js';
-import { WRITE_AHEAD, type Recorder } from './pipeline/states.js';
+import { makeRecorder, type Recorder } from './pipeline/states.js';
 import type { Candidate } from './pipeline/types.js';
 import { CheckBatcher } from './pipeline/check.js';
 import { Coordinator } from './pipeline/coordinator.js';
@@ -96,10 +96,23 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   // task starts): a few hundred listeners are expected, not a leak.
   setMaxListeners(MAX_SIGNAL_LISTENERS, stopWaiting, requestSignal);
   const gate = new ServerGate({ client, clock, logger: logger.child({ stage: 'server' }), signal: stopWaiting });
-  const record: Recorder = (file, state, details) => {
-    if (WRITE_AHEAD.has(state)) journal.record(file, state, details);
-    else journal.recordLater(file, state, details);
-  };
+  // Write-ahead states wait for their commit (shared with those recorded in the same moment);
+  // the rest commit in the next batch.
+  const record: Recorder = makeRecorder(
+    (file, state, details) => journal.recordWriteAhead(file, state, details),
+    (file, state, details) => journal.recordLater(file, state, details),
+  );
+  // The pipeline's own transitions are traced (the crash test counts them to choose its kills).
+  const traced: Recorder = makeRecorder(
+    (file, state, details) => {
+      logger.trace({ file: file.path, state }, 'state');
+      return record(file, state, details);
+    },
+    (file, state, details) => {
+      logger.trace({ file: file.path, state }, 'state');
+      record(file, state, details);
+    },
+  );
   let fatalError: Error | undefined;
 
   const server = await connect({ client, gate, logger, mode, clock, signal: stopWaiting });
@@ -149,10 +162,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
         limitUpload: (work) => uploadQueue.add(work, { signal: stopWaiting }),
         afterUpload: config.afterUpload,
         archiveFs: options.archiveFs,
-        record: (file, state, details) => {
-          logger.trace({ file: file.path, state }, 'state');
-          record(file, state, details);
-        },
+        record: traced,
         signals,
       }),
     onFatal: (error) => {

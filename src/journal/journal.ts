@@ -23,9 +23,10 @@ export type { FileState, RecordDetails } from '../pipeline/states.js';
  * The crash-safe journal: one SQLite file, `journal.db`, in the state directory. Each row is one
  * version (path, size, mtime) of a file and the state it reached; `transitions` keeps every step.
  *
- * Every write commits before the method returns, so the caller records "about to do X" and only
- * then does X: after a crash the journal never claims more than happened, and recovery looks at
- * the disk (and the server's duplicate check) to finish what was under way.
+ * A write-ahead record ("about to do X") commits before the caller does X: record() commits before
+ * it returns, recordWriteAhead() before its promise resolves. After a crash the journal never
+ * claims more than happened, and recovery looks at the disk (and the server's duplicate check) to
+ * finish what was under way. Other transitions (recordLater) commit a moment later, in a batch.
  *
  * One process writes (see `lock.ts`; the daemon takes the lock before opening). Readers such as
  * `status` and `history` use `openReadOnly`, which WAL lets run beside the writer.
@@ -87,8 +88,47 @@ const NOTHING_KNOWN = {
 /** How long recordLater() may hold a transition before committing it. */
 export const LATER_MS = 200;
 
-/** One transition waiting to be committed: the file version, its new state, what came with it. */
-type Transition = [file: FileVersionRef, state: FileState, details: RecordDetails];
+/**
+ * One transition waiting to be committed: the file version, its new state, what came with it,
+ * and who wants to know how it went (record() and recordWriteAhead() callers; a recordLater()
+ * transition has nobody, so an illegal move found at commit time is logged).
+ */
+interface Transition {
+  file: FileVersionRef;
+  state: FileState;
+  details: RecordDetails;
+  waiter: Waiter | undefined;
+}
+
+interface Waiter {
+  /** Called after the commit with the row id the transition landed on. */
+  resolve: (id: number) => void;
+  /** Called with the transition's own error (an illegal move) or the batch's (the commit failed). */
+  reject: (error: unknown) => void;
+}
+
+/**
+ * The newest row of one path as a batch is changing it, with what it still has to write: a batch
+ * reads each path once, writes its row once and appends one history entry per transition.
+ */
+interface WorkingRow {
+  row: FileRow;
+  /** Whether `row.id` is in the table (else the row is INSERTed and gets its id then). */
+  stored: boolean;
+  /** Size or mtime differ from the stored row (the file changed): the UPDATE must set them. */
+  versionChanged: boolean;
+  /** History entries to append once the row is written. */
+  steps: Array<[state: FileState, at: number, detail: string]>;
+}
+
+/** What one planned transition does to a path's newest row. */
+interface Plan {
+  /** Start a new row (the path is new, or its newest row is final). */
+  insert: boolean;
+  row: FileRow;
+  versionChanged: boolean;
+  steps: Array<[state: FileState, at: number, detail: string]>;
+}
 
 export interface FileVersionRef {
   path: string;
@@ -131,13 +171,10 @@ type RawRow = [
 
 /**
  * "In a final state" as SQL. An OR chain rather than `state IN (...)`: SQLite builds a temporary
- * table for an IN list on every run of the statement, which doubled the cost of findFinal.
+ * table for an IN list on every run of the statement, which doubled the cost of findFinal. The
+ * partial index files_final_updated_at (schema v3) has this very text as its WHERE.
  */
-const IS_FINAL = finalCondition('state');
-
-function finalCondition(column: string): string {
-  return `(${FINAL_STATES.map((state) => `${column} = '${state}'`).join(' OR ')})`;
-}
+export const IS_FINAL = `(${FINAL_STATES.map((state) => `state = '${state}'`).join(' OR ')})`;
 
 /** Newest row per path, as a subquery. */
 const LATEST_IDS = 'SELECT MAX(id) FROM files GROUP BY path';
@@ -147,14 +184,15 @@ export class Journal {
   readonly #clock: Clock;
   readonly #readOnly: boolean;
   readonly #sql: ReturnType<typeof prepare>;
-  readonly #record: (file: FileVersionRef, state: FileState, details: RecordDetails) => number;
-  readonly #recordBatch: (batch: readonly Transition[]) => void;
+  readonly #commitBatch: (batch: readonly Transition[]) => Array<WorkingRow | JournalError>;
   readonly #logger: Logger | undefined;
-  /** Transitions recorded with recordLater(), not yet committed. */
+  /** Transitions recorded and not yet committed, in the order they were recorded. */
   #pending: Transition[] = [];
   /** Paths with a transition in #pending, so a read about one path flushes only when it must. */
   #pendingPaths = new Set<string>();
   #flushTimer: NodeJS.Timeout | undefined;
+  /** A commit is scheduled for the next turn of the event loop (a write-ahead record waits). */
+  #commitSoon: NodeJS.Immediate | undefined;
 
   private constructor(db: BetterSqlite3.Database, clock: Clock, readOnly: boolean, logger?: Logger) {
     this.#db = db;
@@ -167,23 +205,9 @@ export class Journal {
       matchRank(String(path), String(query)),
     );
     this.#sql = prepare(db);
-    const transaction = db.transaction((file: FileVersionRef, state: FileState, details: RecordDetails) =>
-      this.#apply(file, state, details),
-    );
-    // IMMEDIATE: take the write lock first, so the row we read cannot change before we write it.
-    this.#record = (file, state, details) => transaction.immediate(file, state, details);
-    const batch = db.transaction((entries: readonly Transition[]) => {
-      for (const [file, state, details] of entries) {
-        try {
-          this.#apply(file, state, details);
-        } catch (error) {
-          // A bug guard must not cost the other transitions of the batch their commit.
-          if (!(error instanceof JournalError && error.kind === 'illegal-transition')) throw error;
-          this.#logger?.error({ file: file.path, state }, error.message);
-        }
-      }
-    });
-    this.#recordBatch = (entries) => batch.immediate(entries);
+    // IMMEDIATE: take the write lock first, so the rows we read cannot change before we write them.
+    const batch = db.transaction((entries: readonly Transition[]) => this.#applyBatch(entries));
+    this.#commitBatch = (entries) => batch.immediate(entries);
   }
 
   /**
@@ -238,58 +262,113 @@ export class Journal {
   }
 
   /**
-   * Records that `file` reached `state` and returns the row id. The write has committed when
-   * this returns, so do the side effect (upload, move, delete) only after recording its intent.
+   * Records that `file` reached `state`, commits it with everything recorded before it, and
+   * returns the row id: do the side effect only after this returns. For callers with nothing to
+   * share a commit with (tests, tools); the daemon uses {@link recordWriteAhead} and
+   * {@link recordLater}.
    *
    * Which row: the newest row for the path if it is not final (a different size or mtime
    * restarts it at 'discovered' first: the file changed); the newest row if it is 'failed' for
    * this very version and `state` is 'discovered' (a retry: attempts are kept); else a new row.
-   * An illegal move throws an 'illegal-transition' JournalError and writes nothing.
+   * An illegal move throws an 'illegal-transition' JournalError and writes nothing (the
+   * transitions recorded before it still commit).
    */
   record(file: FileVersionRef, state: FileState, details: RecordDetails = {}): number {
-    this.#assertWritable();
-    if (!isFileState(state)) throw new JournalError('illegal-transition', `Unknown journal state ${String(state)} for ${file.path}`);
-    if (!(Number.isFinite(file.size) && Number.isFinite(file.mtimeMs)) || file.path === '') {
-      throw new TypeError(`record() needs a path, a size and an mtime, got ${JSON.stringify(file)}`);
-    }
-    // What was recorded for later commits first, in order (in one transaction of its own, so an
-    // illegal move here cannot take it back).
+    const outcome: { id?: number; error?: unknown } = {};
+    this.#enqueue(file, state, details, {
+      resolve: (id) => (outcome.id = id),
+      reject: (error) => (outcome.error = error),
+    });
     this.flush();
-    return this.#record(file, state, details);
+    if (outcome.id === undefined) throw outcome.error;
+    return outcome.id;
+  }
+
+  /**
+   * Records a write-ahead transition ("about to link", "about to unlink"): resolves once it, and
+   * everything recorded before it, has committed, so do the step only then. Write-ahead records
+   * made in the same turn of the event loop share one commit (group commit), taken on the next
+   * turn (`setImmediate`): a few files reaching `archiving` together cost one transaction, and
+   * none waits for a timer. Rejects with an 'illegal-transition' JournalError for an illegal
+   * move, or with the commit's error, which then rejects every write-ahead record of that batch
+   * and writes nothing of it.
+   */
+  recordWriteAhead(file: FileVersionRef, state: FileState, details: RecordDetails = {}): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#enqueue(file, state, details, { resolve: () => resolve(), reject });
+      this.#commitSoon ??= setImmediate(() => {
+        this.#commitSoon = undefined;
+        this.#flushInBackground();
+      });
+    });
   }
 
   /**
    * Records a transition that no side effect depends on (the file was seen, settled, hashed; the
-   * server confirmed it): it commits with the next record(), or within {@link LATER_MS}, or at
-   * flush()/close(). Most transitions of a file can wait, so a file costs one or two commits
-   * instead of seven; a crash loses at most the last fraction of a second of them, which recovery
-   * tolerates (it decides from the disk and the server's duplicate check). An illegal move found
-   * at commit time is logged, not thrown.
+   * server confirmed it): it commits with the next write-ahead record, or within
+   * {@link LATER_MS}, or at flush()/close(). Most transitions of a file can wait, so a file costs
+   * about one commit instead of seven; a crash loses at most the last fraction of a second of
+   * them, which recovery tolerates (it decides from the disk and the server's duplicate check).
+   * An illegal move found at commit time is logged, not thrown.
    */
   recordLater(file: FileVersionRef, state: FileState, details: RecordDetails = {}): void {
-    this.#assertWritable();
-    if (!isFileState(state)) throw new JournalError('illegal-transition', `Unknown journal state ${String(state)} for ${file.path}`);
-    this.#pending.push([{ path: file.path, size: file.size, mtimeMs: file.mtimeMs }, state, details]);
-    this.#pendingPaths.add(file.path);
-    this.#flushTimer ??= setTimeout(() => {
-      try {
-        this.flush();
-      } catch (error) {
-        // A timer has no caller to throw to: the next record() or read tries again.
-        this.#logger?.error({ error: error instanceof Error ? error.message : String(error) }, 'cannot write the journal');
-      }
-    }, LATER_MS).unref();
+    this.#enqueue(file, state, details, undefined);
+    this.#flushTimer ??= setTimeout(() => this.#flushInBackground(), LATER_MS).unref();
   }
 
-  /** Commits what recordLater() holds. Reads call it first, so they see every transition. */
+  /**
+   * Commits every transition recorded so far, in order, in one transaction. Reads call it first,
+   * so they see every transition. Throws what the commit threw (after rejecting the write-ahead
+   * records that waited for it).
+   */
   flush(): void {
     if (this.#pending.length === 0) return;
-    this.#recordBatch(this.#takePending());
+    const batch = this.#takePending();
+    let outcomes: Array<WorkingRow | JournalError>;
+    try {
+      outcomes = this.#commitBatch(batch);
+    } catch (error) {
+      // Rolled back: none of the batch is written, so no waiter may act on it.
+      for (const entry of batch) entry.waiter?.reject(error);
+      throw error;
+    }
+    batch.forEach((entry, i) => {
+      const outcome = outcomes[i];
+      if (outcome instanceof JournalError) {
+        if (entry.waiter) entry.waiter.reject(outcome);
+        // A bug guard; it did not cost the other transitions of the batch their commit.
+        else this.#logger?.error({ file: entry.file.path, state: entry.state }, outcome.message);
+      } else if (outcome) {
+        entry.waiter?.resolve(outcome.row.id);
+      }
+    });
+  }
+
+  /** flush() from a timer or setImmediate, which have no caller to throw to. */
+  #flushInBackground(): void {
+    try {
+      this.flush();
+    } catch (error) {
+      // Write-ahead records of the batch were rejected; the next record() or read tries again.
+      this.#logger?.error({ error: error instanceof Error ? error.message : String(error) }, 'cannot write the journal');
+    }
+  }
+
+  #enqueue(file: FileVersionRef, state: FileState, details: RecordDetails, waiter: Waiter | undefined): void {
+    this.#assertWritable();
+    if (!isFileState(state)) throw new JournalError('illegal-transition', `Unknown journal state ${String(state)} for ${file.path}`);
+    if (!(Number.isFinite(file.size) && Number.isFinite(file.mtimeMs)) || file.path === '') {
+      throw new TypeError(`recording a transition needs a path, a size and an mtime, got ${JSON.stringify(file)}`);
+    }
+    this.#pending.push({ file: { path: file.path, size: file.size, mtimeMs: file.mtimeMs }, state, details, waiter });
+    this.#pendingPaths.add(file.path);
   }
 
   #takePending(): Transition[] {
     clearTimeout(this.#flushTimer);
     this.#flushTimer = undefined;
+    clearImmediate(this.#commitSoon);
+    this.#commitSoon = undefined;
     const pending = this.#pending;
     this.#pending = [];
     this.#pendingPaths.clear();
@@ -387,55 +466,64 @@ export class Journal {
     }
   }
 
-  #apply(file: FileVersionRef, state: FileState, details: RecordDetails): number {
-    const now = this.#clock.now();
-    const raw = this.#sql.latestForPath.get(file.path) as RawRow | undefined;
-    const current = raw && toFileRow(raw);
-    if (current && !isFinal(current.state)) {
-      if (sameVersion(current, file)) return this.#transition(current, state, details, now).id;
-      // The file changed while we worked on it: everything learned about the old content is void.
-      const fresh: FileRow = { ...current, size: file.size, mtimeMs: file.mtimeMs, ...NOTHING_KNOWN };
-      const note = { restart: 'file changed', previous: { size: current.size, mtimeMs: current.mtimeMs } };
-      const restarted = this.#transition(fresh, 'discovered', state === 'discovered' ? details : {}, now, note);
-      if (state === 'discovered') return restarted.id;
-      return this.#transition(restarted, state, details, now).id;
+  /**
+   * Applies a batch inside its transaction. Each path's newest row is read once and written once
+   * (with one history entry per transition), however many transitions it had in the batch. Each
+   * transition is planned in memory before anything changes, so an illegal one leaves no trace
+   * and the others still commit. Returns, per transition, the row it landed on or its error.
+   */
+  #applyBatch(entries: readonly Transition[]): Array<WorkingRow | JournalError> {
+    const working = new Map<string, WorkingRow | undefined>();
+    const outcomes: Array<WorkingRow | JournalError> = [];
+    for (const { file, state, details } of entries) {
+      let current = working.get(file.path);
+      if (current === undefined && !working.has(file.path)) {
+        const raw = this.#sql.latestForPath.get(file.path) as RawRow | undefined;
+        current = raw && { row: toFileRow(raw), stored: true, versionChanged: false, steps: [] };
+        working.set(file.path, current);
+      }
+      let plan: Plan;
+      try {
+        plan = planTransition(current?.row, file, state, details, this.#clock.now());
+      } catch (error) {
+        if (!(error instanceof JournalError)) throw error;
+        outcomes.push(error);
+        continue;
+      }
+      if (plan.insert || !current) {
+        // A new row: the path's previous row is written first, so ids keep the order of events.
+        if (current) this.#write(current);
+        current = { row: plan.row, stored: false, versionChanged: false, steps: plan.steps };
+        working.set(file.path, current);
+      } else {
+        current.row = plan.row;
+        current.versionChanged ||= plan.versionChanged;
+        current.steps.push(...plan.steps);
+      }
+      outcomes.push(current);
     }
-    if (current?.state === 'failed' && state === 'discovered' && sameVersion(current, file)) {
-      return this.#transition(current, state, details, now).id;
-    }
-    return this.#insert(file, state, details, now);
+    for (const row of working.values()) if (row) this.#write(row);
+    return outcomes;
   }
 
-  /** Moves one row to `to`, after validating the move, and appends the history entry. */
-  #transition(row: FileRow, to: FileState, details: RecordDetails, now: number, note: Record<string, unknown> = {}): FileRow {
-    if (!canTransition(row.state, to)) {
-      throw new JournalError(
-        'illegal-transition',
-        `Illegal journal transition ${row.state} -> ${to} for ${row.path} (row ${row.id}). ` +
-          'This is a bug in immich-auto-uploader; please report it.',
+  /** Writes a working row (INSERT or UPDATE) and appends its history entries. */
+  #write(working: WorkingRow): void {
+    if (working.steps.length === 0) return;
+    const { row } = working;
+    if (!working.stored) {
+      row.id = Number(
+        this.#sql.insert.run(row.path, row.size, row.mtimeMs, ...mutableColumns(row), row.createdAt).lastInsertRowid,
       );
+      working.stored = true;
+    } else if (working.versionChanged) {
+      this.#sql.updateVersion.run(row.size, row.mtimeMs, ...mutableColumns(row), row.id);
+    } else {
+      // Size and mtime are left out of the SET: SQLite then leaves files_version alone.
+      this.#sql.update.run(...mutableColumns(row), row.id);
     }
-    const next: FileRow = { ...row, ...columnsAfter(row, to, details), state: to, updatedAt: now };
-    this.#sql.update.run(toParams(next));
-    this.#sql.insertTransition.run(row.id, to, now, detailJson(row.state, details, note));
-    return next;
-  }
-
-  #insert(file: FileVersionRef, state: FileState, details: RecordDetails, now: number): number {
-    const empty: FileRow = {
-      id: 0,
-      path: file.path,
-      size: file.size,
-      mtimeMs: file.mtimeMs,
-      state,
-      ...NOTHING_KNOWN,
-      createdAt: now,
-      updatedAt: now,
-    };
-    const row: FileRow = { ...empty, ...columnsAfter(empty, state, details) };
-    const id = Number(this.#sql.insert.run(toParams(row)).lastInsertRowid);
-    this.#sql.insertTransition.run(id, state, now, detailJson(null, details, {}));
-    return id;
+    for (const [state, at, detail] of working.steps) this.#sql.insertTransition.run(row.id, state, at, detail);
+    working.steps = [];
+    working.versionChanged = false;
   }
 
   #rows(statement: BetterSqlite3.Statement, ...params: unknown[]): FileRow[] {
@@ -445,6 +533,65 @@ export class Journal {
   #assertWritable(): void {
     if (this.#readOnly) throw new JournalError('unusable', 'This journal was opened read-only (openReadOnly); it cannot record.');
   }
+}
+
+/**
+ * What recording `state` for `file` does to the path's newest row `current`, computed without
+ * touching the database; throws an 'illegal-transition' JournalError for a move the state machine
+ * forbids.
+ *
+ * Which row: the newest row for the path if it is not final (a different size or mtime restarts
+ * it at 'discovered' first: the file changed); the newest row if it is 'failed' for this very
+ * version and `state` is 'discovered' (a retry: attempts are kept); else a new row.
+ */
+function planTransition(current: FileRow | undefined, file: FileVersionRef, state: FileState, details: RecordDetails, now: number): Plan {
+  if (current && !isFinal(current.state)) {
+    if (sameVersion(current, file)) {
+      const [row, step] = transition(current, state, details, now);
+      return { insert: false, row, versionChanged: false, steps: [step] };
+    }
+    // The file changed while we worked on it: everything learned about the old content is void.
+    const fresh: FileRow = { ...current, size: file.size, mtimeMs: file.mtimeMs, ...NOTHING_KNOWN };
+    const note = { restart: 'file changed', previous: { size: current.size, mtimeMs: current.mtimeMs } };
+    const [restarted, restart] = transition(fresh, 'discovered', state === 'discovered' ? details : {}, now, note);
+    if (state === 'discovered') return { insert: false, row: restarted, versionChanged: true, steps: [restart] };
+    const [row, step] = transition(restarted, state, details, now);
+    return { insert: false, row, versionChanged: true, steps: [restart, step] };
+  }
+  if (current?.state === 'failed' && state === 'discovered' && sameVersion(current, file)) {
+    const [row, step] = transition(current, state, details, now);
+    return { insert: false, row, versionChanged: false, steps: [step] };
+  }
+  const empty: FileRow = {
+    id: 0,
+    path: file.path,
+    size: file.size,
+    mtimeMs: file.mtimeMs,
+    state,
+    ...NOTHING_KNOWN,
+    createdAt: now,
+    updatedAt: now,
+  };
+  const row: FileRow = { ...empty, ...columnsAfter(empty, state, details) };
+  return { insert: true, row, versionChanged: false, steps: [[state, now, detailJson(null, details, {})]] };
+}
+
+/** One validated move of a row to `to`: the row after it and its history entry. */
+function transition(
+  row: FileRow,
+  to: FileState,
+  details: RecordDetails,
+  now: number,
+  note: Record<string, unknown> = {},
+): [FileRow, [state: FileState, at: number, detail: string]] {
+  if (!canTransition(row.state, to)) {
+    throw new JournalError(
+      'illegal-transition',
+      `Illegal journal transition ${row.state} -> ${to} for ${row.path} (row ${row.id}). ` +
+        'This is a bug in immich-auto-uploader; please report it.',
+    );
+  }
+  return [{ ...row, ...columnsAfter(row, to, details), state: to, updatedAt: now }, [to, now, detailJson(row.state, details, note)]];
 }
 
 /** Opens, checks, configures and migrates the journal, moving a damaged file aside once. */
@@ -639,24 +786,14 @@ function toFileRow(raw: RawRow): FileRow {
   };
 }
 
-function toParams(row: FileRow): Record<string, unknown> {
-  return {
-    id: row.id,
-    path: row.path,
-    size: row.size,
-    mtimeMs: row.mtimeMs,
-    checksum: row.checksum,
-    state: row.state,
-    assetId: row.assetId,
-    serverStatus: row.serverStatus,
-    archivePath: row.archivePath,
-    error: row.error,
-    attempts: row.attempts,
-    nextRetryAt: row.nextRetryAt,
-    createdAt: row.createdAt,
-    updatedAt: row.updatedAt,
-  };
+/** The columns a transition may change, in the order the insert and update statements take them. */
+function mutableColumns(row: FileRow): [string | null, FileState, string | null, string | null, string | null, string | null, number, number | null, number] {
+  return [row.checksum, row.state, row.assetId, row.serverStatus, row.archivePath, row.error, row.attempts, row.nextRetryAt, row.updatedAt];
 }
+
+/** The columns of mutableColumns(), and as many parameter slots. */
+const MUTABLE = 'checksum, state, asset_id, server_status, archive_path, error, attempts, next_retry_at, updated_at';
+const MUTABLE_SLOTS = MUTABLE.split(',').map(() => '?').join(', ');
 
 /** Every statement, prepared once: a prepared lookup through an index costs a few microseconds. */
 function prepare(db: BetterSqlite3.Database) {
@@ -667,17 +804,10 @@ function prepare(db: BetterSqlite3.Database) {
       `SELECT ${COLUMNS} FROM files WHERE path = ? AND size = ? AND mtime_ms = ? AND ${IS_FINAL} ORDER BY id DESC LIMIT 1`,
     ).raw(true),
     insert: db.prepare(
-      `INSERT INTO files (path, size, mtime_ms, checksum, state, asset_id, server_status, archive_path, error, attempts,
-         next_retry_at, created_at, updated_at)
-       VALUES (@path, @size, @mtimeMs, @checksum, @state, @assetId, @serverStatus, @archivePath, @error, @attempts,
-         @nextRetryAt, @createdAt, @updatedAt)`,
+      `INSERT INTO files (path, size, mtime_ms, ${MUTABLE}, created_at) VALUES (?, ?, ?, ${MUTABLE_SLOTS}, ?)`,
     ),
-    update: db.prepare(
-      `UPDATE files SET size = @size, mtime_ms = @mtimeMs, checksum = @checksum, state = @state, asset_id = @assetId,
-         server_status = @serverStatus, archive_path = @archivePath, error = @error, attempts = @attempts,
-         next_retry_at = @nextRetryAt, updated_at = @updatedAt
-       WHERE id = @id`,
-    ),
+    update: db.prepare(`UPDATE files SET (${MUTABLE}) = (${MUTABLE_SLOTS}) WHERE id = ?`),
+    updateVersion: db.prepare(`UPDATE files SET (size, mtime_ms, ${MUTABLE}) = (?, ?, ${MUTABLE_SLOTS}) WHERE id = ?`),
     insertTransition: db.prepare('INSERT INTO transitions (file_id, state, at, detail) VALUES (?, ?, ?, ?)'),
     transitionsOf: db.prepare('SELECT state, at, detail FROM transitions WHERE file_id = ? ORDER BY id'),
     unfinished: db.prepare(`SELECT ${COLUMNS} FROM files WHERE NOT ${IS_FINAL} ORDER BY id`).raw(true),
@@ -685,9 +815,9 @@ function prepare(db: BetterSqlite3.Database) {
     makeFailedEligible: db.prepare(`UPDATE files SET next_retry_at = ? WHERE state = 'failed' AND ${notSuperseded}`),
     counts: db.prepare(`SELECT state, COUNT(*) AS n FROM files WHERE id IN (${LATEST_IDS}) GROUP BY state`),
     recent: db
-      // '+state' keeps the planner off the state index: walking files_updated_at from the newest
-      // end stops after `limit` rows, where the state index would sort every final row first.
-      .prepare(`SELECT ${COLUMNS} FROM files WHERE ${finalCondition('+state')} ORDER BY updated_at DESC, id DESC LIMIT ?`)
+      // Walks files_final_updated_at, a partial index whose WHERE is exactly IS_FINAL (schema v3),
+      // from the newest end and stops after `limit` rows.
+      .prepare(`SELECT ${COLUMNS} FROM files WHERE ${IS_FINAL} ORDER BY updated_at DESC, id DESC LIMIT ?`)
       .raw(true),
     totals: db.prepare(
       `SELECT COUNT(*) AS files, COALESCE(SUM(size), 0) AS bytes FROM files

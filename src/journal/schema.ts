@@ -71,6 +71,24 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    version: 3,
+    description: 'partial indexes for the failed and the final rows',
+    up: (db) => {
+      // files_state and files_updated_at changed with every transition (state and updated_at
+      // always do), but only failed() asks for a state and only recent() for final rows by time.
+      // Partial indexes hold just those rows: a transition between unfinished states leaves
+      // them alone. The WHERE of files_final_updated_at must stay the journal's IS_FINAL text,
+      // or SQLite will not see that recent() may use it.
+      db.exec(`
+        DROP INDEX files_state;
+        DROP INDEX files_updated_at;
+        CREATE INDEX files_failed ON files (state) WHERE state = 'failed';
+        CREATE INDEX files_final_updated_at ON files (updated_at)
+          WHERE (state = 'archived' OR state = 'deleted' OR state = 'kept' OR state = 'skipped' OR state = 'failed' OR state = 'gone');
+      `);
+    },
+  },
 ];
 
 /** The schema version this program writes and reads. */

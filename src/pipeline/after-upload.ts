@@ -30,14 +30,15 @@ export async function disposeOriginal(
 ): Promise<Disposition> {
   switch (mode) {
     case 'move': {
-      record(file, 'archiving', { archivePath: targetPath(file.path, file.root) });
+      // Committed before the link: a crash after it is finished at the next start.
+      await record(file, 'archiving', { archivePath: targetPath(file.path, file.root) });
       const archived = await archiveFile({ source: file.path, root: file.root, checksum: file.checksum, expected: file, fs });
       record(file, 'archived', { archivePath: archived.target });
       return { mode, archivedTo: archived.target };
     }
     case 'delete':
       await assertUnchanged(file);
-      record(file, 'deleting');
+      await record(file, 'deleting');
       await deleteWithSidecars(file.path);
       record(file, 'deleted');
       return { mode };

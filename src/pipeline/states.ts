@@ -70,14 +70,24 @@ export function canTransition(from: FileState, to: FileState): boolean {
   return to === from || ESCAPES.includes(to);
 }
 
+/** The states that must be on disk before the step that follows them (see WRITE_AHEAD). */
+export type WriteAheadState = 'archiving' | 'deleting';
+
+/** Every other state: it may be committed a moment after it is recorded. */
+export type LaterState = Exclude<FileState, WriteAheadState>;
+
 /**
- * The states that must be on disk before the step that follows them: the journal commits them
- * at once. A crash between "archiving to X" and the link, or "deleting" and the unlink, is then
+ * The states that must be on disk before the step that follows them: recording one waits for its
+ * commit. A crash between "archiving to X" and the link, or "deleting" and the unlink, is then
  * always visible at the next start. Every other transition may be committed a moment later, in
  * a batch: if a crash loses it, the file is found where it was and taken up again (the server's
  * duplicate check answers for an upload that did finish).
  */
-export const WRITE_AHEAD: ReadonlySet<FileState> = new Set<FileState>(['archiving', 'deleting']);
+export const WRITE_AHEAD: ReadonlySet<FileState> = new Set<WriteAheadState>(['archiving', 'deleting']);
+
+export function isWriteAhead(state: FileState): state is WriteAheadState {
+  return WRITE_AHEAD.has(state);
+}
 
 /** Facts learned on the way to a state, stored with it; undefined fields leave stored values unchanged. */
 export interface RecordDetails {
@@ -92,8 +102,33 @@ export interface RecordDetails {
   reason?: string;
 }
 
-/** Records a transition of one file version; returns once it is durable enough to act on. */
-export type Recorder = (file: FileVersion & { path: string }, state: FileState, details?: RecordDetails) => void;
+/** The file version a transition is recorded for. */
+export type RecordedFile = FileVersion & { path: string };
+
+/**
+ * Records a transition of one file version. A write-ahead state returns a promise that resolves
+ * once the transition is committed: await it, and do the step (link, unlink) only then; a
+ * rejection means it is not on disk and the step must not happen. Any other state returns
+ * nothing: it is committed a moment later. The two signatures let the compiler (and the
+ * no-floating-promises lint) tell which calls must be awaited.
+ */
+export interface Recorder {
+  (file: RecordedFile, state: WriteAheadState, details?: RecordDetails): Promise<void>;
+  (file: RecordedFile, state: LaterState, details?: RecordDetails): void;
+}
+
+/** A Recorder from its two halves: one for the write-ahead states, one for the rest. */
+export function makeRecorder(
+  writeAhead: (file: RecordedFile, state: WriteAheadState, details?: RecordDetails) => Promise<void>,
+  later: (file: RecordedFile, state: LaterState, details?: RecordDetails) => void,
+): Recorder {
+  function record(file: RecordedFile, state: WriteAheadState, details?: RecordDetails): Promise<void>;
+  function record(file: RecordedFile, state: LaterState, details?: RecordDetails): void;
+  function record(file: RecordedFile, state: FileState, details?: RecordDetails): Promise<void> | void {
+    return isWriteAhead(state) ? writeAhead(file, state, details) : later(file, state, details);
+  }
+  return record;
+}
 
 /** The decision for a hashed file, made from what the server said. */
 export type Decision = 'upload' | 'server-duplicate' | 'skip:unsupported';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { pino, type Logger } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { JOURNAL_FILE, Journal, JournalError, type FileVersionRef, type FileState } from '../../src/journal/journal.js';
+import { IS_FINAL, JOURNAL_FILE, Journal, JournalError, type FileVersionRef, type FileState } from '../../src/journal/journal.js';
 import { migrate, MIGRATIONS, SCHEMA_VERSION, type Migration } from '../../src/journal/schema.js';
 import { canTransition, FILE_STATES as JOURNAL_STATES, FINAL_STATES, isFinal as isFinalState } from '../../src/pipeline/states.js';
 import { FakeClock } from '../helpers/fake-clock.js';
@@ -274,6 +274,134 @@ describe('record()', () => {
   });
 });
 
+describe('batches: recordLater() and recordWriteAhead()', () => {
+  const at = (name: string): FileVersionRef => ({ path: `/watch/${name}.jpg`, size: 10, mtimeMs: 1000 });
+  /** What another connection sees on disk: the newest row's state per path, committed only. */
+  const onDisk = (): Record<string, string> =>
+    withRaw(dbFile(), (db) =>
+      Object.fromEntries(
+        (db.prepare('SELECT path, state FROM files WHERE id IN (SELECT MAX(id) FROM files GROUP BY path)').all() as Array<{
+          path: string;
+          state: string;
+        }>).map((row) => [row.path, row.state]),
+      ),
+    );
+  /** Makes every commit that records `state` fail, as a full disk would, until the returned undo. */
+  const failCommitsOf = (state: FileState): (() => void) => {
+    withRaw(dbFile(), (db) =>
+      db.exec(`CREATE TRIGGER fail_commit BEFORE INSERT ON transitions WHEN NEW.state = '${state}'
+               BEGIN SELECT RAISE(ABORT, 'disk I/O error (test)'); END`),
+    );
+    return () => withRaw(dbFile(), (db) => db.exec('DROP TRIGGER fail_commit'));
+  };
+
+  it('write-ahead records of the same moment share one commit, after what was recorded before them', async () => {
+    const journal = open();
+    for (const name of ['a', 'b', 'c']) drive(journal, at(name), 'on-server');
+    journal.recordLater(at('x'), 'discovered');
+    const waiting = [
+      journal.recordWriteAhead(at('a'), 'archiving', { archivePath: '/archive/a.jpg' }),
+      journal.recordWriteAhead(at('b'), 'deleting'),
+      journal.recordWriteAhead(at('c'), 'archiving', { archivePath: '/archive/c.jpg' }),
+    ];
+    journal.recordLater(at('a'), 'archived'); // recorded before the commit: part of it, after 'archiving'
+    // Nothing is committed until the next turn of the event loop...
+    expect(onDisk()).toMatchObject({ '/watch/a.jpg': 'on-server', '/watch/b.jpg': 'on-server' });
+    expect(onDisk()['/watch/x.jpg']).toBeUndefined();
+    // ...and then all of it is, before the first waiter hears back.
+    await waiting[0];
+    expect(onDisk()).toEqual({ '/watch/a.jpg': 'archived', '/watch/b.jpg': 'deleting', '/watch/c.jpg': 'archiving', '/watch/x.jpg': 'discovered' });
+    await Promise.all(waiting);
+    expect(transitionsOf(journal, '/watch/a.jpg').map((t) => t.state)).toEqual([...ROUTE['on-server'], 'archiving', 'archived']);
+    expect(journal.current('/watch/c.jpg')).toMatchObject({ state: 'archiving', archivePath: '/archive/c.jpg' });
+  });
+
+  it('a failed commit rejects every write-ahead record of the batch and writes none of it', async () => {
+    const journal = open();
+    for (const name of ['a', 'b', 'c']) drive(journal, at(name), 'on-server');
+    const before = onDisk();
+    const undo = failCommitsOf('deleting');
+    journal.recordLater(at('x'), 'discovered');
+    const results = await Promise.allSettled([
+      journal.recordWriteAhead(at('a'), 'archiving'),
+      journal.recordWriteAhead(at('b'), 'deleting'),
+      journal.recordWriteAhead(at('c'), 'archiving'),
+    ]);
+    expect(results.map((result) => result.status)).toEqual(['rejected', 'rejected', 'rejected']);
+    for (const result of results) expect(result.status === 'rejected' && String(result.reason)).toContain('disk I/O error (test)');
+    expect(onDisk()).toEqual(before);
+    expect(transitionsOf(journal, '/watch/a.jpg')).toHaveLength(ROUTE['on-server'].length);
+    expect(logLines.some((line) => line.level === 50 && line.msg === 'cannot write the journal')).toBe(true);
+
+    undo();
+    await journal.recordWriteAhead(at('a'), 'archiving');
+    expect(onDisk()['/watch/a.jpg']).toBe('archiving');
+  });
+
+  it('an illegal write-ahead move rejects only its own record; the rest of the batch commits', async () => {
+    const journal = open();
+    drive(journal, at('a'), 'hashed');
+    drive(journal, at('b'), 'on-server');
+    const illegal = journal.recordWriteAhead(at('a'), 'archiving');
+    const legal = journal.recordWriteAhead(at('b'), 'archiving');
+    const error = await illegal.then(
+      () => undefined,
+      (reason: unknown) => reason,
+    );
+    expect(error).toBeInstanceOf(JournalError);
+    expect((error as JournalError).kind).toBe('illegal-transition');
+    await legal;
+    expect(onDisk()).toEqual({ '/watch/a.jpg': 'hashed', '/watch/b.jpg': 'archiving' });
+    expect(transitionsOf(journal, '/watch/a.jpg')).toHaveLength(ROUTE.hashed.length);
+    expect(logLines.filter((line) => line.level === 50)).toEqual([]); // the caller was told: no log
+  });
+
+  it('a batch keeps every transition of a path, its details and its restarts, as one-by-one records would', () => {
+    const journal = open();
+    const file = at('a');
+    const changed = { ...file, size: 99 };
+    journal.recordLater(file, 'discovered');
+    journal.recordLater(file, 'settled');
+    journal.recordLater(file, 'hashed', { checksum: 'abc' });
+    journal.recordLater(changed, 'settled'); // the file changed: restart, then settled
+    journal.recordLater(changed, 'hashed', { checksum: 'def' });
+    journal.recordLater(changed, 'uploading', { checksum: 'zzz' }); // a later detail overrides the stored one
+    journal.recordLater(changed, 'archived'); // illegal: logged, and nothing else is lost
+    journal.recordLater(changed, 'skipped', { reason: 'test' });
+    journal.recordLater(changed, 'discovered'); // after a final state: a new row
+    journal.flush();
+
+    const [newest, first] = journal.history(file.path);
+    expect(newest?.file).toMatchObject({ size: 99, state: 'discovered', checksum: null });
+    expect(newest?.transitions.map((t) => t.detail)).toEqual([{ from: null }]);
+    expect(first?.file).toMatchObject({ id: 1, size: 99, state: 'skipped', checksum: 'zzz', error: 'test' });
+    expect(newest?.file.id).toBeGreaterThan(first?.file.id ?? Infinity);
+    expect(first?.transitions.map((t) => [t.state, t.detail])).toEqual([
+      ['discovered', { from: null }],
+      ['settled', { from: 'discovered' }],
+      ['hashed', { from: 'settled', checksum: 'abc' }],
+      ['discovered', { from: 'hashed', restart: 'file changed', previous: { size: 10, mtimeMs: 1000 } }],
+      ['settled', { from: 'discovered' }],
+      ['hashed', { from: 'settled', checksum: 'def' }],
+      ['uploading', { from: 'hashed', checksum: 'zzz' }],
+      ['skipped', { from: 'uploading', reason: 'test' }],
+    ]);
+    expect(logLines.filter((line) => line.level === 50).map((line) => line.msg)).toEqual([
+      expect.stringContaining('Illegal journal transition uploading -> archived'),
+    ]);
+  });
+
+  it('close() commits what is waiting and answers the write-ahead records', async () => {
+    const journal = open();
+    drive(journal, at('a'), 'on-server');
+    const waiting = journal.recordWriteAhead(at('a'), 'deleting');
+    journal.recordLater(at('b'), 'discovered');
+    journal.close();
+    await waiting;
+    expect(onDisk()).toEqual({ '/watch/a.jpg': 'deleting', '/watch/b.jpg': 'discovered' });
+  });
+});
+
 describe('findFinal()', () => {
   it('finds only a final row of exactly this version, fractional mtime included', () => {
     const journal = open();
@@ -452,7 +580,7 @@ describe('open()', () => {
       expect(db.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
       expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
     });
-    expect(SCHEMA_VERSION).toBe(2);
+    expect(SCHEMA_VERSION).toBe(3);
   });
 
   it('tightens the modes of an existing directory and journal', async () => {
@@ -501,7 +629,7 @@ describe('schema migrations', () => {
     await v1Journal();
     withRaw(dbFile(), (db) => expect(db.pragma('user_version', { simple: true })).toBe(1));
     const journal = open();
-    expect(logLines.find((line) => line.level === 30)).toMatchObject({ from: 1, to: 2 });
+    expect(logLines.find((line) => line.level === 30)).toMatchObject({ from: 1, to: 3 });
     expect(journal.current('/watch/broken.mov')).toMatchObject({
       id: 3,
       state: 'failed',
@@ -525,10 +653,23 @@ describe('schema migrations', () => {
     expect(journal.current('/watch/2023/IMG_0002.HEIC')).toMatchObject({ id: 2, state: 'kept', assetId: 'asset-2' });
     journal.close();
     withRaw(dbFile(), (db) => {
-      expect(db.pragma('user_version', { simple: true })).toBe(2);
+      expect(db.pragma('user_version', { simple: true })).toBe(3);
       expect(db.prepare('SELECT COUNT(*) AS n FROM files').get()).toEqual({ n: 5 });
       const indexes = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL").all() as Array<{ name: string }>).map((r) => r.name);
-      expect(indexes).toEqual(expect.arrayContaining(['files_path', 'files_state', 'files_version']));
+      expect(indexes.sort()).toEqual(['files_failed', 'files_final_updated_at', 'files_path', 'files_version', 'transitions_file']);
+    });
+  });
+
+  it('v3 indexes only the failed rows and the final rows, and the queries that need them use them', () => {
+    open().close();
+    withRaw(dbFile(), (db) => {
+      const plan = (sql: string): string =>
+        (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all() as Array<{ detail: string }>).map((row) => row.detail).join('; ');
+      // recent() and failed() ask exactly this; a partial index is used only for a WHERE that implies its own.
+      expect(plan(`SELECT id FROM files WHERE ${IS_FINAL} ORDER BY updated_at DESC, id DESC LIMIT 5`)).toBe(
+        'SCAN files USING INDEX files_final_updated_at',
+      );
+      expect(plan("SELECT id FROM files WHERE state = 'failed' ORDER BY id")).toContain('INDEX files_failed');
     });
   });
 
@@ -548,7 +689,7 @@ describe('schema migrations', () => {
       expect(() => migrate(db, 'm.db', broken)).toThrow('boom');
       expect(db.pragma('user_version', { simple: true })).toBe(1);
       expect(db.prepare("SELECT name FROM sqlite_master WHERE name = 'half'").get()).toBeUndefined();
-      expect(migrate(db, 'm.db')).toEqual([2]);
+      expect(migrate(db, 'm.db')).toEqual([2, 3]);
       expect(migrate(db, 'm.db')).toEqual([]);
     });
   });

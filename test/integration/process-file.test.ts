@@ -56,7 +56,8 @@ function deps(): ProcessDeps {
     clock: systemClock,
     limitHash: (work) => queue.add(work),
     limitUpload: (work) => queue.add(work),
-    record: (_file, state) => void states.push(state),
+    // Every state is "committed" at once; a write-ahead caller gets a resolved promise.
+    record: async (_file, state) => void states.push(state),
     signals,
   };
 }

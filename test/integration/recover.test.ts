@@ -1,10 +1,10 @@
-import { link, mkdir, stat, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, readdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { WatchRoot } from '../../src/config.js';
 import { recoverUnfinished, type UnfinishedRow } from '../../src/pipeline/recover.js';
-import type { FileState, RecordDetails } from '../../src/pipeline/states.js';
+import { makeRecorder, type FileState, type RecordDetails } from '../../src/pipeline/states.js';
 import { readIfExists, sha1, writeMedia } from '../helpers/media.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 
@@ -36,7 +36,8 @@ function recover(rows: UnfinishedRow[], afterUpload: 'move' | 'delete' | 'keep' 
     roots: [root],
     afterUpload,
     logger: pino({ level: 'silent' }),
-    record: (file, state, details) => void recorded.push({ path: file.path, state, details }),
+    // Every state is "committed" at once; a write-ahead caller gets a resolved promise.
+    record: async (file, state, details) => void recorded.push({ path: file.path, state, details }),
   });
 }
 
@@ -92,6 +93,27 @@ describe('recoverUnfinished', () => {
     expect(summary.finished).toBe(1);
     expect(await readIfExists(join(root.path, 'g.jpg'))).toBeUndefined();
     expect(recorded.at(-1)?.state).toBe('deleted');
+  });
+
+  it('neither links nor unlinks when the write-ahead record did not commit', async () => {
+    const files = await writeMedia(root.path, ['j.jpg', 'k.jpg']);
+    const refused = new Error('disk I/O error (test)');
+    const record = makeRecorder(
+      async (file, state) => {
+        recorded.push({ path: file.path, state });
+        throw refused;
+      },
+      (file, state) => void recorded.push({ path: file.path, state }),
+    );
+    for (const [name, mode] of [['j.jpg', 'move'], ['k.jpg', 'delete']] as const) {
+      const row = await rowFor(name, 'on-server', files.get(name) ?? Buffer.alloc(0));
+      await expect(
+        recoverUnfinished({ rows: [row], roots: [root], afterUpload: mode, logger: pino({ level: 'silent' }), record }),
+      ).rejects.toBe(refused);
+      expect(await readIfExists(row.path)).toBeDefined();
+    }
+    expect(await readdir(root.archivePath)).toEqual([]);
+    expect(recorded.map((r) => r.state)).toEqual(['archiving', 'deleting']);
   });
 
   it('leaves an interrupted upload to the pipeline, and marks a vanished file gone', async () => {
