@@ -21,6 +21,7 @@ import { processFile } from './pipeline/process-file.js';
 import { formatSummary, type StatsSnapshot } from './pipeline/stats.js';
 import { systemClock, type Clock } from './support/clock.js';
 import { retry } from './support/retry.js';
+import { limitWhileWaiting } from './support/limit.js';
 
 export type RunMode = 'watch' | 'once';
 
@@ -92,8 +93,8 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   const stopWaiting = AbortSignal.any([stop, fatal.signal]);
   const abortRequests = new AbortController();
   const requestSignal = AbortSignal.any([abortRequests.signal, fatal.signal, ...(options.abortNow ? [options.abortNow] : [])]);
-  // Every queued hash or upload listens on these signals (p-queue removes its listener when the
-  // task starts): a few hundred listeners are expected, not a leak.
+  // Every waiting hash or upload listens on these signals (until it starts): a few hundred
+  // listeners are expected, not a leak.
   setMaxListeners(MAX_SIGNAL_LISTENERS, stopWaiting, requestSignal);
   const gate = new ServerGate({ client, clock, logger: logger.child({ stage: 'server' }), signal: stopWaiting });
   // Write-ahead states wait for their commit (shared with those recorded in the same moment);
@@ -137,8 +138,8 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   const checker = new CheckBatcher({ send: (items) => immich.bulkUploadCheck(items, signals), clock });
   // Hashing is bound by disk and one core per file; two at a time keeps both cores busy
   // without making a spinning disk seek between many files.
-  const hashQueue = new PQueue({ concurrency: Math.min(2, config.uploadConcurrency) });
-  const uploadQueue = new PQueue({ concurrency: config.uploadConcurrency });
+  const limitHash = limitWhileWaiting(new PQueue({ concurrency: Math.min(2, config.uploadConcurrency) }), stopWaiting);
+  const limitUpload = limitWhileWaiting(new PQueue({ concurrency: config.uploadConcurrency }), stopWaiting);
   const coordinator: Coordinator = new Coordinator({
     clock,
     logger,
@@ -155,11 +156,11 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
         serverMajor: server.major,
         clock,
         limitHash: async (work) => {
-          const result = await hashQueue.add(work, { signal: stopWaiting });
+          const result = await limitHash(work);
           coordinator.stats.hashed++;
           return result;
         },
-        limitUpload: (work) => uploadQueue.add(work, { signal: stopWaiting }),
+        limitUpload,
         afterUpload: config.afterUpload,
         archiveFs: options.archiveFs,
         record: traced,

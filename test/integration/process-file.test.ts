@@ -10,7 +10,7 @@ import type { ImmichClient } from '../../src/immich/client.js';
 import { ResilientImmich, ServerGate } from '../../src/immich/resilient.js';
 import { CheckBatcher } from '../../src/pipeline/check.js';
 import { processFile, type ProcessDeps } from '../../src/pipeline/process-file.js';
-import type { FileState } from '../../src/pipeline/states.js';
+import { makeRecorder, type FileState } from '../../src/pipeline/states.js';
 import type { SettledFile } from '../../src/pipeline/types.js';
 import { systemClock } from '../../src/support/clock.js';
 import { startFakeImmich, type FakeImmich } from '../fakes/immich-server.js';
@@ -129,10 +129,13 @@ describe('processFile reads a small file once', () => {
     const base = deps();
     await processFile(await settled(name), {
       ...base,
-      record: (file, state, details) => {
-        base.record(file, state, details);
-        if (state === 'uploading') writeFileSync(file.path, rewritten);
-      },
+      record: makeRecorder(
+        (file, state, details) => base.record(file, state, details),
+        (file, state, details) => {
+          base.record(file, state, details);
+          if (state === 'uploading') writeFileSync(file.path, rewritten);
+        },
+      ),
     });
     return { hashed, rewritten };
   }
