@@ -367,7 +367,10 @@ describe('retry', () => {
 
     const retried = await cli(['retry']);
     expect(retried.code, retried.stdout + retried.stderr).toBe(0);
-    await waitFor(() => theServer().assets.length === 1 && existsSync(join(archiveDir, 'refused-first.jpg')), {
+    // The archived copy appears (link) a moment before the original goes (unlink): wait for both.
+    const archived = (): boolean =>
+      existsSync(join(archiveDir, 'refused-first.jpg')) && !existsSync(join(watchDir, 'refused-first.jpg'));
+    await waitFor(() => theServer().assets.length === 1 && archived(), {
       timeoutMs: 20_000,
       message: 'the daemon to upload and archive the retried file',
     });
