@@ -10,7 +10,8 @@ import { createImmichClient } from './immich/http-client.js';
 import { raceAbort, ResilientImmich, ServerGate } from './immich/resilient.js';
 import { Journal } from './journal/journal.js';
 import { acquireLock } from './journal/lock.js';
-import { removeStaleTemporaries, type ArchiveFs } from './pipeline/archive.js';
+import { removeStaleTemporaries, threadedArchiveFs, type ArchiveFs } from './pipeline/archive.js';
+import { settleStatFrom } from './pipeline/settle.js';
 import { recoverUnfinished } from './pipeline/recover.js';
 import { makeRecorder, type Recorder } from './pipeline/states.js';
 import type { Candidate } from './pipeline/types.js';
@@ -21,6 +22,7 @@ import { processFile } from './pipeline/process-file.js';
 import { formatSummary, type StatsSnapshot } from './pipeline/stats.js';
 import { systemClock, type Clock } from './support/clock.js';
 import { retry } from './support/retry.js';
+import { FsWorker } from './support/fs-worker.js';
 import { limitWhileWaiting } from './support/limit.js';
 
 export type RunMode = 'watch' | 'once';
@@ -124,13 +126,16 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     const leftovers = await removeStaleTemporaries(config.archiveDirectory);
     if (leftovers > 0) logger.info({ count: leftovers }, 'removed temporary files left by an interrupted archive copy');
   }
+  // Started at its first request; idle, it does not keep the process alive.
+  const files = new FsWorker();
+  const archiveFs = options.archiveFs ?? threadedArchiveFs(files);
   await recoverUnfinished({
     rows: journal.unfinished(),
     roots: config.watchRoots,
     afterUpload: config.afterUpload,
     record,
     logger,
-    archiveFs: options.archiveFs,
+    archiveFs,
   });
 
   const immich = new ResilientImmich({ client, gate, clock, logger: logger.child({ stage: 'upload' }) });
@@ -145,6 +150,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     logger,
     waitMs: config.fileStabilityWaitMs,
     intervalMs: config.fileStabilityCheckIntervalMs,
+    stat: settleStatFrom((path) => files.lstat(path)),
     inFlight: Math.max(16, config.uploadConcurrency * 8),
     retryFailed: mode === 'watch',
     record,
@@ -155,6 +161,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
         checker,
         serverMajor: server.major,
         clock,
+        files,
         limitHash: async (work) => {
           const result = await limitHash(work);
           coordinator.stats.hashed++;
@@ -162,7 +169,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
         },
         limitUpload,
         afterUpload: config.afterUpload,
-        archiveFs: options.archiveFs,
+        archiveFs,
         record: traced,
         signals,
       }),
@@ -206,6 +213,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     background.abort();
     await detector.close();
     await shutdown(coordinator, abortRequests, stop.aborted ? config.shutdownGraceMs : 0, clock, logger);
+    await files.close();
   }
   if (fatalError !== undefined) throw fatalError;
   const snapshot = coordinator.stats.snapshot(coordinator.queued);

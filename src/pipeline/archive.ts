@@ -30,6 +30,7 @@ import type { WatchRoot } from '../config.js';
 import { isAbortError } from '../support/clock.js';
 import { hashFile } from './hash.js';
 import type { FileVersion } from './types.js';
+import type { FsWorker } from '../support/fs-worker.js';
 import { isInside } from '../support/paths.js';
 
 /** The file-system operations the archive uses; the real ones by default, injectable in tests. */
@@ -62,6 +63,22 @@ export const nodeArchiveFs: ArchiveFs = {
     return { sync: () => fsyncFd(fd), close: () => closeFd(fd) };
   },
 };
+
+/**
+ * The real file system with the calls every archived file makes (lstat, link, unlink) run on the
+ * file-system thread, which costs the main thread a fraction of a thread-pool call.
+ */
+export function threadedArchiveFs(files: FsWorker, base: ArchiveFs = nodeArchiveFs): ArchiveFs {
+  return {
+    ...base,
+    lstat: async (path) => {
+      const stats = await files.lstat(path);
+      return { ...stats, isFile: () => stats.isFile };
+    },
+    link: (existingPath, newPath) => files.link(existingPath, newPath),
+    unlink: (path) => files.unlink(path),
+  };
+}
 
 const openFd = promisify(open);
 const fsyncFd = promisify(fsync);

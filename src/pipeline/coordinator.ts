@@ -6,7 +6,7 @@ import type { Clock } from '../support/clock.js';
 import type { Disposition } from './after-upload.js';
 import type { FileOutcome } from './process-file.js';
 import type { Recorder } from './states.js';
-import { Settler } from './settle.js';
+import { Settler, type SettleStatFunction } from './settle.js';
 import { formatBytes, RunStats } from './stats.js';
 import type { Candidate, SettledFile } from './types.js';
 
@@ -48,6 +48,8 @@ export class Coordinator {
       logger: Logger;
       waitMs: number;
       intervalMs: number;
+      /** How the settler looks at a file (default: fs lstat). */
+      stat?: SettleStatFunction;
       /** How many files may be between settled and done at once. */
       inFlight: number;
       /** Whether failed files are tried again later in this run (watch) or not (once). */
@@ -69,6 +71,7 @@ export class Coordinator {
       clock: deps.clock,
       waitMs: deps.waitMs,
       intervalMs: deps.intervalMs,
+      stat: deps.stat,
       onSettled: (file) => this.enqueue(file),
       onEmpty: (candidate) => this.skipEmpty(candidate),
       onGone: (path) => this.vanished(path),

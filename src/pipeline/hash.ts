@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { close, open, read } from 'node:fs';
 import { promisify } from 'node:util';
 import { abortReason } from '../support/clock.js';
+import type { FsWorker } from '../support/fs-worker.js';
 
 /**
  * Read size. Measured (docs STACK.md): 1 MiB reads hash as fast as `openssl dgst`, ~25% faster
@@ -69,40 +70,34 @@ export async function hashFile(path: string, signal?: AbortSignal): Promise<File
  * Hashes a settled file: a regular file (detection and settling `lstat`ed it) that had `settledSize`
  * bytes. A result whose `size` differs from `settledSize` means the file changed since it settled.
  *
- * Up to `WHOLE_FILE_MAX_BYTES`, the file is read whole into its own buffer, asking for
- * `settledSize + 1` bytes: a read of a regular file that returns less than asked has reached the end,
- * so getting exactly `settledSize` is the whole file (one open, one read, one close), and the extra
- * byte means it grew. The result then carries the bytes. Larger files are streamed through the
- * reused 1 MiB buffer, and a short read that completes the settled size ends it instead of one
- * more read that returns nothing.
+ * Up to `WHOLE_FILE_MAX_BYTES`, the file is read whole into its own buffer by the file-system
+ * thread, asking for `settledSize + 1` bytes: a read of a regular file that returns less than
+ * asked has reached the end, so getting exactly `settledSize` is the whole file (one open, one
+ * read, one close), and the extra byte means it grew. The result then carries the bytes. Larger
+ * files are streamed through the reused 1 MiB buffer, and a short read that completes the settled
+ * size ends it instead of one more read that returns nothing.
  *
  * A short read before the settled size is reached is read on, so a file system that splits reads
  * costs a read more rather than a file reported changed forever.
  */
-export async function hashSettledFile(path: string, settledSize: number, signal?: AbortSignal): Promise<FileHash> {
+export async function hashSettledFile(
+  path: string,
+  settledSize: number,
+  files: FsWorker,
+  signal?: AbortSignal,
+): Promise<FileHash> {
   if (signal?.aborted) throw abortReason(signal);
+  if (settledSize <= WHOLE_FILE_MAX_BYTES) {
+    const { checksum, bytes } = await files.readWhole(path, settledSize, signal);
+    // Only the settled version travels on: a file that changed is sent round again, not uploaded.
+    return bytes.length === settledSize ? { checksum, size: settledSize, bytes } : { checksum, size: bytes.length };
+  }
   const fd = await openFile(path, 'r');
   try {
-    if (settledSize > WHOLE_FILE_MAX_BYTES) return await streamHash(fd, settledSize, signal);
-    return await readWhole(fd, settledSize, signal);
+    return await streamHash(fd, settledSize, signal);
   } finally {
     await closeFile(fd);
   }
-}
-
-async function readWhole(fd: number, settledSize: number, signal: AbortSignal | undefined): Promise<FileHash> {
-  const buffer = Buffer.allocUnsafe(settledSize + 1);
-  let filled = 0;
-  for (;;) {
-    const { bytesRead } = await readFile(fd, buffer, filled, buffer.length - filled, null);
-    if (signal?.aborted) throw abortReason(signal);
-    filled += bytesRead;
-    if (bytesRead === 0 || filled >= settledSize) break;
-  }
-  const bytes = buffer.subarray(0, filled);
-  const checksum = createHash('sha1').update(bytes).digest('hex');
-  // Only the settled version travels on: a file that changed is sent round again, not uploaded.
-  return filled === settledSize ? { checksum, size: filled, bytes } : { checksum, size: filled };
 }
 
 /**

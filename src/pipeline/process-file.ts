@@ -2,6 +2,7 @@ import { isImmichError } from '../immich/errors.js';
 import { FileSizeMismatchError } from '../immich/multipart.js';
 import type { CallSignals, ResilientImmich } from '../immich/resilient.js';
 import { isAbortError, type Clock } from '../support/clock.js';
+import type { FsWorker } from '../support/fs-worker.js';
 import type { AfterUpload } from '../config.js';
 import { disposeOriginal, type Disposition } from './after-upload.js';
 import { ArchiveError, SourceChangedError, type ArchiveFs } from './archive.js';
@@ -28,6 +29,8 @@ export interface ProcessDeps {
   checker: CheckBatcher;
   serverMajor: number;
   clock: Clock;
+  /** The thread that reads small files whole (and does the archive's small calls). */
+  files: FsWorker;
   /** Runs the hash step within the hashing concurrency. */
   limitHash: <T>(work: () => Promise<T>) => Promise<T>;
   /** Runs the upload step within UPLOAD_CONCURRENCY. */
@@ -54,7 +57,7 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     // A small file's bytes travel with its hash to the upload, and are let go as soon as the
     // server has the file: memory is bounded by the files in flight (DESIGN.md).
     let hashed: FileHash | undefined = await deps.limitHash(() =>
-      hashSettledFile(file.path, file.size, deps.signals.wait),
+      hashSettledFile(file.path, file.size, deps.files, deps.signals.wait),
     );
     if (hashed.size !== file.size) return { kind: 'changed' };
     const { checksum } = hashed;

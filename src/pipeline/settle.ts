@@ -59,18 +59,30 @@ interface Entry {
   nextCheckAt: number;
 }
 
-/** Default stat: lstat, so a symlink is "not a regular file"; a missing path is null. */
-export const lstatForSettle: SettleStatFunction = async (path) => {
-  try {
-    const stats = await lstat(path);
-    return { size: stats.size, mtimeMs: stats.mtimeMs, birthtimeMs: stats.birthtimeMs, isFile: stats.isFile() };
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    // ENOTDIR: a parent folder was replaced by a file, so the path is gone just the same.
-    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
-    throw error;
-  }
-};
+/**
+ * A settle stat from an lstat: a symlink is "not a regular file", and a missing path (ENOENT, or
+ * ENOTDIR: a parent folder was replaced by a file) is null.
+ */
+export function settleStatFrom(
+  lstat: (path: string) => Promise<{ size: number; mtimeMs: number; birthtimeMs: number; isFile: boolean }>,
+): SettleStatFunction {
+  return async (path) => {
+    try {
+      const { size, mtimeMs, birthtimeMs, isFile } = await lstat(path);
+      return { size, mtimeMs, birthtimeMs, isFile };
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+      throw error;
+    }
+  };
+}
+
+/** Default stat: fs lstat. */
+export const lstatForSettle: SettleStatFunction = settleStatFrom(async (path) => {
+  const stats = await lstat(path);
+  return { size: stats.size, mtimeMs: stats.mtimeMs, birthtimeMs: stats.birthtimeMs, isFile: stats.isFile() };
+});
 
 /**
  * Holds candidates until they stop changing. Callbacks are called synchronously from `tick()`;

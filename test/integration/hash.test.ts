@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WHOLE_FILE_MAX_BYTES, hashFile, hashSettledFile } from '../../src/pipeline/hash.js';
+import { FsWorker } from '../../src/support/fs-worker.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 
 const MiB = 1024 * 1024;
@@ -123,6 +124,9 @@ describe('hashFile', () => {
 });
 
 describe('hashSettledFile', () => {
+  const files = new FsWorker();
+  afterAll(() => files.close());
+
   let dir: Awaited<ReturnType<typeof makeTempDir>>;
   beforeAll(async () => {
     dir = await makeTempDir('iau-hash-settled-');
@@ -150,7 +154,7 @@ describe('hashSettledFile', () => {
     const bytes = randomBytes(size);
     const path = join(dir.path, `${label}.bin`);
     await writeFile(path, bytes);
-    const result = await hashSettledFile(path, size);
+    const result = await hashSettledFile(path, size, files);
     expect(result.checksum).toBe(sha1(bytes));
     expect(result.size).toBe(size);
     if (inMemory) {
@@ -177,7 +181,7 @@ describe('hashSettledFile', () => {
     const bytes = randomBytes(now);
     const path = join(dir.path, `${label}.bin`);
     await writeFile(path, bytes);
-    const result = await hashSettledFile(path, settled);
+    const result = await hashSettledFile(path, settled, files);
     expect(result.size).not.toBe(settled);
     expect(result.bytes).toBeUndefined();
     if (now < settled) {
@@ -192,15 +196,15 @@ describe('hashSettledFile', () => {
     const path = join(dir.path, 'cut.bin');
     await writeFile(path, randomBytes(300_000));
     await truncate(path, 100_000);
-    expect((await hashSettledFile(path, 300_000)).size).toBe(100_000);
+    expect((await hashSettledFile(path, 300_000, files)).size).toBe(100_000);
   });
 
   it('rejects a missing file with ENOENT and an aborted signal with its reason, opening nothing', async () => {
-    await expect(hashSettledFile(join(dir.path, 'missing.jpg'), 10)).rejects.toMatchObject({ code: 'ENOENT' });
+    await expect(hashSettledFile(join(dir.path, 'missing.jpg'), 10, files)).rejects.toMatchObject({ code: 'ENOENT' });
     const path = join(dir.path, 'aborted.bin');
     await writeFile(path, 'x');
     const reason = new Error('shutting down');
-    await expect(hashSettledFile(path, 1, AbortSignal.abort(reason))).rejects.toBe(reason);
+    await expect(hashSettledFile(path, 1, files, AbortSignal.abort(reason))).rejects.toBe(reason);
     expect(await openPaths()).not.toContain(path);
   });
 });

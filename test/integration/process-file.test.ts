@@ -4,7 +4,7 @@ import { appendFile, mkdir, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
 import { pino } from 'pino';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createImmichClient } from '../../src/immich/http-client.js';
 import type { ImmichClient } from '../../src/immich/client.js';
 import { ResilientImmich, ServerGate } from '../../src/immich/resilient.js';
@@ -13,12 +13,15 @@ import { processFile, type ProcessDeps } from '../../src/pipeline/process-file.j
 import { makeRecorder, type FileState } from '../../src/pipeline/states.js';
 import type { SettledFile } from '../../src/pipeline/types.js';
 import { systemClock } from '../../src/support/clock.js';
+import { FsWorker } from '../../src/support/fs-worker.js';
 import { startFakeImmich, type FakeImmich } from '../fakes/immich-server.js';
 import { readIfExists, sha1, writeMedia } from '../helpers/media.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 let temp: { path: string; remove: () => Promise<void> };
+const files = new FsWorker();
+afterAll(() => files.close());
 let server: FakeImmich;
 let client: ImmichClient;
 let watchDir: string;
@@ -54,6 +57,7 @@ function deps(): ProcessDeps {
     serverMajor: 3,
     afterUpload: 'move',
     clock: systemClock,
+    files,
     limitHash: (work) => queue.add(work),
     limitUpload: (work) => queue.add(work),
     // Every state is "committed" at once; a write-ahead caller gets a resolved promise.

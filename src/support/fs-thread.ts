@@ -1,0 +1,77 @@
+/**
+ * The file-system thread (see fs-worker.ts): runs each request with the synchronous fs API and
+ * answers it. Requests are answered in order; a failure is answered as a plain errno record.
+ */
+import { createHash } from 'node:crypto';
+import { closeSync, linkSync, lstatSync, openSync, readSync, unlinkSync } from 'node:fs';
+import { parentPort } from 'node:worker_threads';
+import type { FsAnswer, FsRequest, PlainStats } from './fs-worker.js';
+
+const port = parentPort;
+if (!port) throw new Error('fs-thread.js runs as a worker thread only');
+
+// Requests come in batches (one message per turn of the main thread's event loop) and are
+// answered in one message per batch: each message wakes the other thread, which is what costs.
+port.on('message', (requests: FsRequest[]) => {
+  const answers: FsAnswer[] = [];
+  const transfer: ArrayBuffer[] = [];
+  for (const request of requests) {
+    try {
+      if (request.op === 'readWhole') {
+        const { checksum, filled, bytes } = readWhole(request.path, request.size);
+        answers.push({ id: request.id, checksum, filled, bytes });
+        // The bytes' memory moves to the main thread instead of being copied.
+        transfer.push(bytes);
+      } else {
+        answers.push({ id: request.id, result: run(request) });
+      }
+    } catch (error) {
+      const { code, message, syscall, path } = error as NodeJS.ErrnoException;
+      answers.push({ id: request.id, error: { code, message, syscall, path } });
+    }
+  }
+  port.postMessage(answers, transfer);
+});
+
+function run(request: Exclude<FsRequest, { op: 'readWhole' }>): PlainStats | null {
+  switch (request.op) {
+    case 'lstat': {
+      const stats = lstatSync(request.path);
+      return {
+        size: stats.size,
+        mtimeMs: stats.mtimeMs,
+        atimeMs: stats.atimeMs,
+        birthtimeMs: stats.birthtimeMs,
+        isFile: stats.isFile(),
+      };
+    }
+    case 'link':
+      linkSync(request.from, request.to);
+      return null;
+    case 'unlink':
+      unlinkSync(request.path);
+      return null;
+  }
+}
+
+/**
+ * Reads up to `size + 1` bytes into memory of their own: a regular file that returns exactly
+ * `size` is whole; one byte more means it grew (see hashSettledFile).
+ */
+function readWhole(path: string, size: number): { checksum: string; filled: number; bytes: ArrayBuffer } {
+  // allocUnsafeSlow: memory of its own, never a slice of the shared pool, so it can be transferred.
+  const buffer = Buffer.allocUnsafeSlow(size + 1);
+  const fd = openSync(path, 'r');
+  let filled = 0;
+  try {
+    for (;;) {
+      const bytesRead = readSync(fd, buffer, filled, buffer.length - filled, null);
+      filled += bytesRead;
+      if (bytesRead === 0 || filled >= size) break;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  const checksum = createHash('sha1').update(buffer.subarray(0, filled)).digest('hex');
+  return { checksum, filled, bytes: buffer.buffer };
+}

@@ -1,0 +1,94 @@
+import { createHash } from 'node:crypto';
+import { appendFile, lstat, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FsWorker } from '../../src/support/fs-worker.js';
+import { makeTempDir } from '../helpers/temp-dir.js';
+
+let temp: Awaited<ReturnType<typeof makeTempDir>>;
+let worker: FsWorker;
+
+beforeEach(async () => {
+  temp = await makeTempDir();
+  worker = new FsWorker();
+});
+
+afterEach(async () => {
+  await worker.close();
+  await temp.remove();
+});
+
+const sha1 = (bytes: Buffer | string): string => createHash('sha1').update(bytes).digest('hex');
+
+describe('FsWorker', () => {
+  it('answers lstat like fs does', async () => {
+    const path = join(temp.path, 'a.jpg');
+    await writeFile(path, 'twelve bytes');
+    const expected = await lstat(path);
+    expect(await worker.lstat(path)).toEqual({
+      size: 12,
+      mtimeMs: expected.mtimeMs,
+      atimeMs: expected.atimeMs,
+      birthtimeMs: expected.birthtimeMs,
+      isFile: true,
+    });
+    expect((await worker.lstat(temp.path)).isFile).toBe(false);
+  });
+
+  it('fails with the errno codes of fs (ENOENT, EEXIST)', async () => {
+    const path = join(temp.path, 'a.jpg');
+    await expect(worker.lstat(path)).rejects.toMatchObject({ code: 'ENOENT', syscall: 'lstat', path });
+    await writeFile(path, 'x');
+    await writeFile(join(temp.path, 'b.jpg'), 'y');
+    await expect(worker.link(path, join(temp.path, 'b.jpg'))).rejects.toMatchObject({ code: 'EEXIST' });
+    await expect(worker.unlink(join(temp.path, 'missing'))).rejects.toBeInstanceOf(Error);
+  });
+
+  it('links and unlinks', async () => {
+    const path = join(temp.path, 'a.jpg');
+    await writeFile(path, 'content');
+    await worker.link(path, join(temp.path, 'b.jpg'));
+    await worker.unlink(path);
+    expect(await readFile(join(temp.path, 'b.jpg'), 'utf8')).toBe('content');
+    await expect(lstat(path)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('reads a file whole with its SHA-1, and one byte more when it grew', async () => {
+    const path = join(temp.path, 'a.jpg');
+    const bytes = Buffer.from('the settled bytes');
+    await writeFile(path, bytes);
+    const whole = await worker.readWhole(path, bytes.length);
+    expect(whole.bytes.equals(bytes)).toBe(true);
+    expect(whole.checksum).toBe(sha1(bytes));
+
+    await appendFile(path, '+more');
+    const grown = await worker.readWhole(path, bytes.length);
+    expect(grown.bytes.length).toBe(bytes.length + 1);
+    expect(grown.checksum).toBe(sha1(Buffer.concat([bytes, Buffer.from('+')])));
+  });
+
+  it('serves many requests at once, each with its own answer', async () => {
+    const paths = await Promise.all(
+      Array.from({ length: 200 }, async (_, i) => {
+        const path = join(temp.path, `${i}.jpg`);
+        await writeFile(path, `file number ${i}`);
+        return path;
+      }),
+    );
+    const answers = await Promise.all(paths.map((path) => worker.readWhole(path, 100)));
+    answers.forEach((answer, i) => expect(answer.bytes.toString()).toBe(`file number ${i}`));
+  });
+
+  it('stops waiting for an aborted request, and fails requests still waiting when closed', async () => {
+    const path = join(temp.path, 'a.jpg');
+    await writeFile(path, 'x');
+    const stop = new AbortController();
+    stop.abort(new Error('stopping'));
+    await expect(worker.readWhole(path, 1, stop.signal)).rejects.toThrow('stopping');
+    const pending = worker.lstat(path);
+    await worker.close();
+    await expect(pending).rejects.toThrow(/file-system thread stopped/);
+    // A closed worker starts a new thread for the next request.
+    expect((await worker.lstat(path)).size).toBe(1);
+  });
+});
