@@ -11,7 +11,8 @@ import { raceAbort, ResilientImmich, ServerGate } from './immich/resilient.js';
 import { Journal } from './journal/journal.js';
 import { acquireLock } from './journal/lock.js';
 import { removeStaleTemporaries, threadedArchiveFs, type ArchiveFs } from './pipeline/archive.js';
-import { settleStatFrom } from './pipeline/settle.js';
+import { WHOLE_FILE_MAX_BYTES } from './pipeline/hash.js';
+import { lstatForSettle, settleStatFrom } from './pipeline/settle.js';
 import { recoverUnfinished } from './pipeline/recover.js';
 import { makeRecorder, type Recorder } from './pipeline/states.js';
 import type { Candidate } from './pipeline/types.js';
@@ -126,16 +127,20 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     const leftovers = await removeStaleTemporaries(config.archiveDirectory);
     if (leftovers > 0) logger.info({ count: leftovers }, 'removed temporary files left by an interrupted archive copy');
   }
-  // Started at its first request; idle, it does not keep the process alive.
+  // The file-system thread takes the small calls of small files, where they are most of the
+  // cost; large files keep the thread pool. It starts at its first request (so a run of large
+  // files alone does not pay its memory) and, idle, does not keep the process alive.
   const files = new FsWorker();
-  const archiveFs = options.archiveFs ?? threadedArchiveFs(files);
+  const threadedFs = threadedArchiveFs(files);
+  const threadedStat = settleStatFrom((path) => files.lstat(path));
+  const isSmall = (size: number): boolean => size <= WHOLE_FILE_MAX_BYTES;
   await recoverUnfinished({
     rows: journal.unfinished(),
     roots: config.watchRoots,
     afterUpload: config.afterUpload,
     record,
     logger,
-    archiveFs,
+    archiveFs: options.archiveFs,
   });
 
   const immich = new ResilientImmich({ client, gate, clock, logger: logger.child({ stage: 'upload' }) });
@@ -150,7 +155,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     logger,
     waitMs: config.fileStabilityWaitMs,
     intervalMs: config.fileStabilityCheckIntervalMs,
-    stat: settleStatFrom((path) => files.lstat(path)),
+    stat: (path, sizeSeen) => (isSmall(sizeSeen) ? threadedStat(path, sizeSeen) : lstatForSettle(path, sizeSeen)),
     inFlight: Math.max(16, config.uploadConcurrency * 8),
     retryFailed: mode === 'watch',
     record,
@@ -169,7 +174,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
         },
         limitUpload,
         afterUpload: config.afterUpload,
-        archiveFs,
+        archiveFs: options.archiveFs ?? (isSmall(file.size) ? threadedFs : undefined),
         record: traced,
         signals,
       }),

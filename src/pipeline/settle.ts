@@ -23,7 +23,8 @@ export interface SettleStat {
   isFile: boolean;
 }
 
-export type SettleStatFunction = (path: string) => Promise<SettleStat | null>;
+/** Looks at a pending file; `sizeSeen` is its size at the last look (a hint for choosing how). */
+export type SettleStatFunction = (path: string, sizeSeen: number) => Promise<SettleStat | null>;
 
 export interface SettlerOptions {
   clock: Clock;
@@ -222,7 +223,7 @@ export class Settler {
     const path = entry.candidate.path;
     let stat: SettleStat | null;
     try {
-      stat = await this.#stat(path);
+      stat = await this.#stat(path, entry.size);
     } catch (error) {
       // EACCES, EIO...: maybe passing; keep the file and try again after an interval.
       entry.nextCheckAt = this.#clock.now() + this.#intervalMs;
