@@ -3,7 +3,7 @@
  * small file whole and hashing it). On Node each asynchronous fs call hands one job to the
  * thread pool and wakes a sleeping thread for it: measured on the benchmark machine, 15-50 µs of
  * main-thread time per call, where the call itself takes 4 µs. This thread runs the synchronous
- * calls one after another, and requests and answers cross in batches (5-10 µs per call), so the
+ * calls one after another, and requests and answers cross in batches, so the
  * main thread keeps its time for the uploads. It starts at the first request and does not keep
  * the process alive while idle. Slow calls (fsync, copies, large files) stay on the thread pool.
  */
@@ -46,13 +46,18 @@ interface Waiter {
   reject: (error: Error) => void;
 }
 
+/** One running thread with the requests sent to it and those still to be sent. */
+interface Thread {
+  worker: Worker;
+  waiting: Map<number, Waiter>;
+  outbox: FsRequest[];
+}
+
 type RequestBody = FsRequest extends infer R ? (R extends FsRequest ? Omit<R, 'id'> : never) : never;
 
 export class FsWorker {
-  #worker: Worker | undefined;
+  #thread: Thread | undefined;
   #nextId = 1;
-  readonly #waiting = new Map<number, Waiter>();
-  #outbox: FsRequest[] = [];
 
   async lstat(path: string): Promise<PlainStats> {
     const answer = await this.#ask({ op: 'lstat', path });
@@ -73,26 +78,26 @@ export class FsWorker {
     return { checksum: answer.checksum, bytes: Buffer.from(answer.bytes, 0, answer.filled) };
   }
 
-  /** Stops the thread; requests still waiting fail. */
+  /** Stops the thread; its requests still waiting fail. The next request starts a new one. */
   async close(): Promise<void> {
-    const worker = this.#worker;
-    this.#worker = undefined;
-    await worker?.terminate();
+    const thread = this.#thread;
+    this.#thread = undefined;
+    await thread?.worker.terminate();
   }
 
   #ask(body: RequestBody, signal?: AbortSignal): Promise<FsAnswer> {
     if (signal?.aborted) return Promise.reject(abortReason(signal));
-    const worker = this.#started();
+    const thread = this.#started();
     const id = this.#nextId++;
     return new Promise<FsAnswer>((resolve, reject) => {
       // An aborted caller stops waiting; the thread finishes the call and its answer is dropped.
       const onAbort = (): void => {
-        this.#settle(id);
+        settle(thread, id);
         reject(abortReason(signal));
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       const done = (): void => signal?.removeEventListener('abort', onAbort);
-      this.#waiting.set(id, {
+      thread.waiting.set(id, {
         resolve: (answer) => {
           done();
           if ('error' in answer) reject(toErrnoError(answer.error));
@@ -103,49 +108,47 @@ export class FsWorker {
           reject(error);
         },
       });
-      if (this.#waiting.size === 1) worker.ref();
-      this.#send({ ...body, id });
+      if (thread.waiting.size === 1) thread.worker.ref();
+      send(thread, { ...body, id });
     });
   }
 
-  /** Requests made in one turn of the event loop go in one message. */
-  #send(request: FsRequest): void {
-    this.#outbox.push(request);
-    if (this.#outbox.length > 1) return;
-    queueMicrotask(() => {
-      const batch = this.#outbox;
-      this.#outbox = [];
-      this.#worker?.postMessage(batch);
+  #started(): Thread {
+    if (this.#thread) return this.#thread;
+    const thread: Thread = { worker: startThread(), waiting: new Map(), outbox: [] };
+    thread.worker.unref();
+    thread.worker.on('message', (answers: FsAnswer[]) => {
+      for (const answer of answers) settle(thread, answer.id)?.resolve(answer);
     });
-  }
-
-  #started(): Worker {
-    if (this.#worker) return this.#worker;
-    const worker = startThread();
-    worker.unref();
-    worker.on('message', (answers: FsAnswer[]) => {
-      for (const answer of answers) this.#settle(answer.id)?.resolve(answer);
-    });
-    let failed = false;
     const fail = (error: Error): void => {
-      // 'error' is followed by 'exit': the second must not touch a newer thread's requests.
-      if (failed) return;
-      failed = true;
-      if (this.#worker === worker) this.#worker = undefined;
-      for (const id of [...this.#waiting.keys()]) this.#settle(id)?.reject(error);
+      if (this.#thread === thread) this.#thread = undefined;
+      for (const id of [...thread.waiting.keys()]) settle(thread, id)?.reject(error);
     };
-    worker.on('error', fail);
-    worker.on('exit', (code) => fail(new Error(`the file-system thread stopped (exit code ${code})`)));
-    this.#worker = worker;
-    return worker;
+    // 'exit' follows 'error'; by then nothing of this thread's is left waiting.
+    thread.worker.on('error', fail);
+    thread.worker.on('exit', (code) => fail(new Error(`the file-system thread stopped (exit code ${code})`)));
+    this.#thread = thread;
+    return thread;
   }
+}
 
-  #settle(id: number): Waiter | undefined {
-    const waiter = this.#waiting.get(id);
-    this.#waiting.delete(id);
-    if (this.#waiting.size === 0) this.#worker?.unref();
-    return waiter;
-  }
+/** Requests made before the next microtask checkpoint (one callback's worth, say) go in one message. */
+function send(thread: Thread, request: FsRequest): void {
+  thread.outbox.push(request);
+  if (thread.outbox.length > 1) return;
+  queueMicrotask(() => {
+    const batch = thread.outbox;
+    thread.outbox = [];
+    thread.worker.postMessage(batch);
+  });
+}
+
+/** Takes a request's waiter off the thread's list; an idle thread does not keep the process alive. */
+function settle(thread: Thread, id: number): Waiter | undefined {
+  const waiter = thread.waiting.get(id);
+  thread.waiting.delete(id);
+  if (thread.waiting.size === 0) thread.worker.unref();
+  return waiter;
 }
 
 /**

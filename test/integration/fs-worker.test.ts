@@ -91,4 +91,15 @@ describe('FsWorker', () => {
     // A closed worker starts a new thread for the next request.
     expect((await worker.lstat(path)).size).toBe(1);
   });
+
+  it('keeps the requests of a new thread apart from the end of the old one', async () => {
+    const path = join(temp.path, 'a.jpg');
+    await writeFile(path, 'xy');
+    const onOldThread = worker.lstat(path);
+    const closing = worker.close();
+    const onNewThread = worker.lstat(path);
+    await closing;
+    await expect(onOldThread).rejects.toThrow(/file-system thread stopped/);
+    expect((await onNewThread).size).toBe(2);
+  });
 });
