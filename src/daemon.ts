@@ -57,6 +57,12 @@ export interface RunOptions {
 const SUMMARY_INTERVAL_MS = 10 * 60_000;
 /** Listeners on the shutdown signals: one per file waiting for a hash or upload slot, and then some. */
 const MAX_SIGNAL_LISTENERS = 10_000;
+
+/**
+ * Files a scan may have in progress before it waits (Coordinator.room): a few KB each, so a few
+ * MB in all, and far more than the pipeline works on at once (its in-flight limit).
+ */
+const MAX_FILES_IN_PROGRESS = 2_000;
 /** The `retry` command leaves this file in STATE_DIRECTORY for a running daemon to find. */
 export const RETRY_REQUEST_FILE = 'retry-request';
 /** How often a running daemon looks for a retry request. */
@@ -157,6 +163,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     intervalMs: config.fileStabilityCheckIntervalMs,
     stat: (path, sizeSeen) => (isSmall(sizeSeen) ? threadedStat(path, sizeSeen) : lstatForSettle(path, sizeSeen)),
     inFlight: Math.max(16, config.uploadConcurrency * 8),
+    maxInProgress: MAX_FILES_IN_PROGRESS,
     retryFailed: mode === 'watch',
     record,
     isDone: (candidate) => isDone(journal, candidate, config.afterUpload),
@@ -196,11 +203,18 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     clock,
     logger: logger.child({ stage: 'detect' }),
     onCandidate: (candidate) => coordinator.offer(candidate),
+    room: (signal) => coordinator.room(signal),
   });
 
   coordinator.start();
   const background = new AbortController();
   try {
+    if (mode === 'watch') {
+      // Started before the initial scan, which on a first run over a large backlog lasts until
+      // most of it is uploaded (the scan waits for room in the pipeline).
+      void logSummaries(coordinator, logger, clock, background.signal);
+      void watchRetryRequests(config.stateDirectory, journal, coordinator, logger, clock, background.signal);
+    }
     await detector.start();
     coordinator.initialScanDone();
     if (mode === 'watch') {
@@ -208,8 +222,6 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
         { folders: config.watchRoots.map((root) => root.path), polling: config.watchPolling, afterUpload: config.afterUpload },
         `watching ${config.watchRoots.length} folder(s); ${describeAfterUpload(config)}`,
       );
-      void logSummaries(coordinator, logger, clock, background.signal);
-      void watchRetryRequests(config.stateDirectory, journal, coordinator, logger, clock, background.signal);
       await untilAborted(stopWaiting);
     } else {
       await raceAbort(coordinator.whenIdle(), stopWaiting).catch(() => undefined);

@@ -37,6 +37,8 @@ export class Coordinator {
   private readonly queue: PQueue;
   private inProgress = 0;
   private idleWaiters: (() => void)[] = [];
+  /** Scans waiting for fewer files in progress (see room()). */
+  private roomWaiters: (() => void)[] = [];
   private readonly retryTimers = new AbortController();
   private stopped = false;
   /** Unchanged files are counted in the first pass only: every rescan sees them again. */
@@ -52,6 +54,11 @@ export class Coordinator {
       stat?: SettleStatFunction;
       /** How many files may be between settled and done at once. */
       inFlight: number;
+      /**
+       * How many files a scan may have in progress (settling, queued or being processed) before it
+       * waits for room: a first run over 100,000 new files would otherwise hold them all in memory.
+       */
+      maxInProgress: number;
       /** Whether failed files are tried again later in this run (watch) or not (once). */
       retryFailed: boolean;
       process: (file: SettledFile) => Promise<FileOutcome>;
@@ -133,6 +140,24 @@ export class Coordinator {
     return this.inProgress;
   }
 
+  /**
+   * Resolves when fewer than `maxInProgress` files are in progress, when the coordinator stops,
+   * or when `signal` aborts. A scan waits on it before each file it offers; events do not, so a
+   * new file is never kept waiting behind an old backlog's scan.
+   */
+  async room(signal: AbortSignal): Promise<void> {
+    while (this.inProgress >= this.deps.maxInProgress && !this.stopped && !signal.aborted) {
+      await new Promise<void>((resolve) => {
+        const wake = (): void => {
+          signal.removeEventListener('abort', wake);
+          resolve();
+        };
+        signal.addEventListener('abort', wake);
+        this.roomWaiters.push(wake);
+      });
+    }
+  }
+
   /** Resolves when no file is settling, queued or being processed. */
   async whenIdle(): Promise<void> {
     while (this.inProgress > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
@@ -144,6 +169,7 @@ export class Coordinator {
    */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.wakeRoomWaiters();
     this.retryTimers.abort();
     await this.settler.close();
     this.queue.clear();
@@ -297,10 +323,18 @@ export class Coordinator {
 
   private done(): void {
     this.inProgress--;
+    if (this.inProgress < this.deps.maxInProgress) this.wakeRoomWaiters();
     if (this.inProgress > 0) return;
     const waiters = this.idleWaiters;
     this.idleWaiters = [];
     for (const resolve of waiters) resolve();
+  }
+
+  private wakeRoomWaiters(): void {
+    if (this.roomWaiters.length === 0) return;
+    const waiters = this.roomWaiters;
+    this.roomWaiters = [];
+    for (const wake of waiters) wake();
   }
 
   private display(file: Candidate): string {

@@ -45,6 +45,12 @@ export interface DetectorOptions {
    * Must not throw; if it does, the error is logged and detection carries on.
    */
   onCandidate: (candidate: Candidate) => void;
+  /**
+   * Awaited by scans before each file they report, so a scan over a large backlog waits while
+   * the next stage is full instead of handing it every file at once. Resolves at once when there
+   * is room, and when the signal (the detector closing) aborts. Events are not held back.
+   */
+  room?: (signal: AbortSignal) => Promise<void>;
 }
 
 /** Concurrent file-system calls (readdir, lstat) per detector: enough to keep a disk busy, few enough for NFS. */
@@ -254,7 +260,10 @@ export class Detector {
         if (entry.isFile()) {
           if (fileNameVerdict(entry.name, this.#options.supportedExtensions) !== 'ok') continue;
           const path = join(folder, entry.name);
-          if (!this.#isExcluded(path)) files.push(this.#checkFile(path, root));
+          if (this.#isExcluded(path)) continue;
+          await this.#options.room?.(this.#abort.signal);
+          if (this.#closed) break;
+          files.push(this.#checkFile(path, root));
         } else if (entry.isDirectory() && this.#options.recursive) {
           if (folderNameVerdict(entry.name) === 'ok') subfolders.push(join(folder, entry.name));
         }

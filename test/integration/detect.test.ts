@@ -210,6 +210,42 @@ describe('Detector: initial scan', () => {
   });
 });
 
+describe('Detector: a scan waits for room', () => {
+  async function harnessWithGate(allowed: number) {
+    let calls = 0;
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const h = await makeHarness({
+      room: async (signal) => {
+        calls += 1;
+        if (calls <= allowed) return;
+        await Promise.race([gate, new Promise((resolve) => signal.addEventListener('abort', resolve))]);
+      },
+    });
+    for (let i = 0; i < 10; i += 1) await writeFile(join(h.root.path, `${i}.jpg`), 'x');
+    return { h, calls: () => calls, open };
+  }
+
+  it('reports no file past a full pipeline until there is room, then all of them', async () => {
+    const { h, calls, open } = await harnessWithGate(3);
+    const started = h.detector.start();
+    // The fourth file waits for room; the three before it are reported.
+    await waitFor(() => calls() === 4 && h.candidates.length === 3);
+    open();
+    await started;
+    expect(h.candidates).toHaveLength(10);
+  });
+
+  it('stops waiting when it is closed', async () => {
+    const { h, calls } = await harnessWithGate(0);
+    const started = h.detector.start();
+    await waitFor(() => calls() === 1);
+    await h.detector.close();
+    await started;
+    expect(h.candidates).toHaveLength(0);
+  });
+});
+
 describe('Detector: watching', () => {
   it('reports a file created after start', async () => {
     const h = await makeHarness();

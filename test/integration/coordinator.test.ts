@@ -1,0 +1,89 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Coordinator } from '../../src/pipeline/coordinator.js';
+import type { FileOutcome } from '../../src/pipeline/process-file.js';
+import { makeRecorder } from '../../src/pipeline/states.js';
+import type { Candidate } from '../../src/pipeline/types.js';
+import { systemClock } from '../../src/support/clock.js';
+import { makeTempDir } from '../helpers/temp-dir.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+let temp: Awaited<ReturnType<typeof makeTempDir>>;
+let coordinator: Coordinator;
+/** Finishes the processing of a file (by path) with an upload. */
+const finish = new Map<string, () => void>();
+
+beforeEach(async () => {
+  temp = await makeTempDir();
+  finish.clear();
+  coordinator = new Coordinator({
+    clock: systemClock,
+    logger: pino({ level: 'silent' }),
+    waitMs: 0,
+    intervalMs: 20,
+    inFlight: 8,
+    maxInProgress: 3,
+    retryFailed: false,
+    process: (file) =>
+      new Promise<FileOutcome>((resolve) =>
+        finish.set(file.path, () => resolve({ kind: 'uploaded', assetId: 'a', disposition: { mode: 'keep' }, ms: 1 })),
+      ),
+    record: makeRecorder(
+      () => Promise.resolve(),
+      () => undefined,
+    ),
+    onFatal: (error) => {
+      throw error;
+    },
+  });
+  coordinator.start();
+});
+
+afterEach(async () => {
+  const stopping = coordinator.stop();
+  // stop() waits for the files being processed: finish them.
+  for (const done of finish.values()) done();
+  await stopping;
+  await temp.remove();
+});
+
+async function offerFile(name: string): Promise<string> {
+  const path = join(temp.path, name);
+  await writeFile(path, name);
+  const candidate: Candidate = { path, root: { path: temp.path, archivePath: join(temp.path, 'archive') }, size: name.length, mtimeMs: 0 };
+  coordinator.offer(candidate);
+  return path;
+}
+
+describe('Coordinator.room', () => {
+  it('holds a scan while maxInProgress files are in progress, and lets it on when one is done', async () => {
+    const never = new AbortController().signal;
+    await coordinator.room(never);
+    const paths = [await offerFile('a.jpg'), await offerFile('b.jpg'), await offerFile('c.jpg')];
+    let roomMade = false;
+    const waiting = coordinator.room(never).then(() => (roomMade = true));
+    // The three are being processed (not merely offered) and the scan still waits.
+    await waitFor(() => paths.every((path) => finish.has(path)));
+    expect(roomMade).toBe(false);
+    finish.get(paths[0]!)?.();
+    await waiting;
+    expect(coordinator.queued).toBe(2);
+  });
+
+  it('stops holding when the scan is aborted or the coordinator stops', async () => {
+    await Promise.all([offerFile('a.jpg'), offerFile('b.jpg'), offerFile('c.jpg')]);
+    const scan = new AbortController();
+    const aborted = coordinator.room(scan.signal);
+    scan.abort();
+    await aborted;
+    const stopped = coordinator.room(new AbortController().signal);
+    const stopping = coordinator.stop();
+    await stopped;
+    for (const done of finish.values()) done();
+    await stopping;
+    // A stopped coordinator never holds a scan.
+    await coordinator.room(new AbortController().signal);
+  });
+});
