@@ -1,4 +1,3 @@
-import type { Readable } from 'node:stream';
 
 /** `GET /api/server/version`. */
 export interface ServerVersion {
@@ -49,12 +48,19 @@ interface UploadFileBase {
   contentType: string;
 }
 
-/** A file read from disk as it is sent: constant memory whatever its size. */
+/** A file read from disk as it is sent, into the client's own buffers: constant memory whatever its size. */
 export interface StreamedUploadFile extends UploadFileBase {
-  /** Exact byte count the stream will produce; used for Content-Length. */
+  /** The byte count announced (Content-Length): a file with more or fewer bytes fails the upload. */
   size: number;
-  /** Opens the file's bytes. Called once per attempt. Must error if it cannot deliver `size` bytes. */
-  open: () => Readable;
+  /** Opens the file's bytes. Called once per attempt; the client closes what it opened. */
+  open: () => Promise<ByteSource>;
+}
+
+/** Bytes read in order from their start (a file opened for the upload). */
+export interface ByteSource {
+  /** Reads up to `length` bytes into `buffer` from its start; resolves how many, 0 at the end. */
+  read(buffer: Buffer, length: number): Promise<number>;
+  close(): Promise<void>;
 }
 
 /** A file whose whole content is in memory (a small file read once for its hash). */

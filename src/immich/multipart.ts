@@ -1,12 +1,13 @@
 /**
  * A multipart/form-data body: text fields, then one file part. The exact length is known before
  * the first byte is sent (so the request carries a Content-Length, which proxies such as
- * Cloudflare and nginx handle better than chunked uploads). A file given as a stream is read chunk
- * by chunk, never held in memory (STACK.md, Trap 1); a file already in memory (a small file read
- * once for its hash) becomes three buffers — head, bytes, tail — that the request writes at once.
+ * Cloudflare and nginx handle better than chunked uploads). A file on disk is sent as head, the
+ * file's bytes read chunk by chunk (never held in memory: STACK.md, Trap 1), and tail; a file
+ * already in memory (a small file read once for its hash) becomes three buffers — head, bytes,
+ * tail — that the request writes at once.
  */
 import { randomBytes } from 'node:crypto';
-import { Readable } from 'node:stream';
+import type { ByteSource } from './client.js';
 
 export type MultipartFile = {
   /** The form field name, e.g. `assetData`. */
@@ -16,10 +17,10 @@ export type MultipartFile = {
   contentType: string;
 } & (
   | {
-      /** Exact byte count `open()` will produce. */
+      /** The byte count announced; a file with more or fewer fails the body. */
       size: number;
-      /** Opens the file's bytes; called once per body produced. */
-      open: () => Readable;
+      /** Opens the file's bytes; called once per body sent. */
+      open: () => Promise<ByteSource>;
     }
   | {
       /** The whole content. */
@@ -34,8 +35,11 @@ export type MultipartBody = {
   contentLength: number;
 } & (
   | {
-      /** A fresh stream of the body. Errors from the file stream come out of it unchanged. */
-      stream: () => Readable;
+      /** The body around the file: written before and after the file's bytes. */
+      head: Buffer;
+      tail: Buffer;
+      /** The file part's bytes, read from disk as they are sent. */
+      file: { filename: string; size: number; open: () => Promise<ByteSource> };
     }
   | {
       /**
@@ -111,29 +115,8 @@ export function buildMultipart(
   return {
     contentType,
     contentLength: headBytes.length + file.size + tailBytes.length,
-    stream: () => Readable.from(generateBody(headBytes, file, tailBytes), { objectMode: false }),
+    head: headBytes,
+    tail: tailBytes,
+    file: { filename: file.filename, size: file.size, open: file.open },
   };
-}
-
-async function* generateBody(
-  head: Buffer,
-  file: { filename: string; size: number; open: () => Readable },
-  tail: Buffer,
-): AsyncGenerator<Buffer> {
-  yield head;
-  const source = file.open();
-  let sent = 0;
-  try {
-    // for-await destroys `source` when the consumer stops early (return) or it throws.
-    for await (const chunk of source as AsyncIterable<Buffer | string>) {
-      const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-      sent += bytes.length;
-      if (sent > file.size) throw new FileSizeMismatchError(file.filename, file.size, sent);
-      yield bytes;
-    }
-  } finally {
-    source.destroy();
-  }
-  if (sent !== file.size) throw new FileSizeMismatchError(file.filename, file.size, sent);
-  yield tail;
 }

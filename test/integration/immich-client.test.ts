@@ -3,15 +3,13 @@
  * that fail fast, and an API key that never leaks into an error.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, type ReadStream } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { inspect } from 'node:util';
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import type { ImmichClient, InMemoryUploadFile, StreamedUploadFile, UploadRequest } from '../../src/immich/client.js';
+import type { ByteSource, ImmichClient, InMemoryUploadFile, StreamedUploadFile, UploadRequest } from '../../src/immich/client.js';
 import { ImmichError, isImmichError } from '../../src/immich/errors.js';
 import { createImmichClient, parseRetryAfter, type ImmichClientOptions } from '../../src/immich/http-client.js';
 import { FileSizeMismatchError } from '../../src/immich/multipart.js';
@@ -70,8 +68,22 @@ async function fileUpload(
   return {
     fields,
     checksum: sha1(bytes),
-    file: { filename, contentType: 'image/jpeg', size: bytes.length, open: () => createReadStream(path, { highWaterMark: 1 << 20 }) },
+    file: { filename, contentType: 'image/jpeg', size: bytes.length, open: () => fileSource(path) },
   };
+}
+
+/** A file's bytes as the client reads them, and whether it closed them again. */
+async function fileSource(path: string): Promise<ByteSource & { closed: boolean }> {
+  const handle = await open(path, 'r');
+  const source = {
+    closed: false,
+    read: async (buffer: Buffer, length: number) => (await handle.read(buffer, 0, length, null)).bytesRead,
+    close: async () => {
+      source.closed = true;
+      await handle.close();
+    },
+  };
+  return source;
 }
 
 /** An upload of bytes already in memory (a small file read once for its hash). */
@@ -83,18 +95,18 @@ function memoryUpload(
   return { fields, checksum: sha1(bytes), file: { filename, contentType: 'image/jpeg', bytes } };
 }
 
-/** A stream that delivers `bytes` then fails with `error`, as a read error mid-file would. */
-function failingStream(bytes: number, error: Error): Readable {
+/** A source that delivers `bytes` then fails with `error`, as a read error mid-file would. */
+function failingSource(bytes: number, error: Error): Promise<ByteSource> {
   let sent = false;
-  return new Readable({
-    read() {
-      if (!sent) {
-        sent = true;
-        this.push(Buffer.alloc(bytes, 3));
-      } else {
-        this.destroy(error);
-      }
+  return Promise.resolve({
+    read: (buffer: Buffer, length: number) => {
+      if (sent) return Promise.reject(error);
+      sent = true;
+      const count = Math.min(bytes, length);
+      buffer.fill(3, 0, count);
+      return Promise.resolve(count);
     },
+    close: () => Promise.resolve(),
   });
 }
 
@@ -207,15 +219,15 @@ describe('upload', () => {
     const bytes = randomBytes(30 * 1024 * 1024);
     const request = await fileUpload(bytes);
     const created = await immich.uploadAsset(request);
-    const opened: ReadStream[] = [];
+    const opened: { closed: boolean }[] = [];
     const watched: UploadRequest = {
       ...request,
       file: {
         ...request.file,
-        open: () => {
-          const stream = request.file.open() as ReadStream;
-          opened.push(stream);
-          return stream;
+        open: async () => {
+          const source = (await request.file.open()) as ByteSource & { closed: boolean };
+          opened.push(source);
+          return source;
         },
       },
     };
@@ -476,7 +488,7 @@ describe('the file stream', () => {
       immich.uploadAsset({
         fields: V2_FIELDS,
         checksum: sha1(Buffer.from('whatever')),
-        file: { filename: 'a.jpg', contentType: 'image/jpeg', size, open: () => failingStream(1024 * 1024, readError) },
+        file: { filename: 'a.jpg', contentType: 'image/jpeg', size, open: () => failingSource(1024 * 1024, readError) },
       }),
     );
     expect(error).toBe(readError);
