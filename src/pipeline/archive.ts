@@ -22,14 +22,14 @@
  * removed. A name taken by other content is never touched: we try `name (1).jpg`, `name (2).jpg`...
  */
 import { randomBytes } from 'node:crypto';
-import { close, constants as fsConstants, fsync, open } from 'node:fs';
+import { constants as fsConstants } from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import { promisify } from 'node:util';
 import { basename, dirname, extname, join, relative } from 'node:path';
 import type { WatchRoot } from '../config.js';
 import { isAbortError } from '../support/clock.js';
 import { hashFile } from './hash.js';
 import type { FileVersion } from './types.js';
+import { closeFd, fsyncFd, openFd } from '../support/fd.js';
 import type { FsWorker } from '../support/fs-worker.js';
 import { isInside } from '../support/paths.js';
 
@@ -56,8 +56,7 @@ export const nodeArchiveFs: ArchiveFs = {
   unlink: (path) => fsp.unlink(path),
   copyFile: (source, destination, mode) => fsp.copyFile(source, destination, mode),
   utimes: (path, atimeMs, mtimeMs) => fsp.utimes(path, atimeMs / 1000, mtimeMs / 1000),
-  // The callback API: a FileHandle's open and close cost about twice the main-thread time on
-  // Node 20, and every archived file fsyncs its folder.
+  // Every archived file fsyncs its folder: the cheaper callback API (support/fd.ts).
   open: async (path, flags) => {
     const fd = await openFd(path, flags);
     return { sync: () => fsyncFd(fd), close: () => closeFd(fd) };
@@ -79,10 +78,6 @@ export function threadedArchiveFs(files: FsWorker, base: ArchiveFs = nodeArchive
     unlink: (path) => files.unlink(path),
   };
 }
-
-const openFd = promisify(open);
-const fsyncFd = promisify(fsync);
-const closeFd = promisify(close);
 
 /**
  * The real file system, except that moving an original answers EXDEV, as if the archive were on

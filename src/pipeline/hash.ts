@@ -3,9 +3,8 @@
  * uses to detect duplicates.
  */
 import { createHash } from 'node:crypto';
-import { close, open, read } from 'node:fs';
-import { promisify } from 'node:util';
 import { abortReason } from '../support/clock.js';
+import { closeFd, openFd, readFd } from '../support/fd.js';
 import type { FsWorker } from '../support/fs-worker.js';
 
 /**
@@ -31,12 +30,6 @@ export const WHOLE_FILE_MAX_BYTES = CHUNK_BYTES;
  */
 const spareBuffers: Buffer[] = [];
 
-// The callback API, promisified: on Node 20 a FileHandle's open/read/close cost about twice as
-// much main-thread time (the benchmark's profile put FileHandle.close alone at 6% for small files).
-const openFile = promisify(open);
-const readFile = promisify(read);
-const closeFile = promisify(close);
-
 export interface FileHash {
   /** SHA-1 of the content, lowercase hex (40 characters). */
   checksum: string;
@@ -58,11 +51,11 @@ export interface FileHash {
  */
 export async function hashFile(path: string, signal?: AbortSignal): Promise<FileHash> {
   if (signal?.aborted) throw abortReason(signal);
-  const fd = await openFile(path, 'r');
+  const fd = await openFd(path, 'r');
   try {
     return await streamHash(fd, undefined, signal);
   } finally {
-    await closeFile(fd);
+    await closeFd(fd);
   }
 }
 
@@ -92,11 +85,11 @@ export async function hashSettledFile(
     // Only the settled version travels on: a file that changed is sent round again, not uploaded.
     return bytes.length === settledSize ? { checksum, size: settledSize, bytes } : { checksum, size: bytes.length };
   }
-  const fd = await openFile(path, 'r');
+  const fd = await openFd(path, 'r');
   try {
     return await streamHash(fd, settledSize, signal);
   } finally {
-    await closeFile(fd);
+    await closeFd(fd);
   }
 }
 
@@ -114,7 +107,7 @@ async function streamHash(fd: number, settledSize: number | undefined, signal: A
       if (signal?.aborted) throw abortReason(signal);
       // Position null: read on from the handle's own offset (we are its only reader), which also
       // works for pipes, where positioned reads fail with ESPIPE.
-      const { bytesRead } = await readFile(fd, buffer, 0, buffer.length, null);
+      const { bytesRead } = await readFd(fd, buffer, 0, buffer.length, null);
       // Checked again here so an abort during the last read is not answered with a result.
       if (signal?.aborted) throw abortReason(signal);
       if (bytesRead === 0) break;

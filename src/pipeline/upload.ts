@@ -1,7 +1,6 @@
-import { close, open, read } from 'node:fs';
 import { basename, extname } from 'node:path';
-import { promisify } from 'node:util';
 import type { ByteSource, UploadFile, UploadRequest } from '../immich/client.js';
+import { closeFd, openFd, readFd } from '../support/fd.js';
 import type { FileHash } from './hash.js';
 import type { SettledFile } from './types.js';
 
@@ -57,11 +56,6 @@ async function openSettledBytes(path: string): Promise<ByteSource> {
     close: () => closeFd(fd),
   };
 }
-
-// The callback API: on Node 20 a FileHandle's calls cost about twice the main-thread time.
-const openFd = promisify(open);
-const readFd = promisify(read);
-const closeFd = promisify(close);
 
 const CONTENT_TYPES: Record<string, string> = {
   '.jpg': 'image/jpeg',
