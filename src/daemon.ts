@@ -137,6 +137,9 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   // cost; large files keep the thread pool. It starts at its first request (so a run of large
   // files alone does not pay its memory) and, idle, does not keep the process alive.
   const files = new FsWorker();
+  // A second thread hashes large files (a 1 GiB hash takes about a second): the main thread
+  // uploads meanwhile, and the first thread's small calls never wait behind a hash.
+  const hashing = new FsWorker();
   const threadedFs = threadedArchiveFs(files);
   const threadedStat = settleStatFrom((path) => files.lstat(path));
   const isSmall = (size: number): boolean => size <= WHOLE_FILE_MAX_BYTES;
@@ -174,6 +177,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
         serverMajor: server.major,
         clock,
         files,
+        hashing,
         limitHash: async (work) => {
           const result = await limitHash(work);
           coordinator.stats.hashed++;
@@ -230,7 +234,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     background.abort();
     await detector.close();
     await shutdown(coordinator, abortRequests, stop.aborted ? config.shutdownGraceMs : 0, clock, logger);
-    await files.close();
+    await Promise.all([files.close(), hashing.close()]);
   }
   if (fatalError !== undefined) throw fatalError;
   const snapshot = coordinator.stats.snapshot(coordinator.queued);

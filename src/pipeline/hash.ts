@@ -63,12 +63,14 @@ export async function hashFile(path: string, signal?: AbortSignal): Promise<File
  * Hashes a settled file: a regular file (detection and settling `lstat`ed it) that had `settledSize`
  * bytes. A result whose `size` differs from `settledSize` means the file changed since it settled.
  *
- * Up to `WHOLE_FILE_MAX_BYTES`, the file is read whole into its own buffer by the file-system
- * thread, asking for `settledSize + 1` bytes: a read of a regular file that returns less than
- * asked has reached the end, so getting exactly `settledSize` is the whole file (one open, one
- * read, one close), and the extra byte means it grew. The result then carries the bytes. Larger
- * files are streamed through the reused 1 MiB buffer, and a short read that completes the settled
- * size ends it instead of one more read that returns nothing.
+ * The work is done on `thread` (the caller picks one for small and one for large files, so a
+ * long hash never holds up the small calls of other files). Up to `WHOLE_FILE_MAX_BYTES`, the
+ * file is read whole into its own buffer, asking for `settledSize + 1` bytes: a read of a regular
+ * file that returns less than asked has reached the end, so getting exactly `settledSize` is the
+ * whole file (one open, one read, one close), and the extra byte means it grew. The result then
+ * carries the bytes. Larger files are hashed in 1 MiB reads into the thread's one reused buffer,
+ * and a short read that completes the settled size ends it instead of one more read that
+ * returns nothing; the main thread meanwhile uploads other files.
  *
  * A short read before the settled size is reached is read on, so a file system that splits reads
  * costs a read more rather than a file reported changed forever.
@@ -76,21 +78,16 @@ export async function hashFile(path: string, signal?: AbortSignal): Promise<File
 export async function hashSettledFile(
   path: string,
   settledSize: number,
-  files: FsWorker,
+  thread: FsWorker,
   signal?: AbortSignal,
 ): Promise<FileHash> {
   if (signal?.aborted) throw abortReason(signal);
   if (settledSize <= WHOLE_FILE_MAX_BYTES) {
-    const { checksum, bytes } = await files.readWhole(path, settledSize, signal);
+    const { checksum, bytes } = await thread.readWhole(path, settledSize, signal);
     // Only the settled version travels on: a file that changed is sent round again, not uploaded.
     return bytes.length === settledSize ? { checksum, size: settledSize, bytes } : { checksum, size: bytes.length };
   }
-  const fd = await openFd(path, 'r');
-  try {
-    return await streamHash(fd, settledSize, signal);
-  } finally {
-    await closeFd(fd);
-  }
+  return thread.hash(path, settledSize, signal);
 }
 
 /**

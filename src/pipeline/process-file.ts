@@ -7,7 +7,7 @@ import type { AfterUpload } from '../config.js';
 import { disposeOriginal, type Disposition } from './after-upload.js';
 import { ArchiveError, SourceChangedError, type ArchiveFs } from './archive.js';
 import type { CheckBatcher, ServerVerdict } from './check.js';
-import { hashSettledFile, type FileHash } from './hash.js';
+import { hashSettledFile, WHOLE_FILE_MAX_BYTES, type FileHash } from './hash.js';
 import type { Decision, Recorder } from './states.js';
 import type { SettledFile } from './types.js';
 import { buildUploadRequest } from './upload.js';
@@ -31,6 +31,8 @@ export interface ProcessDeps {
   clock: Clock;
   /** The thread that reads small files whole (and does the archive's small calls). */
   files: FsWorker;
+  /** The thread that hashes large files, while the main thread uploads. */
+  hashing: FsWorker;
   /** Runs the hash step within the hashing concurrency. */
   limitHash: <T>(work: () => Promise<T>) => Promise<T>;
   /** Runs the upload step within UPLOAD_CONCURRENCY. */
@@ -57,7 +59,7 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     // A small file's bytes travel with its hash to the upload, and are let go as soon as the
     // server has the file: memory is bounded by the files in flight (DESIGN.md).
     let hashed: FileHash | undefined = await deps.limitHash(() =>
-      hashSettledFile(file.path, file.size, deps.files, deps.signals.wait),
+      hashSettledFile(file.path, file.size, file.size <= WHOLE_FILE_MAX_BYTES ? deps.files : deps.hashing, deps.signals.wait),
     );
     if (hashed.size !== file.size) return { kind: 'changed' };
     const { checksum } = hashed;

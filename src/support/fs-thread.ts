@@ -22,6 +22,8 @@ port.on('message', (requests: FsRequest[]) => {
         answers.push({ id: request.id, checksum, filled, bytes });
         // The bytes' memory moves to the main thread instead of being copied.
         transfer.push(bytes);
+      } else if (request.op === 'hash') {
+        answers.push({ id: request.id, hashed: hashWhole(request.path, request.size) });
       } else {
         answers.push({ id: request.id, result: run(request) });
       }
@@ -33,7 +35,7 @@ port.on('message', (requests: FsRequest[]) => {
   port.postMessage(answers, transfer);
 });
 
-function run(request: Exclude<FsRequest, { op: 'readWhole' }>): PlainStats | null {
+function run(request: Exclude<FsRequest, { op: 'readWhole' | 'hash' }>): PlainStats | null {
   switch (request.op) {
     case 'lstat': {
       const stats = lstatSync(request.path);
@@ -74,4 +76,31 @@ function readWhole(path: string, size: number): { checksum: string; filled: numb
   }
   const checksum = createHash('sha1').update(buffer.subarray(0, filled)).digest('hex');
   return { checksum, filled, bytes: buffer.buffer };
+}
+
+/** One read buffer, reused by every hash this thread runs (one at a time). */
+let hashBuffer: Buffer | undefined;
+
+/**
+ * Hashes a file of `size` bytes in 1 MiB reads without keeping it: a short read once `size` is
+ * reached is the end of the file (see hashSettledFile); the result's size tells whether it changed.
+ */
+function hashWhole(path: string, size: number): { checksum: string; size: number } {
+  hashBuffer ??= Buffer.allocUnsafe(1024 * 1024);
+  const buffer = hashBuffer;
+  const hash = createHash('sha1');
+  const fd = openSync(path, 'r');
+  let total = 0;
+  try {
+    for (;;) {
+      const bytesRead = readSync(fd, buffer, 0, buffer.length, null);
+      if (bytesRead === 0) break;
+      hash.update(buffer.subarray(0, bytesRead));
+      total += bytesRead;
+      if (total >= size && bytesRead < buffer.length) break;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return { checksum: hash.digest('hex'), size: total };
 }

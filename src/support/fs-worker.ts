@@ -26,12 +26,14 @@ export type FsRequest = { id: number } & (
   | { op: 'link'; from: string; to: string }
   | { op: 'unlink'; path: string }
   | { op: 'readWhole'; path: string; size: number }
+  | { op: 'hash'; path: string; size: number }
 );
 
 /** What the thread answers: a result, the bytes of a whole-file read, or an errno record. */
 export type FsAnswer = { id: number } & (
   | { result: PlainStats | null }
   | { checksum: string; filled: number; bytes: ArrayBuffer }
+  | { hashed: { checksum: string; size: number } }
   | { error: { code?: string; message: string; syscall?: string; path?: string } }
 );
 
@@ -76,6 +78,15 @@ export class FsWorker {
   async readWhole(path: string, size: number, signal?: AbortSignal): Promise<WholeFile> {
     const answer = (await this.#ask({ op: 'readWhole', path, size }, signal)) as { checksum: string; filled: number; bytes: ArrayBuffer };
     return { checksum: answer.checksum, bytes: Buffer.from(answer.bytes, 0, answer.filled) };
+  }
+
+  /**
+   * Hashes a file of `size` bytes (a large one) in 1 MiB reads without keeping it; the result's
+   * size differs from `size` if the file changed. An abort stops the wait, not the hash.
+   */
+  async hash(path: string, size: number, signal?: AbortSignal): Promise<{ checksum: string; size: number }> {
+    const answer = await this.#ask({ op: 'hash', path, size }, signal);
+    return (answer as { hashed: { checksum: string; size: number } }).hashed;
   }
 
   /** Stops the thread; its requests still waiting fail. The next request starts a new one. */

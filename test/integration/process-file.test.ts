@@ -58,6 +58,7 @@ function deps(): ProcessDeps {
     afterUpload: 'move',
     clock: systemClock,
     files,
+    hashing: files,
     limitHash: (work) => queue.add(work),
     limitUpload: (work) => queue.add(work),
     // Every state is "committed" at once; a write-ahead caller gets a resolved promise.
