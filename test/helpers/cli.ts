@@ -1,4 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -42,15 +43,9 @@ export function startCli(args: string[], options: { env?: Record<string, string>
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let out = '';
-  let err = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('close', (code, signal) => resolve({ code, signal })),
-  );
+  const { stdout, stderr, exited } = captureOutput(child);
   const logs = (): LogLine[] =>
-    out
+    stdout()
       .split('\n')
       .filter((line) => line.startsWith('{') && line.endsWith('}'))
       .flatMap((line) => {
@@ -62,16 +57,33 @@ export function startCli(args: string[], options: { env?: Record<string, string>
       });
   return {
     child,
-    stdout: () => out,
-    stderr: () => err,
+    stdout,
+    stderr,
     logs,
     exited,
     waitForLog: (predicate, waitOptions = {}) =>
       waitFor(() => logs().find(predicate), {
         timeoutMs: waitOptions.timeoutMs ?? 20_000,
-        message: () => `${waitOptions.message ?? 'a log line'}; stdout so far:\n${out.slice(-3000)}\nstderr:\n${err.slice(-2000)}`,
+        message: () =>
+          `${waitOptions.message ?? 'a log line'}; stdout so far:\n${stdout().slice(-3000)}\nstderr:\n${stderr().slice(-2000)}`,
       }),
   };
+}
+
+/** Collects a child's output as text, and resolves with how it ended. */
+export function captureOutput(child: ChildProcessByStdio<Writable | null, Readable, Readable>): {
+  stdout: () => string;
+  stderr: () => string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+} {
+  let out = '';
+  let err = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('close', (code, signal) => resolve({ code, signal })),
+  );
+  return { stdout: () => out, stderr: () => err, exited };
 }
 
 /** Runs the CLI to its end. */

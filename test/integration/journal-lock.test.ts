@@ -6,6 +6,7 @@ import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Journal, JournalError } from '../../src/journal/journal.js';
 import { acquireLock, isLocked, OWNER_FILE, type InstanceLock } from '../../src/journal/lock.js';
+import { captureOutput } from '../helpers/cli.js';
 import { thrownBy } from '../helpers/expect-error.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -44,20 +45,15 @@ afterEach(async () => {
 function startChild(mode: 'hold' | 'write' | 'try', directory: string): Child {
   const child = spawn(process.execPath, ['--import', 'tsx', CHILD, mode, directory], { stdio: ['pipe', 'pipe', 'pipe'] });
   children.push(child);
-  let out = '';
-  let err = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('close', (code, signal) => resolve({ code, signal })),
-  );
+  const { stdout, stderr, exited } = captureOutput(child);
   const answer = waitFor(
     () => {
-      if (child.exitCode !== null && !out.includes('\n')) throw new Error(`child exited ${child.exitCode}: ${err}`);
+      const out = stdout();
+      if (child.exitCode !== null && !out.includes('\n')) throw new Error(`child exited ${child.exitCode}: ${stderr()}`);
       const line = out.split('\n')[0];
       return out.includes('\n') && line ? (JSON.parse(line) as ChildAnswer) : undefined;
     },
-    { timeoutMs: 20_000, message: () => `the child's answer (stderr: ${err})` },
+    { timeoutMs: 20_000, message: () => `the child's answer (stderr: ${stderr()})` },
   );
   return { process: child, answer, exited };
 }
