@@ -67,6 +67,12 @@ interface Context {
 /** Responses are small JSON documents; a bigger one is not the Immich API answering. */
 const MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
 
+/**
+ * Why a file stops being read once the outcome is decided; never reaches a caller. Given as the
+ * reason, it spares the DOMException that `abort()` would build (with its stack) per request.
+ */
+const OUTCOME_DECIDED = new Error('the outcome of the request is decided');
+
 /** Free keep-alive sockets are closed before servers usually close them (Node's default is 5 s). */
 const FREE_SOCKET_TIMEOUT_MS = 4_000;
 
@@ -263,8 +269,8 @@ function exchange(context: Context, spec: RequestSpec, signal: AbortSignal | und
     if (spec.auth) headers['x-api-key'] = context.apiKey;
 
     let jsonBody: Buffer | undefined;
-    // Set when the outcome is decided: a file being sent stops being read.
-    const stopSending = new AbortController();
+    // A file being sent stops being read when the outcome is decided.
+    const stopSending = spec.body && 'file' in spec.body ? new AbortController() : undefined;
     if (spec.body && 'json' in spec.body) {
       jsonBody = Buffer.from(JSON.stringify(spec.body.json), 'utf8');
       headers['content-type'] = 'application/json';
@@ -301,7 +307,7 @@ function exchange(context: Context, spec: RequestSpec, signal: AbortSignal | und
       settled = true;
       signal?.removeEventListener('abort', onAbort);
       // Stop reading the file: the server answered (maybe early) or the request failed.
-      stopSending.abort();
+      stopSending?.abort(OUTCOME_DECIDED);
       // A request whose body was not fully sent leaves the connection unusable; so does any failure.
       if ('error' in outcome || !requestSent) req.destroy();
       if ('error' in outcome) reject(outcome.error);
@@ -355,7 +361,7 @@ function exchange(context: Context, spec: RequestSpec, signal: AbortSignal | und
       req.end(jsonBody);
     } else if (spec.body && 'buffers' in spec.body) {
       writeAtOnce(req, spec.body.buffers);
-    } else if (spec.body && 'file' in spec.body) {
+    } else if (spec.body && 'file' in spec.body && stopSending) {
       // The file's own error, unchanged: the caller knows what a changed or unreadable file means.
       sendFile(req, spec.body, stopSending.signal).catch((error: unknown) =>
         settle({ error: error instanceof Error ? error : new Error(String(error)) }),
