@@ -39,6 +39,7 @@ export interface FileHash {
    * The very bytes that were hashed, when the file was small enough to be read whole
    * (`WHOLE_FILE_MAX_BYTES`) and had its settled size: the upload sends them from memory, so what
    * the server gets is exactly what was hashed. Absent for larger files, which are streamed again.
+   * Their memory goes back to the thread that read them (`FsWorker.recycle`) once they are sent.
    */
   bytes?: Buffer;
 }
@@ -85,7 +86,9 @@ export async function hashSettledFile(
   if (settledSize <= WHOLE_FILE_MAX_BYTES) {
     const { checksum, bytes } = await thread.readWhole(path, settledSize, signal);
     // Only the settled version travels on: a file that changed is sent round again, not uploaded.
-    return bytes.length === settledSize ? { checksum, size: settledSize, bytes } : { checksum, size: bytes.length };
+    if (bytes.length === settledSize) return { checksum, size: settledSize, bytes };
+    thread.recycle(bytes);
+    return { checksum, size: bytes.length };
   }
   return thread.hash(path, settledSize, signal);
 }

@@ -62,7 +62,11 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
       hashSettledFile(file.path, file.size, file.size <= WHOLE_FILE_MAX_BYTES ? deps.files : deps.hashing, deps.signals.wait),
     );
     if (hashed.size !== file.size) return { kind: 'changed' };
-    const { checksum } = hashed;
+    const { checksum, bytes } = hashed;
+    // The bytes' memory serves the next small file once the upload is over or not needed.
+    const doneWithBytes = (): void => {
+      if (bytes) deps.files.recycle(bytes);
+    };
     deps.record(file, 'hashed', { checksum });
 
     stage = 'check';
@@ -73,8 +77,10 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     const refused = (message: string): FileOutcome => ({ kind: 'failed', stage, message, retryable: false });
     switch (decision) {
       case 'skip:unsupported':
+        doneWithBytes();
         return refused('the server does not accept this file type');
       case 'server-duplicate':
+        doneWithBytes();
         hashed = undefined;
         assetId = verdict.kind === 'duplicate' ? verdict.assetId : undefined;
         break;
@@ -85,7 +91,12 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
         // upload is over (retries included).
         const request = buildUploadRequest(file, hashed, deps.serverMajor);
         hashed = undefined;
-        const result = await deps.limitUpload(() => deps.immich.uploadAsset(request, deps.signals));
+        let result;
+        try {
+          result = await deps.limitUpload(() => deps.immich.uploadAsset(request, deps.signals));
+        } finally {
+          doneWithBytes();
+        }
         assetId = result.id;
         created = result.status === 'created';
         break;

@@ -49,6 +49,9 @@ export interface SettlerOptions {
   onError?: (error: unknown, path: string) => void;
 }
 
+/** The reason the loop's sleep is cut short by add(); a fixed one spares a DOMException per wake. */
+const WOKEN = new Error('a file became due earlier');
+
 /** One pending file and the last version of it we saw. */
 interface Entry {
   candidate: Candidate;
@@ -146,7 +149,7 @@ export class Settler {
     this.#pending.set(candidate.path, { candidate, size: candidate.size, mtimeMs: candidate.mtimeMs, since: now, nextCheckAt });
     // A file that arrives complete is ready exactly when its window ends, not at the loop's next
     // regular wake-up: wake the loop if it sleeps past that moment.
-    if (nextCheckAt < this.#wakeAt) this.#wake?.abort();
+    if (nextCheckAt < this.#wakeAt) this.#wake?.abort(WOKEN);
   }
 
   /** Stops watching a path (no callback). Returns whether it was pending. */

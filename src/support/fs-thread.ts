@@ -18,7 +18,7 @@ port.on('message', (requests: FsRequest[]) => {
   for (const request of requests) {
     try {
       if (request.op === 'readWhole') {
-        const { checksum, filled, bytes } = readWhole(request.path, request.size);
+        const { checksum, filled, bytes } = readWhole(request.path, request.size, request.into);
         answers.push({ id: request.id, checksum, filled, bytes });
         // The bytes' memory moves to the main thread instead of being copied.
         transfer.push(bytes);
@@ -57,12 +57,12 @@ function run(request: Exclude<FsRequest, { op: 'readWhole' | 'hash' }>): PlainSt
 }
 
 /**
- * Reads up to `size + 1` bytes into memory of their own: a regular file that returns exactly
- * `size` is whole; one byte more means it grew (see hashSettledFile).
+ * Reads up to `size + 1` bytes into `into` (memory the main thread sent, which goes back with the
+ * answer): a regular file that returns exactly `size` is whole; one byte more means it grew (see
+ * hashSettledFile).
  */
-function readWhole(path: string, size: number): { checksum: string; filled: number; bytes: ArrayBuffer } {
-  // allocUnsafeSlow: memory of its own, never a slice of the shared pool, so it can be transferred.
-  const buffer = Buffer.allocUnsafeSlow(size + 1);
+function readWhole(path: string, size: number, into: ArrayBuffer): { checksum: string; filled: number; bytes: ArrayBuffer } {
+  const buffer = Buffer.from(into, 0, size + 1);
   const fd = openSync(path, 'r');
   let filled = 0;
   try {
@@ -75,7 +75,7 @@ function readWhole(path: string, size: number): { checksum: string; filled: numb
     closeSync(fd);
   }
   const checksum = createHash('sha1').update(buffer.subarray(0, filled)).digest('hex');
-  return { checksum, filled, bytes: buffer.buffer };
+  return { checksum, filled, bytes: into };
 }
 
 /** One read buffer, reused by every hash this thread runs (one at a time). */

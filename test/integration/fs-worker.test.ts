@@ -67,6 +67,27 @@ describe('FsWorker', () => {
     expect(grown.checksum).toBe(sha1(Buffer.concat([bytes, Buffer.from('+')])));
   });
 
+  it('reads into recycled memory, and only into memory it gave out', async () => {
+    const path = join(temp.path, 'a.jpg');
+    await writeFile(path, 'first content');
+    const first = await worker.readWhole(path, 13);
+    const stranger = Buffer.alloc(64 * 1024);
+    worker.recycle(stranger);
+    worker.recycle(first.bytes);
+    worker.recycle(first.bytes); // a second time changes nothing
+
+    await writeFile(path, 'second content');
+    const second = await worker.readWhole(path, 14);
+    expect(second.bytes.toString()).toBe('second content');
+    // The first answer's memory went to the thread for the second read: its views are empty now.
+    expect(first.bytes.length).toBe(0);
+    expect(stranger.length).toBe(64 * 1024);
+    const third = await worker.readWhole(path, 14);
+    // Nothing was recycled since: fresh memory, and the second answer is untouched.
+    expect(third.bytes.toString()).toBe('second content');
+    expect(second.bytes.toString()).toBe('second content');
+  });
+
   it('serves many requests at once, each with its own answer', async () => {
     const paths = await Promise.all(
       Array.from({ length: 200 }, async (_, i) => {
