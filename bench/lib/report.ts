@@ -146,6 +146,7 @@ export function markdownBlock(run: BenchRun, svgName: string): string {
         `${r.limit.bound === 'hash' ? 'hashing' : 'sending'} | ${ratio(r.ratios.oursOverSerial)} | ${ratio(r.ratios.oursOverSinkHashing)} |`,
     );
   }
+  for (const r of throughputs(run)) for (const note of r.notes) out.push('', `${r.title}: ${note}`);
   for (const r of latencies(run)) {
     out.push(
       '',

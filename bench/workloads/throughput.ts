@@ -10,7 +10,7 @@ import { generate, totalBytes, type FileSpec } from '../lib/generate.js';
 import { round, throughput, type Throughput, type ThroughputResult } from '../lib/results.js';
 import { startBenchServer, type BenchServer, type ServerStats } from '../lib/server.js';
 import { hashLimitMs, networkLimitMs } from '../tools/limits.js';
-import { runOfficial } from '../tools/official-cli.js';
+import { runOfficial, type OfficialCli } from '../tools/official-cli.js';
 import { runOursOnce } from '../tools/ours.js';
 
 export interface ThroughputDef {
@@ -19,6 +19,12 @@ export interface ThroughputDef {
   specs: FileSpec[];
   /** Raised above the largest file (our default of 1000 MB would skip 1 GiB files). */
   maxFileSizeMb: number;
+  /**
+   * Runs of ours and of the official CLI, taken in turns (ours, CLI, ours, CLI...), each tool
+   * reported by its median run. A run of a few seconds on a shared machine varies by ±20%; the
+   * turns give both tools the same share of good and bad moments.
+   */
+  repeats: number;
 }
 
 export async function runThroughput(ctx: BenchContext, def: ThroughputDef): Promise<ThroughputResult> {
@@ -26,40 +32,22 @@ export async function runThroughput(ctx: BenchContext, def: ThroughputDef): Prom
   const bytes = totalBytes(def.specs);
   const notes: string[] = [];
 
-  const ours = await withFreshCopy(ctx, def, 'ours', async (dir, server) => {
-    const archive = join(dir, 'archive');
-    const cpuBefore = server.cpuMs();
-    const run = await runOursOnce({
-      server,
-      watch: join(dir, 'in'),
-      archive,
-      state: join(dir, 'state'),
-      afterUpload: 'move',
-      concurrency: ctx.concurrency,
-      stabilityWaitSeconds: 0,
-      maxFileSizeMb: def.maxFileSizeMb,
-      cwd: dir,
-      ...(ctx.profileDir !== undefined ? { cpuProfDir: join(ctx.profileDir, def.id) } : {}),
-    });
-    const archived = await countFiles(archive);
-    const left = await countFiles(join(dir, 'in'));
-    if (archived !== files || left !== 0) throw new Error(`ours: ${archived} of ${files} archived, ${left} left in the watch folder`);
-    if (run.summary && run.summary.uploaded !== files) throw new Error(`ours: summary says ${run.summary.uploaded} uploaded of ${files}`);
-    return serverShare(server, cpuBefore, throughput(run.exit.ms, files, bytes, run.exit));
-  });
-
-  let official: Throughput | undefined;
+  const oursRuns: Throughput[] = [];
+  const officialRuns: Throughput[] = [];
   const cli = ctx.official;
-  if (cli) {
-    official = await withFreshCopy(ctx, def, 'official', async (dir, server) => {
-      const cpuBefore = server.cpuMs();
-      const exit = await runOfficial({ cli, server, dir: join(dir, 'in'), concurrency: ctx.concurrency, cwd: dir });
-      const left = await countFiles(join(dir, 'in'));
-      if (left !== 0) throw new Error(`official CLI: ${left} files left after --delete`);
-      return serverShare(server, cpuBefore, throughput(exit.ms, files, bytes, exit));
-    });
-  } else {
-    notes.push('The official CLI could not be installed: no comparison.');
+  if (!cli) notes.push('The official CLI could not be installed: no comparison.');
+  for (let turn = 1; turn <= def.repeats; turn++) {
+    oursRuns.push(await runOurs(ctx, def, turn));
+    if (cli) officialRuns.push(await runOfficialCli(ctx, def, cli, turn));
+  }
+  const ours = median(oursRuns);
+  const official = cli ? median(officialRuns) : undefined;
+  if (def.repeats > 1) {
+    const times = (runs: Throughput[]): string => runs.map((run) => (run.ms / 1000).toFixed(2)).join(', ');
+    notes.push(
+      `${def.repeats} runs of each tool, in turns; the medians are shown. Ours: ${times(oursRuns)} s` +
+        (cli ? `; the official CLI: ${times(officialRuns)} s.` : '.'),
+    );
   }
 
   const { hash, network, sinkHashing } = await withFreshCopy(
@@ -115,6 +103,58 @@ export async function runThroughput(ctx: BenchContext, def: ThroughputDef): Prom
     targets: [],
     notes,
   };
+}
+
+/** One run of ours (`once`, move mode) over a fresh copy of the workload. */
+function runOurs(ctx: BenchContext, def: ThroughputDef, turn: number): Promise<Throughput> {
+  const files = def.specs.length;
+  const bytes = totalBytes(def.specs);
+  return withFreshCopy(ctx, def, toolName('ours', def, turn), async (dir, server) => {
+    const archive = join(dir, 'archive');
+    const cpuBefore = server.cpuMs();
+    const run = await runOursOnce({
+      server,
+      watch: join(dir, 'in'),
+      archive,
+      state: join(dir, 'state'),
+      afterUpload: 'move',
+      concurrency: ctx.concurrency,
+      stabilityWaitSeconds: 0,
+      maxFileSizeMb: def.maxFileSizeMb,
+      cwd: dir,
+      ...(ctx.profileDir !== undefined ? { cpuProfDir: join(ctx.profileDir, def.id) } : {}),
+    });
+    const archived = await countFiles(archive);
+    const left = await countFiles(join(dir, 'in'));
+    if (archived !== files || left !== 0) throw new Error(`ours: ${archived} of ${files} archived, ${left} left in the watch folder`);
+    if (run.summary && run.summary.uploaded !== files) throw new Error(`ours: summary says ${run.summary.uploaded} uploaded of ${files}`);
+    return serverShare(server, cpuBefore, throughput(run.exit.ms, files, bytes, run.exit));
+  });
+}
+
+/** One run of the official CLI (`upload --recursive --delete`) over a fresh copy of the workload. */
+function runOfficialCli(ctx: BenchContext, def: ThroughputDef, cli: OfficialCli, turn: number): Promise<Throughput> {
+  const files = def.specs.length;
+  const bytes = totalBytes(def.specs);
+  return withFreshCopy(ctx, def, toolName('official', def, turn), async (dir, server) => {
+    const cpuBefore = server.cpuMs();
+    const exit = await runOfficial({ cli, server, dir: join(dir, 'in'), concurrency: ctx.concurrency, cwd: dir });
+    const left = await countFiles(join(dir, 'in'));
+    if (left !== 0) throw new Error(`official CLI: ${left} files left after --delete`);
+    return serverShare(server, cpuBefore, throughput(exit.ms, files, bytes, exit));
+  });
+}
+
+function toolName(tool: string, def: ThroughputDef, turn: number): string {
+  return def.repeats > 1 ? `${tool}-${turn}` : tool;
+}
+
+/** The run with the median time (the upper middle one of an even count). */
+function median(runs: readonly Throughput[]): Throughput {
+  const sorted = [...runs].sort((a, b) => a.ms - b.ms);
+  const middle = sorted[Math.floor(sorted.length / 2)];
+  if (!middle) throw new Error('no runs to take the median of');
+  return middle;
 }
 
 /** How busy the benchmark server was during a run: near 100% would make it the bottleneck. */
