@@ -199,7 +199,7 @@ export class Journal {
   /** Paths with a transition in #pending, so a read about one path flushes only when it must. */
   #pendingPaths = new Set<string>();
   #flushTimer: NodeJS.Timeout | undefined;
-  /** A commit is scheduled for the next turn of the event loop (a write-ahead record waits). */
+  /** A commit is scheduled WRITE_AHEAD_WINDOW_MS after the first write-ahead record that waits for it. */
   #commitSoon: NodeJS.Timeout | undefined;
 
   private constructor(db: BetterSqlite3.Database, clock: Clock, readOnly: boolean, logger?: Logger) {
