@@ -270,7 +270,7 @@ function exchange(context: Context, spec: RequestSpec, signal: AbortSignal | und
 
     let jsonBody: Buffer | undefined;
     // A file being sent stops being read when the outcome is decided.
-    const stopSending = spec.body && 'file' in spec.body ? new AbortController() : undefined;
+    let stopSending: AbortController | undefined;
     if (spec.body && 'json' in spec.body) {
       jsonBody = Buffer.from(JSON.stringify(spec.body.json), 'utf8');
       headers['content-type'] = 'application/json';
@@ -361,7 +361,8 @@ function exchange(context: Context, spec: RequestSpec, signal: AbortSignal | und
       req.end(jsonBody);
     } else if (spec.body && 'buffers' in spec.body) {
       writeAtOnce(req, spec.body.buffers);
-    } else if (spec.body && 'file' in spec.body && stopSending) {
+    } else if (spec.body && 'file' in spec.body) {
+      stopSending = new AbortController();
       // The file's own error, unchanged: the caller knows what a changed or unreadable file means.
       sendFile(req, spec.body, stopSending.signal).catch((error: unknown) =>
         settle({ error: error instanceof Error ? error : new Error(String(error)) }),
