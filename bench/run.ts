@@ -157,6 +157,7 @@ async function main(): Promise<void> {
       maxFileSizeMb: 1000,
       // A few seconds per run: the median of three, except in quick mode.
       repeats: mode === 'quick' ? 1 : SMALL_REPEATS,
+      bare: true,
     });
   }
   if (only.has('large')) {
@@ -167,9 +168,10 @@ async function main(): Promise<void> {
       specs: specs('video', files, bytes, 'mp4', 100),
       maxFileSizeMb: 5 * 1024,
       repeats: 1,
+      bare: false,
     });
     if (mode === 'full') {
-      throughputDefs.push({ id: 'large-4g', title: 'One 4 GiB file: 1 x 4 GiB', specs: specs('huge', 1, 4 * GIB, 'mp4', 1), maxFileSizeMb: 5 * 1024, repeats: 1 });
+      throughputDefs.push({ id: 'large-4g', title: 'One 4 GiB file: 1 x 4 GiB', specs: specs('huge', 1, 4 * GIB, 'mp4', 1), maxFileSizeMb: 5 * 1024, repeats: 1, bare: false });
     }
   }
   for (const def of throughputDefs) await attempt(def.id, () => runThroughput(ctx, def));

@@ -31,7 +31,8 @@ function rowsOf(r: ThroughputResult): Row[] {
     ...(r.official ? [{ tool: 'official CLI', t: r.official }] : []),
     { tool: 'limit: hash (openssl)', t: r.hash },
     { tool: 'limit: send (curl)', t: r.network },
-    { tool: '(send, server hashing)', t: r.sinkHashing },
+    { tool: '(uploads, curl)', t: r.serverUploads },
+    ...(r.bare ? [{ tool: '(bare uploader)', t: r.bare }] : []),
   ];
 }
 
@@ -76,7 +77,8 @@ export function terminalReport(run: BenchRun): string {
     out.push(
       `${pad('', 34)}ours / CLI ${ratio(r.ratios.oursOverOfficial)}, ours / limit ${ratio(r.ratios.oursOverLimit)} ` +
         `(${r.limit.bound}-bound), ours / (hash + send in series) ${ratio(r.ratios.oursOverSerial)}, ` +
-        `ours / (send, server hashing) ${ratio(r.ratios.oursOverSinkHashing)}`,
+        `ours / (uploads, curl) ${ratio(r.ratios.oursOverServerUploads)}` +
+        (r.bare ? `, ours / bare uploader ${ratio(r.ratios.oursOverBare)}, bare uploader / CLI ${ratio(r.ratios.bareOverOfficial)}` : ''),
       '',
     );
   }
@@ -137,13 +139,14 @@ export function markdownBlock(run: BenchRun, svgName: string): string {
   }
   out.push(
     '',
-    '| workload | ours / official CLI | ours / limit | the limit is | ours / (hash + send in series) | ours / (send, server hashing) |',
-    '| --- | ---: | ---: | --- | ---: | ---: |',
+    '| workload | ours / official CLI | ours / limit | the limit is | ours / (hash + send in series) | ours / (uploads, curl) | ours / bare uploader | bare uploader / official CLI |',
+    '| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |',
   );
   for (const r of throughputs(run)) {
     out.push(
       `| ${r.title} | ${ratio(r.ratios.oursOverOfficial)} | ${ratio(r.ratios.oursOverLimit)} | ` +
-        `${r.limit.bound === 'hash' ? 'hashing' : 'sending'} | ${ratio(r.ratios.oursOverSerial)} | ${ratio(r.ratios.oursOverSinkHashing)} |`,
+        `${r.limit.bound === 'hash' ? 'hashing' : 'sending'} | ${ratio(r.ratios.oursOverSerial)} | ${ratio(r.ratios.oursOverServerUploads)} | ` +
+        `${ratio(r.ratios.oursOverBare)} | ${ratio(r.ratios.bareOverOfficial)} |`,
     );
   }
   for (const r of throughputs(run)) for (const note of r.notes) out.push('', `${r.title}: ${note}`);

@@ -36,14 +36,23 @@ export interface ThroughputResult {
   official?: Throughput;
   hash: Throughput;
   network: Throughput;
-  /** The same send to a sink that SHA-1s the bodies, as the fake does: what the server can take. */
-  sinkHashing: Throughput;
+  /** curl uploading every file to the fake Immich (multipart, parsed and SHA-1ed there): what the server can take. */
+  serverUploads: Throughput;
+  /** Small files only: the bare uploader (bench/tools/bare-uploader.ts), timed without process start-up. */
+  bare?: Throughput;
   /** The slower of hash and network. */
   limit: Throughput & { bound: 'hash' | 'network' };
   /** Hash then send, one after the other: the bound for a tool that reads every file twice, in series. */
   serial: Throughput;
-  /** ours / official CLI, ours / limit, ours / serial bound, ours / send to the hashing sink (time ratios, inverted). */
-  ratios: { oursOverOfficial?: number; oursOverLimit: number; oursOverSerial: number; oursOverSinkHashing?: number };
+  /** ours / each of the others (time ratios, inverted), and the bare uploader / the official CLI. */
+  ratios: {
+    oursOverOfficial?: number;
+    oursOverLimit: number;
+    oursOverSerial: number;
+    oursOverServerUploads: number;
+    oursOverBare?: number;
+    bareOverOfficial?: number;
+  };
   targets: Target[];
   notes: string[];
 }

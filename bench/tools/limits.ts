@@ -5,8 +5,9 @@
  *  - network bound: curl streaming every file's raw bytes (no multipart, no hashing on either side)
  *    to the benchmark server's sink, `concurrency` transfers at a time.
  * The limit is the slower of the two: no uploader that must both hash and send can beat it.
- * For context the same transfer is also measured against the sink hashing what it receives (as
- * the fake Immich does with every upload): what this server process can take at most.
+ * For context, curl also uploads every file to the fake Immich itself, as clients do (multipart
+ * `POST /api/assets`, which the server parses and SHA-1s) but without hashing anything on the
+ * client: what this server process can take at most.
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -55,35 +56,62 @@ export async function hashLimitMs(files: readonly LimitFile[], concurrency: numb
   return ms;
 }
 
-/**
- * Wall time for curl to POST every file's raw bytes to the sink, `concurrency` at a time;
- * `hashed`: the sink SHA-1s the bodies.
- */
-export async function networkLimitMs(
-  files: readonly LimitFile[],
-  sinkUrl: string,
-  concurrency: number,
-  cwd: string,
-  hashed = false,
-): Promise<number> {
-  const config = join(cwd, `curl-uploads-${hashed ? 'hashed' : 'raw'}.conf`);
-  const quote = (value: string): string => `"${value.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`;
-  const entries = files.map((file, i) => `url = ${quote(`${sinkUrl}/${hashed ? 'hashed' : 'raw'}/${i}`)}\nupload-file = ${quote(file.path)}\noutput = "/dev/null"\n`);
-  await writeFile(config, entries.join(''));
-  const args = [
-    '--silent',
-    '--show-error',
+/** Wall time for curl to POST every file's raw bytes to the sink, `concurrency` at a time. */
+export async function networkLimitMs(files: readonly LimitFile[], sinkUrl: string, concurrency: number, cwd: string): Promise<number> {
+  const entries = files.map((file, i) => `url = ${quote(`${sinkUrl}/raw/${i}`)}\nupload-file = ${quote(file.path)}\noutput = "/dev/null"\n`);
+  return runCurl(join(cwd, 'curl-raw.conf'), entries.join(''), concurrency, cwd, [
     '--fail',
-    '--parallel',
-    '--parallel-max',
-    String(concurrency),
     '--request',
     'POST',
+    '--header',
+    'content-type: application/octet-stream',
     // No `Expect: 100-continue` round trip before each body.
     '--header',
     'Expect:',
-    '--header',
-    'content-type: application/octet-stream',
+  ]);
+}
+
+/**
+ * Wall time for curl to upload every file to the fake Immich as a client does (multipart, the
+ * v3 fields), `concurrency` at a time. Each transfer is an operation of its own in curl's config
+ * (`next`), since each has its own form.
+ */
+export async function serverUploadsMs(
+  files: readonly LimitFile[],
+  server: { apiUrl: string; key: string },
+  concurrency: number,
+  cwd: string,
+): Promise<number> {
+  const date = '2024-05-01T12:00:00.000Z';
+  const entries = files.map((file) =>
+    [
+      `url = ${quote(`${server.apiUrl}/assets`)}`,
+      'fail',
+      `header = ${quote(`x-api-key: ${server.key}`)}`,
+      // No `Expect: 100-continue` round trip before each body.
+      'header = "Expect:"',
+      `form = ${quote(`fileCreatedAt=${date}`)}`,
+      `form = ${quote(`fileModifiedAt=${date}`)}`,
+      `form = ${quote(`assetData=@${file.path};type=application/octet-stream`)}`,
+      'output = "/dev/null"',
+      '',
+    ].join('\n'),
+  );
+  return runCurl(join(cwd, 'curl-uploads.conf'), entries.join('next\n'), concurrency, cwd, []);
+}
+
+const quote = (value: string): string => `"${value.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`;
+
+/** Runs curl over a config of transfers, `concurrency` at a time; resolves with its wall time. */
+async function runCurl(config: string, text: string, concurrency: number, cwd: string, options: string[]): Promise<number> {
+  await writeFile(config, text);
+  const args = [
+    '--silent',
+    '--show-error',
+    '--parallel',
+    '--parallel-max',
+    String(concurrency),
+    ...options,
     '--config',
     config,
   ];

@@ -1,15 +1,16 @@
 /**
  * A throughput workload (many small files, or a few large ones): the same files, generated fresh
  * for each, go through ours (`once`, AFTER_UPLOAD=move), the official CLI (`upload --recursive
- * --delete`) and the limit (openssl, curl), each against a fresh benchmark server so that no run
- * finds the previous one's assets already there.
+ * --delete`), the limit (openssl, curl) and, for small files, the bare uploader, each against a
+ * fresh benchmark server so that no run finds the previous one's assets already there.
  */
 import { join } from 'node:path';
 import { countFiles, makeTemp, removeTemp, syncDisk, type BenchContext } from '../lib/context.js';
 import { generate, totalBytes, type FileSpec } from '../lib/generate.js';
 import { round, throughput, type Throughput, type ThroughputResult } from '../lib/results.js';
 import { startBenchServer, type BenchServer, type ServerStats } from '../lib/server.js';
-import { hashLimitMs, networkLimitMs } from '../tools/limits.js';
+import { nodeStartMs, runBareUploader } from '../tools/bare-uploader.js';
+import { hashLimitMs, networkLimitMs, serverUploadsMs } from '../tools/limits.js';
 import { runOfficial, type OfficialCli } from '../tools/official-cli.js';
 import { runOursOnce } from '../tools/ours.js';
 
@@ -25,6 +26,8 @@ export interface ThroughputDef {
    * turns give both tools the same share of good and bad moments.
    */
   repeats: number;
+  /** Also run the bare uploader (small files: it holds each file whole). */
+  bare: boolean;
 }
 
 export async function runThroughput(ctx: BenchContext, def: ThroughputDef): Promise<ThroughputResult> {
@@ -34,43 +37,54 @@ export async function runThroughput(ctx: BenchContext, def: ThroughputDef): Prom
 
   const oursRuns: Throughput[] = [];
   const officialRuns: Throughput[] = [];
+  const bareRuns: Throughput[] = [];
+  const startMs = def.bare ? nodeStartMs() : 0;
   const cli = ctx.official;
   if (!cli) notes.push('The official CLI could not be installed: no comparison.');
   for (let turn = 1; turn <= def.repeats; turn++) {
     oursRuns.push(await runOurs(ctx, def, turn));
     if (cli) officialRuns.push(await runOfficialCli(ctx, def, cli, turn));
+    if (def.bare) bareRuns.push(await runBare(ctx, def, turn, startMs));
   }
   const ours = median(oursRuns);
   const official = cli ? median(officialRuns) : undefined;
+  const bare = def.bare ? median(bareRuns) : undefined;
   if (def.repeats > 1) {
     const times = (runs: Throughput[]): string => runs.map((run) => (run.ms / 1000).toFixed(2)).join(', ');
     notes.push(
       `${def.repeats} runs of each tool, in turns; the medians are shown. Ours: ${times(oursRuns)} s` +
-        (cli ? `; the official CLI: ${times(officialRuns)} s.` : '.'),
+        (cli ? `; the official CLI: ${times(officialRuns)} s` : '') +
+        (def.bare ? `; the bare uploader: ${times(bareRuns)} s` : '') +
+        '.',
+    );
+  }
+  if (def.bare) {
+    notes.push(
+      'The bare uploader reads, SHA-1s and uploads each file, and does nothing else (no duplicate check, ' +
+        'journal, settling, archiving or logging). It times its own work; its time adds the start and exit of an ' +
+        `empty Node process (${Math.round(startMs)} ms, measured in this run).`,
     );
   }
 
-  const { hash, network, sinkHashing } = await withFreshCopy(
+  const { hash, network, serverUploads } = await withFreshCopy(
     ctx,
     def,
     'limit',
     async (dir, server) => {
       const limitFiles = def.specs.map((spec) => ({ path: join(dir, 'in', spec.rel), size: spec.size }));
       const hashMs = await hashLimitMs(limitFiles, ctx.concurrency, dir);
-      const before = server.cpuMs();
-      const networkMs = await networkLimitMs(limitFiles, server.sinkUrl, ctx.concurrency, dir);
-      const between = server.cpuMs();
-      const hashedMs = await networkLimitMs(limitFiles, server.sinkUrl, ctx.concurrency, dir, true);
-      const after = server.cpuMs();
-      const network = throughput(networkMs, files, bytes);
-      network.serverCpuPct = Math.round((100 * (between - before)) / networkMs);
-      const sinkHashing = throughput(hashedMs, files, bytes);
-      sinkHashing.serverCpuPct = Math.round((100 * (after - between)) / hashedMs);
-      return { hash: throughput(hashMs, files, bytes), network, sinkHashing };
+      let cpuBefore = server.cpuMs();
+      const network = serverShare(server, cpuBefore, throughput(await networkLimitMs(limitFiles, server.sinkUrl, ctx.concurrency, dir), files, bytes));
+      cpuBefore = server.cpuMs();
+      const serverUploads = serverShare(server, cpuBefore, throughput(await serverUploadsMs(limitFiles, server, ctx.concurrency, dir), files, bytes));
+      return { hash: throughput(hashMs, files, bytes), network, serverUploads };
     },
     (stats) => {
-      if (stats.sinkRequests !== 2 * files || stats.sinkBytes !== 2 * bytes) {
-        throw new Error(`sink received ${stats.sinkRequests} requests, ${stats.sinkBytes} bytes; expected ${2 * files}, ${2 * bytes}`);
+      if (stats.sinkRequests !== files || stats.sinkBytes !== bytes || stats.uploads !== files || stats.bytesReceived !== bytes) {
+        throw new Error(
+          `limit runs: the sink received ${stats.sinkRequests} requests (${stats.sinkBytes} bytes), the server ${stats.uploads} uploads ` +
+            `(${stats.bytesReceived} bytes); expected ${files} and ${bytes} each`,
+        );
       }
     },
   );
@@ -83,7 +97,9 @@ export async function runThroughput(ctx: BenchContext, def: ThroughputDef): Prom
     ...(official ? { oursOverOfficial: round(official.ms / ours.ms) } : {}),
     oursOverLimit: round(limit.ms / ours.ms),
     oursOverSerial: round(serial.ms / ours.ms),
-    oursOverSinkHashing: round(sinkHashing.ms / ours.ms),
+    oursOverServerUploads: round(serverUploads.ms / ours.ms),
+    ...(bare ? { oursOverBare: round(bare.ms / ours.ms) } : {}),
+    ...(bare && official ? { bareOverOfficial: round(official.ms / bare.ms) } : {}),
   };
   return {
     kind: 'throughput',
@@ -96,7 +112,8 @@ export async function runThroughput(ctx: BenchContext, def: ThroughputDef): Prom
     ...(official ? { official } : {}),
     hash,
     network,
-    sinkHashing,
+    serverUploads,
+    ...(bare ? { bare } : {}),
     limit,
     serial,
     ratios,
@@ -129,6 +146,20 @@ function runOurs(ctx: BenchContext, def: ThroughputDef, turn: number): Promise<T
     if (archived !== files || left !== 0) throw new Error(`ours: ${archived} of ${files} archived, ${left} left in the watch folder`);
     if (run.summary && run.summary.uploaded !== files) throw new Error(`ours: summary says ${run.summary.uploaded} uploaded of ${files}`);
     return serverShare(server, cpuBefore, throughput(run.exit.ms, files, bytes, run.exit));
+  });
+}
+
+/** One run of the bare uploader (bench/tools/bare-uploader.ts) over a fresh copy of the workload. */
+function runBare(ctx: BenchContext, def: ThroughputDef, turn: number, startMs: number): Promise<Throughput> {
+  return withFreshCopy(ctx, def, toolName('bare', def, turn), async (dir, server) => {
+    const cpuBefore = server.cpuMs();
+    const run = await runBareUploader(join(dir, 'in'), server, ctx.concurrency, startMs);
+    if (run.uploaded !== def.specs.length) throw new Error(`bare uploader: ${run.uploaded} of ${def.specs.length} uploaded`);
+    const result = throughput(run.ms, def.specs.length, totalBytes(def.specs));
+    // Both shares over the time it worked, as for the others.
+    result.cpuPct = Math.round((100 * run.cpuMs) / run.workMs);
+    result.serverCpuPct = Math.round((100 * (server.cpuMs() - cpuBefore)) / run.workMs);
+    return result;
   });
 }
 

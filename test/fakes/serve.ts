@@ -7,12 +7,10 @@
  * of statistics and exits 0.
  *
  * `--sink` also starts, in the same process, a second listener on 127.0.0.1 that takes any request,
- * reads its body, counts it and answers 201 `{"bytes":N}`; under a path starting `/hashed` it also
- * SHA-1s the body (the per-byte work the fake does for an upload). The benchmark streams raw bytes
- * to it (`curl -T`) to measure what loopback and this server process carry without client-side
- * hashing or multipart framing. Its URL is printed as `sinkUrl` in the first line.
+ * reads its body, counts it and answers 201 `{"bytes":N}`. The benchmark streams raw bytes to it
+ * (`curl -T`) to measure what loopback carries without hashing or multipart framing on either
+ * side. Its URL is printed as `sinkUrl` in the first line.
  */
-import { createHash } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { parseArgs } from 'node:util';
@@ -87,15 +85,13 @@ async function startSink(): Promise<Sink> {
   const sockets = new Set<Socket>();
   const server: Server = createServer((req, res) => {
     requests += 1;
-    const hash = req.url?.startsWith('/hashed') === true ? createHash('sha1') : undefined;
     let size = 0;
     req.on('data', (chunk: Buffer) => {
-      hash?.update(chunk);
       size += chunk.length;
     });
     req.on('end', () => {
       bytes += size;
-      const body = JSON.stringify({ bytes: size, ...(hash ? { sha1: hash.digest('hex') } : {}) });
+      const body = JSON.stringify({ bytes: size });
       res.writeHead(201, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
       res.end(body);
     });
