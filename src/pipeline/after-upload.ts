@@ -1,7 +1,6 @@
-import { lstat, readdir, unlink } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
 import type { AfterUpload, WatchRoot } from '../config.js';
-import { archiveFile, numberedName, SourceChangedError, targetPath, type ArchiveFs } from './archive.js';
+import { archiveFile, nodeArchiveFs, numberedName, SourceChangedError, targetPath, type ArchiveFs } from './archive.js';
 import { hashFile } from './hash.js';
 import type { Recorder } from './states.js';
 import type { FileVersion } from './types.js';
@@ -26,7 +25,7 @@ export async function disposeOriginal(
   file: ConfirmedFile,
   mode: AfterUpload,
   record: Recorder,
-  fs?: ArchiveFs,
+  fs: ArchiveFs = nodeArchiveFs,
 ): Promise<Disposition> {
   switch (mode) {
     case 'move': {
@@ -37,13 +36,13 @@ export async function disposeOriginal(
       return { mode, archivedTo: archived.target };
     }
     case 'delete':
-      await assertUnchanged(file);
+      await assertUnchanged(fs, file);
       await record(file, 'deleting');
-      await deleteWithSidecars(file.path);
+      await deleteWithSidecars(fs, file.path);
       record(file, 'deleted');
       return { mode };
     case 'keep':
-      await assertUnchanged(file);
+      await assertUnchanged(fs, file);
       record(file, 'kept');
       return { mode };
     default: {
@@ -62,11 +61,11 @@ export async function finishInterrupted(
   file: ConfirmedFile,
   state: 'archiving' | 'deleting',
   record: Recorder,
-  fs?: ArchiveFs,
+  fs: ArchiveFs = nodeArchiveFs,
 ): Promise<Disposition | 'lost'> {
-  const present = await currentVersion(file.path);
+  const present = await currentVersion(fs, file.path);
   if (state === 'deleting') {
-    if (present) await deleteWithSidecars(file.path);
+    if (present) await deleteWithSidecars(fs, file.path);
     record(file, 'deleted');
     return { mode: 'delete' };
   }
@@ -75,61 +74,70 @@ export async function finishInterrupted(
     return disposeOriginal(file, 'move', record, fs);
   }
   if (present) throw new SourceChangedError(file.path, file, present);
-  const copy = await findArchivedCopy(file);
+  const copy = await findArchivedCopy(fs, file);
   if (!copy) return 'lost';
   record(file, 'archived', { archivePath: copy });
   return { mode: 'move', archivedTo: copy };
 }
 
 /** The archived copy of a file: its target name or a numbered variant with the same bytes. */
-async function findArchivedCopy(file: ConfirmedFile): Promise<string | undefined> {
+async function findArchivedCopy(fs: ArchiveFs, file: ConfirmedFile): Promise<string | undefined> {
   const wanted = targetPath(file.path, file.root);
   for (let n = 0; ; n++) {
     const candidate = numberedName(wanted, n);
-    const found = await currentVersion(candidate);
+    const found = await currentVersion(fs, candidate);
     // Names are claimed in order, so the copy is never past the first free name.
     if (!found) return undefined;
     if (found.size === file.size && (await hashFile(candidate)).checksum === file.checksum.toLowerCase()) return candidate;
   }
 }
 
+/** The spellings of a sidecar's extension looked for: what photo tools write. */
+const SIDECAR_EXTENSIONS = ['.xmp', '.XMP'];
+
 /**
  * Removes the original and its XMP sidecars: `photo.jpg.xmp` always, `photo.xmp` only when no
- * other file of that stem (the video of a live photo, say) still needs it.
+ * other file of that stem (the video of a live photo, say) still needs it. Sidecars are looked
+ * for by name, not by listing the folder: a camera's folder holds thousands of files, and a
+ * listing per deleted file made deleting a folder take time in the square of its size. The
+ * folder is listed only when a `photo.xmp` exists, to see whether another file still needs it.
  */
-async function deleteWithSidecars(path: string): Promise<void> {
-  await unlinkIfPresent(path);
+async function deleteWithSidecars(fs: ArchiveFs, path: string): Promise<void> {
+  await unlinkIfPresent(fs, path);
   const folder = dirname(path);
   const name = basename(path);
   const stem = name.slice(0, name.length - extname(name).length);
+  await Promise.all(SIDECAR_EXTENSIONS.map((ext) => unlinkIfPresent(fs, `${path}${ext}`)));
+  const shared: string[] = [];
+  for (const ext of SIDECAR_EXTENSIONS) {
+    const candidate = join(folder, `${stem}${ext}`);
+    if ((await currentVersion(fs, candidate)) !== null) shared.push(candidate);
+  }
+  if (shared.length === 0) return;
   let siblings: string[];
   try {
-    siblings = await readdir(folder);
+    siblings = await fs.readdir(folder);
   } catch {
     return; // the folder went away with the file: nothing left beside it
   }
   const lower = (text: string): string => text.toLowerCase();
-  const sharedStillNeeded = siblings.some((sibling) => {
+  const stillNeeded = siblings.some((sibling) => {
     const ext = extname(sibling);
     return lower(ext) !== '.xmp' && lower(sibling.slice(0, sibling.length - ext.length)) === lower(stem);
   });
-  for (const sibling of siblings) {
-    const own = lower(sibling) === lower(`${name}.xmp`);
-    const shared = lower(sibling) === lower(`${stem}.xmp`) && !sharedStillNeeded;
-    if (own || shared) await unlinkIfPresent(join(folder, sibling));
-  }
+  if (!stillNeeded) for (const sidecar of shared) await unlinkIfPresent(fs, sidecar);
 }
 
-async function assertUnchanged(file: ConfirmedFile): Promise<void> {
-  const present = await currentVersion(file.path);
+async function assertUnchanged(fs: ArchiveFs, file: ConfirmedFile): Promise<void> {
+  const present = await currentVersion(fs, file.path);
   if (!present || present.size !== file.size || present.mtimeMs !== file.mtimeMs) {
     throw new SourceChangedError(file.path, file, present);
   }
 }
 
-async function currentVersion(path: string): Promise<FileVersion | null> {
+async function currentVersion(fs: ArchiveFs, path: string): Promise<FileVersion | null> {
   try {
-    const stats = await lstat(path);
+    const stats = await fs.lstat(path);
     return stats.isFile() ? { size: stats.size, mtimeMs: stats.mtimeMs } : null;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
@@ -137,9 +145,9 @@ async function currentVersion(path: string): Promise<FileVersion | null> {
   }
 }
 
-async function unlinkIfPresent(path: string): Promise<void> {
+async function unlinkIfPresent(fs: ArchiveFs, path: string): Promise<void> {
   try {
-    await unlink(path);
+    await fs.unlink(path);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }

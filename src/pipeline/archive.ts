@@ -33,7 +33,10 @@ import { closeFd, fsyncFd, openFd } from '../support/fd.js';
 import type { FsWorker } from '../support/fs-worker.js';
 import { isInside } from '../support/paths.js';
 
-/** The file-system operations the archive uses; the real ones by default, injectable in tests. */
+/**
+ * The file-system operations of moving (and deleting, after-upload.ts) an original; the real ones
+ * by default, injectable in tests.
+ */
 export interface ArchiveFs {
   lstat(path: string): Promise<{ size: number; mtimeMs: number; atimeMs: number; isFile(): boolean }>;
   mkdir(path: string, options: { recursive: true }): Promise<unknown>;
@@ -45,6 +48,8 @@ export interface ArchiveFs {
   utimes(path: string, atimeMs: number, mtimeMs: number): Promise<void>;
   /** Opens a file or folder only to fsync it. */
   open(path: string, flags: string): Promise<{ sync(): Promise<void>; close(): Promise<void> }>;
+  /** The names in a folder (delete mode lists one only to see who shares a sidecar). */
+  readdir(path: string): Promise<string[]>;
 }
 
 /** The real node:fs/promises. */
@@ -61,6 +66,7 @@ export const nodeArchiveFs: ArchiveFs = {
     const fd = await openFd(path, flags);
     return { sync: () => fsyncFd(fd), close: () => closeFd(fd) };
   },
+  readdir: (path) => fsp.readdir(path),
 };
 
 /**

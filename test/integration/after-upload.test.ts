@@ -1,0 +1,97 @@
+import { readdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { WatchRoot } from '../../src/config.js';
+import { disposeOriginal, type ConfirmedFile } from '../../src/pipeline/after-upload.js';
+import { nodeArchiveFs, SourceChangedError, type ArchiveFs } from '../../src/pipeline/archive.js';
+import { makeRecorder, type FileState } from '../../src/pipeline/states.js';
+import { sha1, writeMedia } from '../helpers/media.js';
+import { makeTempDir } from '../helpers/temp-dir.js';
+
+let temp: { path: string; remove: () => Promise<void> };
+let root: WatchRoot;
+let recorded: FileState[];
+/** Folders the code under test listed. */
+let listed: string[];
+/** The real file system, counting listings. */
+let fs: ArchiveFs;
+
+beforeEach(async () => {
+  temp = await makeTempDir('iau-after-upload-');
+  root = { path: temp.path, archivePath: join(temp.path, 'archive') };
+  recorded = [];
+  listed = [];
+  fs = {
+    ...nodeArchiveFs,
+    readdir: (path) => {
+      listed.push(path);
+      return nodeArchiveFs.readdir(path);
+    },
+  };
+});
+
+afterEach(async () => {
+  await temp.remove();
+});
+
+const record = makeRecorder(
+  async (_file, state) => void recorded.push(state),
+  (_file, state) => void recorded.push(state),
+);
+
+async function confirmed(name: string, bytes: Buffer): Promise<ConfirmedFile> {
+  const path = join(root.path, name);
+  const info = await stat(path);
+  return { path, root, size: info.size, mtimeMs: info.mtimeMs, checksum: sha1(bytes) };
+}
+
+async function dispose(name: string, files: Map<string, Buffer>, mode: 'delete' | 'keep'): Promise<void> {
+  await disposeOriginal(await confirmed(name, files.get(name) ?? Buffer.alloc(0)), mode, record, fs);
+}
+
+describe('delete mode', () => {
+  it('removes each original with its own sidecar, without listing the folder, and leaves the rest', async () => {
+    const files = await writeMedia(root.path, ['a.jpg', 'b.jpg', 'c.JPG', 'other.jpg']);
+    await writeMedia(root.path, ['a.jpg.xmp', 'c.JPG.XMP', 'other.jpg.xmp', 'unrelated.xmp'], 100);
+
+    for (const name of ['a.jpg', 'b.jpg', 'c.JPG']) await dispose(name, files, 'delete');
+
+    expect((await readdir(root.path)).sort()).toEqual(['other.jpg', 'other.jpg.xmp', 'unrelated.xmp']);
+    // A camera folder holds thousands of files: a listing per deleted file would cost the square of that.
+    expect(listed).toEqual([]);
+    expect(recorded).toEqual(['deleting', 'deleted', 'deleting', 'deleted', 'deleting', 'deleted']);
+  });
+
+  it('keeps a shared sidecar while another file of its stem is left, and removes it with the last', async () => {
+    const files = await writeMedia(root.path, ['pair.heic', 'pair.mov']);
+    await writeMedia(root.path, ['pair.xmp'], 100);
+
+    await dispose('pair.heic', files, 'delete');
+    expect((await readdir(root.path)).sort()).toEqual(['pair.mov', 'pair.xmp']);
+    await dispose('pair.mov', files, 'delete');
+    expect(await readdir(root.path)).toEqual([]);
+    // Listed only because a shared sidecar was there to decide on.
+    expect(listed).toEqual([root.path, root.path]);
+  });
+
+  it('deletes nothing when the original changed since its upload', async () => {
+    const files = await writeMedia(root.path, ['d.jpg']);
+    await writeMedia(root.path, ['d.jpg.xmp'], 100);
+    const file = await confirmed('d.jpg', files.get('d.jpg') ?? Buffer.alloc(0));
+    await writeFile(file.path, 'edited since the upload');
+
+    await expect(disposeOriginal(file, 'delete', record, fs)).rejects.toBeInstanceOf(SourceChangedError);
+    expect((await readdir(root.path)).sort()).toEqual(['d.jpg', 'd.jpg.xmp']);
+    expect(recorded).toEqual([]);
+  });
+});
+
+describe('keep mode', () => {
+  it('touches nothing and records the original as kept', async () => {
+    const files = await writeMedia(root.path, ['e.jpg']);
+    await writeMedia(root.path, ['e.jpg.xmp'], 100);
+    await dispose('e.jpg', files, 'keep');
+    expect((await readdir(root.path)).sort()).toEqual(['e.jpg', 'e.jpg.xmp']);
+    expect(recorded).toEqual(['kept']);
+  });
+});
