@@ -38,7 +38,7 @@ export interface ThroughputResult {
   network: Throughput;
   /** curl uploading every file to the fake Immich (multipart, parsed and SHA-1ed there): what the server can take. */
   serverUploads: Throughput;
-  /** Small files only: the bare uploader (bench/tools/bare-uploader.ts), timed without process start-up. */
+  /** Small files only: the bare uploader (bench/tools/bare-uploader.ts): its work plus an empty Node start. */
   bare?: Throughput;
   /** The slower of hash and network. */
   limit: Throughput & { bound: 'hash' | 'network' };
