@@ -1,6 +1,6 @@
 /**
  * A bare uploader, for comparison only: it reads each file whole, SHA-1s it and uploads it with
- * one multipart POST (the v3 fields and the checksum header, as ours sends them), `concurrency`
+ * one multipart POST (the v3 fields and the checksum header, in the body ours builds), `concurrency`
  * at a time over one keep-alive agent, and does nothing else: no duplicate check, journal,
  * settling, archiving or logging. It shows what Node's HTTP client and the benchmark server allow
  * at this concurrency on this machine: the ceiling for any Node uploader, before the work that
@@ -12,12 +12,13 @@
  * adds the start and exit of an empty Node process, measured once per run.
  */
 import { spawnSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { basename, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { buildMultipart } from '../../src/immich/multipart.js';
 import { REPO_ROOT } from '../lib/paths.js';
 import { runChecked } from '../lib/proc.js';
 
@@ -71,28 +72,24 @@ async function uploadAll(dir: string, apiUrl: string, key: string, concurrency: 
     .filter((entry) => entry.isFile())
     .map((entry) => join(entry.parentPath, entry.name));
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
-  const boundary = `bare-${randomBytes(12).toString('hex')}`;
-  const field = (name: string, value: string): string => `--${boundary}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`;
-  const tail = Buffer.from(`\r\n--${boundary}--\r\n`);
   let next = 0;
   let uploaded = 0;
   const worker = async (): Promise<void> => {
     for (let path = paths[next++]; path !== undefined; path = paths[next++]) {
       const bytes = readFileSync(path);
       const checksum = createHash('sha1').update(bytes).digest('hex');
-      const head = Buffer.from(
-        field('fileCreatedAt', DATE) +
-          field('fileModifiedAt', DATE) +
-          `--${boundary}\r\nContent-Disposition: form-data; name="assetData"; filename="${basename(path)}"\r\n` +
-          'Content-Type: application/octet-stream\r\n\r\n',
+      const body = buildMultipart(
+        { fileCreatedAt: DATE, fileModifiedAt: DATE },
+        { name: 'assetData', filename: basename(path), contentType: 'application/octet-stream', bytes },
       );
+      if (!('buffers' in body)) throw new Error('a body built from bytes is made of buffers');
       const headers = {
         'x-api-key': key,
         'x-immich-checksum': checksum,
-        'content-type': `multipart/form-data; boundary=${boundary}`,
-        'content-length': String(head.length + bytes.length + tail.length),
+        'content-type': body.contentType,
+        'content-length': String(body.contentLength),
       };
-      const status = await post(`${apiUrl}/assets`, agent, headers, [head, bytes, tail]);
+      const status = await post(`${apiUrl}/assets`, agent, headers, body.buffers);
       if (status !== 201) throw new Error(`the server answered ${status} for ${path}`);
       uploaded++;
     }
