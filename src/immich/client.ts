@@ -34,8 +34,12 @@ export type BulkCheckResult =
 export interface UploadRequest {
   /** Text fields, e.g. fileCreatedAt, fileModifiedAt (and deviceAssetId, deviceId on v2). */
   fields: Record<string, string>;
-  /** SHA-1 hex, sent as `x-immich-checksum` so a known file is answered at once. */
-  checksum: string;
+  /**
+   * SHA-1 hex, sent as `x-immich-checksum` so a known file is answered at once. Absent for a
+   * large file whose upload starts while it is being hashed: the server then dedupes by the
+   * bytes it received.
+   */
+  checksum?: string;
   file: UploadFile;
 }
 

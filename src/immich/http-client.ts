@@ -141,14 +141,14 @@ export function createImmichClient(options: ImmichClientOptions): ImmichClient {
         method: 'POST',
         path: 'assets',
         auth: true,
-        headers: { 'x-immich-checksum': request.checksum },
+        ...(request.checksum === undefined ? {} : { headers: { 'x-immich-checksum': request.checksum } }),
         body: multipart,
       };
       let body: unknown;
       try {
         body = await callJson(context, spec, signal);
       } catch (error) {
-        const known = await duplicateAfterLostAnswer(client, request.checksum, error, signal);
+        const known = request.checksum === undefined ? undefined : await duplicateAfterLostAnswer(client, request.checksum, error, signal);
         if (known) return known;
         throw error;
       }

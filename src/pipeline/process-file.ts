@@ -6,11 +6,12 @@ import type { FsWorker } from '../support/fs-worker.js';
 import type { AfterUpload } from '../config.js';
 import { disposeOriginal, type Disposition } from './after-upload.js';
 import { ArchiveError, SourceChangedError, type ArchiveFs } from './archive.js';
+import type { UploadRequest, UploadResult } from '../immich/client.js';
 import type { CheckBatcher, ServerVerdict } from './check.js';
 import { hashSettledFile, WHOLE_FILE_MAX_BYTES, type FileHash } from './hash.js';
 import type { Decision, Recorder } from './states.js';
 import type { SettledFile } from './types.js';
-import { buildUploadRequest } from './upload.js';
+import { buildUploadRequest, EarlyUpload } from './upload.js';
 
 /** How one file's trip through the pipeline ended. */
 export type FileOutcome =
@@ -54,13 +55,17 @@ export interface ProcessDeps {
 export async function processFile(file: SettledFile, deps: ProcessDeps): Promise<FileOutcome> {
   const started = deps.clock.now();
   let stage: 'hash' | 'check' | 'upload' | 'archive' = 'hash';
+  const small = file.size <= WHOLE_FILE_MAX_BYTES;
+  // A large file is uploaded while it is hashed; cancelled if the check finds it on the server.
+  const early = small ? undefined : new EarlyUpload();
   try {
     deps.record(file, 'settled');
     // A small file's bytes travel with its hash to the upload, and are let go as soon as the
     // server has the file: memory is bounded by the files in flight (DESIGN.md).
-    let hashed: FileHash | undefined = await deps.limitHash(() =>
-      hashSettledFile(file.path, file.size, file.size <= WHOLE_FILE_MAX_BYTES ? deps.files : deps.hashing, deps.signals.wait),
-    );
+    let hashed: FileHash | undefined = await deps.limitHash(() => {
+      early?.start((signals) => sendUpload(buildUploadRequest(file, {}, deps.serverMajor), deps, signals), deps.signals);
+      return hashSettledFile(file.path, file.size, small ? deps.files : deps.hashing, deps.signals.wait);
+    });
     if (hashed.size !== file.size) return { kind: 'changed' };
     const { checksum, bytes } = hashed;
     // The bytes' memory serves the next small file once the upload is over or not needed.
@@ -70,7 +75,8 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     deps.record(file, 'hashed', { checksum });
 
     stage = 'check';
-    const verdict = await deps.checker.check(checksum);
+    // An early upload that is already through has the server's answer: no need to ask.
+    const verdict: ServerVerdict = early?.succeeded ? { kind: 'accept' } : await deps.checker.check(checksum);
     const decision = decide(verdict);
     let assetId: string | undefined;
     let created = false;
@@ -79,21 +85,25 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
       case 'skip:unsupported':
         doneWithBytes();
         return refused('the server does not accept this file type');
-      case 'server-duplicate':
+      case 'server-duplicate': {
         doneWithBytes();
         hashed = undefined;
-        assetId = verdict.kind === 'duplicate' ? verdict.assetId : undefined;
+        // An early upload that got through before it could be cancelled made the asset itself.
+        const sent = await early?.cancel();
+        assetId = sent?.id ?? (verdict.kind === 'duplicate' ? verdict.assetId : undefined);
+        created = sent?.status === 'created';
         break;
+      }
       case 'upload': {
         stage = 'upload';
         deps.record(file, 'uploading');
         // From here only the request holds the bytes, and nothing holds the request once the
         // upload is over (retries included).
-        const request = buildUploadRequest(file, hashed, deps.serverMajor);
+        const upload = early ? early.result() : sendUpload(buildUploadRequest(file, hashed, deps.serverMajor), deps, deps.signals);
         hashed = undefined;
         let result;
         try {
-          result = await deps.limitUpload(() => deps.immich.uploadAsset(request, deps.signals));
+          result = await upload;
         } finally {
           doneWithBytes();
         }
@@ -118,7 +128,15 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
       : { kind: 'already-on-server', assetId, disposition, ms };
   } catch (error) {
     return toOutcome(error, stage, deps.signals);
+  } finally {
+    // Whichever way the file left (changed, refused, failed, done), no upload of it goes on.
+    await early?.cancel();
   }
+}
+
+/** One upload within UPLOAD_CONCURRENCY, retried as the server needs. */
+function sendUpload(request: UploadRequest, deps: ProcessDeps, signals: CallSignals): Promise<UploadResult> {
+  return deps.limitUpload(() => deps.immich.uploadAsset(request, signals));
 }
 
 export function decide(verdict: ServerVerdict): Decision {

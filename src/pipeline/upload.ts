@@ -1,5 +1,6 @@
 import { basename, extname } from 'node:path';
-import type { ByteSource, UploadFile, UploadRequest } from '../immich/client.js';
+import type { ByteSource, UploadFile, UploadRequest, UploadResult } from '../immich/client.js';
+import type { CallSignals } from '../immich/resilient.js';
 import { closeFd, openFd, readFd } from '../support/fd.js';
 import type { FileHash } from './hash.js';
 import type { SettledFile } from './types.js';
@@ -13,11 +14,12 @@ export const DEVICE_ID = 'immich-auto-uploader';
  * (v3 refuses dates without an offset).
  *
  * A small file the hash read whole is sent from those bytes (what the server gets is exactly what
- * was hashed, and the file is not opened again); a larger one is streamed from disk.
+ * was hashed, and the file is not opened again); a larger one is streamed from disk. Without a
+ * checksum (an {@link EarlyUpload}, started before the hash is known) the request carries none.
  */
 export function buildUploadRequest(
   file: SettledFile,
-  hashed: Pick<FileHash, 'checksum' | 'bytes'>,
+  hashed: Partial<Pick<FileHash, 'checksum' | 'bytes'>>,
   serverMajor: number,
 ): UploadRequest {
   const filename = basename(file.path);
@@ -36,7 +38,57 @@ export function buildUploadRequest(
   const upload: UploadFile = bytes
     ? { filename, contentType, bytes }
     : { filename, contentType, size: file.size, open: () => openSettledBytes(file.path) };
-  return { fields, checksum: hashed.checksum, file: upload };
+  return { fields, ...(hashed.checksum === undefined ? {} : { checksum: hashed.checksum }), file: upload };
+}
+
+/** Why an early upload stopped: the check found the file on the server, or the file is done with. */
+const CANCELLED = new Error('the upload was cancelled: the file does not need it');
+
+/**
+ * A large file's upload, started when its hash starts rather than after the duplicate check, so
+ * that the file takes about the longer of the two instead of both in turn. When the check then
+ * finds the file on the server (or the file changed, or failed), the upload is cancelled: what
+ * was sent of it by then is the price, at most what the network carries while the file is
+ * hashed. Small files do not need it: one is read and hashed in well under a millisecond.
+ */
+export class EarlyUpload {
+  readonly #cancel = new AbortController();
+  #running: Promise<UploadResult> | undefined;
+  #result: UploadResult | undefined;
+
+  /** Starts `send` with `signals`, each of which now also stops at {@link cancel}. */
+  start(send: (signals: CallSignals) => Promise<UploadResult>, signals: CallSignals): void {
+    const cancelled = this.#cancel.signal;
+    const either = (signal: AbortSignal | undefined): AbortSignal => (signal ? AbortSignal.any([signal, cancelled]) : cancelled);
+    const running = send({ wait: either(signals.wait), request: either(signals.request) });
+    // Also marks the promise handled: a cancelled upload's rejection is expected.
+    running.then(
+      (result) => (this.#result = result),
+      () => undefined,
+    );
+    this.#running = running;
+  }
+
+  /** The upload's result, if it has already succeeded. */
+  get succeeded(): UploadResult | undefined {
+    return this.#result;
+  }
+
+  /** Waits for the upload to finish; its failure is the file's upload failure. */
+  result(): Promise<UploadResult> {
+    return this.#running ?? Promise.reject(new Error('the early upload was never started'));
+  }
+
+  /**
+   * Stops the upload unless it already succeeded, and waits until it has stopped, so that no
+   * request outlives its file. Resolves to the result if it succeeded all the same.
+   */
+  async cancel(): Promise<UploadResult | undefined> {
+    if (!this.#running) return undefined;
+    if (this.#result === undefined) this.#cancel.abort(CANCELLED);
+    await this.#running.catch(() => undefined);
+    return this.#result;
+  }
 }
 
 /**

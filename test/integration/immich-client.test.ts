@@ -291,7 +291,7 @@ describe('upload from memory', () => {
     }
     expect(server.assets).toHaveLength(0);
     expect((await immich.uploadAsset(request)).status).toBe('created');
-    expect(server.assetByChecksum(request.checksum)?.bytes?.equals(request.file.bytes)).toBe(true);
+    expect(server.assetByChecksum(request.checksum ?? '')?.bytes?.equals(request.file.bytes)).toBe(true);
   });
 
   it('an answer lost with the connection is found by the bulk check', async () => {

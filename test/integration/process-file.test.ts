@@ -4,12 +4,13 @@ import { appendFile, mkdir, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
 import { pino } from 'pino';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it, onTestFinished } from 'vitest';
 import { createImmichClient } from '../../src/immich/http-client.js';
 import type { ImmichClient } from '../../src/immich/client.js';
 import { ResilientImmich, ServerGate } from '../../src/immich/resilient.js';
 import { CheckBatcher } from '../../src/pipeline/check.js';
 import { processFile, type ProcessDeps } from '../../src/pipeline/process-file.js';
+import { buildUploadRequest } from '../../src/pipeline/upload.js';
 import { makeRecorder, type FileState } from '../../src/pipeline/states.js';
 import type { SettledFile } from '../../src/pipeline/types.js';
 import { systemClock } from '../../src/support/clock.js';
@@ -165,18 +166,12 @@ describe('processFile reads a small file once', () => {
     });
   }
 
-  for (const [label, size] of [
-    ['1 MiB + 1', MiB + 1],
-    ['3 MiB', 3 * MiB],
-  ] as const) {
-    it(`${label}: streamed from disk at upload time, nothing of it kept from the hash`, async () => {
-      const { rewritten } = await uploadRewritten('streamed.mp4', size);
-      // The server got what was on disk when the upload read it (the archive step then finds
-      // the file changed and leaves it): the hash kept no copy to send.
-      expect(server.assets).toHaveLength(1);
-      expect(server.assets[0]).toMatchObject({ checksum: sha1(rewritten), size });
-    });
-  }
+  it('a large file is streamed from disk, nothing of it kept from the hash', () => {
+    const file = { path: join(watchDir, 'large.mp4'), root: { path: watchDir, archivePath: archiveDir }, size: MiB + 1, mtimeMs: 0, birthtimeMs: 0 };
+    const request = buildUploadRequest(file, { checksum: 'c'.repeat(40) }, 3);
+    expect('bytes' in request.file).toBe(false);
+    expect(request.file).toMatchObject({ size: MiB + 1 });
+  });
 
   for (const [label, change] of [
     ['grows', (path: string) => appendFile(path, 'more')],
@@ -191,4 +186,70 @@ describe('processFile reads a small file once', () => {
       expect(server.requests.filter((r) => r.path.startsWith('/api/assets'))).toHaveLength(0);
     });
   }
+});
+
+describe('processFile uploads a large file while hashing it', () => {
+  const MiB = 1024 * 1024;
+
+  /** A hashing thread whose large-file hashes wait until `release` is called. */
+  class HeldHashes extends FsWorker {
+    #release: () => void = () => undefined;
+    readonly #released = new Promise<void>((resolve) => (this.#release = resolve));
+    release(): void {
+      this.#release();
+    }
+    override async hash(path: string, size: number, signal?: AbortSignal): Promise<{ checksum: string; size: number }> {
+      await this.#released;
+      return super.hash(path, size, signal);
+    }
+  }
+  const uploadRequests = (): number => server.requests.filter((r) => r.method === 'POST' && r.path === '/api/assets').length;
+
+  for (const [label, size] of [
+    ['1 MiB + 1', MiB + 1],
+    ['3 MiB', 3 * MiB],
+  ] as const) {
+    it(`${label}: the upload starts with the hash, and the states keep their order`, async () => {
+      const bytes = randomBytes(size);
+      writeFileSync(join(watchDir, 'large.mp4'), bytes);
+      const hashing = new HeldHashes();
+      onTestFinished(() => hashing.close());
+      const running = processFile(await settled('large.mp4'), { ...deps(), hashing });
+      await waitFor(() => uploadRequests() === 1, { message: 'the upload to start while the hash waits' });
+      expect(states).toEqual(['settled']);
+      hashing.release();
+      expect((await running).kind).toBe('uploaded');
+      expect(states).toEqual(['settled', 'hashed', 'uploading', 'on-server', 'archiving', 'archived']);
+      expect(server.assets).toHaveLength(1);
+      // Sent before the checksum was known: the server hashed what it received.
+      expect(server.assets[0]).toMatchObject({ checksum: sha1(bytes), size });
+      expect(server.assets[0]?.headerChecksum).toBeUndefined();
+      expect(uploadRequests()).toBe(1);
+    });
+  }
+
+  it('cancels the upload when the check finds the file on the server', async () => {
+    const bytes = randomBytes(3 * MiB);
+    writeFileSync(join(watchDir, 'known.mp4'), bytes);
+    const seeded = server.seedAsset({ checksum: sha1(bytes), filename: 'known.mp4' });
+    // The upload is left unanswered: only the check can decide.
+    server.delayNext(1, 60_000, { path: '/api/assets', exact: true });
+    const outcome = await processFile(await settled('known.mp4'), deps());
+    expect(outcome).toMatchObject({ kind: 'already-on-server', assetId: seeded.id });
+    expect(states).toEqual(['settled', 'hashed', 'on-server', 'archiving', 'archived']);
+    expect(uploadRequests()).toBe(1);
+    expect(server.uploadCount).toBe(0);
+    expect(server.assets).toHaveLength(1);
+    expect(await readIfExists(join(archiveDir, 'known.mp4'))).toBeDefined();
+  });
+
+  it('cancels the upload of a file that changed while it was hashed', async () => {
+    await writeMedia(watchDir, ['moving.mp4'], 2 * MiB);
+    const file = await settled('moving.mp4');
+    server.delayNext(1, 60_000, { path: '/api/assets', exact: true });
+    await appendFile(file.path, 'more');
+    expect(await processFile(file, deps())).toEqual({ kind: 'changed' });
+    expect(server.assets).toHaveLength(0);
+    expect(await readIfExists(file.path)).toBeDefined();
+  });
 });
