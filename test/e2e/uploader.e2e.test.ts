@@ -215,6 +215,20 @@ describe('once', () => {
     expect(result.logs.find((line) => line.msg.startsWith('summary:'))).toMatchObject({ duplicates: 2, uploaded: 0 });
   });
 
+  it('uploads large videos while hashing them, and archives one the server has without adding it again', async () => {
+    await startServer();
+    const files = await writeMedia(watchDir, ['clips/new.mp4', 'clips/known.mp4'], 3 * 1024 * 1024);
+    const known = files.get('clips/known.mp4') ?? Buffer.alloc(0);
+    server.seedAsset({ checksum: sha1(known), filename: 'known.mp4' });
+    const result = await runCli(['once'], { env: env() });
+    expect(result.code, result.stdout).toBe(0);
+    await expectUploadedAndArchived(new Map([...files].filter(([name]) => name !== 'clips/known.mp4')));
+    await expectUploadedAndArchived(new Map([['clips/known.mp4', known]]), { uploaded: false });
+    expect(server.assets).toHaveLength(2);
+    expect(server.uploadCount).toBe(1);
+    expect(result.logs.find((line) => line.msg.startsWith('summary:'))).toMatchObject({ uploaded: 1, duplicates: 1 });
+  });
+
   it('gets every file to the server exactly once while the server fails 30% of requests', async () => {
     await startServer();
     server.setFailureRate(0.3, 503, 42);
