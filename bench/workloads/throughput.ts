@@ -14,6 +14,9 @@ import { hashLimitMs, networkLimitMs, serverUploadsMs } from '../tools/limits.js
 import { runOfficial, type OfficialCli } from '../tools/official-cli.js';
 import { runOursOnce } from '../tools/ours.js';
 
+/** Each limit (hash, raw send) is measured this many times and its best run kept. */
+const LIMIT_RUNS = 3;
+
 export interface ThroughputDef {
   id: string;
   title: string;
@@ -72,18 +75,27 @@ export async function runThroughput(ctx: BenchContext, def: ThroughputDef): Prom
     'limit',
     async (dir, server) => {
       const limitFiles = def.specs.map((spec) => ({ path: join(dir, 'in', spec.rel), size: spec.size }));
-      const hashMs = await hashLimitMs(limitFiles, ctx.concurrency, dir);
-      let cpuBefore = server.cpuMs();
-      const network = serverShare(server, cpuBefore, throughput(await networkLimitMs(limitFiles, server.sinkUrl, ctx.concurrency, dir), files, bytes));
-      cpuBefore = server.cpuMs();
+      // A limit is what the machine can do: the best of LIMIT_RUNS (one run of the raw send
+      // varied by half from one benchmark run to the next).
+      let hashMs = Number.POSITIVE_INFINITY;
+      for (let run = 0; run < LIMIT_RUNS; run++) hashMs = Math.min(hashMs, await hashLimitMs(limitFiles, ctx.concurrency, dir));
+      let network: Throughput | undefined;
+      for (let run = 0; run < LIMIT_RUNS; run++) {
+        const cpuBefore = server.cpuMs();
+        const sent = serverShare(server, cpuBefore, throughput(await networkLimitMs(limitFiles, server.sinkUrl, ctx.concurrency, dir), files, bytes));
+        if (!network || sent.ms < network.ms) network = sent;
+      }
+      if (!network) throw new Error('limit runs: no send measured');
+      const cpuBefore = server.cpuMs();
       const serverUploads = serverShare(server, cpuBefore, throughput(await serverUploadsMs(limitFiles, server, ctx.concurrency, dir), files, bytes));
       return { hash: throughput(hashMs, files, bytes), network, serverUploads };
     },
     (stats) => {
-      if (stats.sinkRequests !== files || stats.sinkBytes !== bytes || stats.uploads !== files || stats.bytesReceived !== bytes) {
+      const sent = { requests: files * LIMIT_RUNS, bytes: bytes * LIMIT_RUNS };
+      if (stats.sinkRequests !== sent.requests || stats.sinkBytes !== sent.bytes || stats.uploads !== files || stats.bytesReceived !== bytes) {
         throw new Error(
           `limit runs: the sink received ${stats.sinkRequests} requests (${stats.sinkBytes} bytes), the server ${stats.uploads} uploads ` +
-            `(${stats.bytesReceived} bytes); expected ${files} and ${bytes} each`,
+            `(${stats.bytesReceived} bytes); expected ${sent.requests} (${sent.bytes}) and ${files} (${bytes})`,
         );
       }
     },
