@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import dotenv from 'dotenv';
-import { z } from 'zod';
+import * as v from 'valibot';
 import { MAX_TIMER_SECONDS, optionSpec, type OptionKey, type OptionOf, type OptionSpec, type ValueKind } from './options.js';
 import { isInside } from './support/paths.js';
 
@@ -415,8 +415,9 @@ function report(ctx: Ctx, spec: OptionSpec, source: Source, expected: string, go
 // ---------------------------------------------------------------------------------------------
 // Scalars
 
-const DECIMAL = z.string().regex(/^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$/).transform(Number);
-const WHOLE = z.string().regex(/^[+-]?\d+$/).transform(Number);
+// Finite too: 400 digits make Infinity.
+const DECIMAL = v.pipe(v.string(), v.regex(/^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$/), v.transform(Number), v.finite());
+const WHOLE = v.pipe(v.string(), v.regex(/^[+-]?\d+$/), v.transform(Number), v.finite());
 
 function secondsToMs(seconds: number): number {
   return Math.round(seconds * 1000);
@@ -439,14 +440,14 @@ function readNumber(ctx: Ctx, key: NumberKey): number {
       : kind.min === 0
         ? `a positive ${noun}`
         : `a ${noun} above ${kind.min}`;
-  const bounded = DECIMAL.pipe(kind.minInclusive === true ? z.number().gte(kind.min) : z.number().gt(kind.min));
+  const bounded = v.pipe(DECIMAL, kind.minInclusive === true ? v.minValue(kind.min) : v.gtValue(kind.min));
   const fix = `${setHint(spec, raw.source, spec.default)} or another number`;
-  const parsed = bounded.safeParse(raw.text);
+  const parsed = v.safeParse(bounded, raw.text);
   if (!parsed.success) {
     report(ctx, spec, raw.source, expected, JSON.stringify(raw.text), fix);
     return fallback;
   }
-  if (kind.unit === 'seconds' && parsed.data > MAX_TIMER_SECONDS) {
+  if (kind.unit === 'seconds' && parsed.output > MAX_TIMER_SECONDS) {
     report(
       ctx,
       spec,
@@ -457,15 +458,15 @@ function readNumber(ctx: Ctx, key: NumberKey): number {
     );
     return fallback;
   }
-  return parsed.data;
+  return parsed.output;
 }
 
 function readInteger(ctx: Ctx, key: 'uploadConcurrency'): number {
   const spec = optionSpec(key);
   const { min, max } = spec.kind;
   const raw = pickOrDefault(ctx, spec);
-  const parsed = WHOLE.pipe(z.number().int().gte(min).lte(max)).safeParse(raw.text);
-  if (parsed.success) return parsed.data;
+  const parsed = v.safeParse(v.pipe(WHOLE, v.integer(), v.minValue(min), v.maxValue(max)), raw.text);
+  if (parsed.success) return parsed.output;
   report(
     ctx,
     spec,
@@ -477,17 +478,19 @@ function readInteger(ctx: Ctx, key: 'uploadConcurrency'): number {
   return Number(spec.default);
 }
 
-const BOOLEAN = z.stringbool({
-  truthy: ['true', '1', 'yes', 'on'],
-  falsy: ['false', '0', 'no', 'off'],
-  case: 'insensitive',
-});
+const TRUTHY = ['true', '1', 'yes', 'on'];
+const BOOLEAN = v.pipe(
+  v.string(),
+  v.toLowerCase(),
+  v.picklist([...TRUTHY, 'false', '0', 'no', 'off']),
+  v.transform((text) => TRUTHY.includes(text)),
+);
 
 function readBoolean(ctx: Ctx, key: 'watchRecursive' | 'watchPolling'): boolean {
   const spec = optionSpec(key);
   const raw = pickOrDefault(ctx, spec);
-  const parsed = BOOLEAN.safeParse(raw.text);
-  if (parsed.success) return parsed.data;
+  const parsed = v.safeParse(BOOLEAN, raw.text);
+  if (parsed.success) return parsed.output;
   report(
     ctx,
     spec,
@@ -496,7 +499,7 @@ function readBoolean(ctx: Ctx, key: 'watchRecursive' | 'watchPolling'): boolean 
     JSON.stringify(raw.text),
     `${setHint(spec, raw.source, 'true')} or ${setHint(spec, raw.source, 'false')}`,
   );
-  return BOOLEAN.parse(spec.default);
+  return v.parse(BOOLEAN, spec.default);
 }
 
 type EnumKey = 'logLevel' | 'logFormat' | 'afterUpload';
@@ -506,14 +509,15 @@ function readEnum<K extends EnumKey>(ctx: Ctx, key: K): EnumValue<K> {
   const spec: OptionSpec = optionSpec(key);
   if (spec.kind.type !== 'enum' || spec.default === undefined) throw new Error(`${key} is not an enum option`);
   const { values, aliases = {} } = spec.kind;
-  const schema = z
-    .string()
-    .transform((text) => text.toLowerCase())
-    .transform((text) => aliases[text] ?? text)
-    .pipe(z.enum(values as [string, ...string[]]));
+  const schema = v.pipe(
+    v.string(),
+    v.toLowerCase(),
+    v.transform((text) => aliases[text] ?? text),
+    v.picklist(values),
+  );
   const raw = pickOrDefault(ctx, { ...spec, default: spec.default });
-  const parsed = schema.safeParse(raw.text);
-  if (parsed.success) return parsed.data as EnumValue<K>;
+  const parsed = v.safeParse(schema, raw.text);
+  if (parsed.success) return parsed.output as EnumValue<K>;
   report(
     ctx,
     spec,
@@ -522,7 +526,7 @@ function readEnum<K extends EnumKey>(ctx: Ctx, key: K): EnumValue<K> {
     JSON.stringify(raw.text),
     setHint(spec, raw.source, spec.default),
   );
-  return schema.parse(spec.default) as EnumValue<K>;
+  return v.parse(schema, spec.default) as EnumValue<K>;
 }
 
 function readExtensions(ctx: Ctx): Set<string> {
