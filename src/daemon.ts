@@ -178,8 +178,8 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
         clock,
         files,
         hashing,
-        limitHash: async (work) => {
-          const result = await limitHash(work);
+        limitHash: async (work, leaveOn) => {
+          const result = await limitHash(work, leaveOn);
           coordinator.stats.hashed++;
           return result;
         },

@@ -3,6 +3,7 @@ import { FileSizeMismatchError } from '../immich/multipart.js';
 import type { CallSignals, ResilientImmich } from '../immich/resilient.js';
 import { isAbortError, type Clock } from '../support/clock.js';
 import type { FsWorker } from '../support/fs-worker.js';
+import type { Limit } from '../support/limit.js';
 import type { AfterUpload } from '../config.js';
 import { disposeOriginal, type Disposition } from './after-upload.js';
 import { ArchiveError, SourceChangedError, type ArchiveFs } from './archive.js';
@@ -35,9 +36,9 @@ export interface ProcessDeps {
   /** The thread that hashes large files, while the main thread uploads. */
   hashing: FsWorker;
   /** Runs the hash step within the hashing concurrency. */
-  limitHash: <T>(work: () => Promise<T>) => Promise<T>;
+  limitHash: Limit;
   /** Runs the upload step within UPLOAD_CONCURRENCY. */
-  limitUpload: <T>(work: () => Promise<T>) => Promise<T>;
+  limitUpload: Limit;
   /** What to do with the original once the server has it. */
   afterUpload: AfterUpload;
   /** The file operations of the move; the real ones unless a test simulates another disk. */
@@ -63,7 +64,8 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     // A small file's bytes travel with its hash to the upload, and are let go as soon as the
     // server has the file: memory is bounded by the files in flight (DESIGN.md).
     let hashed: FileHash | undefined = await deps.limitHash(() => {
-      early?.start((signals) => sendUpload(buildUploadRequest(file, {}, deps.serverMajor), deps, signals), deps.signals);
+      // Cancelled while it waits for an upload slot, it leaves the queue at once.
+      early?.start((signals) => sendUpload(buildUploadRequest(file, {}, deps.serverMajor), deps, signals, signals.wait), deps.signals);
       return hashSettledFile(file.path, file.size, small ? deps.files : deps.hashing, deps.signals.wait);
     });
     if (hashed.size !== file.size) return { kind: 'changed' };
@@ -134,9 +136,9 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
   }
 }
 
-/** One upload within UPLOAD_CONCURRENCY, retried as the server needs. */
-function sendUpload(request: UploadRequest, deps: ProcessDeps, signals: CallSignals): Promise<UploadResult> {
-  return deps.limitUpload(() => deps.immich.uploadAsset(request, signals));
+/** One upload within UPLOAD_CONCURRENCY, retried as the server needs; `leaveOn` drops it from the queue. */
+function sendUpload(request: UploadRequest, deps: ProcessDeps, signals: CallSignals, leaveOn?: AbortSignal): Promise<UploadResult> {
+  return deps.limitUpload(() => deps.immich.uploadAsset(request, signals), leaveOn);
 }
 
 export function decide(verdict: ServerVerdict): Decision {

@@ -1,14 +1,18 @@
 import type PQueue from 'p-queue';
 import { abortReason } from './clock.js';
 
+/** Runs `work` within a concurrency; `leaveOn` also drops it while it waits for a slot. */
+export type Limit = <T>(work: () => Promise<T>, leaveOn?: AbortSignal) => Promise<T>;
+
 /**
  * Runs work within a queue's concurrency. The signal drops work that is still waiting for a slot;
  * work that has started runs to its end (its own signals stop it). p-queue's `signal` option is
  * not used because it also rejects work that is already running: on the first stop signal every
  * upload in flight would be abandoned at once instead of finishing within the grace period.
  */
-export function limitWhileWaiting(queue: PQueue, signal: AbortSignal): <T>(work: () => Promise<T>) => Promise<T> {
-  return <T>(work: () => Promise<T>): Promise<T> => {
+export function limitWhileWaiting(queue: PQueue, stop: AbortSignal): Limit {
+  return <T>(work: () => Promise<T>, leaveOn?: AbortSignal): Promise<T> => {
+    const signal = leaveOn ? AbortSignal.any([stop, leaveOn]) : stop;
     if (signal.aborted) return Promise.reject(abortReason(signal));
     return new Promise<T>((resolve, reject) => {
       const drop = (): void => reject(abortReason(signal));

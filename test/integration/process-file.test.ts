@@ -15,6 +15,7 @@ import { makeRecorder, type FileState } from '../../src/pipeline/states.js';
 import type { SettledFile } from '../../src/pipeline/types.js';
 import { systemClock } from '../../src/support/clock.js';
 import { FsWorker } from '../../src/support/fs-worker.js';
+import { limitWhileWaiting } from '../../src/support/limit.js';
 import { startFakeImmich, type FakeImmich } from '../fakes/immich-server.js';
 import { readIfExists, sha1, writeMedia } from '../helpers/media.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
@@ -241,6 +242,23 @@ describe('processFile uploads a large file while hashing it', () => {
     expect(server.uploadCount).toBe(0);
     expect(server.assets).toHaveLength(1);
     expect(await readIfExists(join(archiveDir, 'known.mp4'))).toBeDefined();
+  });
+
+  it('a cancelled upload still waiting for a slot leaves the queue: the file does not wait for the slot', async () => {
+    const bytes = randomBytes(2 * MiB);
+    writeFileSync(join(watchDir, 'queued.mp4'), bytes);
+    const seeded = server.seedAsset({ checksum: sha1(bytes) });
+    const limitUpload = limitWhileWaiting(new PQueue({ concurrency: 1 }), new AbortController().signal);
+    let releaseSlot: () => void = () => undefined;
+    const slotTaken = limitUpload(() => new Promise<void>((resolve) => (releaseSlot = resolve)));
+    try {
+      const outcome = await processFile(await settled('queued.mp4'), { ...deps(), limitUpload });
+      expect(outcome).toMatchObject({ kind: 'already-on-server', assetId: seeded.id });
+      expect(uploadRequests()).toBe(0);
+    } finally {
+      releaseSlot();
+      await slotTaken;
+    }
   });
 
   it('cancels the upload of a file that changed while it was hashed', async () => {

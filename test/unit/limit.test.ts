@@ -39,4 +39,26 @@ describe('limitWhileWaiting', () => {
     stop.abort(new Error('stopping'));
     await expect(limit(() => Promise.resolve('late'))).rejects.toThrow('stopping');
   });
+
+  it('drops work whose own signal aborts while it waits, and only that work', async () => {
+    const limit = limitWhileWaiting(new PQueue({ concurrency: 1 }), new AbortController().signal);
+    const running = deferred<string>();
+    const first = limit(() => running.promise);
+    const leave = new AbortController();
+    const started: string[] = [];
+    const cancelled = limit(async () => {
+      started.push('cancelled');
+      return 'cancelled';
+    }, leave.signal);
+    const third = limit(async () => {
+      started.push('third');
+      return 'third';
+    });
+    leave.abort(new Error('not needed'));
+    await expect(cancelled).rejects.toThrow('not needed');
+    running.resolve('first done');
+    await expect(first).resolves.toBe('first done');
+    await expect(third).resolves.toBe('third');
+    expect(started).toEqual(['third']);
+  });
 });
