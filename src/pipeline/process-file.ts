@@ -1,3 +1,4 @@
+import type { UploadRequest, UploadResult } from '../immich/client.js';
 import { isImmichError } from '../immich/errors.js';
 import { FileSizeMismatchError } from '../immich/multipart.js';
 import type { CallSignals, ResilientImmich } from '../immich/resilient.js';
@@ -7,7 +8,6 @@ import type { Limit } from '../support/limit.js';
 import type { AfterUpload } from '../config.js';
 import { disposeOriginal, type Disposition } from './after-upload.js';
 import { ArchiveError, SourceChangedError, type ArchiveFs } from './archive.js';
-import type { UploadRequest, UploadResult } from '../immich/client.js';
 import type { CheckBatcher, ServerVerdict } from './check.js';
 import { hashSettledFile, WHOLE_FILE_MAX_BYTES, type FileHash } from './hash.js';
 import type { Decision, Recorder } from './states.js';
