@@ -10,7 +10,7 @@
  * the due files with bounded concurrency so a large batch does not flood libuv's thread pool.
  */
 import { lstat } from 'node:fs/promises';
-import type { Clock } from '../support/clock.js';
+import { eitherSignal, type Clock } from '../support/clock.js';
 import type { Candidate, SettledFile } from './types.js';
 
 /** What the settler needs to know about a path; null when the path no longer exists. */
@@ -194,12 +194,15 @@ export class Settler {
       for (const entry of this.#pending.values()) due = Math.min(due, entry.nextCheckAt);
       this.#wake = new AbortController();
       this.#wakeAt = due;
+      // One per tick, for as long as the daemon runs: released after each sleep (eitherSignal).
+      const closedOrWoken = eitherSignal(this.#abort.signal, this.#wake.signal);
       try {
-        await this.#clock.sleep(Math.max(0, due - now), AbortSignal.any([this.#abort.signal, this.#wake.signal]));
+        await this.#clock.sleep(Math.max(0, due - now), closedOrWoken.signal);
       } catch {
         // Closed (the loop condition ends it), or woken early by add(): plan again.
         continue;
       } finally {
+        closedOrWoken.release();
         this.#wakeAt = Number.POSITIVE_INFINITY;
       }
       if (this.#closed) break;

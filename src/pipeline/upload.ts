@@ -1,6 +1,7 @@
 import { basename, extname } from 'node:path';
 import type { ByteSource, UploadFile, UploadRequest, UploadResult } from '../immich/client.js';
 import type { CallSignals } from '../immich/resilient.js';
+import { eitherSignal } from '../support/clock.js';
 import { closeFd, openFd, readFd } from '../support/fd.js';
 import type { FileHash } from './hash.js';
 import type { SettledFile } from './types.js';
@@ -58,14 +59,18 @@ export class EarlyUpload {
 
   /** Starts `send` with `signals`, each of which now also stops at {@link cancel}. */
   start(send: (signals: CallSignals) => Promise<UploadResult>, signals: CallSignals): void {
-    const cancelled = this.#cancel.signal;
-    const either = (signal: AbortSignal | undefined): AbortSignal => (signal ? AbortSignal.any([signal, cancelled]) : cancelled);
-    const running = send({ wait: either(signals.wait), request: either(signals.request) });
+    const wait = eitherSignal(signals.wait, this.#cancel.signal);
+    const request = eitherSignal(signals.request, this.#cancel.signal);
+    const running = send({ wait: wait.signal, request: request.signal });
+    const release = (): void => {
+      wait.release();
+      request.release();
+    };
     // Also marks the promise handled: a cancelled upload's rejection is expected.
-    running.then(
-      (result) => (this.#result = result),
-      () => undefined,
-    );
+    running.then((result) => {
+      this.#result = result;
+      release();
+    }, release);
     this.#running = running;
   }
 

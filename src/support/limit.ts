@@ -1,5 +1,5 @@
 import type PQueue from 'p-queue';
-import { abortReason } from './clock.js';
+import { abortReason, eitherSignal } from './clock.js';
 
 /** Runs `work` within a concurrency; `leaveOn` also drops it while it waits for a slot. */
 export type Limit = <T>(work: () => Promise<T>, leaveOn?: AbortSignal) => Promise<T>;
@@ -12,13 +12,20 @@ export type Limit = <T>(work: () => Promise<T>, leaveOn?: AbortSignal) => Promis
  */
 export function limitWhileWaiting(queue: PQueue, stop: AbortSignal): Limit {
   return <T>(work: () => Promise<T>, leaveOn?: AbortSignal): Promise<T> => {
-    const signal = leaveOn ? AbortSignal.any([stop, leaveOn]) : stop;
-    if (signal.aborted) return Promise.reject(abortReason(signal));
+    const { signal, release } = eitherSignal(leaveOn, stop);
+    if (signal.aborted) {
+      release();
+      return Promise.reject(abortReason(signal));
+    }
     return new Promise<T>((resolve, reject) => {
-      const drop = (): void => reject(abortReason(signal));
+      const drop = (): void => {
+        release();
+        reject(abortReason(signal));
+      };
       signal.addEventListener('abort', drop, { once: true });
       void queue.add(async () => {
         signal.removeEventListener('abort', drop);
+        release();
         // Dropped while it waited: the caller already has its rejection.
         if (signal.aborted) return;
         try {
