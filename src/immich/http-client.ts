@@ -148,7 +148,7 @@ export function createImmichClient(options: ImmichClientOptions): ImmichClient {
       try {
         body = await callJson(context, spec, signal);
       } catch (error) {
-        const known = request.checksum === undefined ? undefined : await duplicateAfterLostAnswer(client, request.checksum, error, signal);
+        const known = await duplicateAfterLostAnswer(client, request.checksum, error, signal);
         if (known) return known;
         throw error;
       }
@@ -176,10 +176,12 @@ export function createImmichClient(options: ImmichClientOptions): ImmichClient {
  */
 async function duplicateAfterLostAnswer(
   client: ImmichClient,
-  checksum: string,
+  checksum: string | undefined,
   error: unknown,
   signal: AbortSignal | undefined,
 ): Promise<UploadResult | undefined> {
+  // Without a checksum sent, the server never answers early, and there is nothing to ask about.
+  if (checksum === undefined) return undefined;
   if (!(error instanceof ImmichError) || error.kind !== 'network') return undefined;
   if (error.details.code !== 'EPIPE' && error.details.code !== 'ECONNRESET') return undefined;
   let results: BulkCheckResult[];

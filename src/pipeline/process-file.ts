@@ -65,7 +65,7 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     // server has the file: memory is bounded by the files in flight (DESIGN.md).
     let hashed: FileHash | undefined = await deps.limitHash(() => {
       // Cancelled while it waits for an upload slot, it leaves the queue at once.
-      early?.start((signals) => sendUpload(buildUploadRequest(file, {}, deps.serverMajor), deps, signals, signals.wait), deps.signals);
+      early?.start((signals, cancelled) => sendUpload(buildUploadRequest(file, {}, deps.serverMajor), deps, signals, cancelled), deps.signals);
       return hashSettledFile(file.path, file.size, small ? deps.files : deps.hashing, deps.signals.wait);
     });
     if (hashed.size !== file.size) return { kind: 'changed' };

@@ -57,11 +57,15 @@ export class EarlyUpload {
   #running: Promise<UploadResult> | undefined;
   #result: UploadResult | undefined;
 
-  /** Starts `send` with `signals`, each of which now also stops at {@link cancel}. */
-  start(send: (signals: CallSignals) => Promise<UploadResult>, signals: CallSignals): void {
-    const wait = eitherSignal(signals.wait, this.#cancel.signal);
-    const request = eitherSignal(signals.request, this.#cancel.signal);
-    const running = send({ wait: wait.signal, request: request.signal });
+  /**
+   * Starts `send` with `signals`, each of which now also stops at {@link cancel}, and the signal
+   * of the cancel alone (for what the daemon's own signals already cover, such as a queue).
+   */
+  start(send: (signals: CallSignals, cancelled: AbortSignal) => Promise<UploadResult>, signals: CallSignals): void {
+    const cancelled = this.#cancel.signal;
+    const wait = eitherSignal(signals.wait, cancelled);
+    const request = eitherSignal(signals.request, cancelled);
+    const running = send({ wait: wait.signal, request: request.signal }, cancelled);
     const release = (): void => {
       wait.release();
       request.release();
