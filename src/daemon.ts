@@ -10,7 +10,8 @@ import { createImmichClient } from './immich/http-client.js';
 import { raceAbort, ResilientImmich, ServerGate } from './immich/resilient.js';
 import { Journal } from './journal/journal.js';
 import { acquireLock } from './journal/lock.js';
-import { removeStaleTemporaries, threadedArchiveFs, type ArchiveFs } from './pipeline/archive.js';
+import { nodeArchiveFs, threadedArchiveFs, type ArchiveFs } from './pipeline/archive.js';
+import { ArchiveTemporaries } from './pipeline/archive-temporaries.js';
 import { WHOLE_FILE_MAX_BYTES } from './pipeline/hash.js';
 import { lstatForSettle, settleStatFrom } from './pipeline/settle.js';
 import { recoverUnfinished } from './pipeline/recover.js';
@@ -128,10 +129,12 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   const server = await connect({ client, gate, logger, mode, clock, signal: stopWaiting });
   if (!server) return emptySnapshot();
 
-  if (config.afterUpload === 'move') {
+  // Temporaries of cross-device copies are looked for only when a run may have left some.
+  const temporaries = config.afterUpload === 'move' ? new ArchiveTemporaries(config.stateDirectory, config.archiveDirectory) : undefined;
+  if (temporaries) {
     await mkdir(config.archiveDirectory, { recursive: true });
-    const leftovers = await removeStaleTemporaries(config.archiveDirectory);
-    if (leftovers > 0) logger.info({ count: leftovers }, 'removed temporary files left by an interrupted archive copy');
+    const leftovers = await temporaries.removeLeftovers();
+    if (leftovers) logger.info({ count: leftovers }, 'removed temporary files left by an interrupted archive copy');
   }
   // The file-system thread takes the small calls of small files, where they are most of the
   // cost; large files keep the thread pool. It starts at its first request (so a run of large
@@ -140,7 +143,9 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   // A second thread hashes large files (a 1 GiB hash takes about a second): the main thread
   // uploads meanwhile, and the first thread's small calls never wait behind a hash.
   const hashing = new FsWorker();
-  const threadedFs = threadedArchiveFs(files);
+  const tracked = (fs: ArchiveFs): ArchiveFs => temporaries?.track(fs) ?? fs;
+  const smallArchiveFs = tracked(options.archiveFs ?? threadedArchiveFs(files));
+  const archiveFs = tracked(options.archiveFs ?? nodeArchiveFs);
   const threadedStat = settleStatFrom((path) => files.lstat(path));
   const isSmall = (size: number): boolean => size <= WHOLE_FILE_MAX_BYTES;
   await recoverUnfinished({
@@ -149,7 +154,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     afterUpload: config.afterUpload,
     record,
     logger,
-    archiveFs: options.archiveFs,
+    archiveFs,
   });
 
   const immich = new ResilientImmich({ client, gate, clock, logger: logger.child({ stage: 'upload' }) });
@@ -185,7 +190,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
         },
         limitUpload,
         afterUpload: config.afterUpload,
-        archiveFs: options.archiveFs ?? (isSmall(file.size) ? threadedFs : undefined),
+        archiveFs: isSmall(file.size) ? smallArchiveFs : archiveFs,
         record: traced,
         signals,
       }),
@@ -235,6 +240,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     await detector.close();
     await shutdown(coordinator, abortRequests, stop.aborted ? config.shutdownGraceMs : 0, clock, logger);
     await Promise.all([files.close(), hashing.close()]);
+    temporaries?.finish();
   }
   if (fatalError !== undefined) throw fatalError;
   const snapshot = coordinator.stats.snapshot(coordinator.queued);

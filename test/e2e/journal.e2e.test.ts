@@ -258,6 +258,40 @@ describe('delete mode', () => {
   });
 });
 
+describe('move mode to another disk', () => {
+  it('walks the archive for leftover temporaries only after a run that may have left some', async () => {
+    await startServer();
+    const exdev = { IMMICH_AUTO_UPLOADER_SIMULATE_EXDEV: '1' };
+    const stamp = join(stateDir, 'archive-clean.json');
+    const first = await writeMedia(watchDir, ['a.jpg', 'sub/b.jpg']);
+    const result = await cli(['once'], exdev);
+    expect(result.code, result.stdout.slice(-3000)).toBe(0);
+    await expectUploadedAndArchived(first);
+    expect(existsSync(stamp), 'a run that removed all its temporaries stamps the archive').toBe(true);
+
+    // The stamp says there is nothing to find, so nothing looks.
+    const planted = join(archiveDir, 'sub', '.c.jpg.iau-tmp-0123456789ab');
+    await writeFile(planted, 'half a copy');
+    expect((await cli(['once'], exdev)).code).toBe(0);
+    expect(existsSync(planted)).toBe(true);
+
+    // A run that copies removes the stamp first; killed, it cannot stamp again.
+    const run = await startWatching(exdev);
+    const later = await writeMedia(watchDir, ['c.jpg']);
+    await waitFor(() => existsSync(join(archiveDir, 'c.jpg')), { message: 'c.jpg to be archived' });
+    run.child.kill('SIGKILL');
+    await run.exited;
+    expect(existsSync(stamp), 'no stamp after a killed run that copied').toBe(false);
+
+    const next = await cli(['once'], exdev);
+    expect(next.code).toBe(0);
+    expect(next.logs.find((line) => line.msg.startsWith('removed temporary files'))).toMatchObject({ count: 1 });
+    expect(existsSync(planted)).toBe(false);
+    expect(existsSync(stamp)).toBe(true);
+    await expectUploadedAndArchived(later);
+  });
+});
+
 describe('status and history', () => {
   it('report archived, failed and skipped files, the totals uploaded, and where each file went', async () => {
     await startServer();
