@@ -11,7 +11,7 @@
  */
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { removeStaleTemporaries, type ArchiveFs } from './archive.js';
+import { folderFsyncUnsupported, removeStaleTemporaries, type ArchiveFs } from './archive.js';
 
 const STAMP_FILE = 'archive-clean.json';
 
@@ -116,11 +116,16 @@ export class ArchiveTemporaries {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
       return;
     }
-    const folder = openSync(this.#stateDirectory, 'r');
     try {
-      fsyncSync(folder);
-    } finally {
-      closeSync(folder);
+      const folder = openSync(this.#stateDirectory, 'r');
+      try {
+        fsyncSync(folder);
+      } finally {
+        closeSync(folder);
+      }
+    } catch (error) {
+      // Where folders cannot be synced, the removal is as durable as that platform makes it.
+      if (!folderFsyncUnsupported(error)) throw error;
     }
   }
 }

@@ -192,6 +192,13 @@ const MAX_NAME_ATTEMPTS = 10_000;
 const MAX_TEMPORARY_STEM_BYTES = 200;
 /** link() errors meaning "this file system has no hard links": fall back to rename. */
 const LINK_UNSUPPORTED = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
+/** Errors of a folder's fsync meaning "this platform or file system cannot": nothing better exists there. */
+const FOLDER_FSYNC_UNSUPPORTED = new Set(['EINVAL', 'EISDIR', 'ENOTSUP', 'EOPNOTSUPP', 'EPERM', 'EBADF']);
+
+/** Whether a folder's fsync failed only because the platform or file system cannot do it. */
+export function folderFsyncUnsupported(error: unknown): boolean {
+  return FOLDER_FSYNC_UNSUPPORTED.has(codeOf(error) ?? '');
+}
 
 /** Moves an uploaded file into the archive; see the module comment for how. */
 export async function archiveFile(input: ArchiveInput): Promise<ArchiveResult> {
@@ -497,7 +504,7 @@ async function syncFolder(fs: ArchiveFs, folder: string, target: string): Promis
   try {
     await folderSyncsOf(fs).sync(folder);
   } catch (error) {
-    if (['EINVAL', 'EISDIR', 'ENOTSUP', 'EOPNOTSUPP', 'EPERM', 'EBADF'].includes(codeOf(error) ?? '')) return;
+    if (folderFsyncUnsupported(error)) return;
     throw wrap(error, 'fsync', folder, target);
   }
 }
