@@ -1,6 +1,15 @@
 import { basename, dirname, extname, join } from 'node:path';
 import type { AfterUpload, WatchRoot } from '../config.js';
-import { archiveFile, nodeArchiveFs, numberedName, SourceChangedError, targetPath, type ArchiveFs } from './archive.js';
+import {
+  archiveFile,
+  currentVersion,
+  nodeArchiveFs,
+  numberedName,
+  removeIfExists,
+  SourceChangedError,
+  targetPath,
+  type ArchiveFs,
+} from './archive.js';
 import { hashFile } from './hash.js';
 import type { Recorder } from './states.js';
 import type { FileVersion } from './types.js';
@@ -103,11 +112,11 @@ const SIDECAR_EXTENSIONS = ['.xmp', '.XMP'];
  * folder is listed only when a `photo.xmp` exists, to see whether another file still needs it.
  */
 async function deleteWithSidecars(fs: ArchiveFs, path: string): Promise<void> {
-  await unlinkIfPresent(fs, path);
+  await removeIfExists(fs, path);
   const folder = dirname(path);
   const name = basename(path);
   const stem = name.slice(0, name.length - extname(name).length);
-  await Promise.all(SIDECAR_EXTENSIONS.map((ext) => unlinkIfPresent(fs, `${path}${ext}`)));
+  await Promise.all(SIDECAR_EXTENSIONS.map((ext) => removeIfExists(fs, `${path}${ext}`)));
   const shared: string[] = [];
   for (const ext of SIDECAR_EXTENSIONS) {
     const candidate = join(folder, `${stem}${ext}`);
@@ -125,30 +134,12 @@ async function deleteWithSidecars(fs: ArchiveFs, path: string): Promise<void> {
     const ext = extname(sibling);
     return lower(ext) !== '.xmp' && lower(sibling.slice(0, sibling.length - ext.length)) === lower(stem);
   });
-  if (!stillNeeded) for (const sidecar of shared) await unlinkIfPresent(fs, sidecar);
+  if (!stillNeeded) for (const sidecar of shared) await removeIfExists(fs, sidecar);
 }
 
 async function assertUnchanged(fs: ArchiveFs, file: ConfirmedFile): Promise<void> {
   const present = await currentVersion(fs, file.path);
   if (!present || present.size !== file.size || present.mtimeMs !== file.mtimeMs) {
     throw new SourceChangedError(file.path, file, present);
-  }
-}
-
-async function currentVersion(fs: ArchiveFs, path: string): Promise<FileVersion | null> {
-  try {
-    const stats = await fs.lstat(path);
-    return stats.isFile() ? { size: stats.size, mtimeMs: stats.mtimeMs } : null;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw error;
-  }
-}
-
-async function unlinkIfPresent(fs: ArchiveFs, path: string): Promise<void> {
-  try {
-    await fs.unlink(path);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
 }

@@ -261,7 +261,7 @@ export async function removeStaleTemporaries(archiveDirectory: string): Promise<
       // Dirent types come from lstat semantics: links to folders are not followed.
       if (entry.isDirectory()) folders.push(path);
       else if (entry.isFile() && TEMPORARY_PATTERN.test(entry.name)) {
-        await removeIfExists(fsp.unlink, path);
+        await removeIfExists(nodeArchiveFs, path);
         removed++;
       }
     }
@@ -415,7 +415,7 @@ async function copyAcross(job: Job, wanted: string): Promise<ArchiveResult> {
       throw wrap(error, 'place', `${temporary} -> ${wanted}`);
     });
   } catch (error) {
-    await removeIfExists((path) => fs.unlink(path), temporary).catch(() => {
+    await removeIfExists(fs, temporary).catch(() => {
       // Left behind: removeStaleTemporaries() clears it at the next start. The original error
       // is the one that matters to the caller.
     });
@@ -424,14 +424,14 @@ async function copyAcross(job: Job, wanted: string): Promise<ArchiveResult> {
 
   if (claim.kind === 'identical') {
     // Someone placed the same content under this name while we copied.
-    await removeIfExists((path) => fs.unlink(path), temporary).catch(() => undefined);
+    await removeIfExists(fs, temporary).catch(() => undefined);
     await removeSource(job, claim.target);
     return { outcome: 'already-archived', target: claim.target, method: 'none' };
   }
   if (claim.method === 'link') {
     // The temporary is a second name for the placed file; if it cannot be removed it is harmless
     // and removeStaleTemporaries() clears it at the next start.
-    await removeIfExists((path) => fs.unlink(path), temporary).catch(() => undefined);
+    await removeIfExists(fs, temporary).catch(() => undefined);
   }
   await syncFolder(fs, folder, claim.target);
 
@@ -464,7 +464,7 @@ async function verifyCopy(job: Job, temporary: string): Promise<void> {
 
 async function removeSource(job: Job, target: string): Promise<void> {
   try {
-    await removeIfExists((path) => job.fs.unlink(path), job.source);
+    await removeIfExists(job.fs, job.source);
   } catch (error) {
     throw wrap(error, 'remove-source', job.source, target);
   }
@@ -477,9 +477,14 @@ async function assertUnchanged(fs: ArchiveFs, source: string, expected: FileVers
 }
 
 /** Size and mtime of a regular file; null when it is gone or not a regular file. */
-async function versionOf(fs: ArchiveFs, path: string): Promise<FileVersion | null> {
-  const found = await attempt('inspect-target', path, () => versionOrNull(fs, path));
+export async function currentVersion(fs: ArchiveFs, path: string): Promise<FileVersion | null> {
+  const found = await versionOrNull(fs, path);
   return found === 'absent' || found === 'not-a-file' ? null : found;
+}
+
+/** {@link currentVersion}, with a failure reported as the archive's `inspect-target` step. */
+function versionOf(fs: ArchiveFs, path: string): Promise<FileVersion | null> {
+  return attempt('inspect-target', path, () => currentVersion(fs, path));
 }
 
 async function versionOrNull(fs: ArchiveFs, path: string): Promise<FileVersion | 'absent' | 'not-a-file'> {
@@ -556,9 +561,10 @@ async function syncPath(fs: ArchiveFs, path: string): Promise<void> {
   }
 }
 
-async function removeIfExists(unlink: (path: string) => Promise<void>, path: string): Promise<void> {
+/** Removes a file; one that is already gone is fine. */
+export async function removeIfExists(fs: Pick<ArchiveFs, 'unlink'>, path: string): Promise<void> {
   try {
-    await unlink(path);
+    await fs.unlink(path);
   } catch (error) {
     if (codeOf(error) !== 'ENOENT') throw error;
   }
