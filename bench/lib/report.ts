@@ -33,6 +33,7 @@ function rowsOf(r: ThroughputResult): Row[] {
     { tool: 'limit: send (curl)', t: r.network },
     { tool: '(uploads, curl)', t: r.serverUploads },
     ...(r.bare ? [{ tool: '(bare uploader)', t: r.bare }] : []),
+    ...(r.safe ? [{ tool: '(bare, safe steps)', t: r.safe }] : []),
   ];
 }
 
@@ -78,7 +79,8 @@ export function terminalReport(run: BenchRun): string {
       `${pad('', 34)}ours / CLI ${ratio(r.ratios.oursOverOfficial)}, ours / limit ${ratio(r.ratios.oursOverLimit)} ` +
         `(${r.limit.bound}-bound), ours / (hash + send in series) ${ratio(r.ratios.oursOverSerial)}, ` +
         `ours / (uploads, curl) ${ratio(r.ratios.oursOverServerUploads)}` +
-        (r.bare ? `, ours / bare uploader ${ratio(r.ratios.oursOverBare)}, bare uploader / CLI ${ratio(r.ratios.bareOverOfficial)}` : ''),
+        (r.bare ? `, ours / bare uploader ${ratio(r.ratios.oursOverBare)}, bare uploader / CLI ${ratio(r.ratios.bareOverOfficial)}` : '') +
+        (r.safe ? `, ours / bare with safe steps ${ratio(r.ratios.oursOverSafe)}, bare with safe steps / CLI ${ratio(r.ratios.safeOverOfficial)}` : ''),
       '',
     );
   }
@@ -139,14 +141,14 @@ export function markdownBlock(run: BenchRun, svgName: string): string {
   }
   out.push(
     '',
-    '| workload | ours / official CLI | ours / limit | the limit is | ours / (hash + send in series) | ours / (uploads, curl) | ours / bare uploader | bare uploader / official CLI |',
-    '| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |',
+    '| workload | ours / official CLI | ours / limit | the limit is | ours / (hash + send in series) | ours / (uploads, curl) | ours / bare uploader | bare uploader / official CLI | ours / bare, safe steps | bare, safe steps / official CLI |',
+    '| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |',
   );
   for (const r of throughputs(run)) {
     out.push(
       `| ${r.title} | ${ratio(r.ratios.oursOverOfficial)} | ${ratio(r.ratios.oursOverLimit)} | ` +
         `${r.limit.bound === 'hash' ? 'hashing' : 'sending'} | ${ratio(r.ratios.oursOverSerial)} | ${ratio(r.ratios.oursOverServerUploads)} | ` +
-        `${ratio(r.ratios.oursOverBare)} | ${ratio(r.ratios.bareOverOfficial)} |`,
+        `${ratio(r.ratios.oursOverBare)} | ${ratio(r.ratios.bareOverOfficial)} | ${ratio(r.ratios.oursOverSafe)} | ${ratio(r.ratios.safeOverOfficial)} |`,
     );
   }
   for (const r of throughputs(run)) for (const note of r.notes) out.push('', `${r.title}: ${note}`);

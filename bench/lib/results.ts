@@ -40,11 +40,13 @@ export interface ThroughputResult {
   serverUploads: Throughput;
   /** Small files only: the bare uploader (bench/tools/bare-uploader.ts): its work plus an empty Node start. */
   bare?: Throughput;
+  /** Small files only: the bare uploader with the safe steps, the leanest way (same measure). */
+  safe?: Throughput;
   /** The slower of hash and network. */
   limit: Throughput & { bound: 'hash' | 'network' };
   /** Hash then send, one after the other: the bound for a tool that reads every file twice, in series. */
   serial: Throughput;
-  /** ours / each of the others (time ratios, inverted), and the bare uploader / the official CLI. */
+  /** ours / each of the others (time ratios, inverted), and the bare uploader (plain, safe) / the official CLI. */
   ratios: {
     oursOverOfficial?: number;
     oursOverLimit: number;
@@ -52,6 +54,8 @@ export interface ThroughputResult {
     oursOverServerUploads: number;
     oursOverBare?: number;
     bareOverOfficial?: number;
+    oursOverSafe?: number;
+    safeOverOfficial?: number;
   };
   targets: Target[];
   notes: string[];

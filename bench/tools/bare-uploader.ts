@@ -6,6 +6,14 @@
  * at this concurrency on this machine: the ceiling for any Node uploader, before the work that
  * keeps the user's files safe. Small files only, since it holds a file whole.
  *
+ * With `safe` it also does, the leanest way, every step ours takes to keep a small file safe:
+ * ours's `Journal` with the same seven transitions (the write-ahead `archiving` committed before
+ * the link), ours's `CheckBatcher` for the duplicate check, a hard link into the archive, one
+ * folder fsync shared by the links made in the same turn, the unlink of the original and a log
+ * line per file, with its file calls synchronous on the main thread. That is the best any
+ * uploader with ours's guarantees can do here: the distance from it to ours is ours's own
+ * machinery, and from it to the target is the price of the guarantees on this machine.
+ *
  * It runs in a process of its own (this file is also its program), so that its code starts as
  * cold as any tool's. That process runs through tsx, whose start-up is not an uploader's, so the
  * program times its own work, from the folder walk to the last answer, and `runBareUploader`
@@ -13,12 +21,17 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { closeSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { Agent, request } from 'node:http';
-import { basename, join } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import type { BulkCheckItem, BulkCheckResult } from '../../src/immich/client.js';
 import { buildMultipart } from '../../src/immich/multipart.js';
+import { Journal, type FileVersionRef } from '../../src/journal/journal.js';
+import { CheckBatcher } from '../../src/pipeline/check.js';
+import { systemClock } from '../../src/support/clock.js';
+import { createLogger, type Logger } from '../../src/support/logger.js';
 import { REPO_ROOT } from '../lib/paths.js';
 import { runChecked } from '../lib/proc.js';
 
@@ -32,8 +45,16 @@ export interface BareRun {
   uploaded: number;
 }
 
+/** Where the safe steps keep the journal and put the originals. */
+export interface SafeSteps {
+  archive: string;
+  state: string;
+}
+
 const DATE = '2024-05-01T12:00:00.000Z';
 const THIS_FILE = fileURLToPath(import.meta.url);
+/** The start of the one line of standard output that is the report (the safe steps log there too). */
+const REPORT = '{"report":';
 
 /** Runs the bare uploader over `dir` against the server; `startMs` from nodeStartMs. */
 export async function runBareUploader(
@@ -41,14 +62,16 @@ export async function runBareUploader(
   server: { apiUrl: string; key: string },
   concurrency: number,
   startMs: number,
+  safe?: SafeSteps,
 ): Promise<BareRun> {
   let report: Omit<BareRun, 'ms'> | undefined;
-  await runChecked(process.execPath, ['--import', 'tsx', THIS_FILE, dir, server.apiUrl, String(concurrency)], {
+  const args = [dir, server.apiUrl, String(concurrency), ...(safe ? [safe.archive, safe.state] : [])];
+  await runChecked(process.execPath, ['--import', 'tsx', THIS_FILE, ...args], {
     // tsx is found from the project.
     cwd: REPO_ROOT,
     env: { PATH: process.env.PATH, BARE_UPLOADER_KEY: server.key },
     onStdoutLine: (line) => {
-      report = JSON.parse(line) as Omit<BareRun, 'ms'>;
+      if (line.startsWith(REPORT)) report = (JSON.parse(line) as { report: Omit<BareRun, 'ms'> }).report;
     },
   });
   if (!report) throw new Error('bare uploader: no report');
@@ -65,19 +88,37 @@ export function nodeStartMs(): number {
   return times.sort((a, b) => a - b)[1] ?? Number.NaN;
 }
 
-async function uploadAll(dir: string, apiUrl: string, key: string, concurrency: number): Promise<Omit<BareRun, 'ms'>> {
+/** The steps around a file's upload; the bare uploader has none. */
+interface Steps {
+  /** Before the file is read: its version. */
+  found(path: string): FileVersionRef;
+  hashed(file: FileVersionRef, checksum: string): Promise<void>;
+  /** The server's answer to the upload. */
+  uploaded(file: FileVersionRef, answer: string): Promise<void>;
+  close(): void;
+}
+
+/** Files in progress at once with the safe steps (ours's default), so that checks gather in batches. */
+const SAFE_IN_PROGRESS = 32;
+
+async function uploadAll(dir: string, apiUrl: string, key: string, concurrency: number, safe?: SafeSteps): Promise<Omit<BareRun, 'ms'>> {
   const started = performance.now();
   const cpuBefore = process.cpuUsage();
   const paths = readdirSync(dir, { recursive: true, withFileTypes: true })
     .filter((entry) => entry.isFile())
     .map((entry) => join(entry.parentPath, entry.name));
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
+  const steps = safe ? safeSteps(dir, safe, (path, json) => post(`${apiUrl}/${path}`, agent, jsonHeaders(key, json), [json])) : undefined;
+  // With more files in progress than uploads, `concurrency` uploads at a time, as ours.
+  const uploads = slots(concurrency);
   let next = 0;
   let uploaded = 0;
   const worker = async (): Promise<void> => {
     for (let path = paths[next++]; path !== undefined; path = paths[next++]) {
+      const file = steps?.found(path);
       const bytes = readFileSync(path);
       const checksum = createHash('sha1').update(bytes).digest('hex');
+      if (file) await steps?.hashed(file, checksum);
       const body = buildMultipart(
         { fileCreatedAt: DATE, fileModifiedAt: DATE },
         { name: 'assetData', filename: basename(path), contentType: 'application/octet-stream', bytes },
@@ -89,25 +130,122 @@ async function uploadAll(dir: string, apiUrl: string, key: string, concurrency: 
         'content-type': body.contentType,
         'content-length': String(body.contentLength),
       };
-      const status = await post(`${apiUrl}/assets`, agent, headers, body.buffers);
-      if (status !== 201) throw new Error(`the server answered ${status} for ${path}`);
+      const answer = await uploads(() => post(`${apiUrl}/assets`, agent, headers, body.buffers));
+      if (answer.status !== 201) throw new Error(`the server answered ${answer.status} for ${path}`);
+      if (file) await steps?.uploaded(file, answer.body);
       uploaded++;
     }
   };
   try {
-    await Promise.all(Array.from({ length: concurrency }, worker));
+    await Promise.all(Array.from({ length: steps ? SAFE_IN_PROGRESS : concurrency }, worker));
   } finally {
     agent.destroy();
+    steps?.close();
   }
   const cpu = process.cpuUsage(cpuBefore);
   return { workMs: performance.now() - started, cpuMs: (cpu.user + cpu.system) / 1000, uploaded };
 }
 
-function post(url: string, agent: Agent, headers: Record<string, string>, body: readonly Buffer[]): Promise<number> {
+/**
+ * The safe steps, each the leanest way (see the top of this file). Every file is new to the
+ * server, as in the benchmark: a verdict other than "accept" is an error.
+ */
+function safeSteps(dir: string, safe: SafeSteps, postJson: (path: string, json: Buffer) => Promise<Answer>): Steps {
+  const logger: Logger = createLogger({ level: 'info', format: 'json' });
+  const journal = Journal.open({ directory: safe.state, logger });
+  const checker = new CheckBatcher({
+    clock: systemClock,
+    send: async (items: BulkCheckItem[]) => {
+      const answer = await postJson('assets/bulk-upload-check', Buffer.from(JSON.stringify({ assets: items })));
+      return (JSON.parse(answer.body) as { results: BulkCheckResult[] }).results;
+    },
+  });
+  const folders = new Set<string>();
+  const syncs = new Map<string, Array<() => void>>();
+  // Links made into one folder in the same turn share its fsync.
+  const syncFolder = (folder: string): Promise<void> =>
+    new Promise((resolve) => {
+      const waiting = syncs.get(folder);
+      if (waiting) return void waiting.push(resolve);
+      syncs.set(folder, [resolve]);
+      setImmediate(() => {
+        const waiters = syncs.get(folder) ?? [];
+        syncs.delete(folder);
+        const fd = openSync(folder, 'r');
+        try {
+          fsyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
+        for (const wake of waiters) wake();
+      });
+    });
+  return {
+    found: (path) => {
+      const { size, mtimeMs } = lstatSync(path);
+      const file = { path, size, mtimeMs };
+      journal.recordLater(file, 'discovered');
+      journal.recordLater(file, 'settled');
+      return file;
+    },
+    hashed: async (file, checksum) => {
+      journal.recordLater(file, 'hashed', { checksum });
+      const verdict = await checker.check(checksum);
+      if (verdict.kind !== 'accept') throw new Error(`the server already has ${file.path}`);
+      journal.recordLater(file, 'uploading');
+    },
+    uploaded: async (file, answer) => {
+      const assetId = (JSON.parse(answer) as { id: string }).id;
+      journal.recordLater(file, 'on-server', { assetId, serverStatus: 'created' });
+      const target = join(safe.archive, relative(dir, file.path));
+      await journal.recordWriteAhead(file, 'archiving', { archivePath: target });
+      const folder = dirname(target);
+      if (!folders.has(folder)) {
+        mkdirSync(folder, { recursive: true });
+        folders.add(folder);
+      }
+      linkSync(file.path, target);
+      await syncFolder(folder);
+      unlinkSync(file.path);
+      journal.recordLater(file, 'archived', { archivePath: target });
+      logger.info({ file: relative(dir, file.path), bytes: file.size, assetId }, `uploaded ${relative(dir, file.path)}, archived`);
+    },
+    close: () => journal.close(),
+  };
+}
+
+/** Runs at most `count` of the given works at once, in the order they come. */
+function slots(count: number): <T>(work: () => Promise<T>) => Promise<T> {
+  let free = count;
+  const waiting: Array<() => void> = [];
+  return async (work) => {
+    if (free > 0) free--;
+    else await new Promise<void>((resolve) => waiting.push(resolve));
+    try {
+      return await work();
+    } finally {
+      const next = waiting.shift();
+      if (next) next();
+      else free++;
+    }
+  };
+}
+
+function jsonHeaders(key: string, json: Buffer): Record<string, string> {
+  return { 'x-api-key': key, 'content-type': 'application/json', 'content-length': String(json.length) };
+}
+
+interface Answer {
+  status: number;
+  body: string;
+}
+
+function post(url: string, agent: Agent, headers: Record<string, string>, body: readonly Buffer[]): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = request(url, { method: 'POST', agent, headers }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
       res.on('error', reject);
     });
     req.on('error', reject);
@@ -117,11 +255,13 @@ function post(url: string, agent: Agent, headers: Record<string, string>, body: 
 }
 
 if (process.argv[1] === THIS_FILE) {
-  const [dir, apiUrl, concurrency] = process.argv.slice(2);
+  const [dir, apiUrl, concurrency, archive, state] = process.argv.slice(2);
   const key = process.env.BARE_UPLOADER_KEY;
-  if (dir === undefined || apiUrl === undefined || concurrency === undefined || key === undefined) {
-    process.stderr.write('usage: BARE_UPLOADER_KEY=... node --import tsx bench/tools/bare-uploader.ts DIR API_URL CONCURRENCY\n');
+  if (dir === undefined || apiUrl === undefined || concurrency === undefined || key === undefined || (archive === undefined) !== (state === undefined)) {
+    process.stderr.write('usage: BARE_UPLOADER_KEY=... node --import tsx bench/tools/bare-uploader.ts DIR API_URL CONCURRENCY [ARCHIVE STATE]\n');
     process.exit(2);
   }
-  process.stdout.write(`${JSON.stringify(await uploadAll(dir, apiUrl, key, Number(concurrency)))}\n`);
+  const safe = archive !== undefined && state !== undefined ? { archive, state } : undefined;
+  const report = await uploadAll(dir, apiUrl, key, Number(concurrency), safe);
+  process.stdout.write(`${REPORT}${JSON.stringify(report)}}\n`);
 }
