@@ -15,17 +15,32 @@ import { folderFsyncUnsupported, removeStaleTemporaries, type ArchiveFs } from '
 
 const STAMP_FILE = 'archive-clean.json';
 
+/** Makes a folder's entries durable (fsync of the folder itself). */
+export type SyncFolder = (path: string) => void;
+
+const syncFolderNow: SyncFolder = (path) => {
+  const folder = openSync(path, 'r');
+  try {
+    fsyncSync(folder);
+  } finally {
+    closeSync(folder);
+  }
+};
+
 export class ArchiveTemporaries {
   readonly #stateDirectory: string;
   readonly #archiveDirectory: string;
+  readonly #syncFolder: SyncFolder;
   /** Temporaries this run made that are not known to be gone (copy destinations). */
   readonly #alive = new Set<string>();
   /** Whether the stamp is known to be gone for good (removed before this run's first copy). */
   #unstamped = false;
 
-  constructor(stateDirectory: string, archiveDirectory: string) {
+  /** `syncFolder`: how the state folder is synced after the stamp's removal (tests simulate file systems). */
+  constructor(stateDirectory: string, archiveDirectory: string, syncFolder: SyncFolder = syncFolderNow) {
     this.#stateDirectory = stateDirectory;
     this.#archiveDirectory = archiveDirectory;
+    this.#syncFolder = syncFolder;
   }
 
   /**
@@ -117,12 +132,7 @@ export class ArchiveTemporaries {
       return;
     }
     try {
-      const folder = openSync(this.#stateDirectory, 'r');
-      try {
-        fsyncSync(folder);
-      } finally {
-        closeSync(folder);
-      }
+      this.#syncFolder(this.#stateDirectory);
     } catch (error) {
       // Where folders cannot be synced, the removal is as durable as that platform makes it.
       if (!folderFsyncUnsupported(error)) throw error;

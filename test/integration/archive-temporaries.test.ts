@@ -121,6 +121,25 @@ describe('ArchiveTemporaries', () => {
     expect(await temporariesIn(root.archivePath)).toEqual([]);
   });
 
+  it('a state folder that cannot be synced does not stop copies; any other sync failure does', async () => {
+    const failing = (code: string) => () => {
+      throw Object.assign(new Error(code), { code });
+    };
+    // Some FUSE and network file systems refuse a folder's fsync: the removal is as durable as they make it.
+    const unsupported = new ArchiveTemporaries(state, root.archivePath, failing('EINVAL'));
+    await unsupported.removeLeftovers();
+    expect(await archive('a.jpg', unsupported.track(simulatedCrossDeviceFs()))).toMatchObject({ outcome: 'moved', method: 'copy' });
+    expect(existsSync(stamp)).toBe(false);
+
+    // A real failure: the stamp's removal may not last, so no temporary may be made.
+    const broken = new ArchiveTemporaries(state, root.archivePath, failing('EIO'));
+    await broken.removeLeftovers();
+    expect(existsSync(stamp)).toBe(true);
+    await expect(archive('b.jpg', broken.track(simulatedCrossDeviceFs()))).rejects.toMatchObject({ step: 'copy' });
+    expect(existsSync(join(root.path, 'b.jpg'))).toBe(true);
+    expect(await temporariesIn(root.archivePath)).toEqual([]);
+  });
+
   it('no copy starts when the stamp cannot be removed: the original stays', async () => {
     // A folder where the stamp should be: it can be neither read nor removed.
     await mkdir(stamp);
