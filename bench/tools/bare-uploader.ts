@@ -8,9 +8,10 @@
  *
  * With `safe` it also does, the leanest way, every step ours takes to keep a small file safe:
  * ours's `Journal` with the same seven transitions (the write-ahead `archiving` committed before
- * the link), ours's `CheckBatcher` for the duplicate check, a hard link into the archive, one
- * folder fsync shared by the links made in the same turn, the unlink of the original and a log
- * line per file, with its file calls synchronous on the main thread. That is the best any
+ * the link), a second look at the file before it is read (ours's settling with no wait), ours's
+ * `CheckBatcher` for the duplicate check, a hard link into the archive checked to be the version
+ * uploaded, one folder fsync shared by the links made in the same turn, the unlink of the
+ * original and a log line per file, with its file calls synchronous on the main thread. That is the best any
  * uploader with ours's guarantees can do here: the distance from it to ours is ours's own
  * machinery, and from it to the target is the price of the guarantees on this machine.
  *
@@ -98,8 +99,8 @@ interface Steps {
   close(): void;
 }
 
-/** Files in progress at once with the safe steps (ours's default), so that checks gather in batches. */
-const SAFE_IN_PROGRESS = 32;
+/** Files in progress at once with the safe steps, as ours by default, so that checks gather in batches. */
+const inProgress = (concurrency: number): number => Math.max(16, 8 * concurrency);
 
 async function uploadAll(dir: string, apiUrl: string, key: string, concurrency: number, safe?: SafeSteps): Promise<Omit<BareRun, 'ms'>> {
   const started = performance.now();
@@ -137,7 +138,7 @@ async function uploadAll(dir: string, apiUrl: string, key: string, concurrency: 
     }
   };
   try {
-    await Promise.all(Array.from({ length: steps ? SAFE_IN_PROGRESS : concurrency }, worker));
+    await Promise.all(Array.from({ length: steps ? inProgress(concurrency) : concurrency }, worker));
   } finally {
     agent.destroy();
     steps?.close();
@@ -182,9 +183,9 @@ function safeSteps(dir: string, safe: SafeSteps, postJson: (path: string, json: 
     });
   return {
     found: (path) => {
-      const { size, mtimeMs } = lstatSync(path);
-      const file = { path, size, mtimeMs };
+      const file = versionOf(path);
       journal.recordLater(file, 'discovered');
+      if (!sameVersion(versionOf(path), file)) throw new Error(`${path} changed while the benchmark ran`);
       journal.recordLater(file, 'settled');
       return file;
     },
@@ -205,6 +206,7 @@ function safeSteps(dir: string, safe: SafeSteps, postJson: (path: string, json: 
         folders.add(folder);
       }
       linkSync(file.path, target);
+      if (!sameVersion(versionOf(target), file)) throw new Error(`${file.path} changed while the benchmark ran`);
       await syncFolder(folder);
       unlinkSync(file.path);
       journal.recordLater(file, 'archived', { archivePath: target });
@@ -212,6 +214,15 @@ function safeSteps(dir: string, safe: SafeSteps, postJson: (path: string, json: 
     },
     close: () => journal.close(),
   };
+}
+
+function versionOf(path: string): FileVersionRef {
+  const { size, mtimeMs } = lstatSync(path);
+  return { path, size, mtimeMs };
+}
+
+function sameVersion(a: FileVersionRef, b: FileVersionRef): boolean {
+  return a.size === b.size && a.mtimeMs === b.mtimeMs;
 }
 
 /** Runs at most `count` of the given works at once, in the order they come. */
