@@ -225,7 +225,10 @@ function sameVersion(a: FileVersionRef, b: FileVersionRef): boolean {
   return a.size === b.size && a.mtimeMs === b.mtimeMs;
 }
 
-/** Runs at most `count` of the given works at once, in the order they come. */
+/**
+ * Runs at most `count` of the given works at once, in the order they come. Not p-queue, which ours
+ * uses: this program leaves ours's machinery out on purpose.
+ */
 function slots(count: number): <T>(work: () => Promise<T>) => Promise<T> {
   let free = count;
   const waiting: Array<() => void> = [];
