@@ -64,6 +64,13 @@ const MAX_SIGNAL_LISTENERS = 10_000;
  * MB in all, and far more than the pipeline works on at once (its in-flight limit).
  */
 const MAX_FILES_IN_PROGRESS = 2_000;
+/**
+ * Files between settled and done at once: enough hashed and checked ahead that every upload slot
+ * is refilled at once, and checks gather in batches.
+ */
+export function filesInFlight(uploadConcurrency: number): number {
+  return Math.max(16, uploadConcurrency * 8);
+}
 /** The `retry` command leaves this file in STATE_DIRECTORY for a running daemon to find. */
 export const RETRY_REQUEST_FILE = 'retry-request';
 /** How often a running daemon looks for a retry request. */
@@ -170,7 +177,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     waitMs: config.fileStabilityWaitMs,
     intervalMs: config.fileStabilityCheckIntervalMs,
     stat: (path, sizeSeen) => (isSmall(sizeSeen) ? threadedStat(path, sizeSeen) : lstatForSettle(path, sizeSeen)),
-    inFlight: Math.max(16, config.uploadConcurrency * 8),
+    inFlight: filesInFlight(config.uploadConcurrency),
     maxInProgress: MAX_FILES_IN_PROGRESS,
     retryFailed: mode === 'watch',
     record,

@@ -28,6 +28,7 @@ import { basename, dirname, join, relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import type { BulkCheckItem, BulkCheckResult } from '../../src/immich/client.js';
+import { filesInFlight } from '../../src/daemon.js';
 import { buildMultipart } from '../../src/immich/multipart.js';
 import { Journal, type FileVersionRef } from '../../src/journal/journal.js';
 import { CheckBatcher } from '../../src/pipeline/check.js';
@@ -99,8 +100,6 @@ interface Steps {
   close(): void;
 }
 
-/** Files in progress at once with the safe steps, as ours by default, so that checks gather in batches. */
-const inProgress = (concurrency: number): number => Math.max(16, 8 * concurrency);
 
 async function uploadAll(dir: string, apiUrl: string, key: string, concurrency: number, safe?: SafeSteps): Promise<Omit<BareRun, 'ms'>> {
   const started = performance.now();
@@ -138,7 +137,8 @@ async function uploadAll(dir: string, apiUrl: string, key: string, concurrency: 
     }
   };
   try {
-    await Promise.all(Array.from({ length: steps ? inProgress(concurrency) : concurrency }, worker));
+    // With the safe steps, as many files in progress as ours has, so that checks gather in batches.
+    await Promise.all(Array.from({ length: steps ? filesInFlight(concurrency) : concurrency }, worker));
   } finally {
     agent.destroy();
     steps?.close();
