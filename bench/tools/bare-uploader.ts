@@ -22,7 +22,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { basename, dirname, join, relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -31,6 +31,7 @@ import type { BulkCheckItem, BulkCheckResult } from '../../src/immich/client.js'
 import { filesInFlight } from '../../src/daemon.js';
 import { buildMultipart } from '../../src/immich/multipart.js';
 import { Journal, type FileVersionRef } from '../../src/journal/journal.js';
+import { syncFolderNow } from '../../src/pipeline/archive-temporaries.js';
 import { CheckBatcher } from '../../src/pipeline/check.js';
 import { systemClock } from '../../src/support/clock.js';
 import { createLogger, type Logger } from '../../src/support/logger.js';
@@ -172,12 +173,7 @@ function safeSteps(dir: string, safe: SafeSteps, postJson: (path: string, json: 
       setImmediate(() => {
         const waiters = syncs.get(folder) ?? [];
         syncs.delete(folder);
-        const fd = openSync(folder, 'r');
-        try {
-          fsyncSync(fd);
-        } finally {
-          closeSync(fd);
-        }
+        syncFolderNow(folder);
         for (const wake of waiters) wake();
       });
     });

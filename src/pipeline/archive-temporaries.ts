@@ -18,7 +18,8 @@ const STAMP_FILE = 'archive-clean.json';
 /** Makes a folder's entries durable (fsync of the folder itself). */
 export type SyncFolder = (path: string) => void;
 
-const syncFolderNow: SyncFolder = (path) => {
+/** The real folder sync, synchronous: for the few calls where waiting on the main thread costs nothing. */
+export const syncFolderNow: SyncFolder = (path) => {
   const folder = openSync(path, 'r');
   try {
     fsyncSync(folder);
