@@ -101,7 +101,6 @@ interface Steps {
   close(): void;
 }
 
-
 async function uploadAll(dir: string, apiUrl: string, key: string, concurrency: number, safe?: SafeSteps): Promise<Omit<BareRun, 'ms'>> {
   const started = performance.now();
   const cpuBefore = process.cpuUsage();
@@ -119,7 +118,7 @@ async function uploadAll(dir: string, apiUrl: string, key: string, concurrency: 
       const file = steps?.found(path);
       const bytes = readFileSync(path);
       const checksum = createHash('sha1').update(bytes).digest('hex');
-      if (file) await steps?.hashed(file, checksum);
+      if (steps && file) await steps.hashed(file, checksum);
       const body = buildMultipart(
         { fileCreatedAt: DATE, fileModifiedAt: DATE },
         { name: 'assetData', filename: basename(path), contentType: 'application/octet-stream', bytes },
@@ -133,7 +132,7 @@ async function uploadAll(dir: string, apiUrl: string, key: string, concurrency: 
       };
       const answer = await uploads(() => post(`${apiUrl}/assets`, agent, headers, body.buffers));
       if (answer.status !== 201) throw new Error(`the server answered ${answer.status} for ${path}`);
-      if (file) await steps?.uploaded(file, answer.body);
+      if (steps && file) await steps.uploaded(file, answer.body);
       uploaded++;
     }
   };
