@@ -1,6 +1,5 @@
 import { existsSync, renameSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import BetterSqlite3 from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../support/clock.js';
 import { createPrivateFile, fixMode, preparePrivateDirectory, sqliteCode } from './lock.js';
@@ -14,6 +13,7 @@ import {
   type FileState,
   type RecordDetails,
 } from '../pipeline/states.js';
+import { openDatabase, type Database, type Statement } from './sqlite.js';
 import { JournalError } from './states.js';
 
 export { JournalError, type JournalErrorKind } from './states.js';
@@ -188,7 +188,7 @@ export const IS_FINAL = `(${FINAL_STATES.map((state) => `state = '${state}'`).jo
 const LATEST_IDS = 'SELECT MAX(id) FROM files GROUP BY path';
 
 export class Journal {
-  readonly #db: BetterSqlite3.Database;
+  readonly #db: Database;
   readonly #clock: Clock;
   readonly #readOnly: boolean;
   readonly #sql: ReturnType<typeof prepare>;
@@ -202,7 +202,7 @@ export class Journal {
   /** A commit is scheduled WRITE_AHEAD_WINDOW_MS after the first write-ahead record that waits for it. */
   #commitSoon: NodeJS.Timeout | undefined;
 
-  private constructor(db: BetterSqlite3.Database, clock: Clock, readOnly: boolean, logger?: Logger) {
+  private constructor(db: Database, clock: Clock, readOnly: boolean, logger?: Logger) {
     this.#db = db;
     this.#clock = clock;
     this.#readOnly = readOnly;
@@ -240,9 +240,9 @@ export class Journal {
   static openReadOnly(directory: string, options: { clock?: Clock } = {}): Journal | undefined {
     const file = join(directory, JOURNAL_FILE);
     if (!existsSync(file)) return undefined;
-    let db: BetterSqlite3.Database;
+    let db: Database;
     try {
-      db = new BetterSqlite3(file, { readonly: true, fileMustExist: true, timeout: BUSY_TIMEOUT_MS });
+      db = openDatabase(file, { readonly: true, fileMustExist: true, timeout: BUSY_TIMEOUT_MS });
     } catch (error) {
       throw unusable(file, error);
     }
@@ -534,7 +534,7 @@ export class Journal {
     working.versionChanged = false;
   }
 
-  #rows(statement: BetterSqlite3.Statement, ...params: unknown[]): FileRow[] {
+  #rows(statement: Statement, ...params: unknown[]): FileRow[] {
     return (statement.all(...params) as RawRow[]).map(toFileRow);
   }
 
@@ -603,7 +603,7 @@ function transition(
 }
 
 /** Opens, checks, configures and migrates the journal, moving a damaged file aside once. */
-function openWritable(file: string, logger: Logger, clock: Clock): BetterSqlite3.Database {
+function openWritable(file: string, logger: Logger, clock: Clock): Database {
   for (let attempt = 1; ; attempt++) {
     try {
       // Created empty with 0600 first: SQLite would create it 0644 and give its -wal and -shm
@@ -617,9 +617,9 @@ function openWritable(file: string, logger: Logger, clock: Clock): BetterSqlite3
       moveAside(file, damage, logger, clock);
       continue;
     }
-    let db: BetterSqlite3.Database;
+    let db: Database;
     try {
-      db = new BetterSqlite3(file, { timeout: BUSY_TIMEOUT_MS });
+      db = openDatabase(file, { timeout: BUSY_TIMEOUT_MS });
     } catch (error) {
       throw unusable(file, error);
     }
@@ -653,9 +653,9 @@ function openWritable(file: string, logger: Logger, clock: Clock): BetterSqlite3
  * open to report.
  */
 function inspect(file: string): Error | undefined {
-  let db: BetterSqlite3.Database;
+  let db: Database;
   try {
-    db = new BetterSqlite3(file, { readonly: true, fileMustExist: true, timeout: BUSY_TIMEOUT_MS });
+    db = openDatabase(file, { readonly: true, fileMustExist: true, timeout: BUSY_TIMEOUT_MS });
   } catch (error) {
     return isCorruption(error) ? (error as Error) : undefined;
   }
@@ -673,7 +673,7 @@ function inspect(file: string): Error | undefined {
   }
 }
 
-function configure(db: BetterSqlite3.Database): void {
+function configure(db: Database): void {
   db.pragma('journal_mode = WAL');
   // Durability: with WAL, synchronous=NORMAL syncs at checkpoints, not at every commit. A commit
   // survives a crash or kill -9 of this process (it is in the WAL file, which the OS keeps); after
@@ -721,6 +721,8 @@ function moveAside(file: string, cause: unknown, logger: Logger, clock: Clock): 
 }
 
 function unusable(file: string, cause: unknown): JournalError {
+  // Already explained, with its own fix (SQLite that cannot be loaded).
+  if (cause instanceof JournalError) return cause;
   const reason = cause instanceof Error ? cause.message : String(cause);
   return new JournalError(
     'unusable',
@@ -804,7 +806,7 @@ const MUTABLE = 'checksum, state, asset_id, server_status, archive_path, error, 
 const MUTABLE_SLOTS = MUTABLE.split(',').map(() => '?').join(', ');
 
 /** Every statement, prepared once: a prepared lookup through an index costs a few microseconds. */
-function prepare(db: BetterSqlite3.Database) {
+function prepare(db: Database) {
   const notSuperseded = 'NOT EXISTS (SELECT 1 FROM files newer WHERE newer.path = files.path AND newer.id > files.id)';
   return {
     latestForPath: db.prepare(`SELECT ${COLUMNS} FROM files WHERE path = ? ORDER BY id DESC LIMIT 1`).raw(true),

@@ -1,7 +1,7 @@
 import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import BetterSqlite3 from 'better-sqlite3';
+import { openDatabase, type Database } from './sqlite.js';
 import { JournalError } from './states.js';
 
 /**
@@ -43,10 +43,10 @@ interface Owner {
 export function acquireLock(directory: string): InstanceLock {
   preparePrivateDirectory(directory);
   const file = join(directory, LOCK_FILE);
-  let db: BetterSqlite3.Database;
+  let db: Database;
   try {
     createPrivateFile(file);
-    db = new BetterSqlite3(file, { timeout: ACQUIRE_WAIT_MS });
+    db = openDatabase(file, { timeout: ACQUIRE_WAIT_MS });
   } catch (error) {
     throw unusable(directory, error);
   }
@@ -86,10 +86,11 @@ export function acquireLock(directory: string): InstanceLock {
  * may stop a moment later. Never takes the lock itself for longer than one probe.
  */
 export function isLocked(directory: string): boolean {
-  let db: BetterSqlite3.Database;
+  let db: Database;
   try {
-    db = new BetterSqlite3(join(directory, LOCK_FILE), { fileMustExist: true, timeout: 0 });
-  } catch {
+    db = openDatabase(join(directory, LOCK_FILE), { fileMustExist: true, timeout: 0 });
+  } catch (error) {
+    if (error instanceof JournalError) throw error; // SQLite itself cannot be loaded
     return false; // no lock file: nobody ever held it here
   }
   try {
@@ -184,6 +185,8 @@ function lockedError(directory: string): JournalError {
 }
 
 function unusable(directory: string, cause: unknown): JournalError {
+  // Already explained, with its own fix (SQLite that cannot be loaded).
+  if (cause instanceof JournalError) return cause;
   const reason = cause instanceof Error ? cause.message : String(cause);
   return new JournalError(
     'unusable',

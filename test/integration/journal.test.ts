@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import BetterSqlite3 from 'better-sqlite3';
 import { pino, type Logger } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { IS_FINAL, JOURNAL_FILE, Journal, JournalError, type FileVersionRef, type FileState } from '../../src/journal/journal.js';
 import { migrate, MIGRATIONS, SCHEMA_VERSION, type Migration } from '../../src/journal/schema.js';
+import { openDatabase, type Database } from '../../src/journal/sqlite.js';
 import { canTransition, FILE_STATES as JOURNAL_STATES, FINAL_STATES, isFinal as isFinalState } from '../../src/pipeline/states.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { thrownBy } from '../helpers/expect-error.js';
@@ -42,8 +42,8 @@ const dbFile = (): string => join(stateDir(), JOURNAL_FILE);
 
 
 /** Raw access to the file, for what the API does not show. */
-function withRaw<T>(file: string, use: (db: BetterSqlite3.Database) => T): T {
-  const db = new BetterSqlite3(file);
+function withRaw<T>(file: string, use: (db: Database) => T): T {
+  const db = openDatabase(file);
   try {
     return use(db);
   } finally {
