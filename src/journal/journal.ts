@@ -2,7 +2,7 @@ import { existsSync, renameSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../support/clock.js';
-import { createPrivateFile, fixMode, preparePrivateDirectory, sqliteCode } from './lock.js';
+import { createPrivateFile, fixMode, preparePrivateDirectory, sqliteCode, unusable } from './lock.js';
 import { migrate, newerSchemaError, SCHEMA_VERSION, schemaVersion } from './schema.js';
 import {
   canTransition,
@@ -244,14 +244,14 @@ export class Journal {
     try {
       db = openDatabase(file, { readonly: true, fileMustExist: true, timeout: BUSY_TIMEOUT_MS });
     } catch (error) {
-      throw unusable(file, error);
+      throw unusable(`the journal ${file}`, error);
     }
     let version: number;
     try {
       version = schemaVersion(db);
     } catch (error) {
       db.close();
-      throw unusable(file, error);
+      throw unusable(`the journal ${file}`, error);
     }
     if (version === 0) {
       db.close(); // created but never written: as good as no journal
@@ -610,7 +610,7 @@ function openWritable(file: string, logger: Logger, clock: Clock): Database {
       // the same mode. An empty file is a valid, empty database.
       createPrivateFile(file);
     } catch (error) {
-      throw unusable(file, error);
+      throw unusable(`the journal ${file}`, error);
     }
     const damage = inspect(file);
     if (damage && attempt === 1) {
@@ -621,7 +621,7 @@ function openWritable(file: string, logger: Logger, clock: Clock): Database {
     try {
       db = openDatabase(file, { timeout: BUSY_TIMEOUT_MS });
     } catch (error) {
-      throw unusable(file, error);
+      throw unusable(`the journal ${file}`, error);
     }
     try {
       // Again on this connection, before configure() writes: the file may have changed since.
@@ -639,7 +639,7 @@ function openWritable(file: string, logger: Logger, clock: Clock): Database {
         moveAside(file, error, logger, clock);
         continue;
       }
-      throw unusable(file, error);
+      throw unusable(`the journal ${file}`, error);
     }
     for (const path of [file, `${file}-wal`, `${file}-shm`]) fixMode(path, 0o600);
     return db;
@@ -710,24 +710,13 @@ function moveAside(file: string, cause: unknown, logger: Logger, clock: Clock): 
       if (existsSync(`${file}${suffix}`)) renameSync(`${file}${suffix}`, `${target}${suffix}`);
     }
   } catch (error) {
-    throw unusable(file, error);
+    throw unusable(`the journal ${file}`, error);
   }
   const reason = cause instanceof Error ? cause.message : String(cause);
   logger.warn(
     { file, movedTo: target, reason },
     `The journal ${file} is damaged (${reason}); it was moved to ${target} and a new journal started. ` +
       "Files already on the server are not uploaded again: the server's duplicate check still recognises them.",
-  );
-}
-
-function unusable(file: string, cause: unknown): JournalError {
-  // Already explained, with its own fix (SQLite that cannot be loaded).
-  if (cause instanceof JournalError) return cause;
-  const reason = cause instanceof Error ? cause.message : String(cause);
-  return new JournalError(
-    'unusable',
-    `Cannot use the journal ${file}: ${reason}. Fix: make STATE_DIRECTORY a writable directory on a local disk for this user.`,
-    { cause },
   );
 }
 

@@ -48,7 +48,7 @@ export function acquireLock(directory: string): InstanceLock {
     createPrivateFile(file);
     db = openDatabase(file, { timeout: ACQUIRE_WAIT_MS });
   } catch (error) {
-    throw unusable(directory, error);
+    throw unusable(`STATE_DIRECTORY ${directory}`, error);
   }
   try {
     db.pragma('locking_mode = EXCLUSIVE');
@@ -60,7 +60,7 @@ export function acquireLock(directory: string): InstanceLock {
   } catch (error) {
     db.close();
     if (sqliteCode(error) === 'SQLITE_BUSY') throw lockedError(directory);
-    throw unusable(directory, error);
+    throw unusable(`STATE_DIRECTORY ${directory}`, error);
   }
   fixMode(file, 0o600);
   writeOwner(directory, { pid: process.pid, startedAt: new Date().toISOString(), hostname: hostname() });
@@ -99,7 +99,7 @@ export function isLocked(directory: string): boolean {
     return false;
   } catch (error) {
     if (sqliteCode(error) === 'SQLITE_BUSY') return true;
-    throw unusable(directory, error);
+    throw unusable(`STATE_DIRECTORY ${directory}`, error);
   } finally {
     db.close();
   }
@@ -115,13 +115,13 @@ export function preparePrivateDirectory(directory: string): void {
   try {
     mkdirSync(directory, { recursive: true, mode: 0o700 });
   } catch (error) {
-    throw unusable(directory, error);
+    throw unusable(`STATE_DIRECTORY ${directory}`, error);
   }
   let stats;
   try {
     stats = statSync(directory);
   } catch (error) {
-    throw unusable(directory, error);
+    throw unusable(`STATE_DIRECTORY ${directory}`, error);
   }
   if (!stats.isDirectory()) {
     throw new JournalError('unusable', `STATE_DIRECTORY ${directory} is not a directory. Fix: point STATE_DIRECTORY at a directory.`);
@@ -184,13 +184,17 @@ function lockedError(directory: string): JournalError {
   );
 }
 
-function unusable(directory: string, cause: unknown): JournalError {
-  // Already explained, with its own fix (SQLite that cannot be loaded).
+/**
+ * An 'unusable' JournalError about `subject` (the state directory, the journal file), saying how to
+ * fix it. A JournalError passes through: it already says what is wrong and its own fix (SQLite
+ * that cannot be loaded).
+ */
+export function unusable(subject: string, cause: unknown): JournalError {
   if (cause instanceof JournalError) return cause;
   const reason = cause instanceof Error ? cause.message : String(cause);
   return new JournalError(
     'unusable',
-    `Cannot use STATE_DIRECTORY ${directory}: ${reason}. Fix: make it a writable directory on a local disk for this user.`,
+    `Cannot use ${subject}: ${reason}. Fix: make STATE_DIRECTORY a writable directory on a local disk for this user.`,
     { cause },
   );
 }
