@@ -1,8 +1,10 @@
 /**
- * Our uploader as the user runs it: `node dist/cli.js once|watch`, configured only through the
- * environment, JSON logs on stdout.
+ * Our uploader as the user runs it: `node <the flags of npm start> dist/cli.js once|watch`,
+ * configured only through the environment, JSON logs on stdout.
  */
-import { OUR_CLI } from '../lib/paths.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { OUR_CLI, REPO_ROOT } from '../lib/paths.js';
 import { runChecked, startMeasured, type Exit, type Measured } from '../lib/proc.js';
 import type { BenchServer } from '../lib/server.js';
 import type { StatsSnapshot } from '../../src/pipeline/stats.js';
@@ -65,9 +67,17 @@ function environment(config: OursConfig): NodeJS.ProcessEnv {
   };
 }
 
+/** The Node flags `npm start` gives the uploader (package.json's `start` script, the one place they are set). */
+function startNodeFlags(): string[] {
+  const { scripts } = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } };
+  const flags = /\bnode((?: --\S+)*) dist\/cli\.js\b/.exec(scripts.start)?.[1];
+  if (flags === undefined) throw new Error(`package.json's start script no longer runs \`node ... dist/cli.js\`: ${scripts.start}`);
+  return flags.split(' ').filter((flag) => flag !== '');
+}
+
 function nodeArgs(command: 'once' | 'watch', config: OursConfig): string[] {
   const profile = config.cpuProfDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${config.cpuProfDir}`] : [];
-  return [...profile, OUR_CLI, command];
+  return [...startNodeFlags(), ...profile, OUR_CLI, command];
 }
 
 export interface OnceResult {
