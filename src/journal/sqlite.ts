@@ -1,16 +1,19 @@
 /**
  * SQLite for the journal and the instance lock: better-sqlite3, in the build this Node can run.
  *
- * No single release of better-sqlite3 runs on every Node we support:
+ * No single release of better-sqlite3 runs well on every Node we support:
  * - 12.x wraps its objects with Node's own `ObjectWrap`. Since Node 24.19 that wrapper's
  *   destructor aborts the process (`Assertion failed: (env) != nullptr`) when a database or
  *   statement is collected outside a JavaScript context: on Node 24.21 three `once` runs in four
  *   died this way within 0.2 s of starting, and the test suite at exit.
- * - 13.x uses Node-API 10, which Node 20 lacks: loading it there is a segmentation fault.
+ * - 13.x uses Node-API 10, which Node 20 lacks: loading it there is a segmentation fault. Where
+ *   it runs, as installed (SQLite 3.54.1), it takes 10-12 µs for the journal's newest-row lookups
+ *   (`ORDER BY id DESC LIMIT 1`), where 12.x takes 2-3 µs (DESIGN.md, "journal").
  *
- * So both are installed, 13.x under its own name and 12.x as `better-sqlite3-node20` (an optional
- * dependency: where it cannot be built, Node 22 and 24 do not need it), and the Node-API version
- * of the running Node picks one. Both have the API of `@types/better-sqlite3`.
+ * So both are installed, 13.x under its own name and 12.x as `better-sqlite3-12` (an optional
+ * dependency: where it cannot be built, Node 24 does not need it), and the running Node picks:
+ * 13.x on Node 24 and later, 12.x before, and 13.x after all where 12.x is missing and Node-API
+ * 10 exists (Node 22.14+). Both have the API of `@types/better-sqlite3`.
  */
 import { createRequire } from 'node:module';
 import type BetterSqlite3 from 'better-sqlite3';
@@ -19,41 +22,48 @@ import { JournalError } from './states.js';
 export type Database = BetterSqlite3.Database;
 export type Statement = BetterSqlite3.Statement;
 type DatabaseConstructor = typeof BetterSqlite3;
+type SqlitePackage = 'better-sqlite3' | 'better-sqlite3-12';
 
-/** The Node-API version better-sqlite3 13 is built for (Node 22.14 and later). */
-const CURRENT_BUILD_NODE_API = 10;
+/** The first Node major whose `ObjectWrap` 12.x cannot live with (24.19 backported the change). */
+const FIRST_NODE_WITHOUT_12 = 24;
+/** The Node-API version 13.x is built for. */
+const NODE_API_OF_13 = 10;
 
-/** Which installed package runs on a Node with this Node-API version. */
-export function sqlitePackageFor(nodeApiVersion: number): 'better-sqlite3' | 'better-sqlite3-node20' {
-  return nodeApiVersion >= CURRENT_BUILD_NODE_API ? 'better-sqlite3' : 'better-sqlite3-node20';
+/** The packages that run on this Node, in order of preference. */
+export function sqlitePackagesFor(nodeMajor: number, nodeApiVersion: number): SqlitePackage[] {
+  if (nodeMajor >= FIRST_NODE_WITHOUT_12) return ['better-sqlite3'];
+  return nodeApiVersion >= NODE_API_OF_13 ? ['better-sqlite3-12', 'better-sqlite3'] : ['better-sqlite3-12'];
 }
 
 /**
- * Loads the package for `nodeApiVersion` with `load` (Node's `require` by default). A package
- * that is missing or does not load is an 'unusable' JournalError saying how to fix it.
+ * Loads the first of `packages` that loads, with `load` (Node's `require` by default). When none
+ * does, an 'unusable' JournalError names the first and says how to fix it.
  */
 export function loadSqlite(
-  nodeApiVersion: number,
+  packages: readonly SqlitePackage[],
   load: (name: string) => unknown = createRequire(import.meta.url),
 ): DatabaseConstructor {
-  const name = sqlitePackageFor(nodeApiVersion);
-  try {
-    return load(name) as DatabaseConstructor;
-  } catch (error) {
-    const reason = error instanceof Error ? (error.message.split('\n')[0] ?? error.message) : String(error);
-    throw new JournalError(
-      'unusable',
-      `Cannot load SQLite (${name}) on Node ${process.version}: ${reason}. Fix: run \`npm install\` again ` +
-        'with the Node that runs the uploader (20, 22 or 24) and look at its output for a failed build of better-sqlite3.',
-      { cause: error },
-    );
+  let firstError: unknown;
+  for (const name of packages) {
+    try {
+      return load(name) as DatabaseConstructor;
+    } catch (error) {
+      firstError ??= error;
+    }
   }
+  const reason = firstError instanceof Error ? (firstError.message.split('\n')[0] ?? firstError.message) : String(firstError);
+  throw new JournalError(
+    'unusable',
+    `Cannot load SQLite (${packages[0] ?? 'better-sqlite3'}) on Node ${process.version}: ${reason}. Fix: run \`npm install\` again ` +
+      'with the Node that runs the uploader (20, 22 or 24) and look at its output for a failed build of better-sqlite3.',
+    { cause: firstError },
+  );
 }
 
 let constructor: DatabaseConstructor | undefined;
 
 /** Opens a database file with the SQLite build for this Node; `new Database(file, options)` otherwise. */
 export function openDatabase(file: string, options?: BetterSqlite3.Options): Database {
-  constructor ??= loadSqlite(Number(process.versions.napi));
+  constructor ??= loadSqlite(sqlitePackagesFor(Number(process.versions.node.split('.')[0]), Number(process.versions.napi)));
   return new constructor(file, options);
 }

@@ -1,35 +1,38 @@
 import { describe, expect, it } from 'vitest';
-import { loadSqlite, openDatabase, sqlitePackageFor } from '../../src/journal/sqlite.js';
+import { loadSqlite, openDatabase, sqlitePackagesFor } from '../../src/journal/sqlite.js';
 import { JournalError } from '../../src/journal/states.js';
 import { thrownBy } from '../helpers/expect-error.js';
 
 describe('the SQLite build for the running Node', () => {
-  it('is better-sqlite3 13 from Node-API 10 on (Node 22.14+, 24) and 12 before it (Node 20)', () => {
-    expect(sqlitePackageFor(9)).toBe('better-sqlite3-node20');
-    expect(sqlitePackageFor(10)).toBe('better-sqlite3');
-    expect(sqlitePackageFor(11)).toBe('better-sqlite3');
+  it('is better-sqlite3 13 alone from Node 24 on, 12 before it, and 13 in reserve where Node-API 10 exists', () => {
+    expect(sqlitePackagesFor(20, 9)).toEqual(['better-sqlite3-12']);
+    expect(sqlitePackagesFor(22, 9)).toEqual(['better-sqlite3-12']);
+    expect(sqlitePackagesFor(22, 10)).toEqual(['better-sqlite3-12', 'better-sqlite3']);
+    expect(sqlitePackagesFor(24, 10)).toEqual(['better-sqlite3']);
+    expect(sqlitePackagesFor(26, 11)).toEqual(['better-sqlite3']);
   });
 
-  it('loads the package chosen for the Node-API version and nothing else', () => {
+  it('loads the first package that loads, in order', () => {
     const asked: string[] = [];
     const fake = class {};
-    const loaded = loadSqlite(9, (name) => {
+    const loaded = loadSqlite(['better-sqlite3-12', 'better-sqlite3'], (name) => {
       asked.push(name);
+      if (name === 'better-sqlite3-12') throw new Error("Cannot find module 'better-sqlite3-12'");
       return fake;
     });
     expect(loaded).toBe(fake);
-    expect(asked).toEqual(['better-sqlite3-node20']);
+    expect(asked).toEqual(['better-sqlite3-12', 'better-sqlite3']);
   });
 
-  it('turns a package that will not load into a one-line unusable JournalError that says how to fix it', () => {
+  it('turns packages that will not load into a one-line unusable JournalError about the first, saying how to fix it', () => {
     const error = thrownBy(JournalError, () =>
-      loadSqlite(10, () => {
-        throw new Error("Cannot find module 'better-sqlite3'\nRequire stack:\n- /somewhere/sqlite.js");
+      loadSqlite(['better-sqlite3-12', 'better-sqlite3'], (name) => {
+        throw new Error(`Cannot find module '${name}'\nRequire stack:\n- /somewhere/sqlite.js`);
       }),
     );
     expect(error.kind).toBe('unusable');
-    expect(error.message).toContain("Cannot load SQLite (better-sqlite3) on Node");
-    expect(error.message).toContain("Cannot find module 'better-sqlite3'");
+    expect(error.message).toContain('Cannot load SQLite (better-sqlite3-12) on Node');
+    expect(error.message).toContain("Cannot find module 'better-sqlite3-12'");
     expect(error.message).toContain('Fix: run `npm install` again');
     expect(error.message).not.toContain('\n');
   });
