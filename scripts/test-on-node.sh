@@ -35,6 +35,8 @@ trap 'rm -rf "$work"' EXIT
 git clone --quiet . "$work/repo"
 cd "$work/repo"
 export PATH="$bin_dir:$PATH"
+# Native builds for this Node, whatever an npmrc says (nodedir=/usr pins another Node's headers).
+if [ -d "$bin_dir/../include/node" ]; then export npm_config_nodedir="$(cd "$bin_dir/.." && pwd)"; fi
 if ! npm ci --no-audit --no-fund --loglevel=error; then
   echo "npm ci failed on Node $major" >&2
   exit 1

@@ -36,7 +36,7 @@ export function sqlitePackagesFor(nodeMajor: number, nodeApiVersion: number): Sq
 }
 
 /**
- * Loads the first of `packages` that loads, with `load` (Node's `require` by default). When none
+ * Loads the first of `packages` that works, with `load` (Node's `require` by default). When none
  * does, an 'unusable' JournalError names the first and says how to fix it.
  */
 export function loadSqlite(
@@ -46,7 +46,11 @@ export function loadSqlite(
   let firstError: unknown;
   for (const name of packages) {
     try {
-      return load(name) as DatabaseConstructor;
+      const Database = load(name) as DatabaseConstructor;
+      // The native part loads at the first open: one in memory makes a build for another Node
+      // (NODE_MODULE_VERSION) fail here, where the next package can still serve.
+      new Database(':memory:').close();
+      return Database;
     } catch (error) {
       firstError ??= error;
     }

@@ -12,16 +12,33 @@ describe('the SQLite build for the running Node', () => {
     expect(sqlitePackagesFor(26, 11)).toEqual(['better-sqlite3']);
   });
 
+  /** A package whose database opens and closes, as a working build does. */
+  class Working {
+    close(): void {}
+  }
+
   it('loads the first package that loads, in order', () => {
     const asked: string[] = [];
-    const fake = class {};
     const loaded = loadSqlite(['better-sqlite3-12', 'better-sqlite3'], (name) => {
       asked.push(name);
       if (name === 'better-sqlite3-12') throw new Error("Cannot find module 'better-sqlite3-12'");
-      return fake;
+      return Working;
     });
-    expect(loaded).toBe(fake);
+    expect(loaded).toBe(Working);
     expect(asked).toEqual(['better-sqlite3-12', 'better-sqlite3']);
+  });
+
+  it('passes over a package whose native build is for another Node, which fails only when a database opens', () => {
+    const otherNode = class {
+      constructor() {
+        throw new Error('The module better_sqlite3.node was compiled against a different Node.js version using NODE_MODULE_VERSION 115.');
+      }
+    };
+    const loaded = loadSqlite(['better-sqlite3-12', 'better-sqlite3'], (name) => (name === 'better-sqlite3-12' ? otherNode : Working));
+    expect(loaded).toBe(Working);
+    const error = thrownBy(JournalError, () => loadSqlite(['better-sqlite3-12'], () => otherNode));
+    expect(error.message).toContain('Cannot load SQLite (better-sqlite3-12) on Node');
+    expect(error.message).toContain('NODE_MODULE_VERSION 115');
   });
 
   it('turns packages that will not load into a one-line unusable JournalError about the first, saying how to fix it', () => {
