@@ -24,8 +24,8 @@ if [ ! -x "$node_bin" ]; then
     exit 1
   fi
 fi
-# The platform package the `node` package installs also holds the headers, which node-gyp finds
-# beside the binary when it builds better-sqlite3's Node 20 build; without them it would download them.
+# The platform package the `node` package installs also holds that Node's headers, for building
+# better-sqlite3 12 offline (see npm_config_nodedir below).
 platform_bin="$(ls -d "$tools"/node_modules/node/node_modules/node-*/bin 2>/dev/null | head -1)"
 bin_dir="$(cd "${platform_bin:-$(dirname "$node_bin")}" && pwd)"
 echo "testing $(git rev-parse --short HEAD) on Node $("$bin_dir/node" --version)" >&2
