@@ -391,8 +391,11 @@ export class Journal {
   findFinal(path: string, size: number, mtimeMs: number): FileRow | undefined {
     // Asked for every file a scan sees: flush only when this path has something waiting.
     if (this.#pendingPaths.has(path)) this.flush();
-    const raw = this.#sql.findFinal.get(path, size, mtimeMs) as RawRow | undefined;
-    return raw && toFileRow(raw);
+    // A version has one final row, rarely a few: the newest is picked here rather than by
+    // `ORDER BY id DESC LIMIT 1`, which took 10-12 µs against 2-3 on Node 24's SQLite (sqlite.ts).
+    let newest: RawRow | undefined;
+    for (const raw of this.#sql.findFinal.all(path, size, mtimeMs) as RawRow[]) if (!newest || raw[0] > newest[0]) newest = raw;
+    return newest && toFileRow(newest);
   }
 
   /** The newest row for a path, whatever its state. */
@@ -800,7 +803,7 @@ function prepare(db: Database) {
   return {
     latestForPath: db.prepare(`SELECT ${COLUMNS} FROM files WHERE path = ? ORDER BY id DESC LIMIT 1`).raw(true),
     findFinal: db.prepare(
-      `SELECT ${COLUMNS} FROM files WHERE path = ? AND size = ? AND mtime_ms = ? AND ${IS_FINAL} ORDER BY id DESC LIMIT 1`,
+      `SELECT ${COLUMNS} FROM files WHERE path = ? AND size = ? AND mtime_ms = ? AND ${IS_FINAL}`,
     ).raw(true),
     insert: db.prepare(
       `INSERT INTO files (path, size, mtime_ms, ${MUTABLE}, created_at) VALUES (?, ?, ?, ${MUTABLE_SLOTS}, ?)`,

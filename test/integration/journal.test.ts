@@ -415,6 +415,16 @@ describe('findFinal()', () => {
     expect(journal.findFinal('/watch/A.jpg', file.size, file.mtimeMs)).toBeUndefined();
   });
 
+  it('returns the newest final row of the version when it has several', () => {
+    const journal = open();
+    const file = { path: '/watch/back.jpg', size: 10, mtimeMs: 1_700_000_000_000 };
+    drive(journal, file, 'gone');
+    const kept = drive(journal, file, 'kept'); // it came back: a new row, since 'gone' is final
+    expect(journal.findFinal(file.path, file.size, file.mtimeMs)).toMatchObject({ id: kept, state: 'kept' });
+    const goneAgain = drive(journal, file, 'gone');
+    expect(journal.findFinal(file.path, file.size, file.mtimeMs)).toMatchObject({ id: goneAgain, state: 'gone' });
+  });
+
   it('matches the size and mtime stat reports for a real file, to the last bit', async () => {
     const journal = open();
     const path = join(dir.path, 'real.jpg');
