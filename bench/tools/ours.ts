@@ -74,10 +74,11 @@ function startNodeFlags(): string[] {
   if (flags === undefined) throw new Error(`package.json's start script no longer runs \`node ... dist/cli.js\`: ${scripts.start}`);
   return flags.split(' ').filter((flag) => flag !== '');
 }
+const START_NODE_FLAGS = startNodeFlags();
 
 function nodeArgs(command: 'once' | 'watch', config: OursConfig): string[] {
   const profile = config.cpuProfDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${config.cpuProfDir}`] : [];
-  return [...startNodeFlags(), ...profile, OUR_CLI, command];
+  return [...START_NODE_FLAGS, ...profile, OUR_CLI, command];
 }
 
 export interface OnceResult {
