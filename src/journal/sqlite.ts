@@ -7,8 +7,9 @@
  *   statement is collected outside a JavaScript context: on Node 24.21 three `once` runs in four
  *   died this way within 0.2 s of starting, and the test suite at exit.
  * - 13.x uses Node-API 10, which Node 20 lacks: loading it there is a segmentation fault. Where
- *   it runs, as installed (SQLite 3.54.1), it takes 10-12 µs for the journal's newest-row lookups
- *   (`ORDER BY id DESC LIMIT 1`), where 12.x takes 2-3 µs (DESIGN.md, "journal").
+ *   it runs, its SQLite (3.54.1) re-prepares an `ORDER BY` statement each time a bare parameter
+ *   of its WHERE takes a new value: 10-20 µs a lookup, where 12.x takes 2-3 µs. The journal's
+ *   lookups are written around it (journal.ts, prepare(); DESIGN.md, "journal").
  *
  * So both are installed, 13.x under its own name and 12.x as `better-sqlite3-12` (an optional
  * dependency: where it cannot be built, Node 24 does not need it), and the running Node picks:
