@@ -8,7 +8,7 @@
  *   died this way within 0.2 s of starting, and the test suite at exit.
  * - 13.x uses Node-API 10, which Node 20 lacks: loading it there is a segmentation fault. Where
  *   it runs, its SQLite (3.54.1) re-prepares an `ORDER BY` statement each time a bare parameter
- *   of its WHERE takes a new value: 10-20 µs a lookup, where 12.x takes 2-3 µs. The journal's
+ *   of its WHERE takes a new value: 11-23 µs a lookup, where 12.x takes 2-3 µs. The journal's
  *   lookups are written around it (journal.ts, prepare(); DESIGN.md, "journal").
  *
  * So both are installed, 13.x under its own name and 12.x as `better-sqlite3-12` (an optional
