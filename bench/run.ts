@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick | --full] [--concurrency N] [--only small,large,latency,scale] [--profile] [--tmp DIR]`
+ * `npm run bench [-- --quick | --full] [--concurrency N] [--only small,large,latency,scale] [--node MAJOR] [--profile] [--tmp DIR]`
  *
  * Measures the uploader end to end beside the official Immich CLI and the machine's limit, in one
  * run, and reports ratios (absolute times on shared machines drift; ratios measured together hold).
@@ -17,6 +17,7 @@ import { DOCS_MD, DOCS_SVG, OUR_CLI, RESULTS_DIR, REPO_ROOT } from './lib/paths.
 import { liveChildren } from './lib/proc.js';
 import { markdownBlock, svgChart, terminalReport, updateMarkdown, writeJson } from './lib/report.js';
 import { MIB, round, type BenchRun, type ThroughputResult, type WorkloadResult } from './lib/results.js';
+import { ensureNode, runningNode } from './tools/node.js';
 import { ensureOfficialCli } from './tools/official-cli.js';
 import { runLatency, type LatencyDef } from './workloads/latency.js';
 import { runScale, type ScaleDef } from './workloads/scale.js';
@@ -33,6 +34,7 @@ const { values } = parseArgs({
     full: { type: 'boolean', default: false },
     concurrency: { type: 'string', default: '4' },
     only: { type: 'string' },
+    node: { type: 'string' },
     profile: { type: 'boolean', default: false },
     tmp: { type: 'string' },
     report: { type: 'string' },
@@ -42,11 +44,13 @@ const { values } = parseArgs({
 
 if (values.help) {
   process.stdout.write(
-    'npm run bench -- [--quick | --full] [--concurrency N] [--only small,large,latency,scale] [--profile] [--tmp DIR]\n' +
+    'npm run bench -- [--quick | --full] [--concurrency N] [--only small,large,latency,scale] [--node MAJOR] [--profile] [--tmp DIR]\n' +
       '  --quick        small workloads (< 2 minutes), for development\n' +
       '  --full         adds one 4 GiB file (needs ~10 GB free in the temp folder)\n' +
       '  --concurrency  uploads at a time for every tool (default 4, our default)\n' +
       '  --only         run only these workloads (the docs are then not rewritten)\n' +
+      '  --node MAJOR   run ours and the bare uploader on that Node, e.g. 24, installed into bench/.tools\n' +
+      '                 once (default: the Node running the bench; the docs are then not rewritten)\n' +
       '  --profile      write CPU profiles of our runs into bench/results/profiles/\n' +
       '  --tmp          where the workload files are made (default: the system temp folder)\n' +
       '  --report FILE  measure nothing: print a saved run (bench/results/*.json) and rewrite the docs from it\n',
@@ -67,6 +71,8 @@ const only = new Set<WorkloadId>(
       }),
 );
 const tmpRoot = values.tmp ?? tmpdir();
+const nodeMajor = values.node === undefined ? undefined : Number(values.node);
+if (nodeMajor !== undefined && !(Number.isInteger(nodeMajor) && nodeMajor >= 20)) fail(`--node: expected a Node major version of 20 or more, e.g. 24, got ${values.node}`);
 
 /** Sizes per mode. */
 const SIZES = {
@@ -119,6 +125,12 @@ async function main(): Promise<void> {
     fail(`${tmpRoot} has ${label(free)} free; ${mode} mode needs about ${label(NEEDED_BYTES)} (use --tmp DIR or --quick)`);
   }
 
+  let node: BenchContext['node'];
+  try {
+    node = nodeMajor === undefined ? runningNode() : ensureNode(nodeMajor, log);
+  } catch (error) {
+    fail(String(error instanceof Error ? error.message : error));
+  }
   let official: BenchContext['official'];
   try {
     official = ensureOfficialCli(log);
@@ -130,6 +142,7 @@ async function main(): Promise<void> {
     concurrency,
     tmpRoot,
     seed: 'immich-auto-uploader-bench-1',
+    node,
     ...(official ? { official } : {}),
     ...(values.profile ? { profileDir: join(RESULTS_DIR, 'profiles') } : {}),
     log,
@@ -191,7 +204,7 @@ async function main(): Promise<void> {
     startedAt: startedAt.toISOString(),
     durationS: round((Date.now() - startedAt.getTime()) / 1000, 0),
     commit,
-    machine: describeMachine(tmpRoot, official?.nodeVersion, loadAtStart),
+    machine: describeMachine(tmpRoot, node.version, official?.nodeVersion, loadAtStart),
     concurrency,
     results,
     errors,
@@ -199,10 +212,11 @@ async function main(): Promise<void> {
   process.stdout.write(terminalReport(run));
   const json = join(RESULTS_DIR, 'latest.json');
   writeJson(json, run);
-  const suffix = values.only === undefined ? '' : `-only-${[...only].join('-')}`;
+  const suffix = (values.only === undefined ? '' : `-only-${[...only].join('-')}`) + (nodeMajor === undefined ? '' : `-node${nodeMajor}`);
   writeJson(join(RESULTS_DIR, `${mode}${suffix}-${run.startedAt.replaceAll(':', '-').slice(0, 19)}.json`), run);
   log(`bench: wrote ${relative(REPO_ROOT, json)}`);
-  if (mode !== 'quick' && values.only === undefined) {
+  // The docs show the bench's own Node with every workload; other runs are for development.
+  if (mode !== 'quick' && values.only === undefined && nodeMajor === undefined) {
     writeFileSync(DOCS_SVG, svgChart(run));
     updateMarkdown(DOCS_MD, markdownBlock(run, 'benchmarks.svg'));
     log(`bench: updated ${relative(REPO_ROOT, DOCS_MD)} and ${relative(REPO_ROOT, DOCS_SVG)}`);

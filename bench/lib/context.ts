@@ -2,6 +2,7 @@
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { NodeBinary } from '../tools/node.js';
 import type { OfficialCli } from '../tools/official-cli.js';
 
 export type Mode = 'quick' | 'default' | 'full';
@@ -13,6 +14,8 @@ export interface BenchContext {
   /** Where workload folders are made (and removed after each workload). */
   tmpRoot: string;
   seed: string;
+  /** The Node that runs ours and the bare uploader (`--node`; default: the one running the bench). */
+  node: NodeBinary;
   /** Undefined when it could not be installed: the comparison is then left out. */
   official?: OfficialCli;
   /** When set, our runs write CPU profiles into sub-folders of it. */

@@ -9,14 +9,14 @@ export function currentLoad(): number {
   return Math.round((loadavg()[0] ?? 0) * 100) / 100;
 }
 
-export function describeMachine(tmpRoot: string, officialCliNode: string | undefined, loadAtStart: number): Machine {
+export function describeMachine(tmpRoot: string, oursNode: string, officialCliNode: string | undefined, loadAtStart: number): Machine {
   const df = spawnSync('df', ['-hT', tmpRoot], { encoding: 'utf8' });
   const line = df.stdout.trim().split('\n').at(-1)?.split(/\s+/) ?? [];
   return {
     cpus: cpus().length,
     cpuModel: cpus()[0]?.model.trim() ?? 'unknown',
     memoryGib: Math.round(totalmem() / 1024 ** 3),
-    node: process.version,
+    node: oursNode,
     ...(officialCliNode !== undefined ? { officialCliNode } : {}),
     os: `Linux ${release()}`,
     tmpFs: line.length >= 7 ? `${tmpRoot} on ${line[0]} (${line[1]}), ${line[4]} free` : tmpRoot,

@@ -102,6 +102,7 @@ export interface Machine {
   cpus: number;
   cpuModel: string;
   memoryGib: number;
+  /** The Node that ran ours and the bare uploader. */
   node: string;
   officialCliNode?: string;
   os: string;

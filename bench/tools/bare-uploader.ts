@@ -59,8 +59,9 @@ const THIS_FILE = fileURLToPath(import.meta.url);
 /** The start of the one line of standard output that is the report (the safe steps log there too). */
 const REPORT = '{"report":';
 
-/** Runs the bare uploader over `dir` against the server; `startMs` from nodeStartMs. */
+/** Runs the bare uploader with `node` over `dir` against the server; `startMs` from nodeStartMs. */
 export async function runBareUploader(
+  node: string,
   dir: string,
   server: { apiUrl: string; key: string },
   concurrency: number,
@@ -69,7 +70,7 @@ export async function runBareUploader(
 ): Promise<BareRun> {
   let report: Omit<BareRun, 'ms'> | undefined;
   const args = [dir, server.apiUrl, String(concurrency), ...(safe ? [safe.archive, safe.state] : [])];
-  await runChecked(process.execPath, ['--import', 'tsx', THIS_FILE, ...args], {
+  await runChecked(node, ['--import', 'tsx', THIS_FILE, ...args], {
     // tsx is found from the project.
     cwd: REPO_ROOT,
     env: { PATH: process.env.PATH, BARE_UPLOADER_KEY: server.key },
@@ -82,10 +83,10 @@ export async function runBareUploader(
 }
 
 /** Wall time to start a Node process that does nothing and see it exit: the median of three. */
-export function nodeStartMs(): number {
+export function nodeStartMs(node: string): number {
   const times = [1, 2, 3].map(() => {
     const started = performance.now();
-    spawnSync(process.execPath, ['-e', '0'], { stdio: 'ignore' });
+    spawnSync(node, ['-e', '0'], { stdio: 'ignore' });
     return performance.now() - started;
   });
   return times.sort((a, b) => a - b)[1] ?? Number.NaN;

@@ -10,6 +10,8 @@ import type { BenchServer } from '../lib/server.js';
 import type { StatsSnapshot } from '../../src/pipeline/stats.js';
 
 export interface OursConfig {
+  /** The Node binary to run ours with. */
+  node: string;
   server: BenchServer;
   watch: string;
   archive: string;
@@ -89,7 +91,7 @@ export interface OnceResult {
 /** `once`: process start to exit, and its final summary. Rejects if it exits non-zero. */
 export async function runOursOnce(config: OursConfig): Promise<OnceResult> {
   let summary: Summary | undefined;
-  const exit = await runChecked(process.execPath, nodeArgs('once', config), {
+  const exit = await runChecked(config.node, nodeArgs('once', config), {
     cwd: config.cwd,
     env: environment(config),
     onStdoutLine: (line) => {
@@ -102,7 +104,7 @@ export async function runOursOnce(config: OursConfig): Promise<OnceResult> {
 
 /** `watch`, running until killed; every JSON log line goes to `onLog`. */
 export function startOursWatch(config: OursConfig, onLog: (log: LogLine, at: number) => void): Measured {
-  return startMeasured(process.execPath, nodeArgs('watch', config), {
+  return startMeasured(config.node, nodeArgs('watch', config), {
     cwd: config.cwd,
     env: environment(config),
     onStdoutLine: (line, at) => {

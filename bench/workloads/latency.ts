@@ -46,6 +46,7 @@ export async function runLatency(ctx: BenchContext, def: LatencyDef): Promise<La
   };
   const proc = startOursWatch(
     {
+      node: ctx.node.path,
       server,
       watch,
       archive,

@@ -33,6 +33,7 @@ export async function runScale(ctx: BenchContext, def: ScaleDef): Promise<ScaleR
     await generate(join(dir, 'in'), specs, ctx.seed);
     syncDisk();
     const config: OursConfig = {
+      node: ctx.node.path,
       server,
       watch: join(dir, 'in'),
       archive: join(dir, 'archive'),

@@ -43,7 +43,7 @@ export async function runThroughput(ctx: BenchContext, def: ThroughputDef): Prom
   const officialRuns: Throughput[] = [];
   const bareRuns: Throughput[] = [];
   const safeRuns: Throughput[] = [];
-  const startMs = def.bare ? nodeStartMs() : 0;
+  const startMs = def.bare ? nodeStartMs(ctx.node.path) : 0;
   const cli = ctx.official;
   if (!cli) notes.push('The official CLI could not be installed: no comparison.');
   for (let turn = 1; turn <= def.repeats; turn++) {
@@ -154,6 +154,7 @@ function runOurs(ctx: BenchContext, def: ThroughputDef, turn: number): Promise<T
     const archive = join(dir, 'archive');
     const cpuBefore = server.cpuMs();
     const run = await runOursOnce({
+      node: ctx.node.path,
       server,
       watch: join(dir, 'in'),
       archive,
@@ -180,7 +181,7 @@ function runBare(ctx: BenchContext, def: ThroughputDef, turn: number, startMs: n
     const cpuBefore = server.cpuMs();
     const archive = join(dir, 'archive');
     const steps = safe ? { archive, state: join(dir, 'state') } : undefined;
-    const run = await runBareUploader(join(dir, 'in'), server, ctx.concurrency, startMs, steps);
+    const run = await runBareUploader(ctx.node.path, join(dir, 'in'), server, ctx.concurrency, startMs, steps);
     if (run.uploaded !== def.specs.length) throw new Error(`${name}: ${run.uploaded} of ${def.specs.length} uploaded`);
     if (safe && (await countFiles(archive)) !== def.specs.length) throw new Error(`${name}: not every file was archived`);
     const result = throughput(run.ms, def.specs.length, totalBytes(def.specs));
