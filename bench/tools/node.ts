@@ -51,8 +51,8 @@ export function ensureNode(major: number, log: (message: string) => void): NodeB
   // This install built better-sqlite3 12 for the running Node only; 13 needs no build.
   if (sqlitePackagesFor(major, Number.POSITIVE_INFINITY)[0] === 'better-sqlite3-12' && major !== running) {
     log(
-      `bench: on Node ${major} ours falls back to better-sqlite3 13 (the installed 12 is built for Node ${running}); ` +
-        `an install made with Node ${major} would use 12`,
+      `bench: the installed better-sqlite3 12 is built for Node ${running}: on Node ${major} ours falls back to 13, ` +
+        `which needs Node 22.14 or later, where an install made with Node ${major} would use 12`,
     );
   }
   return { path, version };
