@@ -37,7 +37,8 @@ export function npmInstall(prefix: string, packages: string[]): number | null {
 
 /** Node `major` for ours: the running one if it is that major, else installed into bench/.tools/node-<major>. */
 export function ensureNode(major: number, log: (message: string) => void): NodeBinary {
-  if (process.versions.node.split('.')[0] === String(major)) return runningNode();
+  const running = Number(process.versions.node.split('.')[0]);
+  if (major === running) return runningNode();
   const prefix = join(TOOLS_DIR, `node-${major}`);
   const path = join(prefix, 'node_modules', 'node', 'bin', 'node');
   let version = nodeVersionAt(path, major);
@@ -47,9 +48,8 @@ export function ensureNode(major: number, log: (message: string) => void): NodeB
     version = nodeVersionAt(path, major);
     if (!version) throw new Error(`could not install node@${major} into ${prefix} (npm exited with ${status})`);
   }
-  const running = Number(process.versions.node.split('.')[0]);
   // This install built better-sqlite3 12 for the running Node only; 13 needs no build.
-  if (sqlitePackagesFor(major, Number.POSITIVE_INFINITY)[0] === 'better-sqlite3-12' && major !== running) {
+  if (sqlitePackagesFor(major, Number.POSITIVE_INFINITY)[0] === 'better-sqlite3-12') {
     log(
       `bench: the installed better-sqlite3 12 is built for Node ${running}: on Node ${major} ours falls back to 13, ` +
         `which needs Node 22.14 or later, where an install made with Node ${major} would use 12`,
