@@ -244,14 +244,14 @@ export class Journal {
     try {
       db = openDatabase(file, { readonly: true, fileMustExist: true, timeout: BUSY_TIMEOUT_MS });
     } catch (error) {
-      throw unusable(`the journal ${file}`, error);
+      throw unusableJournal(file, error);
     }
     let version: number;
     try {
       version = schemaVersion(db);
     } catch (error) {
       db.close();
-      throw unusable(`the journal ${file}`, error);
+      throw unusableJournal(file, error);
     }
     if (version === 0) {
       db.close(); // created but never written: as good as no journal
@@ -610,7 +610,7 @@ function openWritable(file: string, logger: Logger, clock: Clock): Database {
       // the same mode. An empty file is a valid, empty database.
       createPrivateFile(file);
     } catch (error) {
-      throw unusable(`the journal ${file}`, error);
+      throw unusableJournal(file, error);
     }
     const damage = inspect(file);
     if (damage && attempt === 1) {
@@ -621,7 +621,7 @@ function openWritable(file: string, logger: Logger, clock: Clock): Database {
     try {
       db = openDatabase(file, { timeout: BUSY_TIMEOUT_MS });
     } catch (error) {
-      throw unusable(`the journal ${file}`, error);
+      throw unusableJournal(file, error);
     }
     try {
       // Again on this connection, before configure() writes: the file may have changed since.
@@ -639,7 +639,7 @@ function openWritable(file: string, logger: Logger, clock: Clock): Database {
         moveAside(file, error, logger, clock);
         continue;
       }
-      throw unusable(`the journal ${file}`, error);
+      throw unusableJournal(file, error);
     }
     for (const path of [file, `${file}-wal`, `${file}-shm`]) fixMode(path, 0o600);
     return db;
@@ -710,7 +710,7 @@ function moveAside(file: string, cause: unknown, logger: Logger, clock: Clock): 
       if (existsSync(`${file}${suffix}`)) renameSync(`${file}${suffix}`, `${target}${suffix}`);
     }
   } catch (error) {
-    throw unusable(`the journal ${file}`, error);
+    throw unusableJournal(file, error);
   }
   const reason = cause instanceof Error ? cause.message : String(cause);
   logger.warn(
@@ -718,6 +718,11 @@ function moveAside(file: string, cause: unknown, logger: Logger, clock: Clock): 
     `The journal ${file} is damaged (${reason}); it was moved to ${target} and a new journal started. ` +
       "Files already on the server are not uploaded again: the server's duplicate check still recognises them.",
   );
+}
+
+/** An 'unusable' JournalError about the journal file `file` (lock.ts, unusable()). */
+function unusableJournal(file: string, cause: unknown): JournalError {
+  return unusable(`the journal ${file}`, cause);
 }
 
 /** The stored columns after moving `row` to `to` with `details`. */
