@@ -49,7 +49,7 @@ if (values.help) {
       '  --full         adds one 4 GiB file (needs ~10 GB free in the temp folder)\n' +
       '  --concurrency  uploads at a time for every tool (default 4, our default)\n' +
       '  --only         run only these workloads (the docs are then not rewritten)\n' +
-      '  --node MAJOR   run ours and the bare uploader on that Node, e.g. 24, installed into bench/.tools\n' +
+      '  --node MAJOR   run ours and the bare uploader on that Node, e.g. 24, installed into .tools\n' +
       '                 once (default: the Node running the bench; the docs are then not rewritten)\n' +
       '  --profile      write CPU profiles of our runs into bench/results/profiles/\n' +
       '  --tmp          where the workload files are made (default: the system temp folder)\n' +

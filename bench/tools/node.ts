@@ -1,13 +1,14 @@
 /**
  * The Node that runs ours and the bare uploader: the one running the bench, or another major
- * (`--node 24`) installed from npm into bench/.tools/node-<major> on first use (the `node`
- * package on npm ships the binary). The official CLI's Node 22 comes the same way.
+ * (`--node 24`) installed from npm into .tools/node-<major> on first use (the `node` package on
+ * npm ships the binary): the folder `npm run test:node` installs into, so the two share one
+ * download. The official CLI's Node 22 comes the same way, into bench/.tools with the CLI.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { sqlitePackagesFor } from '../../src/journal/sqlite.js';
-import { TOOLS_DIR } from '../lib/paths.js';
+import { REPO_ROOT } from '../lib/paths.js';
 
 export interface NodeBinary {
   path: string;
@@ -35,15 +36,15 @@ export function npmInstall(prefix: string, packages: string[]): number | null {
   return npm.status;
 }
 
-/** Node `major` for ours: the running one if it is that major, else installed into bench/.tools/node-<major>. */
+/** Node `major` for ours: the running one if it is that major, else installed into .tools/node-<major>. */
 export function ensureNode(major: number, log: (message: string) => void): NodeBinary {
   const running = Number(process.versions.node.split('.')[0]);
   if (major === running) return runningNode();
-  const prefix = join(TOOLS_DIR, `node-${major}`);
+  const prefix = join(REPO_ROOT, '.tools', `node-${major}`);
   const path = join(prefix, 'node_modules', 'node', 'bin', 'node');
   let version = nodeVersionAt(path, major);
   if (!version) {
-    log(`installing node@${major} into bench/.tools/node-${major} (once) ...`);
+    log(`installing node@${major} into .tools/node-${major} (once) ...`);
     const status = npmInstall(prefix, [`node@${major}`]);
     version = nodeVersionAt(path, major);
     if (!version) throw new Error(`could not install node@${major} into ${prefix} (npm exited with ${status})`);
