@@ -73,12 +73,16 @@ export async function finishInterrupted(
   fs: ArchiveFs = nodeArchiveFs,
 ): Promise<Disposition | 'lost'> {
   const present = await currentVersion(fs, file.path);
+  const uploadedVersion = present !== null && present.size === file.size && present.mtimeMs === file.mtimeMs;
   if (state === 'deleting') {
-    if (present) await deleteWithSidecars(fs, file.path);
+    // Only the version that was uploaded goes. Another file at its path now (a new picture under
+    // the same name, while the uploader was down) was never uploaded: it stays, with its
+    // sidecars, for the scan to find. Either way the uploaded version is gone from the folder.
+    if (uploadedVersion) await deleteWithSidecars(fs, file.path);
     record(file, 'deleted');
     return { mode: 'delete' };
   }
-  if (present && present.size === file.size && present.mtimeMs === file.mtimeMs) {
+  if (uploadedVersion) {
     // The link may already exist: archiveFile finds the identical copy and only removes the source.
     return disposeOriginal(file, 'move', record, fs);
   }

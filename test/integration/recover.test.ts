@@ -1,4 +1,4 @@
-import { link, mkdir, readdir, stat, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -92,6 +92,19 @@ describe('recoverUnfinished', () => {
     const summary = await recover([await rowFor('g.jpg', 'deleting', files.get('g.jpg') ?? Buffer.alloc(0))], 'delete');
     expect(summary.finished).toBe(1);
     expect(await readIfExists(join(root.path, 'g.jpg'))).toBeUndefined();
+    expect(recorded.at(-1)?.state).toBe('deleted');
+  });
+
+  it('finishing an interrupted deletion leaves alone a new file that has taken the path since', async () => {
+    const files = await writeMedia(root.path, ['m.jpg', 'm.jpg.xmp']);
+    const row = await rowFor('m.jpg', 'deleting', files.get('m.jpg') ?? Buffer.alloc(0));
+    // While the uploader was down, another picture arrived under the same name (a camera's
+    // counter starting again, say): it was never uploaded, and neither goes nor loses its sidecar.
+    await writeFile(row.path, 'another picture, never uploaded');
+    const summary = await recover([row], 'delete');
+    expect(await readFile(row.path, 'utf8')).toBe('another picture, never uploaded');
+    expect(await readIfExists(join(root.path, 'm.jpg.xmp'))).toEqual(files.get('m.jpg.xmp'));
+    expect(summary).toEqual({ finished: 1, resumed: 0, gone: 0 });
     expect(recorded.at(-1)?.state).toBe('deleted');
   });
 
