@@ -47,6 +47,8 @@ export async function disposeOriginal(
     case 'delete':
       await assertUnchanged(fs, file);
       await record(file, 'deleting');
+      // Again, as the commit took a moment: a new file put at the path meanwhile stays.
+      await assertUnchanged(fs, file);
       await deleteWithSidecars(fs, file.path);
       record(file, 'deleted');
       return { mode };

@@ -4,7 +4,8 @@
  *
  * How a file is placed, in order of preference:
  * 1. `link(source, target)`, then `unlink(source)`. A hard link is exclusive (EEXIST if the
- *    target exists, so a race cannot overwrite) and atomic, and the content never moves.
+ *    target exists, so a race cannot overwrite) and atomic, and the content never moves. The
+ *    source is looked at again just before the unlink (removeLinkedSource).
  * 2. Where hard links are not supported (EPERM/ENOTSUP on FAT, some FUSE and SMB mounts):
  *    `rename(source, target)` after checking the target does not exist. rename() replaces an
  *    existing target silently, so a file created under that name between our check and the
@@ -207,8 +208,8 @@ export async function archiveFile(input: ArchiveInput): Promise<ArchiveResult> {
   const wanted = targetPath(source, input.root);
   const folder = dirname(wanted);
 
-  // No look at the source first: a hard link is checked after it is made (below), and the other
-  // ways of placing a file check before they move anything.
+  // No look at the source first: a hard link is checked before the source's name goes
+  // (removeLinkedSource), and the other ways of placing a file check before they move anything.
   const job: Job = { fs, source, expected, checksum: checksum.toLowerCase(), signal, canLink: true };
   let claim: Claim;
   try {
@@ -225,18 +226,30 @@ export async function archiveFile(input: ArchiveInput): Promise<ArchiveResult> {
     await removeSource(job, claim.target);
     return { outcome: 'already-archived', target: claim.target, method: 'none' };
   }
-  if (claim.method === 'link') {
-    // Target and source are one inode now. If the file was written to since it was uploaded, the
-    // target holds content we did not upload: take the new name back and say so.
-    const actual = await versionOf(fs, claim.target);
-    if (!sameVersion(actual, expected)) {
-      await attempt('move', claim.target, () => fs.unlink(claim.target));
-      throw new SourceChangedError(source, expected, actual);
-    }
-  }
   await syncFolder(fs, folder, claim.target);
-  if (claim.method === 'link') await removeSource(job, claim.target);
+  if (claim.method === 'link') await removeLinkedSource(job, claim.target);
   return { outcome: 'moved', target: claim.target, method: claim.method };
+}
+
+/**
+ * The last step of a move by hard link: the source's name goes once the archive's is durable.
+ * The source is looked at first, after the folder's fsync, which takes a while:
+ * - the uploaded version: its name is removed;
+ * - written to since it was uploaded (before the link or since), the target shows the same new
+ *   version, one inode under two names: the archive takes its name back, the source keeps the
+ *   bytes, and the file goes round again;
+ * - anything else (a new file put at the source path, by a sync tool's rename say, or nothing):
+ *   the source path is left alone, since a new file there was never uploaded, and the archive
+ *   keeps what its name holds.
+ */
+async function removeLinkedSource(job: Job, target: string): Promise<void> {
+  const source = await versionOf(job.fs, job.source);
+  if (sameVersion(source, job.expected)) return removeSource(job, target);
+  const archived = await versionOf(job.fs, target);
+  if (source !== null && sameVersion(archived, source)) {
+    await attempt('move', target, () => job.fs.unlink(target));
+    throw new SourceChangedError(job.source, job.expected, source);
+  }
 }
 
 /**

@@ -1,4 +1,4 @@
-import { readdir, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { WatchRoot } from '../../src/config.js';
@@ -60,6 +60,22 @@ describe('delete mode', () => {
     // A camera folder holds thousands of files: a listing per deleted file would cost the square of that.
     expect(listed).toEqual([]);
     expect(recorded).toEqual(['deleting', 'deleted', 'deleting', 'deleted', 'deleting', 'deleted']);
+  });
+
+  it('leaves a new file put at its path while the deletion was being recorded', async () => {
+    const files = await writeMedia(root.path, ['a.jpg']);
+    const file = await confirmed('a.jpg', files.get('a.jpg') ?? Buffer.alloc(0));
+    const replacing = makeRecorder(
+      async (_file, state) => {
+        recorded.push(state);
+        // The commit takes a moment: another picture arrives under the same name meanwhile.
+        if (state === 'deleting') await writeFile(file.path, 'a new version, never uploaded');
+      },
+      (_file, state) => void recorded.push(state),
+    );
+    await expect(disposeOriginal(file, 'delete', replacing, fs)).rejects.toBeInstanceOf(SourceChangedError);
+    expect(await readFile(file.path, 'utf8')).toBe('a new version, never uploaded');
+    expect(recorded).toEqual(['deleting']);
   });
 
   it('keeps a shared sidecar while another file of its stem is left, and removes it with the last', async () => {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { appendFile, copyFile, lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { appendFile, copyFile, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -212,11 +212,11 @@ describe('archiveFile on one file system', () => {
     const folderSyncs: string[] = [];
     let releaseFirst: () => void = () => undefined;
     const firstHeld = new Promise<void>((resolve) => (releaseFirst = resolve));
-    const looked: string[] = [];
+    const linked: string[] = [];
     const fs = fsWith({
-      lstat: (path) => {
-        looked.push(path);
-        return nodeArchiveFs.lstat(path);
+      link: async (from, to) => {
+        await nodeArchiveFs.link(from, to);
+        linked.push(to);
       },
       open: async (path, flags) => {
         const handle = await nodeArchiveFs.open(path, flags);
@@ -238,9 +238,9 @@ describe('archiveFile on one file system', () => {
     const others = files
       .slice(1)
       .map((file) => archiveFile({ source: file.path, root, checksum: file.checksum, expected: file.expected, fs }));
-    // Every other file is linked and checked (the step before its fsync) while the first fsync
-    // still runs; none may count on that fsync, which started before its link.
-    await waitFor(() => looked.filter((path) => path.startsWith(root.archivePath)).length === files.length);
+    // Every other file is linked (the step before its fsync) while the first fsync still runs;
+    // none may count on that fsync, which started before its link.
+    await waitFor(() => linked.length === files.length);
     await new Promise((resolve) => setImmediate(resolve));
     releaseFirst();
     await Promise.all([first, ...others]);
@@ -301,6 +301,40 @@ describe('archiveFile on one file system', () => {
     expect(await readFile(source.path, 'utf8')).toBe('uploaded + a late write');
     expect((await lstat(source.path)).nlink).toBe(1);
     expect(await tree(root.archivePath)).toEqual([]);
+  });
+
+  it('takes its link back when the file is written to while the folder is fsynced', async () => {
+    const source = await put(join(root.path, 'a.jpg'), 'uploaded');
+    const fs = fsWith({
+      open: async (path, flags) => {
+        if (path === root.archivePath) await appendFile(source.path, ' + a late write');
+        return nodeArchiveFs.open(path, flags);
+      },
+    });
+    await expect(
+      archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs }),
+    ).rejects.toBeInstanceOf(SourceChangedError);
+    expect(await readFile(source.path, 'utf8')).toBe('uploaded + a late write');
+    expect((await lstat(source.path)).nlink).toBe(1);
+    expect(await tree(root.archivePath)).toEqual([]);
+  });
+
+  it('leaves a new file put at the source path while the folder is fsynced, and keeps the uploaded one archived', async () => {
+    const source = await put(join(root.path, 'a.jpg'), 'uploaded');
+    const fs = fsWith({
+      open: async (path, flags) => {
+        // A sync tool writes the new version beside the file and renames it over the old one.
+        if (path === root.archivePath) {
+          await put(join(root.path, '.a.jpg.tmp'), 'a new version, never uploaded', Date.UTC(2024, 0, 1));
+          await rename(join(root.path, '.a.jpg.tmp'), source.path);
+        }
+        return nodeArchiveFs.open(path, flags);
+      },
+    });
+    const result = await archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs });
+    expect(result).toEqual({ outcome: 'moved', target: join(root.archivePath, 'a.jpg'), method: 'link' });
+    expect(await readFile(source.path, 'utf8')).toBe('a new version, never uploaded');
+    expect(await readFile(join(root.archivePath, 'a.jpg'), 'utf8')).toBe('uploaded');
   });
 
   it('fails with ArchiveError and the errno code when the move is refused, leaving the source', async () => {
