@@ -1,8 +1,8 @@
 /**
  * The crash test: the real CLI is killed with SIGKILL at many moments of a run — while hashing,
- * uploading, recording, moving, copying across devices — and started again each time. Whatever
- * the moment, no picture may be lost, half-moved or uploaded twice, and a last clean run must
- * finish everything.
+ * uploading, recording, moving, copying across devices, deleting — and started again each time.
+ * Whatever the moment, no picture may be lost, half-moved or uploaded twice, and a last clean run
+ * must finish everything.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
@@ -17,7 +17,7 @@ import { makeTempDir } from '../helpers/temp-dir.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const KEY = 'crash-test-key-5d1e';
-/** Two scenarios: at least 40 kills in all. */
+/** Three scenarios: at least 60 kills in all. */
 const KILLS_PER_SCENARIO = 20;
 
 /** A deterministic generator, so a failing sequence of kill points can be replayed. */
@@ -47,9 +47,10 @@ async function listFiles(root: string): Promise<string[]> {
 }
 
 describe.each([
-  { name: 'same file system', exdev: false, seed: 7 },
-  { name: 'archive on another device (injected EXDEV)', exdev: true, seed: 11 },
-])('SIGKILL at many moments, $name', ({ exdev, seed }) => {
+  { name: 'same file system', mode: 'move', exdev: false, seed: 7 },
+  { name: 'archive on another device (injected EXDEV)', mode: 'move', exdev: true, seed: 11 },
+  { name: 'delete mode, with sidecars', mode: 'delete', exdev: false, seed: 13 },
+] as const)('SIGKILL at many moments, $name', ({ mode, exdev, seed }) => {
   let temp: { path: string; remove: () => Promise<void> };
   let server: FakeImmich;
 
@@ -76,6 +77,14 @@ describe.each([
       await writeFile(join(watchDir, `large/video-${i}.mp4`), bytes);
     }
     const files = new Map([...small, ...large]);
+    // Delete mode removes a photo's sidecar with it: a sidecar may go only once its photo is on the server.
+    const sidecars = new Map<string, string>();
+    if (mode === 'delete') {
+      const photos = [...small.keys()].filter((_, i) => i % 10 === 0);
+      await writeMedia(watchDir, photos.map((photo) => `${photo}.xmp`), 300);
+      for (const photo of photos) sidecars.set(`${photo}.xmp`, photo);
+    }
+    const onServer = (bytes: Buffer): boolean => server.assets.some((asset) => asset.checksum === sha1(bytes));
     // Each upload answer waits a little, so kills land inside uploads too.
     server.delayNext(10_000, 40, { path: '/api/assets', exact: true });
 
@@ -88,19 +97,28 @@ describe.each([
       FILE_STABILITY_WAIT_SECONDS: '0.1',
       FILE_STABILITY_CHECK_INTERVAL: '0.05',
       UPLOAD_CONCURRENCY: '2',
+      AFTER_UPLOAD: mode,
       LOG_LEVEL: 'trace',
       ...(exdev ? { IMMICH_AUTO_UPLOADER_SIMULATE_EXDEV: '1' } : {}),
     };
 
-    /** Every file's bytes exist, whole, in the watch folder or in the archive. */
+    /**
+     * Every file's bytes exist, whole, in the watch folder or in the archive (move), or in the
+     * watch folder or on the server (delete); a sidecar is gone only if its photo is on the server.
+     */
     const expectNothingLost = async (when: string): Promise<void> => {
       for (const [name, bytes] of files) {
         const inWatch = await readIfExists(join(watchDir, name));
-        const inArchive = await readIfExists(join(archiveDir, name));
+        const inArchive = mode === 'move' ? await readIfExists(join(archiveDir, name)) : undefined;
         const whole = [inWatch, inArchive].some((copy) => copy !== undefined && sha1(copy) === sha1(bytes));
-        expect(whole, `${name} exists whole somewhere ${when}`).toBe(true);
+        expect(whole || (mode === 'delete' && onServer(bytes)), `${name} exists whole somewhere ${when}`).toBe(true);
+      }
+      for (const [sidecar, photo] of sidecars) {
+        const kept = (await readIfExists(join(watchDir, sidecar))) !== undefined;
+        expect(kept || onServer(files.get(photo) ?? Buffer.alloc(0)), `${sidecar} is gone only with its photo on the server ${when}`).toBe(true);
       }
     };
+    const disposing = mode === 'move' ? 'archiving' : 'deleting';
 
     /** The states files were caught in by the kills, as the journal recorded them. */
     const caughtIn = new Set<string>();
@@ -116,7 +134,7 @@ describe.each([
       await waitFor(
         async () =>
           run.child.exitCode !== null ||
-          (onLargeArchive && run.logs().some((line) => line.state === 'archiving' && String(line.file).includes('video-'))) ||
+          (onLargeArchive && run.logs().some((line) => line.state === disposing && String(line.file).includes('video-'))) ||
           transitions() >= atTransition ||
           (await listFiles(watchDir)).length === 0,
         { timeoutMs: 30_000, intervalMs: 5, message: () => `kill point ${cycle}; output:\n${run.stdout().slice(-2000)}\n${run.stderr()}` },
@@ -135,21 +153,24 @@ describe.each([
     // Every kill interrupted a run with work left to do, during uploads and after them.
     expect(kills).toBe(KILLS_PER_SCENARIO);
     expect(caughtIn).toContain('uploading');
-    expect([...caughtIn].some((state) => state === 'on-server' || state === 'archiving')).toBe(true);
+    expect([...caughtIn].some((state) => state === 'on-server' || state === disposing)).toBe(true);
 
     const final = await runCli(['once'], { env: { ...env, LOG_LEVEL: 'info' }, timeoutMs: 60_000 });
     expect(final.code, final.stdout.slice(-3000) + final.stderr).toBe(0);
 
-    // Every file archived with exactly its bytes; the watch folder holds nothing.
-    for (const [name, bytes] of files) {
-      const archived = await readFile(join(archiveDir, name));
-      expect(sha1(archived), name).toBe(sha1(bytes));
+    // Every file archived with exactly its bytes (move) or deleted with its sidecar (delete); the
+    // watch folder holds nothing.
+    if (mode === 'move') {
+      for (const [name, bytes] of files) {
+        const archived = await readFile(join(archiveDir, name));
+        expect(sha1(archived), name).toBe(sha1(bytes));
+      }
     }
     expect(await listFiles(watchDir)).toEqual([]);
     // Nothing left under a temporary name, and nothing extra in the archive.
     const archived = await listFiles(archiveDir);
     expect(archived.filter((path) => isArchiveTemporary(path.split('/').pop() ?? ''))).toEqual([]);
-    expect(archived.sort()).toEqual([...files.keys()].sort());
+    expect(archived.sort()).toEqual(mode === 'move' ? [...files.keys()].sort() : []);
     // The server holds each checksum exactly once, created exactly once.
     for (const bytes of files.values()) {
       expect(server.assets.filter((asset) => asset.checksum === sha1(bytes))).toHaveLength(1);
@@ -160,6 +181,6 @@ describe.each([
     const status = await runCli(['status', '--json'], { env });
     const report = JSON.parse(status.stdout) as { inProgress: number; counts: Record<string, number> };
     expect(report.inProgress).toBe(0);
-    expect(report.counts.archived).toBe(files.size);
+    expect(report.counts[mode === 'move' ? 'archived' : 'deleted']).toBe(files.size);
   }, 240_000);
 });
