@@ -12,7 +12,7 @@ import {
 } from './archive.js';
 import { hashFile } from './hash.js';
 import type { Recorder } from './states.js';
-import type { FileVersion } from './types.js';
+import { sameVersion, type FileVersion } from './types.js';
 
 /** The original of a file the server has confirmed. */
 export interface ConfirmedFile extends FileVersion {
@@ -75,7 +75,7 @@ export async function finishInterrupted(
   fs: ArchiveFs = nodeArchiveFs,
 ): Promise<Disposition | 'lost'> {
   const present = await currentVersion(fs, file.path);
-  const uploadedVersion = present !== null && present.size === file.size && present.mtimeMs === file.mtimeMs;
+  const uploadedVersion = sameVersion(present, file);
   if (state === 'deleting') {
     // Only the version that was uploaded goes. Another file at its path now (a new picture under
     // the same name, while the uploader was down) was never uploaded: it stays, with its
@@ -145,7 +145,5 @@ async function deleteWithSidecars(fs: ArchiveFs, path: string): Promise<void> {
 
 async function assertUnchanged(fs: ArchiveFs, file: ConfirmedFile): Promise<void> {
   const present = await currentVersion(fs, file.path);
-  if (!present || present.size !== file.size || present.mtimeMs !== file.mtimeMs) {
-    throw new SourceChangedError(file.path, file, present);
-  }
+  if (!sameVersion(present, file)) throw new SourceChangedError(file.path, file, present);
 }

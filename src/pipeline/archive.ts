@@ -29,7 +29,7 @@ import { basename, dirname, extname, join, relative } from 'node:path';
 import type { WatchRoot } from '../config.js';
 import { isAbortError } from '../support/clock.js';
 import { hashFile } from './hash.js';
-import type { FileVersion } from './types.js';
+import { sameVersion, type FileVersion } from './types.js';
 import { closeFd, fsyncFd, openFd } from '../support/fd.js';
 import type { FsWorker } from '../support/fs-worker.js';
 import { isInside } from '../support/paths.js';
@@ -508,10 +508,6 @@ async function versionOrNull(fs: ArchiveFs, path: string): Promise<FileVersion |
     if (codeOf(error) === 'ENOENT') return 'absent';
     throw error;
   }
-}
-
-function sameVersion(actual: FileVersion | null, expected: FileVersion): boolean {
-  return actual !== null && actual.size === expected.size && actual.mtimeMs === expected.mtimeMs;
 }
 
 /**

@@ -5,7 +5,7 @@ import { isInside } from '../support/paths.js';
 import { disposeOriginal, finishInterrupted, type ConfirmedFile } from './after-upload.js';
 import { SourceChangedError, type ArchiveFs } from './archive.js';
 import type { FileState, Recorder } from './states.js';
-import type { FileVersion } from './types.js';
+import { sameVersion, type FileVersion } from './types.js';
 
 /** A journal row that never reached a final state: where a crash left a file. */
 export interface UnfinishedRow extends FileVersion {
@@ -44,7 +44,7 @@ export async function recoverUnfinished(deps: {
   for (const row of rows) {
     const root = roots.find((candidate) => isInside(row.path, candidate.path));
     const present = await versionOf(row.path);
-    const unchanged = present !== null && present.size === row.size && present.mtimeMs === row.mtimeMs;
+    const unchanged = sameVersion(present, row);
     try {
       if ((row.state === 'archiving' || row.state === 'deleting' || row.state === 'on-server') && root && row.checksum) {
         const file: ConfirmedFile = { path: row.path, size: row.size, mtimeMs: row.mtimeMs, root, checksum: row.checksum };

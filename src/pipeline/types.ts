@@ -6,6 +6,11 @@ export interface FileVersion {
   mtimeMs: number;
 }
 
+/** Whether `actual` (null: no regular file there) is the version `expected`. */
+export function sameVersion(actual: FileVersion | null, expected: FileVersion): boolean {
+  return actual !== null && actual.size === expected.size && actual.mtimeMs === expected.mtimeMs;
+}
+
 /** A file that detection found eligible (name, extension, size limit, not a link). */
 export interface Candidate extends FileVersion {
   /** Absolute path. */
