@@ -4,7 +4,8 @@ import type { BulkCheckItem, BulkCheckResult } from '../immich/client.js';
 /** What the server said about one checksum. */
 export type ServerVerdict =
   | { kind: 'accept' }
-  | { kind: 'duplicate'; assetId: string | undefined }
+  /** `trashed`: the server's copy is in the user's trash, where Immich deletes it after a while. */
+  | { kind: 'duplicate'; assetId: string | undefined; trashed: boolean }
   | { kind: 'unsupported' };
 
 interface Waiter {
@@ -73,6 +74,6 @@ export class CheckBatcher {
 function toVerdict(result: BulkCheckResult | undefined): ServerVerdict {
   // A server that leaves an item out has not refused it: the upload itself will tell.
   if (!result || result.action === 'accept') return { kind: 'accept' };
-  if (result.reason === 'duplicate') return { kind: 'duplicate', assetId: result.assetId };
+  if (result.reason === 'duplicate') return { kind: 'duplicate', assetId: result.assetId, trashed: result.isTrashed === true };
   return { kind: 'unsupported' };
 }

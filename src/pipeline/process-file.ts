@@ -77,12 +77,18 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     deps.record(file, 'hashed', { checksum });
 
     stage = 'check';
-    // An early upload that is already through has the server's answer: no need to ask.
-    const verdict: ServerVerdict = early?.succeeded ? { kind: 'accept' } : await deps.checker.check(checksum);
+    // An early upload that created the asset has the server's answer: no need to ask. One that
+    // found it there already does not say whether it is in the trash.
+    const verdict: ServerVerdict = early?.succeeded?.status === 'created' ? { kind: 'accept' } : await deps.checker.check(checksum);
     const decision = decide(verdict);
     let assetId: string | undefined;
     let created = false;
     const refused = (message: string): FileOutcome => ({ kind: 'failed', stage, message, retryable: false });
+    if (verdict.kind === 'duplicate' && verdict.trashed && deps.afterUpload === 'delete') {
+      // Immich empties its trash after a while: the original would then be gone everywhere.
+      doneWithBytes();
+      return { kind: 'failed', stage, message: IN_TRASH, retryable: true };
+    }
     switch (decision) {
       case 'skip:unsupported':
         doneWithBytes();
@@ -135,6 +141,10 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     await early?.cancel();
   }
 }
+
+/** Why delete mode keeps a file the server has only in its trash. */
+const IN_TRASH =
+  "the server has this file only in its trash, which Immich empties after a while: it stays here. Restore it in Immich (it is then deleted here) or empty the trash (it is then uploaded again)";
 
 /** One upload within UPLOAD_CONCURRENCY, retried as the server needs; `leaveOn` drops it from the queue. */
 function sendUpload(request: UploadRequest, deps: ProcessDeps, signals: CallSignals, leaveOn?: AbortSignal): Promise<UploadResult> {

@@ -64,6 +64,8 @@ export interface FakeAsset {
   size: number;
   bytes?: Buffer;
   receivedAt: Date;
+  /** In the user's trash: still a duplicate to the server, reported with `isTrashed: true`. */
+  trashed?: boolean;
 }
 
 export interface FakeRequest {
@@ -87,8 +89,8 @@ export interface FakeImmich {
   /** Bytes of `assetData` parts received, duplicates included. */
   readonly bytesReceived: number;
   assetByChecksum(checksum: string): FakeAsset | undefined;
-  /** Pre-populates an asset (hex or base64 checksum), e.g. to test duplicates. */
-  seedAsset(asset: { checksum: string; filename?: string; id?: string; size?: number }): FakeAsset;
+  /** Pre-populates an asset (hex or base64 checksum), e.g. to test duplicates; `trashed`: in the trash. */
+  seedAsset(asset: { checksum: string; filename?: string; id?: string; size?: number; trashed?: boolean }): FakeAsset;
   setMajor(major: 2 | 3): void;
   /**
    * The next `count` requests (whose path starts with `opts.path`, or equals it with
@@ -423,7 +425,7 @@ export async function startFakeImmich(options: FakeImmichOptions = {}): Promise<
       const hex = checksumToHex(checksum);
       const existing = hex === undefined ? undefined : byChecksum.get(hex);
       return existing
-        ? { id, action: 'reject', reason: 'duplicate', assetId: existing.id, isTrashed: false }
+        ? { id, action: 'reject', reason: 'duplicate', assetId: existing.id, isTrashed: existing.trashed === true }
         : { id, action: 'accept' };
     });
     send(res, entry, 200, { results } satisfies Json<AssetBulkUploadCheckResponseDto>);
@@ -605,10 +607,10 @@ export async function startFakeImmich(options: FakeImmichOptions = {}): Promise<
       return bytesReceived;
     },
     assetByChecksum: (checksum) => byChecksum.get(checksumToHex(checksum) ?? ''),
-    seedAsset({ checksum, filename = 'seeded.jpg', id = randomUUID(), size = 0 }) {
+    seedAsset({ checksum, filename = 'seeded.jpg', id = randomUUID(), size = 0, trashed }) {
       const hex = checksumToHex(checksum);
       if (hex === undefined) throw new Error(`seedAsset: expected a SHA-1 in hex or base64, got ${checksum}`);
-      return addAsset({ id, checksum: hex, filename, fields: {}, size, receivedAt: new Date() });
+      return addAsset({ id, checksum: hex, filename, fields: {}, size, receivedAt: new Date(), ...(trashed ? { trashed } : {}) });
     },
     setMajor(next) {
       major = next;

@@ -119,6 +119,20 @@ describe('processFile', () => {
     expect(states).toEqual(['settled', 'hashed', 'on-server', 'archiving', 'archived']);
     expect(server.uploadCount).toBe(0);
   });
+
+  it('in delete mode keeps a file the server has only in its trash, and says so; a move goes on', async () => {
+    const files = await writeMedia(watchDir, ['t.jpg', 'u.jpg']);
+    for (const name of ['t.jpg', 'u.jpg']) server.seedAsset({ checksum: sha1(files.get(name) ?? Buffer.alloc(0)), trashed: true });
+    const kept = await processFile(await settled('t.jpg'), { ...deps(), afterUpload: 'delete' });
+    expect(kept).toMatchObject({ kind: 'failed', stage: 'check', retryable: true });
+    expect(kept.kind === 'failed' && kept.message).toContain('only in its trash');
+    expect(await readIfExists(join(watchDir, 't.jpg'))).toEqual(files.get('t.jpg'));
+    expect(states).toEqual(['settled', 'hashed']);
+    // A move keeps the original in the archive all the same.
+    expect((await processFile(await settled('u.jpg'), deps())).kind).toBe('already-on-server');
+    expect(await readIfExists(join(archiveDir, 'u.jpg'))).toEqual(files.get('u.jpg'));
+    expect(server.uploadCount).toBe(0);
+  });
 });
 
 describe('processFile reads a small file once', () => {
@@ -242,6 +256,22 @@ describe('processFile uploads a large file while hashing it', () => {
     expect(server.uploadCount).toBe(0);
     expect(server.assets).toHaveLength(1);
     expect(await readIfExists(join(archiveDir, 'known.mp4'))).toBeDefined();
+  });
+
+  it('in delete mode keeps a file the server has only in its trash, even when its upload answers first', async () => {
+    const bytes = randomBytes(3 * MiB);
+    writeFileSync(join(watchDir, 'trashed.mp4'), bytes);
+    server.seedAsset({ checksum: sha1(bytes), trashed: true });
+    const hashing = new HeldHashes();
+    onTestFinished(() => hashing.close());
+    const running = processFile(await settled('trashed.mp4'), { ...deps(), afterUpload: 'delete', hashing });
+    // The upload, sent while the hash waits, is answered "duplicate" before the checksum is known.
+    await waitFor(() => server.requests.some((r) => r.path === '/api/assets' && r.status === 200), { message: 'the upload to be answered' });
+    hashing.release();
+    const outcome = await running;
+    expect(outcome).toMatchObject({ kind: 'failed', stage: 'check', retryable: true });
+    expect(await readIfExists(join(watchDir, 'trashed.mp4'))).toEqual(bytes);
+    expect(states).toEqual(['settled', 'hashed']);
   });
 
   it('a cancelled upload still waiting for a slot leaves the queue: the file does not wait for the slot', async () => {

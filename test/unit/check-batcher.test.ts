@@ -6,6 +6,7 @@ import { FakeClock } from '../helpers/fake-clock.js';
 const A = 'a'.repeat(40);
 const B = 'b'.repeat(40);
 const C = 'c'.repeat(40);
+const D = 'd'.repeat(40);
 
 describe('CheckBatcher', () => {
   it('sends checks made within the window as one call, and answers each', async () => {
@@ -18,23 +19,26 @@ describe('CheckBatcher', () => {
         calls.push(items);
         return items.map((item): BulkCheckResult =>
           item.checksum === B
-            ? { id: item.id, action: 'reject', reason: 'duplicate', assetId: 'asset-b' }
+            ? { id: item.id, action: 'reject', reason: 'duplicate', assetId: 'asset-b', isTrashed: false }
             : item.checksum === C
               ? { id: item.id, action: 'reject', reason: 'unsupported-format' }
-              : { id: item.id, action: 'accept' },
+              : item.checksum === D
+                ? { id: item.id, action: 'reject', reason: 'duplicate', assetId: 'asset-d', isTrashed: true }
+                : { id: item.id, action: 'accept' },
         );
       },
     });
-    const answers = Promise.all([batcher.check(A), batcher.check(B), batcher.check(C), batcher.check(A)]);
+    const answers = Promise.all([batcher.check(A), batcher.check(B), batcher.check(C), batcher.check(A), batcher.check(D)]);
     await clock.advance(10);
     expect(await answers).toEqual([
       { kind: 'accept' },
-      { kind: 'duplicate', assetId: 'asset-b' },
+      { kind: 'duplicate', assetId: 'asset-b', trashed: false },
       { kind: 'unsupported' },
       { kind: 'accept' },
+      { kind: 'duplicate', assetId: 'asset-d', trashed: true },
     ]);
     expect(calls).toHaveLength(1);
-    expect(calls[0]?.map((item) => item.checksum)).toEqual([A, B, C]);
+    expect(calls[0]?.map((item) => item.checksum)).toEqual([A, B, C, D]);
   });
 
   it('sends at once when the batch is full, without waiting for the window', async () => {
