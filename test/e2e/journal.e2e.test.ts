@@ -256,6 +256,26 @@ describe('delete mode', () => {
     const report = await status();
     expect(report.counts).toEqual({ deleted: 4, failed: 1 });
   });
+
+  it('keeps a file the server has only in its trash until it is restored, then deletes it', async () => {
+    await startServer();
+    const media = await writeMedia(watchDir, ['deleted-in-immich.jpg', 'new.jpg']);
+    const trashed = theServer().seedAsset({ checksum: sha1(media.get('deleted-in-immich.jpg') ?? Buffer.alloc(0)), trashed: true });
+
+    const first = await cli(['once'], { AFTER_UPLOAD: 'delete' });
+    expect(first.code, first.stdout.slice(-3000)).toBe(1);
+    expect(summaryOf(first)).toMatchObject({ uploaded: 1, failed: 1 });
+    expect(first.logs.some((line) => line.msg.includes('only in its trash'))).toBe(true);
+    expect(await readdir(watchDir)).toEqual(['deleted-in-immich.jpg']);
+
+    // Restored from the trash in Immich: the next run finds it there and deletes the original.
+    trashed.trashed = false;
+    const second = await cli(['once'], { AFTER_UPLOAD: 'delete' });
+    expect(second.code, second.stdout.slice(-3000)).toBe(0);
+    expect(summaryOf(second)).toMatchObject({ uploaded: 0, duplicates: 1, failed: 0 });
+    expect(await readdir(watchDir)).toEqual([]);
+    expect(theServer().assets).toHaveLength(2);
+  });
 });
 
 describe('move mode to another disk', () => {
