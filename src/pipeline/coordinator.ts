@@ -19,6 +19,8 @@ interface Entry {
   /** For failed files: when they may be tried again (Infinity: only once they change). */
   retryAt?: number;
   failures?: number;
+  /** Another version was seen while this one was queued or processed: looked at once it is done. */
+  newerSeen?: boolean;
 }
 
 /** First wait before a failed file is tried again; it doubles per failure, up to an hour. */
@@ -107,7 +109,10 @@ export class Coordinator {
           return;
         case 'queued':
         case 'active':
-          // Checked again before archiving: a change sends the file round once it is done.
+          // Checked again before archiving: a change sends the file round once it is done. A new
+          // file put at its path just before the original's removal is left alone by the archive,
+          // and looked at once this one is done (forget).
+          if (!sameVersion) entry.newerSeen = true;
           return;
         case 'skipped':
         case 'failed':
@@ -319,6 +324,7 @@ export class Coordinator {
     if (!entry) return;
     this.entries.delete(path);
     if (isBusy(entry.state)) this.done();
+    if (entry.newerSeen && !this.stopped) void this.reoffer(entry.file);
   }
 
   private done(): void {

@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Coordinator } from '../../src/pipeline/coordinator.js';
 import type { FileOutcome } from '../../src/pipeline/process-file.js';
 import { makeRecorder } from '../../src/pipeline/states.js';
-import type { Candidate } from '../../src/pipeline/types.js';
+import type { Candidate, SettledFile } from '../../src/pipeline/types.js';
 import { systemClock } from '../../src/support/clock.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -14,10 +14,13 @@ let temp: Awaited<ReturnType<typeof makeTempDir>>;
 let coordinator: Coordinator;
 /** Finishes the processing of a file (by path) with an upload. */
 const finish = new Map<string, () => void>();
+/** Every file handed to processing, in order. */
+const processed: SettledFile[] = [];
 
 beforeEach(async () => {
   temp = await makeTempDir();
   finish.clear();
+  processed.length = 0;
   coordinator = new Coordinator({
     clock: systemClock,
     logger: pino({ level: 'silent' }),
@@ -26,10 +29,12 @@ beforeEach(async () => {
     inFlight: 8,
     maxInProgress: 3,
     retryFailed: false,
-    process: (file) =>
-      new Promise<FileOutcome>((resolve) =>
+    process: (file) => {
+      processed.push(file);
+      return new Promise<FileOutcome>((resolve) =>
         finish.set(file.path, () => resolve({ kind: 'uploaded', assetId: 'a', disposition: { mode: 'keep' }, ms: 1 })),
-      ),
+      );
+    },
     record: makeRecorder(
       () => Promise.resolve(),
       () => undefined,
@@ -85,5 +90,20 @@ describe('Coordinator.room', () => {
     await stopping;
     // A stopped coordinator never holds a scan.
     await coordinator.room(new AbortController().signal);
+  });
+});
+
+describe('Coordinator.offer', () => {
+  it('looks again, once a file is done, at a new version seen while it was being processed', async () => {
+    const path = await offerFile('a.jpg');
+    await waitFor(() => finish.has(path));
+    // Another file takes the name meanwhile (a sync tool's rename over the original, say): the
+    // archive leaves it alone, and it must not wait for the next rescan.
+    await writeFile(path, 'a new version');
+    coordinator.offer({ path, root: { path: temp.path, archivePath: join(temp.path, 'archive') }, size: 'a new version'.length, mtimeMs: 1 });
+    expect(processed).toHaveLength(1);
+    finish.get(path)?.();
+    await waitFor(() => processed.length === 2, { message: 'the new version to be processed' });
+    expect(processed[1]).toMatchObject({ path, size: 'a new version'.length });
   });
 });
