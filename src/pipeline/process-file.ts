@@ -144,7 +144,7 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
 
 /** Why delete mode keeps a file the server has only in its trash. */
 const IN_TRASH =
-  "the server has this file only in its trash, which Immich empties after a while: it stays here. Restore it in Immich (it is then deleted here) or empty the trash (it is then uploaded again)";
+  'the server has this file only in its trash, which Immich empties after a while: it stays here. Restore it in Immich (it is then deleted here) or empty the trash (it is then uploaded again)';
 
 /** One upload within UPLOAD_CONCURRENCY, retried as the server needs; `leaveOn` drops it from the queue. */
 function sendUpload(request: UploadRequest, deps: ProcessDeps, signals: CallSignals, leaveOn?: AbortSignal): Promise<UploadResult> {
