@@ -287,37 +287,39 @@ describe('archiveFile on one file system', () => {
     ).rejects.toMatchObject({ name: 'SourceChangedError', actual: null });
   });
 
-  it('takes its link back when the source is written to between the check and the link', async () => {
-    const source = await put(join(root.path, 'a.jpg'), 'uploaded');
-    const fs = fsWith({
-      link: async (from, to) => {
-        await nodeArchiveFs.link(from, to);
-        await appendFile(from, ' + a late write');
-      },
+  /** When a late write lands: the file system with `write` run at that moment. */
+  const lateWrites: [string, (write: () => Promise<void>) => Partial<ArchiveFs>][] = [
+    [
+      'between the check and the link',
+      (write) => ({
+        link: async (from, to) => {
+          await nodeArchiveFs.link(from, to);
+          await write();
+        },
+      }),
+    ],
+    [
+      'while the folder is fsynced',
+      (write) => ({
+        open: async (path, flags) => {
+          if (path === root.archivePath) await write();
+          return nodeArchiveFs.open(path, flags);
+        },
+      }),
+    ],
+  ];
+  for (const [moment, writingAt] of lateWrites) {
+    it(`takes its link back when the source is written to ${moment}`, async () => {
+      const source = await put(join(root.path, 'a.jpg'), 'uploaded');
+      const fs = fsWith(writingAt(() => appendFile(source.path, ' + a late write')));
+      await expect(
+        archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs }),
+      ).rejects.toBeInstanceOf(SourceChangedError);
+      expect(await readFile(source.path, 'utf8')).toBe('uploaded + a late write');
+      expect((await lstat(source.path)).nlink).toBe(1);
+      expect(await tree(root.archivePath)).toEqual([]);
     });
-    await expect(
-      archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs }),
-    ).rejects.toBeInstanceOf(SourceChangedError);
-    expect(await readFile(source.path, 'utf8')).toBe('uploaded + a late write');
-    expect((await lstat(source.path)).nlink).toBe(1);
-    expect(await tree(root.archivePath)).toEqual([]);
-  });
-
-  it('takes its link back when the file is written to while the folder is fsynced', async () => {
-    const source = await put(join(root.path, 'a.jpg'), 'uploaded');
-    const fs = fsWith({
-      open: async (path, flags) => {
-        if (path === root.archivePath) await appendFile(source.path, ' + a late write');
-        return nodeArchiveFs.open(path, flags);
-      },
-    });
-    await expect(
-      archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs }),
-    ).rejects.toBeInstanceOf(SourceChangedError);
-    expect(await readFile(source.path, 'utf8')).toBe('uploaded + a late write');
-    expect((await lstat(source.path)).nlink).toBe(1);
-    expect(await tree(root.archivePath)).toEqual([]);
-  });
+  }
 
   it('leaves a new file put at the source path while the folder is fsynced, and keeps the uploaded one archived', async () => {
     const source = await put(join(root.path, 'a.jpg'), 'uploaded');
