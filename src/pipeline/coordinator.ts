@@ -217,10 +217,17 @@ export class Coordinator {
         return;
       case 'already-on-server':
         this.stats.duplicates++;
-        logger.info(
-          { ...fields, ms: outcome.ms, assetId: outcome.assetId, ...dispositionFields(outcome.disposition) },
-          `already on server: ${fields.file}${describeDisposition(outcome.disposition)}`,
-        );
+        if (outcome.inTrash) {
+          logger.warn(
+            { ...fields, ms: outcome.ms, assetId: outcome.assetId, inTrash: true, ...dispositionFields(outcome.disposition) },
+            `already on server, but only in its trash, which Immich empties after a while (restore it there to keep it): ${fields.file}${describeDisposition(outcome.disposition)}`,
+          );
+        } else {
+          logger.info(
+            { ...fields, ms: outcome.ms, assetId: outcome.assetId, ...dispositionFields(outcome.disposition) },
+            `already on server: ${fields.file}${describeDisposition(outcome.disposition)}`,
+          );
+        }
         this.forget(file.path);
         return;
       case 'skipped':

@@ -17,7 +17,8 @@ import { buildUploadRequest, EarlyUpload } from './upload.js';
 /** How one file's trip through the pipeline ended. */
 export type FileOutcome =
   | { kind: 'uploaded'; assetId: string; disposition: Disposition; ms: number }
-  | { kind: 'already-on-server'; assetId: string | undefined; disposition: Disposition; ms: number }
+  /** `inTrash`: the server's copy is in the user's trash, which Immich empties after a while. */
+  | { kind: 'already-on-server'; assetId: string | undefined; disposition: Disposition; ms: number; inTrash?: true }
   | { kind: 'skipped'; reason: string }
   /** `retryable`: the same bytes may succeed later (server trouble, archive folder full). */
   | { kind: 'failed'; stage: 'hash' | 'check' | 'upload' | 'archive'; message: string; retryable: boolean }
@@ -133,7 +134,7 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     const ms = deps.clock.now() - started;
     return created
       ? { kind: 'uploaded', assetId: assetId ?? '', disposition, ms }
-      : { kind: 'already-on-server', assetId, disposition, ms };
+      : { kind: 'already-on-server', assetId, disposition, ms, ...(verdict.kind === 'duplicate' && verdict.trashed ? { inTrash: true as const } : {}) };
   } catch (error) {
     return toOutcome(error, stage, deps.signals);
   } finally {

@@ -204,15 +204,19 @@ describe('once', () => {
     await expectUploadedAndArchived(files);
   });
 
-  it('archives files the server already has without uploading them', async () => {
+  it('archives files the server already has without uploading them, warning of one in its trash', async () => {
     await startServer();
     const files = await writeMedia(watchDir, ['known-1.jpg', 'sub/known-2.jpg']);
-    for (const [name, bytes] of files) server.seedAsset({ checksum: sha1(bytes), filename: name });
+    for (const [name, bytes] of files) server.seedAsset({ checksum: sha1(bytes), filename: name, trashed: name === 'sub/known-2.jpg' });
     const result = await runCli(['once'], { env: env() });
     expect(result.code, result.stdout).toBe(0);
     await expectUploadedAndArchived(files, { uploaded: false });
     expect(server.requests.filter((r) => r.method === 'POST' && r.path === '/api/assets')).toHaveLength(0);
     expect(result.logs.find((line) => line.msg.startsWith('summary:'))).toMatchObject({ duplicates: 2, uploaded: 0 });
+    // The original is archived all the same, but Immich will empty its trash: the user is told.
+    const warnings = result.logs.filter((line) => line.level === 40);
+    expect(warnings.map((line) => line.file)).toEqual(['sub/known-2.jpg']);
+    expect(warnings[0]?.msg).toContain('only in its trash');
   });
 
   it('uploads large videos while hashing them, and archives one the server has without adding it again', async () => {
