@@ -215,21 +215,17 @@ export class Coordinator {
         );
         this.forget(file.path);
         return;
-      case 'already-on-server':
+      case 'already-on-server': {
         this.stats.duplicates++;
-        if (outcome.inTrash) {
-          logger.warn(
-            { ...fields, ms: outcome.ms, assetId: outcome.assetId, inTrash: true, ...dispositionFields(outcome.disposition) },
-            `already on server, but only in its trash, which Immich empties after a while (restore it there to keep it): ${fields.file}${describeDisposition(outcome.disposition)}`,
-          );
-        } else {
-          logger.info(
-            { ...fields, ms: outcome.ms, assetId: outcome.assetId, ...dispositionFields(outcome.disposition) },
-            `already on server: ${fields.file}${describeDisposition(outcome.disposition)}`,
-          );
-        }
+        // A copy only in the trash goes when Immich empties it: worth a warning.
+        const where = outcome.inTrash ? 'already on server, but only in its trash, which Immich empties after a while (restore it there to keep it)' : 'already on server';
+        logger[outcome.inTrash ? 'warn' : 'info'](
+          { ...fields, ms: outcome.ms, assetId: outcome.assetId, ...(outcome.inTrash ? { inTrash: true } : {}), ...dispositionFields(outcome.disposition) },
+          `${where}: ${fields.file}${describeDisposition(outcome.disposition)}`,
+        );
         this.forget(file.path);
         return;
+      }
       case 'skipped':
         this.stats.skipped++;
         this.deps.record(file, 'skipped', { reason: outcome.reason });
