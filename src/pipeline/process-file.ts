@@ -85,7 +85,8 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     let assetId: string | undefined;
     let created = false;
     const refused = (message: string): FileOutcome => ({ kind: 'failed', stage, message, retryable: false });
-    if (verdict.kind === 'duplicate' && verdict.trashed && deps.afterUpload === 'delete') {
+    const inTrash = verdict.kind === 'duplicate' && verdict.trashed;
+    if (inTrash && deps.afterUpload === 'delete') {
       // Immich empties its trash after a while: the original would then be gone everywhere.
       doneWithBytes();
       return { kind: 'failed', stage, message: IN_TRASH, retryable: true };
@@ -134,7 +135,7 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     const ms = deps.clock.now() - started;
     return created
       ? { kind: 'uploaded', assetId: assetId ?? '', disposition, ms }
-      : { kind: 'already-on-server', assetId, disposition, ms, ...(verdict.kind === 'duplicate' && verdict.trashed ? { inTrash: true as const } : {}) };
+      : { kind: 'already-on-server', assetId, disposition, ms, ...(inTrash ? { inTrash } : {}) };
   } catch (error) {
     return toOutcome(error, stage, deps.signals);
   } finally {
