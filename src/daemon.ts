@@ -15,6 +15,7 @@ import { ArchiveTemporaries } from './pipeline/archive-temporaries.js';
 import { WHOLE_FILE_MAX_BYTES } from './pipeline/hash.js';
 import { lstatForSettle, settleStatFrom } from './pipeline/settle.js';
 import { recoverUnfinished } from './pipeline/recover.js';
+import { sentSidecarOf } from './pipeline/sidecar.js';
 import { makeRecorder, type Recorder } from './pipeline/states.js';
 import type { Candidate } from './pipeline/types.js';
 import { CheckBatcher } from './pipeline/check.js';
@@ -156,7 +157,8 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   const threadedStat = settleStatFrom((path) => files.lstat(path));
   const isSmall = (size: number): boolean => size <= WHOLE_FILE_MAX_BYTES;
   await recoverUnfinished({
-    rows: journal.unfinished(),
+    // A confirmed file's sidecar is in its `on-server` transition: delete mode removes that version.
+    rows: journal.unfinished().map((row) => (row.state === 'on-server' || row.state === 'deleting' ? { ...row, sidecar: sentSidecarOf(journal.transitions(row.id)) } : row)),
     roots: config.watchRoots,
     afterUpload: config.afterUpload,
     record,

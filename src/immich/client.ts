@@ -41,6 +41,8 @@ export interface UploadRequest {
    */
   checksum?: string;
   file: UploadFile;
+  /** The photo's XMP sidecar, sent as `sidecarData` after the file: the server reads its metadata. */
+  sidecar?: InMemoryUploadFile;
 }
 
 /** The file part: its bytes either streamed from disk or already in memory. */

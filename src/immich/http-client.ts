@@ -136,7 +136,8 @@ export function createImmichClient(options: ImmichClientOptions): ImmichClient {
     },
 
     async uploadAsset(request: UploadRequest, signal): Promise<UploadResult> {
-      const multipart = buildMultipart(request.fields, { name: 'assetData', ...request.file });
+      const sidecar = request.sidecar && { name: 'sidecarData', ...request.sidecar };
+      const multipart = buildMultipart(request.fields, { name: 'assetData', ...request.file }, sidecar);
       const spec: RequestSpec = {
         method: 'POST',
         path: 'assets',

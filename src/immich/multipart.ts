@@ -1,5 +1,6 @@
 /**
- * A multipart/form-data body: text fields, then one file part. The exact length is known before
+ * A multipart/form-data body: text fields, one file part, then optionally a small part from
+ * memory (a sidecar). The exact length is known before
  * the first byte is sent (so the request carries a Content-Length, which proxies such as
  * Cloudflare and nginx handle better than chunked uploads). A file on disk is sent as head, the
  * file's bytes read chunk by chunk (never held in memory: STACK.md, Trap 1), and tail; a file
@@ -27,6 +28,14 @@ export type MultipartFile = {
       bytes: Buffer;
     }
 );
+
+/** A part that follows the file part, from memory: an XMP sidecar, a few KB. */
+export interface MultipartAttachment {
+  name: string;
+  filename: string;
+  contentType: string;
+  bytes: Buffer;
+}
 
 export type MultipartBody = {
   /** `multipart/form-data; boundary=...` */
@@ -95,9 +104,14 @@ export function randomBoundary(): string {
   return BOUNDARY_PREFIX + boundaryCount.toString(36);
 }
 
+/**
+ * `after`, if given, follows the file part (the order the official CLI sends assetData and
+ * sidecarData in); it goes into the tail, so the file part's bytes are framed as without it.
+ */
 export function buildMultipart(
   fields: Record<string, string>,
   file: MultipartFile,
+  after?: MultipartAttachment,
   boundary: string = randomBoundary(),
 ): MultipartBody {
   let head = '';
@@ -105,12 +119,12 @@ export function buildMultipart(
     head += `--${boundary}${CRLF}Content-Disposition: form-data; name=${quoteParam(name)}${CRLF}${CRLF}`;
     head += `${value}${CRLF}`;
   }
-  head +=
-    `--${boundary}${CRLF}` +
-    `Content-Disposition: form-data; name=${quoteParam(file.name)}; filename=${quoteParam(file.filename)}${CRLF}` +
-    `Content-Type: ${file.contentType.replace(/[\r\n]/g, '')}${CRLF}${CRLF}`;
+  head += filePartHead(boundary, file);
   const headBytes = Buffer.from(head, 'utf8');
-  const tailBytes = Buffer.from(`${CRLF}--${boundary}--${CRLF}`, 'utf8');
+  const end = Buffer.from(`${CRLF}--${boundary}--${CRLF}`, 'utf8');
+  const tailBytes = after
+    ? Buffer.concat([Buffer.from(CRLF + filePartHead(boundary, after), 'utf8'), after.bytes, end])
+    : end;
   const contentType = `multipart/form-data; boundary=${boundary}`;
 
   if ('bytes' in file) {
@@ -124,4 +138,13 @@ export function buildMultipart(
     tail: tailBytes,
     file: { filename: file.filename, size: file.size, open: file.open },
   };
+}
+
+/** A file part's boundary line and headers, up to where its bytes begin. */
+function filePartHead(boundary: string, part: { name: string; filename: string; contentType: string }): string {
+  return (
+    `--${boundary}${CRLF}` +
+    `Content-Disposition: form-data; name=${quoteParam(part.name)}; filename=${quoteParam(part.filename)}${CRLF}` +
+    `Content-Type: ${part.contentType.replace(/[\r\n]/g, '')}${CRLF}${CRLF}`
+  );
 }

@@ -456,13 +456,16 @@ export class Journal {
     const wanted = query.trim();
     if (wanted === '') return [];
     const rows = this.#rows(this.#sql.history, { query: wanted, limit: Math.max(0, Math.floor(limit)) });
-    return rows.map((file) => ({
-      file,
-      transitions: (this.#sql.transitionsOf.all(file.id) as Array<{ state: string; at: number; detail: string }>).map((entry) => ({
-        state: entry.state as FileState,
-        at: entry.at,
-        detail: parseDetail(entry.detail),
-      })),
+    return rows.map((file) => ({ file, transitions: this.transitions(file.id) }));
+  }
+
+  /** The transitions of one file version (a row's `id`), oldest first. */
+  transitions(fileId: number): TransitionEntry[] {
+    this.flush();
+    return (this.#sql.transitionsOf.all(fileId) as Array<{ state: string; at: number; detail: string }>).map((entry) => ({
+      state: entry.state as FileState,
+      at: entry.at,
+      detail: parseDetail(entry.detail),
     }));
   }
 

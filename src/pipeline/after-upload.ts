@@ -1,4 +1,4 @@
-import { basename, dirname, extname, join } from 'node:path';
+import { basename, dirname, extname } from 'node:path';
 import type { AfterUpload, WatchRoot } from '../config.js';
 import {
   archiveFile,
@@ -11,6 +11,7 @@ import {
   type ArchiveFs,
 } from './archive.js';
 import { hashFile } from './hash.js';
+import { isShared, type SentSidecar } from './sidecar.js';
 import type { Recorder } from './states.js';
 import { sameVersion, type FileVersion } from './types.js';
 
@@ -19,6 +20,8 @@ export interface ConfirmedFile extends FileVersion {
   path: string;
   root: WatchRoot;
   checksum: string;
+  /** The sidecar that went to the server with it: delete mode removes that version only. */
+  sidecar?: SentSidecar;
 }
 
 /** What became of the original. */
@@ -49,7 +52,7 @@ export async function disposeOriginal(
       await record(file, 'deleting');
       // Again, as the commit took a moment: a new file put at the path meanwhile stays.
       await assertUnchanged(fs, file);
-      await deleteWithSidecars(fs, file.path);
+      await deleteWithSidecar(fs, file.path, file.sidecar);
       record(file, 'deleted');
       return { mode };
     case 'keep':
@@ -80,7 +83,7 @@ export async function finishInterrupted(
     // Only the version that was uploaded goes. Another file at its path now (a new picture under
     // the same name, while the uploader was down) was never uploaded: it stays, with its
     // sidecars, for the scan to find. Either way the uploaded version is gone from the folder.
-    if (uploadedVersion) await deleteWithSidecars(fs, file.path);
+    if (uploadedVersion) await deleteWithSidecar(fs, file.path, file.sidecar);
     record(file, 'deleted');
     return { mode: 'delete' };
   }
@@ -107,40 +110,32 @@ async function findArchivedCopy(fs: ArchiveFs, file: ConfirmedFile): Promise<str
   }
 }
 
-/** The spellings of a sidecar's extension looked for: what photo tools write. */
-const SIDECAR_EXTENSIONS = ['.xmp', '.XMP'];
-
 /**
- * Removes the original and its XMP sidecars: `photo.jpg.xmp` always, `photo.xmp` only when no
- * other file of that stem (the video of a live photo, say) still needs it. Sidecars are looked
- * for by name, not by listing the folder: a camera's folder holds thousands of files, and a
- * listing per deleted file made deleting a folder take time in the square of its size. The
- * folder is listed only when a `photo.xmp` exists, to see whether another file still needs it.
+ * Removes the original and the sidecar that went to the server with it, if that is still the
+ * version sent. Any other sidecar stays, since what it holds is nowhere else: one written since,
+ * or one that did not go (the server already had the photo, or it was too large). A shared
+ * `photo.xmp` goes only once no other file of its stem (the video of a live photo, say) is left to
+ * need it: the folder is listed only then, since a listing per deleted file made deleting a
+ * camera's folder of thousands take time in the square of its size.
  */
-async function deleteWithSidecars(fs: ArchiveFs, path: string): Promise<void> {
+async function deleteWithSidecar(fs: ArchiveFs, path: string, sidecar: SentSidecar | undefined): Promise<void> {
   await removeIfExists(fs, path);
-  const folder = dirname(path);
-  const name = basename(path);
-  const stem = name.slice(0, name.length - extname(name).length);
-  await Promise.all(SIDECAR_EXTENSIONS.map((ext) => removeIfExists(fs, `${path}${ext}`)));
-  const shared: string[] = [];
-  for (const ext of SIDECAR_EXTENSIONS) {
-    const candidate = join(folder, `${stem}${ext}`);
-    if ((await currentVersion(fs, candidate)) !== null) shared.push(candidate);
-  }
-  if (shared.length === 0) return;
+  if (!sidecar || !sameVersion(await currentVersion(fs, sidecar.path), sidecar)) return;
+  if (isShared(path, sidecar.path) && (await stemStillNeeded(fs, path))) return;
+  await removeIfExists(fs, sidecar.path);
+}
+
+/** Whether a file other than a sidecar with the stem of `path` (any case) is in its folder. */
+async function stemStillNeeded(fs: ArchiveFs, path: string): Promise<boolean> {
   let siblings: string[];
   try {
-    siblings = await fs.readdir(folder);
+    siblings = await fs.readdir(dirname(path));
   } catch {
-    return; // the folder went away with the file: nothing left beside it
+    return true; // not known: the sidecar stays
   }
-  const lower = (text: string): string => text.toLowerCase();
-  const stillNeeded = siblings.some((sibling) => {
-    const ext = extname(sibling);
-    return lower(ext) !== '.xmp' && lower(sibling.slice(0, sibling.length - ext.length)) === lower(stem);
-  });
-  if (!stillNeeded) for (const sidecar of shared) await removeIfExists(fs, sidecar);
+  const stemOf = (name: string): string => name.slice(0, name.length - extname(name).length).toLowerCase();
+  const stem = stemOf(basename(path));
+  return siblings.some((sibling) => extname(sibling).toLowerCase() !== '.xmp' && stemOf(sibling) === stem);
 }
 
 async function assertUnchanged(fs: ArchiveFs, file: ConfirmedFile): Promise<void> {

@@ -10,6 +10,7 @@ import { disposeOriginal, type Disposition } from './after-upload.js';
 import { ArchiveError, SourceChangedError, type ArchiveFs } from './archive.js';
 import type { CheckBatcher, ServerVerdict } from './check.js';
 import { hashSettledFile, WHOLE_FILE_MAX_BYTES, type FileHash } from './hash.js';
+import { findSidecar, type FoundSidecar, type SentSidecar } from './sidecar.js';
 import type { Decision, Recorder } from './states.js';
 import type { SettledFile } from './types.js';
 import { buildUploadRequest, EarlyUpload } from './upload.js';
@@ -62,11 +63,18 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
   const early = small ? undefined : new EarlyUpload();
   try {
     deps.record(file, 'settled');
+    let sidecar: Promise<FoundSidecar | undefined> = NO_SIDECAR;
     // A small file's bytes travel with its hash to the upload, and are let go as soon as the
     // server has the file: memory is bounded by the files in flight (DESIGN.md).
     let hashed: FileHash | undefined = await deps.limitHash(() => {
+      // Looked for with the hash's read (one message to the file-system thread), sent with the upload.
+      sidecar = findSidecar(deps.files, file.path, deps.signals.wait);
+      void sidecar.catch(() => undefined); // awaited with the upload; unless the file ends before
       // Cancelled while it waits for an upload slot, it leaves the queue at once.
-      early?.start((signals, cancelled) => sendUpload(buildUploadRequest(file, {}, deps.serverMajor), deps, signals, cancelled), deps.signals);
+      early?.start(
+        async (signals, cancelled) => sendUpload(buildUploadRequest(file, {}, deps.serverMajor, await sidecar), deps, signals, cancelled),
+        deps.signals,
+      );
       return hashSettledFile(file.path, file.size, small ? deps.files : deps.hashing, deps.signals.wait);
     });
     if (hashed.size !== file.size) return { kind: 'changed' };
@@ -109,7 +117,7 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
         deps.record(file, 'uploading');
         // From here only the request holds the bytes, and nothing holds the request once the
         // upload is over (retries included).
-        const upload = early ? early.result() : sendUpload(buildUploadRequest(file, hashed, deps.serverMajor), deps, deps.signals);
+        const upload = early ? early.result() : sendUpload(buildUploadRequest(file, hashed, deps.serverMajor, await sidecar), deps, deps.signals);
         hashed = undefined;
         let result;
         try {
@@ -126,12 +134,14 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
         throw new Error(`unhandled decision ${String(unhandled)}`);
       }
     }
-    deps.record(file, 'on-server', { assetId, serverStatus: created ? 'created' : 'duplicate' });
+    // The server took the sidecar only with an asset it created from our upload.
+    const sent = created ? await sentWith(sidecar) : undefined;
+    deps.record(file, 'on-server', { assetId, serverStatus: created ? 'created' : 'duplicate', ...(sent ? { sidecar: sent } : {}) });
 
     // Only what the server confirmed is touched, and only if it is still the version we sent:
     // disposeOriginal checks that and throws SourceChangedError otherwise.
     stage = 'archive';
-    const disposition = await disposeOriginal({ ...file, checksum }, deps.afterUpload, deps.record, deps.archiveFs);
+    const disposition = await disposeOriginal({ ...file, checksum, ...(sent ? { sidecar: sent } : {}) }, deps.afterUpload, deps.record, deps.archiveFs);
     const ms = deps.clock.now() - started;
     return created
       ? { kind: 'uploaded', assetId: assetId ?? '', disposition, ms }
@@ -142,6 +152,14 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     // Whichever way the file left (changed, refused, failed, done), no upload of it goes on.
     await early?.cancel();
   }
+}
+
+const NO_SIDECAR: Promise<FoundSidecar | undefined> = Promise.resolve(undefined);
+
+/** The version of the sidecar that went with the upload, if one did. */
+async function sentWith(sidecar: Promise<FoundSidecar | undefined>): Promise<SentSidecar | undefined> {
+  const found = await sidecar;
+  return found?.upload ? { path: found.path, size: found.size, mtimeMs: found.mtimeMs } : undefined;
 }
 
 /** Why delete mode keeps a file the server has only in its trash. */

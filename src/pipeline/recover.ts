@@ -4,6 +4,7 @@ import type { AfterUpload, WatchRoot } from '../config.js';
 import { isInside } from '../support/paths.js';
 import { disposeOriginal, finishInterrupted, type ConfirmedFile } from './after-upload.js';
 import { SourceChangedError, type ArchiveFs } from './archive.js';
+import type { SentSidecar } from './sidecar.js';
 import type { FileState, Recorder } from './states.js';
 import { sameVersion, type FileVersion } from './types.js';
 
@@ -12,6 +13,8 @@ export interface UnfinishedRow extends FileVersion {
   path: string;
   state: FileState;
   checksum: string | null;
+  /** The sidecar our upload sent with it (recorded with `on-server`). */
+  sidecar?: SentSidecar | undefined;
 }
 
 export interface RecoverySummary {
@@ -48,6 +51,7 @@ export async function recoverUnfinished(deps: {
     try {
       if ((row.state === 'archiving' || row.state === 'deleting' || row.state === 'on-server') && root && row.checksum) {
         const file: ConfirmedFile = { path: row.path, size: row.size, mtimeMs: row.mtimeMs, root, checksum: row.checksum };
+        if (row.sidecar) file.sidecar = row.sidecar;
         if (row.state === 'on-server') {
           if (unchanged) {
             await disposeOriginal(file, afterUpload, record, archiveFs);

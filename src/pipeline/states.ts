@@ -1,3 +1,4 @@
+import type { SentSidecar } from './sidecar.js';
 import type { FileVersion } from './types.js';
 
 /**
@@ -95,6 +96,8 @@ export interface RecordDetails {
   assetId?: string;
   serverStatus?: 'created' | 'duplicate';
   archivePath?: string;
+  /** With 'on-server': the sidecar our upload sent with the file (delete mode removes that version). */
+  sidecar?: SentSidecar;
   error?: string;
   /** Only for 'failed': when to try again (ms since epoch); null: only when it changes or on `retry`. */
   nextRetryAt?: number | null;

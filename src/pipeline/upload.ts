@@ -4,6 +4,7 @@ import type { CallSignals } from '../immich/resilient.js';
 import { eitherSignal } from '../support/clock.js';
 import { closeFd, openFd, readFd } from '../support/fd.js';
 import type { FileHash } from './hash.js';
+import type { FoundSidecar } from './sidecar.js';
 import type { SettledFile } from './types.js';
 
 /** The device name v2 servers store with each asset. */
@@ -17,11 +18,13 @@ export const DEVICE_ID = 'immich-auto-uploader';
  * A small file the hash read whole is sent from those bytes (what the server gets is exactly what
  * was hashed, and the file is not opened again); a larger one is streamed from disk. Without a
  * checksum (an {@link EarlyUpload}, started before the hash is known) the request carries none.
+ * The photo's sidecar, when it could be read, goes with it as `sidecarData`.
  */
 export function buildUploadRequest(
   file: SettledFile,
   hashed: Partial<Pick<FileHash, 'checksum' | 'bytes'>>,
   serverMajor: number,
+  sidecar?: FoundSidecar,
 ): UploadRequest {
   const filename = basename(file.path);
   const fields: Record<string, string> = {
@@ -39,7 +42,12 @@ export function buildUploadRequest(
   const upload: UploadFile = bytes
     ? { filename, contentType, bytes }
     : { filename, contentType, size: file.size, open: () => openSettledBytes(file.path) };
-  return { fields, ...(hashed.checksum === undefined ? {} : { checksum: hashed.checksum }), file: upload };
+  return {
+    fields,
+    ...(hashed.checksum === undefined ? {} : { checksum: hashed.checksum }),
+    file: upload,
+    ...(sidecar?.upload ? { sidecar: sidecar.upload } : {}),
+  };
 }
 
 /** Why an early upload stopped: the check found the file on the server, or the file is done with. */

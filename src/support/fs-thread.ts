@@ -3,9 +3,9 @@
  * answers it. Requests are answered in order; a failure is answered as a plain errno record.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, linkSync, lstatSync, openSync, readSync, unlinkSync } from 'node:fs';
+import { closeSync, linkSync, type Stats, lstatSync, openSync, readFileSync, readSync, unlinkSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
-import type { FsAnswer, FsRequest, PlainStats } from './fs-worker.js';
+import type { FirstFile, FsAnswer, FsRequest, PlainStats } from './fs-worker.js';
 
 const port = parentPort;
 if (!port) throw new Error('fs-thread.js runs as a worker thread only');
@@ -24,6 +24,8 @@ port.on('message', (requests: FsRequest[]) => {
         transfer.push(bytes);
       } else if (request.op === 'hash') {
         answers.push({ id: request.id, hashed: hashWhole(request.path, request.size) });
+      } else if (request.op === 'readFirst') {
+        answers.push({ id: request.id, first: readFirst(request.paths, request.maxBytes) });
       } else {
         answers.push({ id: request.id, result: run(request) });
       }
@@ -35,7 +37,7 @@ port.on('message', (requests: FsRequest[]) => {
   port.postMessage(answers, transfer);
 });
 
-function run(request: Exclude<FsRequest, { op: 'readWhole' | 'hash' }>): PlainStats | null {
+function run(request: Exclude<FsRequest, { op: 'readWhole' | 'hash' | 'readFirst' }>): PlainStats | null {
   switch (request.op) {
     case 'lstat': {
       const stats = lstatSync(request.path);
@@ -76,6 +78,37 @@ function readWhole(path: string, size: number, into: ArrayBuffer): { checksum: s
   }
   const checksum = createHash('sha1').update(buffer.subarray(0, filled)).digest('hex');
   return { checksum, filled, bytes: into };
+}
+
+/**
+ * The first of `paths` that is a regular file, read whole if it has at most `maxBytes` and its
+ * size and mtime are the same after the read as before it (else without its bytes).
+ */
+function readFirst(paths: string[], maxBytes: number): FirstFile | null {
+  for (const path of paths) {
+    const before = lstatQuietly(path);
+    if (!before?.isFile()) continue;
+    const found = { path, size: before.size, mtimeMs: before.mtimeMs };
+    if (before.size > maxBytes) return { ...found, bytes: null };
+    let bytes: Buffer;
+    try {
+      bytes = readFileSync(path);
+    } catch {
+      return { ...found, bytes: null };
+    }
+    const after = lstatQuietly(path);
+    const steady = bytes.length === before.size && after?.size === before.size && after.mtimeMs === before.mtimeMs;
+    return { ...found, bytes: steady ? bytes : null };
+  }
+  return null;
+}
+
+function lstatQuietly(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch {
+    return undefined;
+  }
 }
 
 /** One read buffer, reused by every hash this thread runs (one at a time). */

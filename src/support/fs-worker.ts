@@ -28,6 +28,7 @@ export type FsRequest = { id: number } & (
   /** `into`: memory to read into (at least `size + 1` bytes), transferred there and back. */
   | { op: 'readWhole'; path: string; size: number; into: ArrayBuffer }
   | { op: 'hash'; path: string; size: number }
+  | { op: 'readFirst'; paths: string[]; maxBytes: number }
 );
 
 /** What the thread answers: a result, the bytes of a whole-file read, or an errno record. */
@@ -35,8 +36,20 @@ export type FsAnswer = { id: number } & (
   | { result: PlainStats | null }
   | { checksum: string; filled: number; bytes: ArrayBuffer }
   | { hashed: { checksum: string; size: number } }
+  | { first: FirstFile | null }
   | { error: { code?: string; message: string; syscall?: string; path?: string } }
 );
+
+/**
+ * The first of several names that is a regular file, its version and, when it is at most the
+ * size asked for and held still while it was read, its bytes (else null).
+ */
+export interface FirstFile {
+  path: string;
+  size: number;
+  mtimeMs: number;
+  bytes: Uint8Array | null;
+}
 
 /** A whole-file read: the bytes read (at most `size + 1`) and their SHA-1. */
 export interface WholeFile {
@@ -149,6 +162,16 @@ export class FsWorker {
   async hash(path: string, size: number, signal?: AbortSignal): Promise<{ checksum: string; size: number }> {
     const answer = await this.#ask({ op: 'hash', path, size }, signal);
     return (answer as { hashed: { checksum: string; size: number } }).hashed;
+  }
+
+  /**
+   * The first of `paths` that is a regular file (symbolic links are passed over), read whole if it
+   * has at most `maxBytes`; null when none is. Never fails: a name that cannot be looked at is
+   * passed over, and one that cannot be read comes back without its bytes.
+   */
+  async readFirst(paths: string[], maxBytes: number, signal?: AbortSignal): Promise<FirstFile | null> {
+    const answer = await this.#ask({ op: 'readFirst', paths, maxBytes }, signal);
+    return (answer as { first: FirstFile | null }).first;
   }
 
   /** Stops the thread; its requests still waiting fail. The next request starts a new one. */

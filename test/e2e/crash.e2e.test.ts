@@ -77,7 +77,8 @@ describe.each([
       await writeFile(join(watchDir, `large/video-${i}.mp4`), bytes);
     }
     const files = new Map([...small, ...large]);
-    // Delete mode removes a photo's sidecar with it: a sidecar may go only once its photo is on the server.
+    // Each photo's sidecar goes to the server with it; delete mode may remove a sidecar only once
+    // the server has it with its photo.
     const sidecars = new Map<string, string>();
     if (mode === 'delete') {
       const photos = [...small.keys()].filter((_, i) => i % 10 === 0);
@@ -85,6 +86,10 @@ describe.each([
       for (const photo of photos) sidecars.set(`${photo}.xmp`, photo);
     }
     const onServer = (bytes: Buffer): boolean => server.assets.some((asset) => asset.checksum === sha1(bytes));
+    const sidecarOnServer = (photo: Buffer, sidecar: Buffer): boolean =>
+      server.assets.some((asset) => asset.checksum === sha1(photo) && asset.sidecar?.bytes.equals(sidecar) === true);
+    const sidecarBytes = await Promise.all([...sidecars.keys()].map(async (name) => readFile(join(watchDir, name))));
+    const sidecarBytesOf = new Map([...sidecars.keys()].map((name, i) => [name, sidecarBytes[i] ?? Buffer.alloc(0)]));
     // Each upload answer waits a little, so kills land inside uploads too.
     server.delayNext(10_000, 40, { path: '/api/assets', exact: true });
 
@@ -104,7 +109,7 @@ describe.each([
 
     /**
      * Every file's bytes exist, whole, in the watch folder or in the archive (move), or in the
-     * watch folder or on the server (delete); a sidecar is gone only if its photo is on the server.
+     * watch folder or on the server (delete); a sidecar is gone only if the server has it with its photo.
      */
     const expectNothingLost = async (when: string): Promise<void> => {
       for (const [name, bytes] of files) {
@@ -115,10 +120,13 @@ describe.each([
       }
       for (const [sidecar, photo] of sidecars) {
         const kept = (await readIfExists(join(watchDir, sidecar))) !== undefined;
-        expect(kept || onServer(files.get(photo) ?? Buffer.alloc(0)), `${sidecar} is gone only with its photo on the server ${when}`).toBe(true);
+        const sent = sidecarOnServer(files.get(photo) ?? Buffer.alloc(0), sidecarBytesOf.get(sidecar) ?? Buffer.alloc(0));
+        expect(kept || sent, `${sidecar} is gone only once the server has it with its photo ${when}`).toBe(true);
       }
     };
     const disposing = mode === 'move' ? 'archiving' : 'deleting';
+    /** Photos and videos still in the watch folder (sidecars may stay: see the end). */
+    const mediaLeft = async (): Promise<number> => (await listFiles(watchDir)).filter((path) => !sidecars.has(relative(watchDir, path))).length;
 
     /** The states files were caught in by the kills, as the journal recorded them. */
     const caughtIn = new Set<string>();
@@ -136,7 +144,7 @@ describe.each([
           run.child.exitCode !== null ||
           (onLargeArchive && run.logs().some((line) => line.state === disposing && String(line.file).includes('video-'))) ||
           transitions() >= atTransition ||
-          (await listFiles(watchDir)).length === 0,
+          (await mediaLeft()) === 0,
         { timeoutMs: 30_000, intervalMs: 5, message: () => `kill point ${cycle}; output:\n${run.stdout().slice(-2000)}\n${run.stderr()}` },
       );
       run.child.kill('SIGKILL');
@@ -146,7 +154,7 @@ describe.each([
       const journal = Journal.openReadOnly(env.STATE_DIRECTORY);
       for (const row of journal?.unfinished() ?? []) caughtIn.add(row.state);
       journal?.close();
-      const left = (await listFiles(watchDir)).length;
+      const left = await mediaLeft();
       if (process.env.CRASH_TEST_VERBOSE) console.log(`kill ${cycle} at ${transitions()} transitions: ${left} left; caught in ${[...caughtIn].join(', ')}`);
       if (left === 0) break;
     }
@@ -158,15 +166,20 @@ describe.each([
     const final = await runCli(['once'], { env: { ...env, LOG_LEVEL: 'info' }, timeoutMs: 60_000 });
     expect(final.code, final.stdout.slice(-3000) + final.stderr).toBe(0);
 
-    // Every file archived with exactly its bytes (move) or deleted with its sidecar (delete); the
-    // watch folder holds nothing.
+    // Every file archived with exactly its bytes (move) or deleted (delete), and every photo on the
+    // server with its sidecar. The watch folder holds nothing but sidecars: one whose photo's upload
+    // was cut off after the server had it cannot be known to have gone with it, and stays.
     if (mode === 'move') {
       for (const [name, bytes] of files) {
         const archived = await readFile(join(archiveDir, name));
         expect(sha1(archived), name).toBe(sha1(bytes));
       }
     }
-    expect(await listFiles(watchDir)).toEqual([]);
+    for (const [sidecar, photo] of sidecars) {
+      expect(sidecarOnServer(files.get(photo) ?? Buffer.alloc(0), sidecarBytesOf.get(sidecar) ?? Buffer.alloc(0)), sidecar).toBe(true);
+    }
+    expect(await mediaLeft()).toBe(0);
+    if (process.env.CRASH_TEST_VERBOSE) console.log(`sidecars left: ${(await listFiles(watchDir)).length} of ${sidecars.size}`);
     // Nothing left under a temporary name, and nothing extra in the archive.
     const archived = await listFiles(archiveDir);
     expect(archived.filter((path) => isArchiveTemporary(path.split('/').pop() ?? ''))).toEqual([]);

@@ -236,25 +236,32 @@ describe('keep mode in watch', () => {
 });
 
 describe('delete mode', () => {
-  it('deletes uploaded originals with their sidecars; a shared sidecar only once no file of its stem is left', async () => {
+  it('uploads each original with its sidecar and deletes both; a shared sidecar only once no file of its stem is left', async () => {
     await startServer();
     const media = await writeMedia(watchDir, ['photo.jpg', 'pair.heic', 'pair.mov', 'memo.heic']);
-    const sidecars = await writeMedia(watchDir, ['photo.jpg.xmp', 'pair.xmp', 'memo.xmp'], 300);
+    const sidecars = await writeMedia(watchDir, ['photo.jpg.xmp', 'pair.xmp', 'memo.xmp', 'known.jpg.xmp'], 300);
     // The server refuses this one: it must stay, and so must the sidecar its stem shares.
     await writeFile(join(watchDir, 'memo.txt'), 'not a photo');
+    // The server already has this one: its sidecar does not go with it, so it stays.
+    const known = await writeMedia(watchDir, ['known.jpg']);
+    theServer().seedAsset({ checksum: sha1(known.get('known.jpg') ?? Buffer.alloc(0)) });
 
     const result = await cli(['once'], { AFTER_UPLOAD: 'delete', SUPPORTED_EXTENSIONS: 'jpg,heic,mov,txt' });
     expect(result.code, result.stdout.slice(-3000)).toBe(1);
-    expect(summaryOf(result)).toMatchObject({ uploaded: 4, failed: 1 });
+    expect(summaryOf(result)).toMatchObject({ uploaded: 4, duplicates: 1, failed: 1 });
     for (const [name, bytes] of media) expectOnServerOnce(name, bytes);
-    expect(theServer().assets).toHaveLength(4);
-    expect((await readdir(watchDir)).sort(), 'what is left in the watch folder').toEqual(['memo.txt', 'memo.xmp']);
+    expect(theServer().assets).toHaveLength(5);
+    const sentWith = (photo: string): string | undefined =>
+      theServer().assetByChecksum(sha1(media.get(photo) ?? Buffer.alloc(0)))?.sidecar?.filename;
+    expect(['photo.jpg', 'pair.heic', 'pair.mov', 'memo.heic'].map(sentWith)).toEqual(['photo.jpg.xmp', 'pair.xmp', 'pair.xmp', 'memo.xmp']);
+    expect(theServer().assetByChecksum(sha1(media.get('photo.jpg') ?? Buffer.alloc(0)))?.sidecar?.bytes).toEqual(sidecars.get('photo.jpg.xmp'));
+    expect((await readdir(watchDir)).sort(), 'what is left in the watch folder').toEqual(['known.jpg.xmp', 'memo.txt', 'memo.xmp']);
     expect(sha1((await readIfExists(join(watchDir, 'memo.xmp'))) ?? Buffer.alloc(0))).toBe(sha1(sidecars.get('memo.xmp') ?? Buffer.alloc(1)));
     expect(await readFile(join(watchDir, 'memo.txt'), 'utf8')).toBe('not a photo');
     expect(existsSync(archiveDir), 'delete mode archives nothing').toBe(false);
 
     const report = await status();
-    expect(report.counts).toEqual({ deleted: 4, failed: 1 });
+    expect(report.counts).toEqual({ deleted: 5, failed: 1 });
   });
 
   it('keeps a file the server has only in its trash until it is restored, then deletes it', async () => {

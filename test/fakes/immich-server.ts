@@ -66,6 +66,8 @@ export interface FakeAsset {
   receivedAt: Date;
   /** In the user's trash: still a duplicate to the server, reported with `isTrashed: true`. */
   trashed?: boolean;
+  /** The `sidecarData` part (an XMP sidecar) that came with the upload. */
+  sidecar?: { filename: string; bytes: Buffer };
 }
 
 export interface FakeRequest {
@@ -443,6 +445,7 @@ export async function startFakeImmich(options: FakeImmichOptions = {}): Promise<
 
     const fields: Record<string, string> = {};
     let file: { filename: string; size: number; hash: string; bytes?: Buffer } | undefined;
+    let sidecar: { filename: string; bytes: Buffer } | undefined;
     let unsupported: string | undefined;
     let pending = 0; // file parts still being read
     let formDone = false;
@@ -462,11 +465,28 @@ export async function startFakeImmich(options: FakeImmichOptions = {}): Promise<
     });
     parser.on('file', (name, stream, info) => {
       stream.on('error', () => undefined);
+      const filename = info.filename ?? '';
+      if (name === 'sidecarData' && sidecar === undefined && unsupported === undefined) {
+        // Like the real server: a sidecar must be an .xmp, or the whole upload is refused.
+        if (!MEDIA_TYPES.sidecar.includes(extname(filename).toLowerCase())) {
+          unsupported = filename;
+          stream.resume();
+          return;
+        }
+        pending += 1;
+        const chunks: Buffer[] = [];
+        stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+        stream.on('end', () => {
+          sidecar = { filename, bytes: Buffer.concat(chunks) };
+          pending -= 1;
+          if (formDone) finish();
+        });
+        return;
+      }
       if (name !== 'assetData' || file !== undefined || unsupported !== undefined) {
         stream.resume();
         return;
       }
-      const filename = info.filename ?? '';
       if (!SUPPORTED_EXTENSIONS.has(extname(filename).toLowerCase())) {
         unsupported = filename;
         stream.resume();
@@ -536,6 +556,7 @@ export async function startFakeImmich(options: FakeImmichOptions = {}): Promise<
         fields: { ...fields },
         size: file.size,
         ...(file.bytes ? { bytes: file.bytes } : {}),
+        ...(sidecar ? { sidecar } : {}),
         receivedAt: new Date(),
       });
       uploadCount += 1;

@@ -39,27 +39,48 @@ const record = makeRecorder(
   (_file, state) => void recorded.push(state),
 );
 
-async function confirmed(name: string, bytes: Buffer): Promise<ConfirmedFile> {
+/** `sidecar`: the name of the sidecar that went to the server with it, as it is now. */
+async function confirmed(name: string, bytes: Buffer, sidecar?: string): Promise<ConfirmedFile> {
   const path = join(root.path, name);
   const info = await stat(path);
-  return { path, root, size: info.size, mtimeMs: info.mtimeMs, checksum: sha1(bytes) };
+  const file: ConfirmedFile = { path, root, size: info.size, mtimeMs: info.mtimeMs, checksum: sha1(bytes) };
+  if (sidecar !== undefined) {
+    const sent = await stat(join(root.path, sidecar));
+    file.sidecar = { path: join(root.path, sidecar), size: sent.size, mtimeMs: sent.mtimeMs };
+  }
+  return file;
 }
 
-async function dispose(name: string, files: Map<string, Buffer>, mode: 'delete' | 'keep'): Promise<void> {
-  await disposeOriginal(await confirmed(name, files.get(name) ?? Buffer.alloc(0)), mode, record, fs);
+async function dispose(name: string, files: Map<string, Buffer>, mode: 'delete' | 'keep', sidecar?: string): Promise<void> {
+  await disposeOriginal(await confirmed(name, files.get(name) ?? Buffer.alloc(0), sidecar), mode, record, fs);
 }
 
 describe('delete mode', () => {
-  it('removes each original with its own sidecar, without listing the folder, and leaves the rest', async () => {
+  it('removes each original with the sidecar sent with it, without listing the folder, and leaves the rest', async () => {
     const files = await writeMedia(root.path, ['a.jpg', 'b.jpg', 'c.JPG', 'other.jpg']);
     await writeMedia(root.path, ['a.jpg.xmp', 'c.JPG.XMP', 'other.jpg.xmp', 'unrelated.xmp'], 100);
 
-    for (const name of ['a.jpg', 'b.jpg', 'c.JPG']) await dispose(name, files, 'delete');
+    await dispose('a.jpg', files, 'delete', 'a.jpg.xmp');
+    await dispose('b.jpg', files, 'delete');
+    await dispose('c.JPG', files, 'delete', 'c.JPG.XMP');
 
     expect((await readdir(root.path)).sort()).toEqual(['other.jpg', 'other.jpg.xmp', 'unrelated.xmp']);
     // A camera folder holds thousands of files: a listing per deleted file would cost the square of that.
     expect(listed).toEqual([]);
     expect(recorded).toEqual(['deleting', 'deleted', 'deleting', 'deleted', 'deleting', 'deleted']);
+  });
+
+  it('keeps a sidecar that did not go to the server, or was written since it went', async () => {
+    const files = await writeMedia(root.path, ['g.jpg', 'h.jpg']);
+    await writeMedia(root.path, ['g.jpg.xmp', 'h.jpg.xmp'], 100);
+    // The server already had g.jpg: its sidecar was not sent, and what it holds is only here.
+    await dispose('g.jpg', files, 'delete');
+    const h = await confirmed('h.jpg', files.get('h.jpg') ?? Buffer.alloc(0), 'h.jpg.xmp');
+    await writeFile(join(root.path, 'h.jpg.xmp'), 'a rating added after the upload');
+    await disposeOriginal(h, 'delete', record, fs);
+
+    expect((await readdir(root.path)).sort()).toEqual(['g.jpg.xmp', 'h.jpg.xmp']);
+    expect(await readFile(join(root.path, 'h.jpg.xmp'), 'utf8')).toBe('a rating added after the upload');
   });
 
   it('leaves a new file put at its path while the deletion was being recorded', async () => {
@@ -82,9 +103,9 @@ describe('delete mode', () => {
     const files = await writeMedia(root.path, ['pair.heic', 'pair.mov']);
     await writeMedia(root.path, ['pair.xmp'], 100);
 
-    await dispose('pair.heic', files, 'delete');
+    await dispose('pair.heic', files, 'delete', 'pair.xmp');
     expect((await readdir(root.path)).sort()).toEqual(['pair.mov', 'pair.xmp']);
-    await dispose('pair.mov', files, 'delete');
+    await dispose('pair.mov', files, 'delete', 'pair.xmp');
     expect(await readdir(root.path)).toEqual([]);
     // Listed only because a shared sidecar was there to decide on.
     expect(listed).toEqual([root.path, root.path]);
@@ -93,7 +114,7 @@ describe('delete mode', () => {
   it('deletes nothing when the original changed since its upload', async () => {
     const files = await writeMedia(root.path, ['d.jpg']);
     await writeMedia(root.path, ['d.jpg.xmp'], 100);
-    const file = await confirmed('d.jpg', files.get('d.jpg') ?? Buffer.alloc(0));
+    const file = await confirmed('d.jpg', files.get('d.jpg') ?? Buffer.alloc(0), 'd.jpg.xmp');
     await writeFile(file.path, 'edited since the upload');
 
     await expect(disposeOriginal(file, 'delete', record, fs)).rejects.toBeInstanceOf(SourceChangedError);
@@ -106,7 +127,7 @@ describe('keep mode', () => {
   it('touches nothing and records the original as kept', async () => {
     const files = await writeMedia(root.path, ['e.jpg']);
     await writeMedia(root.path, ['e.jpg.xmp'], 100);
-    await dispose('e.jpg', files, 'keep');
+    await dispose('e.jpg', files, 'keep', 'e.jpg.xmp');
     expect((await readdir(root.path)).sort()).toEqual(['e.jpg', 'e.jpg.xmp']);
     expect(recorded).toEqual(['kept']);
   });

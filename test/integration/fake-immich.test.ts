@@ -219,6 +219,22 @@ describe('POST /api/assets', () => {
     expect(server.requests.filter((r) => r.path === '/api/assets').map((r) => r.status)).toEqual([201, 200]);
   });
 
+  it('keeps a sidecarData part with the asset; refuses a sidecar that is not an .xmp', async () => {
+    const server = await start({ major: 3 });
+    const xmp = Buffer.from('<x:xmpmeta xmlns:x="adobe:ns:meta/"/>');
+    const withSidecar = form(V3_FIELDS, { name: 'a.jpg', bytes: Buffer.from('pixels') });
+    withSidecar.append('sidecarData', new Blob([xmp]), 'a.jpg.xmp');
+    expect((await call(server, 'POST', '/api/assets', { body: withSidecar })).status).toBe(201);
+    expect(server.assets[0]?.sidecar).toEqual({ filename: 'a.jpg.xmp', bytes: xmp });
+
+    const wrong = form(V3_FIELDS, { name: 'b.jpg', bytes: Buffer.from('other pixels') });
+    wrong.append('sidecarData', new Blob([xmp]), 'b.txt');
+    const refused = await call(server, 'POST', '/api/assets', { body: wrong });
+    expect(refused.status).toBe(400);
+    expect(refused.json).toEqual({ message: 'Unsupported file type b.txt' });
+    expect(server.assets).toHaveLength(1);
+  });
+
   it('accepts an empty file', async () => {
     const server = await start({ major: 3 });
     const response = await call(server, 'POST', '/api/assets', { body: form(V3_FIELDS, { name: 'empty.jpg', bytes: Buffer.alloc(0) }) });

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { appendFile, lstat, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, lstat, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FsWorker } from '../../src/support/fs-worker.js';
@@ -86,6 +86,27 @@ describe('FsWorker', () => {
     // Nothing was recycled since: fresh memory, and the second answer is untouched.
     expect(third.bytes.toString()).toBe('second content');
     expect(second.bytes.toString()).toBe('second content');
+  });
+
+  it('reads the first of several names that is a regular file, within the size asked', async () => {
+    const [missing, link, folder, file, next] = ['a.jpg.xmp', 'a.jpg.XMP', 'a.xmp', 'a.XMP', 'b.xmp'].map((name) => join(temp.path, name)) as [
+      string,
+      string,
+      string,
+      string,
+      string,
+    ];
+    await writeFile(file, '<xmp>rating 5</xmp>');
+    await writeFile(next, 'not reached');
+    await symlink(file, link);
+    await mkdir(folder);
+    const found = await worker.readFirst([missing, link, folder, file, next], 1024);
+    const stats = await lstat(file);
+    expect(found).toMatchObject({ path: file, size: stats.size, mtimeMs: stats.mtimeMs });
+    expect(Buffer.from(found?.bytes ?? []).toString()).toBe('<xmp>rating 5</xmp>');
+    // Too large to read: its version, without its bytes.
+    expect(await worker.readFirst([file], 4)).toEqual({ path: file, size: stats.size, mtimeMs: stats.mtimeMs, bytes: null });
+    expect(await worker.readFirst([missing, link], 1024)).toBeNull();
   });
 
   it('serves many requests at once, each with its own answer', async () => {

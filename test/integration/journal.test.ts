@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { IS_FINAL, JOURNAL_FILE, Journal, JournalError, type FileVersionRef, type FileState } from '../../src/journal/journal.js';
+import { sentSidecarOf } from '../../src/pipeline/sidecar.js';
 import { migrate, MIGRATIONS, SCHEMA_VERSION, type Migration } from '../../src/journal/schema.js';
 import { openDatabase, type Database } from '../../src/journal/sqlite.js';
 import { canTransition, FILE_STATES as JOURNAL_STATES, FINAL_STATES, isFinal as isFinalState } from '../../src/pipeline/states.js';
@@ -536,6 +537,21 @@ describe('queries', () => {
     expect(journal.totals()).toEqual({ files: 2, bytes: 120 });
     expect(journal.totals(since)).toEqual({ files: 1, bytes: 20 });
     expect(journal.totals(since + 1)).toEqual({ files: 0, bytes: 0 });
+  });
+
+  it("keeps the sidecar sent with a file in its 'on-server' transition, for recovery to find", async () => {
+    const journal = open();
+    const file = { path: '/w/a.jpg', size: 10, mtimeMs: 1.5 };
+    const sidecar = { path: '/w/a.jpg.xmp', size: 300, mtimeMs: 2.25 };
+    for (const state of ['discovered', 'settled', 'hashed', 'uploading'] as const) journal.record(file, state);
+    const id = journal.record(file, 'on-server', { assetId: 'x', serverStatus: 'created', sidecar });
+    journal.record(file, 'deleting');
+    const [row] = journal.unfinished();
+    expect(row?.id).toBe(id);
+    expect(sentSidecarOf(journal.transitions(id))).toEqual(sidecar);
+    // Sent with nothing, or recorded by a version that did not record sidecars: none to delete.
+    const other = { path: '/w/b.jpg', size: 10, mtimeMs: 1 };
+    expect(sentSidecarOf(journal.transitions(drive(journal, other, 'on-server')))).toBeUndefined();
   });
 
   it('history() finds by path, file name or part of the path, closest first, newest first', async () => {

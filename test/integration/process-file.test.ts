@@ -11,7 +11,7 @@ import { ResilientImmich, ServerGate } from '../../src/immich/resilient.js';
 import { CheckBatcher } from '../../src/pipeline/check.js';
 import { processFile, type ProcessDeps } from '../../src/pipeline/process-file.js';
 import { buildUploadRequest } from '../../src/pipeline/upload.js';
-import { makeRecorder, type FileState } from '../../src/pipeline/states.js';
+import { makeRecorder, type FileState, type RecordDetails } from '../../src/pipeline/states.js';
 import type { SettledFile } from '../../src/pipeline/types.js';
 import { systemClock } from '../../src/support/clock.js';
 import { FsWorker } from '../../src/support/fs-worker.js';
@@ -132,6 +132,62 @@ describe('processFile', () => {
     expect(await processFile(await settled('u.jpg'), deps())).toMatchObject({ kind: 'already-on-server', inTrash: true });
     expect(await readIfExists(join(archiveDir, 'u.jpg'))).toEqual(files.get('u.jpg'));
     expect(server.uploadCount).toBe(0);
+  });
+});
+
+describe("processFile sends a photo's XMP sidecar with it", () => {
+  /** What was recorded with 'on-server'. */
+  const recordedWith = (run: ProcessDeps): { deps: ProcessDeps; onServer: () => RecordDetails | undefined } => {
+    let details: RecordDetails | undefined;
+    const record = makeRecorder(
+      async (_file, state) => void states.push(state),
+      (_file, state, more) => {
+        states.push(state);
+        if (state === 'on-server') details = more;
+      },
+    );
+    return { deps: { ...run, record }, onServer: () => details };
+  };
+  const version = async (name: string): Promise<{ path: string; size: number; mtimeMs: number }> => {
+    const info = await stat(join(watchDir, name));
+    return { path: join(watchDir, name), size: info.size, mtimeMs: info.mtimeMs };
+  };
+
+  it("sends the photo's own sidecar before a shared one, and delete mode removes the photo and the sidecar sent", async () => {
+    const media = await writeMedia(watchDir, ['a.jpg', 'a.jpg.xmp', 'a.xmp', 'b.heic', 'b.xmp']);
+    const a = recordedWith({ ...deps(), afterUpload: 'delete' });
+    expect((await processFile(await settled('a.jpg'), a.deps)).kind).toBe('uploaded');
+    expect(server.assetByChecksum(sha1(media.get('a.jpg') ?? Buffer.alloc(0)))?.sidecar).toEqual({ filename: 'a.jpg.xmp', bytes: media.get('a.jpg.xmp') });
+    // a.xmp did not go: what it holds is only here.
+    expect(await readIfExists(join(watchDir, 'a.jpg'))).toBeUndefined();
+    expect(await readIfExists(join(watchDir, 'a.jpg.xmp'))).toBeUndefined();
+    expect(await readIfExists(join(watchDir, 'a.xmp'))).toEqual(media.get('a.xmp'));
+
+    const bSidecar = await version('b.xmp');
+    const b = recordedWith({ ...deps(), afterUpload: 'keep' });
+    expect((await processFile(await settled('b.heic'), b.deps)).kind).toBe('uploaded');
+    expect(server.assetByChecksum(sha1(media.get('b.heic') ?? Buffer.alloc(0)))?.sidecar).toEqual({ filename: 'b.xmp', bytes: media.get('b.xmp') });
+    expect(b.onServer()).toMatchObject({ serverStatus: 'created', sidecar: bSidecar });
+  });
+
+  it('a large file: its upload, started with the hash, carries the sidecar', async () => {
+    const bytes = randomBytes(3 * 1024 * 1024);
+    writeFileSync(join(watchDir, 'v.mp4'), bytes);
+    const media = await writeMedia(watchDir, ['v.mp4.xmp']);
+    const run = recordedWith(deps());
+    expect((await processFile(await settled('v.mp4'), run.deps)).kind).toBe('uploaded');
+    expect(server.assetByChecksum(sha1(bytes))?.sidecar).toEqual({ filename: 'v.mp4.xmp', bytes: media.get('v.mp4.xmp') });
+    expect(run.onServer()?.sidecar).toEqual(await version('v.mp4.xmp'));
+  });
+
+  it('keeps the sidecar of a photo the server already had: it did not go', async () => {
+    const media = await writeMedia(watchDir, ['d.jpg', 'd.jpg.xmp']);
+    server.seedAsset({ checksum: sha1(media.get('d.jpg') ?? Buffer.alloc(0)) });
+    const run = recordedWith({ ...deps(), afterUpload: 'delete' });
+    expect((await processFile(await settled('d.jpg'), run.deps)).kind).toBe('already-on-server');
+    expect(run.onServer()?.sidecar).toBeUndefined();
+    expect(await readIfExists(join(watchDir, 'd.jpg'))).toBeUndefined();
+    expect(await readIfExists(join(watchDir, 'd.jpg.xmp'))).toEqual(media.get('d.jpg.xmp'));
   });
 });
 

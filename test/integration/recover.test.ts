@@ -24,10 +24,16 @@ afterEach(async () => {
   await temp.remove();
 });
 
-async function rowFor(name: string, state: FileState, bytes: Buffer): Promise<UnfinishedRow> {
+/** `sidecar`: the name of the sidecar recorded as sent with it, as it is now. */
+async function rowFor(name: string, state: FileState, bytes: Buffer, sidecar?: string): Promise<UnfinishedRow> {
   const path = join(root.path, name);
   const info = await stat(path);
-  return { path, size: info.size, mtimeMs: info.mtimeMs, state, checksum: sha1(bytes) };
+  const row: UnfinishedRow = { path, size: info.size, mtimeMs: info.mtimeMs, state, checksum: sha1(bytes) };
+  if (sidecar !== undefined) {
+    const sent = await stat(join(root.path, sidecar));
+    row.sidecar = { path: join(root.path, sidecar), size: sent.size, mtimeMs: sent.mtimeMs };
+  }
+  return row;
 }
 
 function recover(rows: UnfinishedRow[], afterUpload: 'move' | 'delete' | 'keep' = 'move') {
@@ -79,7 +85,7 @@ describe('recoverUnfinished', () => {
     const files = await writeMedia(root.path, ['d.jpg', 'e.jpg', 'e.jpg.xmp', 'f.jpg']);
     await recover([await rowFor('d.jpg', 'on-server', files.get('d.jpg') ?? Buffer.alloc(0))]);
     expect(await readIfExists(join(root.archivePath, 'd.jpg'))).toBeDefined();
-    await recover([await rowFor('e.jpg', 'on-server', files.get('e.jpg') ?? Buffer.alloc(0))], 'delete');
+    await recover([await rowFor('e.jpg', 'on-server', files.get('e.jpg') ?? Buffer.alloc(0), 'e.jpg.xmp')], 'delete');
     expect(await readIfExists(join(root.path, 'e.jpg'))).toBeUndefined();
     expect(await readIfExists(join(root.path, 'e.jpg.xmp'))).toBeUndefined();
     await recover([await rowFor('f.jpg', 'on-server', files.get('f.jpg') ?? Buffer.alloc(0))], 'keep');
@@ -87,11 +93,14 @@ describe('recoverUnfinished', () => {
     expect(recorded.map((r) => r.state)).toEqual(['archiving', 'archived', 'deleting', 'deleted', 'kept']);
   });
 
-  it('finishes an interrupted deletion', async () => {
-    const files = await writeMedia(root.path, ['g.jpg']);
-    const summary = await recover([await rowFor('g.jpg', 'deleting', files.get('g.jpg') ?? Buffer.alloc(0))], 'delete');
-    expect(summary.finished).toBe(1);
-    expect(await readIfExists(join(root.path, 'g.jpg'))).toBeUndefined();
+  it('finishes an interrupted deletion, with the sidecar sent and only that', async () => {
+    const files = await writeMedia(root.path, ['g.jpg', 'g.jpg.xmp', 'n.jpg', 'n.jpg.xmp']);
+    const sentWith = await rowFor('g.jpg', 'deleting', files.get('g.jpg') ?? Buffer.alloc(0), 'g.jpg.xmp');
+    // n.jpg's sidecar did not go (the server already had the photo): it stays.
+    const notSent = await rowFor('n.jpg', 'deleting', files.get('n.jpg') ?? Buffer.alloc(0));
+    const summary = await recover([sentWith, notSent], 'delete');
+    expect(summary.finished).toBe(2);
+    expect((await readdir(root.path)).filter((name) => name !== 'archive')).toEqual(['n.jpg.xmp']);
     expect(recorded.at(-1)?.state).toBe('deleted');
   });
 

@@ -1,3 +1,4 @@
+import busboy from 'busboy';
 import { describe, expect, it } from 'vitest';
 import { buildMultipart, randomBoundary } from '../../src/immich/multipart.js';
 
@@ -18,4 +19,45 @@ describe('multipart boundaries', () => {
     expect(text.startsWith(`--${boundary}\r\n`)).toBe(true);
     expect(text.endsWith(`\r\n--${boundary}--\r\n`)).toBe(true);
   });
+
+  it('frame a part that follows the file, from memory or after a file read from disk', async () => {
+    const fields = { fileCreatedAt: '2024-05-01T12:00:00.000Z' };
+    const after = { name: 'sidecarData', filename: 'a.jpg.xmp', contentType: 'application/xml', bytes: Buffer.from('<xmp/>') };
+    const fromMemory = buildMultipart(fields, { name: 'assetData', filename: 'a.jpg', contentType: 'image/jpeg', bytes: Buffer.from('pixels') }, after);
+    const fromDisk = buildMultipart(
+      fields,
+      { name: 'assetData', filename: 'a.jpg', contentType: 'image/jpeg', size: 6, open: () => Promise.reject(new Error('not read here')) },
+      after,
+    );
+    if (!('buffers' in fromMemory) || !('head' in fromDisk)) throw new Error('expected one body of each kind');
+    for (const [body, bytes] of [
+      [fromMemory, Buffer.concat(fromMemory.buffers)],
+      [fromDisk, Buffer.concat([fromDisk.head, Buffer.from('pixels'), fromDisk.tail])],
+    ] as const) {
+      expect(bytes.length).toBe(body.contentLength);
+      const parts = await parse(body.contentType, bytes);
+      expect(parts).toEqual([
+        { name: 'fileCreatedAt', value: '2024-05-01T12:00:00.000Z' },
+        { name: 'assetData', filename: 'a.jpg', value: 'pixels' },
+        { name: 'sidecarData', filename: 'a.jpg.xmp', value: '<xmp/>' },
+      ]);
+    }
+  });
 });
+
+/** The parts of a multipart body, in order, as busboy (the parser Immich's multer uses) reads them. */
+function parse(contentType: string, body: Buffer): Promise<Array<{ name: string; filename?: string; value: string }>> {
+  return new Promise((resolve, reject) => {
+    const parts: Array<{ name: string; filename?: string; value: string }> = [];
+    const parser = busboy({ headers: { 'content-type': contentType } });
+    parser.on('field', (name, value) => parts.push({ name, value }));
+    parser.on('file', (name, stream, info) => {
+      const part = { name, filename: info.filename, value: '' };
+      parts.push(part);
+      stream.on('data', (chunk: Buffer) => (part.value += chunk.toString('utf8')));
+    });
+    parser.on('close', () => resolve(parts));
+    parser.on('error', reject);
+    parser.end(body);
+  });
+}

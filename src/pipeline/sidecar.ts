@@ -1,0 +1,70 @@
+/**
+ * XMP sidecars: the `.xmp` file a photo tool writes beside a photo (ratings, keywords, edits).
+ * One goes to the server with its photo as `sidecarData`, and delete mode removes only the
+ * version that went.
+ */
+import { basename, dirname, extname, join } from 'node:path';
+import type { FsWorker } from '../support/fs-worker.js';
+import type { InMemoryUploadFile } from '../immich/client.js';
+import type { FileVersion } from './types.js';
+
+/** The spellings of a sidecar's extension looked for: what photo tools write. */
+const SIDECAR_EXTENSIONS = ['.xmp', '.XMP'];
+
+/**
+ * A sidecar larger than this is not sent (nor deleted): XMP files are a few KB, a long edit
+ * history a few MB, and each file in flight holds its sidecar in memory.
+ */
+export const SIDECAR_MAX_BYTES = 16 * 1024 * 1024;
+
+/** The version of a sidecar that went to the server with its photo. */
+export interface SentSidecar extends FileVersion {
+  path: string;
+}
+
+/** A photo's sidecar as found when the photo was read: sent only if `upload` is there. */
+export interface FoundSidecar extends SentSidecar {
+  /** The part to send; absent when the sidecar is too large or was being written. */
+  upload?: InMemoryUploadFile;
+}
+
+/**
+ * A photo's sidecar names, most specific first: `photo.jpg.xmp` belongs to that photo alone;
+ * `photo.xmp` (what Lightroom and darktable's other mode write) may serve several files of the
+ * stem, such as the photo and the video of a live photo.
+ */
+export function sidecarNames(path: string): { own: string[]; shared: string[] } {
+  const name = basename(path);
+  const stem = join(dirname(path), name.slice(0, name.length - extname(name).length));
+  return {
+    own: SIDECAR_EXTENSIONS.map((ext) => `${path}${ext}`),
+    shared: SIDECAR_EXTENSIONS.map((ext) => `${stem}${ext}`),
+  };
+}
+
+/** The photo's sidecar (the first of {@link sidecarNames} that is a file), read whole. */
+export async function findSidecar(files: FsWorker, path: string, signal?: AbortSignal): Promise<FoundSidecar | undefined> {
+  const { own, shared } = sidecarNames(path);
+  const found = await files.readFirst([...own, ...shared], SIDECAR_MAX_BYTES, signal);
+  if (!found) return undefined;
+  const version: SentSidecar = { path: found.path, size: found.size, mtimeMs: found.mtimeMs };
+  if (!found.bytes) return version;
+  const bytes = Buffer.from(found.bytes.buffer, found.bytes.byteOffset, found.bytes.byteLength);
+  return { ...version, upload: { filename: basename(found.path), contentType: 'application/xml', bytes } };
+}
+
+/** Whether `sidecar` is a stem sidecar (`photo.xmp`) that other files of the stem may share. */
+export function isShared(photo: string, sidecar: string): boolean {
+  return sidecarNames(photo).shared.includes(sidecar);
+}
+
+/**
+ * The sidecar recorded with a file version's last `on-server` transition (see RecordDetails), if
+ * it is well formed: what recovery may delete with an interrupted deletion's photo.
+ */
+export function sentSidecarOf(transitions: readonly { state: string; detail: Record<string, unknown> }[]): SentSidecar | undefined {
+  const onServer = transitions.findLast((entry) => entry.state === 'on-server');
+  const value = onServer?.detail.sidecar as Partial<SentSidecar> | undefined;
+  if (typeof value?.path !== 'string' || typeof value.size !== 'number' || typeof value.mtimeMs !== 'number') return undefined;
+  return { path: value.path, size: value.size, mtimeMs: value.mtimeMs };
+}
