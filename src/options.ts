@@ -137,7 +137,7 @@ export const OPTIONS = [
     valueName: 'mode',
     default: 'move',
     description:
-      'What happens to an original once the server has it: move (into ARCHIVE_DIRECTORY), delete (with its .xmp sidecars, which are not uploaded) or keep (leave it in place)',
+      'What happens to an original once the server has it: move (into ARCHIVE_DIRECTORY), delete (with the .xmp sidecar that went with it) or keep (leave it in place)',
     secret: false,
     kind: { type: 'enum', values: ['move', 'delete', 'keep'] },
   },

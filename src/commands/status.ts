@@ -86,7 +86,7 @@ export function formatHistory(entries: ReturnType<Journal['history']>, query: st
     for (const step of transitions) {
       const detail = Object.entries(step.detail)
         .filter(([, value]) => value !== null && value !== undefined)
-        .map(([key, value]) => `${key}=${String(value)}`)
+        .map(([key, value]) => `${key}=${detailValue(value)}`)
         .join(' ');
       lines.push(`  ${new Date(step.at).toISOString()}  ${step.state.padEnd(10)}${detail ? `  ${detail}` : ''}`);
     }
@@ -111,4 +111,11 @@ function describeOutcome(row: FileRow): string {
     default:
       return `in progress (${row.state})`;
   }
+}
+
+/** A transition's detail value as one word: a file (a sidecar sent) by its path. */
+function detailValue(value: unknown): string {
+  if (typeof value !== 'object' || value === null) return String(value);
+  const { path } = value as { path?: unknown };
+  return typeof path === 'string' ? path : JSON.stringify(value);
 }

@@ -262,6 +262,10 @@ describe('delete mode', () => {
 
     const report = await status();
     expect(report.counts).toEqual({ deleted: 5, failed: 1 });
+    // history says which sidecar went with a photo.
+    const history = await cli(['history', 'photo.jpg'], { AFTER_UPLOAD: 'delete' });
+    const onServer = history.stdout.split('\n').find((line) => line.includes(' on-server '));
+    expect(onServer).toContain(`sidecar=${join(watchDir, 'photo.jpg.xmp')}`);
   });
 
   it('keeps a file the server has only in its trash until it is restored, then deletes it', async () => {
