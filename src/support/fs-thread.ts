@@ -103,9 +103,10 @@ function readFirst(paths: string[], maxBytes: number): FirstFile | null {
   return null;
 }
 
+/** No error is made for a missing name (most photos have no sidecar): making one costs more than the call. */
 function lstatQuietly(path: string): Stats | undefined {
   try {
-    return lstatSync(path);
+    return lstatSync(path, { throwIfNoEntry: false });
   } catch {
     return undefined;
   }
