@@ -1,4 +1,4 @@
-import { basename, dirname, extname } from 'node:path';
+import { basename, dirname, extname, join } from 'node:path';
 import type { AfterUpload, WatchRoot } from '../config.js';
 import {
   archiveFile,
@@ -11,7 +11,7 @@ import {
   type ArchiveFs,
 } from './archive.js';
 import { hashFile } from './hash.js';
-import { isShared, type SentSidecar } from './sidecar.js';
+import { isShared, sidecarNames, type SentSidecar } from './sidecar.js';
 import type { Recorder } from './states.js';
 import { sameVersion, type FileVersion } from './types.js';
 
@@ -22,10 +22,12 @@ export interface ConfirmedFile extends FileVersion {
   checksum: string;
   /** The sidecar that went to the server with it: delete mode removes that version only. */
   sidecar?: SentSidecar;
+  /** False when no sidecar was beside it when it was read: a move then does not look for one. */
+  mayHaveSidecars?: boolean;
 }
 
-/** What became of the original. */
-export type Disposition = { mode: 'move'; archivedTo: string } | { mode: 'delete' } | { mode: 'keep' };
+/** What became of the original; `sidecarsLeft`: why a sidecar could not follow it into the archive. */
+export type Disposition = { mode: 'move'; archivedTo: string; sidecarsLeft?: string } | { mode: 'delete' } | { mode: 'keep' };
 
 /**
  * Does what AFTER_UPLOAD says with an original the server has confirmed, recording the intent
@@ -44,8 +46,9 @@ export async function disposeOriginal(
       // Committed before the link: a crash after it is finished at the next start.
       await record(file, 'archiving', { archivePath: targetPath(file.path, file.root) });
       const archived = await archiveFile({ source: file.path, root: file.root, checksum: file.checksum, expected: file, fs });
+      const sidecarsLeft = await archiveSidecars(file, archived.target, fs);
       record(file, 'archived', { archivePath: archived.target });
-      return { mode, archivedTo: archived.target };
+      return { mode, archivedTo: archived.target, ...(sidecarsLeft ? { sidecarsLeft } : {}) };
     }
     case 'delete':
       await assertUnchanged(fs, file);
@@ -94,8 +97,9 @@ export async function finishInterrupted(
   if (present) throw new SourceChangedError(file.path, file, present);
   const copy = await findArchivedCopy(fs, file);
   if (!copy) return 'lost';
+  const sidecarsLeft = await archiveSidecars(file, copy, fs);
   record(file, 'archived', { archivePath: copy });
-  return { mode: 'move', archivedTo: copy };
+  return { mode: 'move', archivedTo: copy, ...(sidecarsLeft ? { sidecarsLeft } : {}) };
 }
 
 /** The archived copy of a file: its target name or a numbered variant with the same bytes. */
@@ -123,6 +127,41 @@ async function deleteWithSidecar(fs: ArchiveFs, path: string, sidecar: SentSidec
   if (!sidecar || !sameVersion(await currentVersion(fs, sidecar.path), sidecar)) return;
   if (isShared(path, sidecar.path) && (await stemStillNeeded(fs, path))) return;
   await removeIfExists(fs, sidecar.path);
+}
+
+/**
+ * Moves the sidecars of an archived photo after it, named after its name in the archive:
+ * `photo.jpg.xmp` becomes `<archived photo>.xmp`, and `photo.xmp` (only once no other file of
+ * its stem is left) `<archived stem>.xmp`. A move loses nothing, so whatever version is there
+ * goes, sent or not, the same careful way as the photo (never over another file; across disks
+ * copied, verified, then removed). Never throws: a sidecar that cannot be moved stays where it is,
+ * and the message returned says why.
+ */
+async function archiveSidecars(file: ConfirmedFile, archivedTo: string, fs: ArchiveFs): Promise<string | undefined> {
+  if (file.mayHaveSidecars === false) return undefined;
+  const { own, shared } = sidecarNames(file.path);
+  const moves: Array<{ path: string; target: string }> = [];
+  for (const path of own) moves.push({ path, target: archivedTo + path.slice(file.path.length) });
+  const sharedPresent: string[] = [];
+  for (const path of shared) if ((await currentVersion(fs, path)) !== null) sharedPresent.push(path);
+  if (sharedPresent.length > 0 && !(await stemStillNeeded(fs, file.path))) {
+    const archivedName = basename(archivedTo);
+    const archivedStem = join(dirname(archivedTo), archivedName.slice(0, archivedName.length - extname(archivedName).length));
+    for (const path of sharedPresent) moves.push({ path, target: archivedStem + extname(path) });
+  }
+  const problems: string[] = [];
+  for (const { path, target } of moves) {
+    try {
+      const version = await currentVersion(fs, path);
+      if (version === null) continue;
+      const { checksum } = await hashFile(path);
+      await archiveFile({ source: path, root: file.root, checksum, expected: version, fs, target });
+    } catch (error) {
+      const why = error instanceof SourceChangedError ? 'it changed while it was moved' : error instanceof Error ? error.message : String(error);
+      problems.push(`${basename(path)}: ${why}`);
+    }
+  }
+  return problems.length > 0 ? problems.join('; ') : undefined;
 }
 
 /** Whether a file other than a sidecar with the stem of `path` (any case) is in its folder. */

@@ -114,6 +114,8 @@ export interface ArchiveInput {
   fs?: ArchiveFs;
   /** Stops the work before anything is placed (hashing an existing target can take a while). */
   signal?: AbortSignal;
+  /** The name wanted in the archive, if not the source's own (a sidecar takes its photo's). */
+  target?: string;
 }
 
 export interface ArchiveResult {
@@ -205,7 +207,7 @@ export function folderFsyncUnsupported(error: unknown): boolean {
 export async function archiveFile(input: ArchiveInput): Promise<ArchiveResult> {
   const fs = input.fs ?? nodeArchiveFs;
   const { source, checksum, expected, signal } = input;
-  const wanted = targetPath(source, input.root);
+  const wanted = input.target ?? targetPath(source, input.root);
   const folder = dirname(wanted);
 
   // No look at the source first: a hard link is checked before the source's name goes

@@ -202,6 +202,12 @@ export class Coordinator {
     }
   }
 
+  /** A sidecar that could not follow its photo into the archive stays behind: worth a warning. */
+  private warnSidecarsLeft(file: string, disposition: Disposition): void {
+    if (disposition.mode !== 'move' || disposition.sidecarsLeft === undefined) return;
+    this.deps.logger.warn({ file, sidecarsLeft: disposition.sidecarsLeft }, `a sidecar of ${file} stays in the watch folder: ${disposition.sidecarsLeft}`);
+  }
+
   private async settle(file: SettledFile, outcome: FileOutcome): Promise<void> {
     const { logger, clock } = this.deps;
     const fields = { file: this.display(file), bytes: file.size };
@@ -213,6 +219,7 @@ export class Coordinator {
           { ...fields, ms: outcome.ms, assetId: outcome.assetId, ...dispositionFields(outcome.disposition) },
           `uploaded ${fields.file} (${formatBytes(file.size)} in ${outcome.ms} ms)${describeDisposition(outcome.disposition)}`,
         );
+        this.warnSidecarsLeft(fields.file, outcome.disposition);
         this.forget(file.path);
         return;
       case 'already-on-server': {
@@ -223,6 +230,7 @@ export class Coordinator {
           { ...fields, ms: outcome.ms, assetId: outcome.assetId, ...(outcome.inTrash ? { inTrash: true } : {}), ...dispositionFields(outcome.disposition) },
           `${where}: ${fields.file}${describeDisposition(outcome.disposition)}`,
         );
+        this.warnSidecarsLeft(fields.file, outcome.disposition);
         this.forget(file.path);
         return;
       }

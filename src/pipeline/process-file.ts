@@ -10,7 +10,7 @@ import { disposeOriginal, type Disposition } from './after-upload.js';
 import { ArchiveError, SourceChangedError, type ArchiveFs } from './archive.js';
 import type { CheckBatcher, ServerVerdict } from './check.js';
 import { hashSettledFile, WHOLE_FILE_MAX_BYTES, type FileHash } from './hash.js';
-import { findSidecar, type FoundSidecar, type SentSidecar } from './sidecar.js';
+import { findSidecar, type FoundSidecar } from './sidecar.js';
 import type { Decision, Recorder } from './states.js';
 import type { SettledFile } from './types.js';
 import { buildUploadRequest, EarlyUpload } from './upload.js';
@@ -135,13 +135,15 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
       }
     }
     // The server took the sidecar only with an asset it created from our upload.
-    const sent = created ? await sentWith(sidecar) : undefined;
+    const found = await sidecar;
+    const sent = created && found?.upload ? { path: found.path, size: found.size, mtimeMs: found.mtimeMs } : undefined;
     deps.record(file, 'on-server', { assetId, serverStatus: created ? 'created' : 'duplicate', ...(sent ? { sidecar: sent } : {}) });
 
     // Only what the server confirmed is touched, and only if it is still the version we sent:
     // disposeOriginal checks that and throws SourceChangedError otherwise.
     stage = 'archive';
-    const disposition = await disposeOriginal({ ...file, checksum, ...(sent ? { sidecar: sent } : {}) }, deps.afterUpload, deps.record, deps.archiveFs);
+    const confirmed = { ...file, checksum, mayHaveSidecars: found !== undefined, ...(sent ? { sidecar: sent } : {}) };
+    const disposition = await disposeOriginal(confirmed, deps.afterUpload, deps.record, deps.archiveFs);
     const ms = deps.clock.now() - started;
     return created
       ? { kind: 'uploaded', assetId: assetId ?? '', disposition, ms }
@@ -155,12 +157,6 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
 }
 
 const NO_SIDECAR: Promise<FoundSidecar | undefined> = Promise.resolve(undefined);
-
-/** The version of the sidecar that went with the upload, if one did. */
-async function sentWith(sidecar: Promise<FoundSidecar | undefined>): Promise<SentSidecar | undefined> {
-  const found = await sidecar;
-  return found?.upload ? { path: found.path, size: found.size, mtimeMs: found.mtimeMs } : undefined;
-}
 
 /** Why delete mode keeps a file the server has only in its trash. */
 const IN_TRASH =

@@ -77,14 +77,12 @@ describe.each([
       await writeFile(join(watchDir, `large/video-${i}.mp4`), bytes);
     }
     const files = new Map([...small, ...large]);
-    // Each photo's sidecar goes to the server with it; delete mode may remove a sidecar only once
-    // the server has it with its photo.
+    // Each photo's sidecar goes to the server with it. A move takes it into the archive after its
+    // photo; delete mode may remove it only once the server has it with its photo.
     const sidecars = new Map<string, string>();
-    if (mode === 'delete') {
-      const photos = [...small.keys()].filter((_, i) => i % 10 === 0);
-      await writeMedia(watchDir, photos.map((photo) => `${photo}.xmp`), 300);
-      for (const photo of photos) sidecars.set(`${photo}.xmp`, photo);
-    }
+    const photos = [...small.keys()].filter((_, i) => i % 10 === 0);
+    await writeMedia(watchDir, photos.map((photo) => `${photo}.xmp`), 300);
+    for (const photo of photos) sidecars.set(`${photo}.xmp`, photo);
     const onServer = (bytes: Buffer): boolean => server.assets.some((asset) => asset.checksum === sha1(bytes));
     const sidecarOnServer = (photo: Buffer, sidecar: Buffer): boolean =>
       server.assets.some((asset) => asset.checksum === sha1(photo) && asset.sidecar?.bytes.equals(sidecar) === true);
@@ -109,7 +107,8 @@ describe.each([
 
     /**
      * Every file's bytes exist, whole, in the watch folder or in the archive (move), or in the
-     * watch folder or on the server (delete); a sidecar is gone only if the server has it with its photo.
+     * watch folder or on the server (delete); a sidecar is in the watch folder, in the archive
+     * (move), or on the server with its photo (delete).
      */
     const expectNothingLost = async (when: string): Promise<void> => {
       for (const [name, bytes] of files) {
@@ -119,14 +118,16 @@ describe.each([
         expect(whole || (mode === 'delete' && onServer(bytes)), `${name} exists whole somewhere ${when}`).toBe(true);
       }
       for (const [sidecar, photo] of sidecars) {
-        const kept = (await readIfExists(join(watchDir, sidecar))) !== undefined;
-        const sent = sidecarOnServer(files.get(photo) ?? Buffer.alloc(0), sidecarBytesOf.get(sidecar) ?? Buffer.alloc(0));
-        expect(kept || sent, `${sidecar} is gone only once the server has it with its photo ${when}`).toBe(true);
+        const bytes = sidecarBytesOf.get(sidecar) ?? Buffer.alloc(0);
+        const kept = (await readIfExists(join(watchDir, sidecar)))?.equals(bytes) === true;
+        const archived = mode === 'move' && (await readIfExists(join(archiveDir, sidecar)))?.equals(bytes) === true;
+        const sent = mode === 'delete' && sidecarOnServer(files.get(photo) ?? Buffer.alloc(0), bytes);
+        expect(kept || archived || sent, `${sidecar} is whole in the watch folder, the archive or on the server with its photo ${when}`).toBe(true);
       }
     };
     const disposing = mode === 'move' ? 'archiving' : 'deleting';
     /** Photos and videos still in the watch folder (sidecars may stay: see the end). */
-    const mediaLeft = async (): Promise<number> => (await listFiles(watchDir)).filter((path) => !sidecars.has(relative(watchDir, path))).length;
+    const mediaLeft = async (): Promise<number> => (await listFiles(watchDir)).filter((path) => !sidecars.has(path)).length;
 
     /** The states files were caught in by the kills, as the journal recorded them. */
     const caughtIn = new Set<string>();
@@ -166,14 +167,16 @@ describe.each([
     const final = await runCli(['once'], { env: { ...env, LOG_LEVEL: 'info' }, timeoutMs: 60_000 });
     expect(final.code, final.stdout.slice(-3000) + final.stderr).toBe(0);
 
-    // Every file archived with exactly its bytes (move) or deleted (delete), and every photo on the
-    // server with its sidecar. The watch folder holds nothing but sidecars: one whose photo's upload
-    // was cut off after the server had it cannot be known to have gone with it, and stays.
+    // Every file archived with exactly its bytes, its sidecar beside it (move), or deleted (delete),
+    // and every photo on the server with its sidecar. In delete mode the watch folder may hold
+    // sidecars: one whose photo's upload was cut off after the server had it cannot be known to
+    // have gone with it, and stays.
     if (mode === 'move') {
-      for (const [name, bytes] of files) {
+      for (const [name, bytes] of [...files, ...sidecarBytesOf]) {
         const archived = await readFile(join(archiveDir, name));
         expect(sha1(archived), name).toBe(sha1(bytes));
       }
+      expect(await listFiles(watchDir)).toEqual([]);
     }
     for (const [sidecar, photo] of sidecars) {
       expect(sidecarOnServer(files.get(photo) ?? Buffer.alloc(0), sidecarBytesOf.get(sidecar) ?? Buffer.alloc(0)), sidecar).toBe(true);
@@ -183,7 +186,7 @@ describe.each([
     // Nothing left under a temporary name, and nothing extra in the archive.
     const archived = await listFiles(archiveDir);
     expect(archived.filter((path) => isArchiveTemporary(path.split('/').pop() ?? ''))).toEqual([]);
-    expect(archived.sort()).toEqual(mode === 'move' ? [...files.keys()].sort() : []);
+    expect(archived.sort()).toEqual(mode === 'move' ? [...files.keys(), ...sidecars.keys()].sort() : []);
     // The server holds each checksum exactly once, created exactly once.
     for (const bytes of files.values()) {
       expect(server.assets.filter((asset) => asset.checksum === sha1(bytes))).toHaveLength(1);

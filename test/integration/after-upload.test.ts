@@ -123,6 +123,49 @@ describe('delete mode', () => {
   });
 });
 
+describe('move mode', () => {
+  const move = async (name: string, files: Map<string, Buffer>, fsUsed: ArchiveFs = fs) =>
+    disposeOriginal(await confirmed(name, files.get(name) ?? Buffer.alloc(0)), 'move', record, fsUsed);
+
+  it("moves a photo's sidecars after it, named after its name in the archive", async () => {
+    const files = await writeMedia(root.path, ['a.jpg', 'a.jpg.xmp', 'b.jpg', 'b.jpg.XMP', 'b.xmp', 'c.jpg']);
+    // The archive already holds another b.jpg: this one becomes "b (1).jpg", and its sidecars follow that name.
+    await writeMedia(root.archivePath, ['b.jpg']);
+    for (const name of ['a.jpg', 'b.jpg', 'c.jpg']) await move(name, files);
+    expect((await readdir(root.path)).filter((name) => name !== 'archive')).toEqual([]);
+    const archived = new Map([
+      ['a.jpg.xmp', 'a.jpg.xmp'],
+      ['b (1).jpg.XMP', 'b.jpg.XMP'],
+      ['b (1).xmp', 'b.xmp'],
+    ]);
+    for (const [inArchive, original] of archived) expect(await readFile(join(root.archivePath, inArchive)), inArchive).toEqual(files.get(original));
+    expect((await readdir(root.archivePath)).sort()).toEqual(['a.jpg', 'a.jpg.xmp', 'b (1).jpg', 'b (1).jpg.XMP', 'b (1).xmp', 'b.jpg', 'c.jpg']);
+  });
+
+  it('moves a shared sidecar only with the last file of its stem', async () => {
+    const files = await writeMedia(root.path, ['pair.heic', 'pair.mov', 'pair.xmp']);
+    await move('pair.heic', files);
+    expect(await readFile(join(root.path, 'pair.xmp'))).toEqual(files.get('pair.xmp'));
+    await move('pair.mov', files);
+    expect(await readFile(join(root.archivePath, 'pair.xmp'))).toEqual(files.get('pair.xmp'));
+    expect((await readdir(root.path)).filter((name) => name !== 'archive')).toEqual([]);
+  });
+
+  it('leaves a sidecar that cannot be moved where it is, and says why; the photo is archived', async () => {
+    const files = await writeMedia(root.path, ['d.jpg', 'd.jpg.xmp']);
+    const failing: ArchiveFs = {
+      ...fs,
+      link: (from, to) => (from.endsWith('.xmp') ? Promise.reject(Object.assign(new Error('EIO: i/o error (test)'), { code: 'EIO' })) : fs.link(from, to)),
+    };
+    const disposition = await move('d.jpg', files, failing);
+    expect(disposition).toMatchObject({ mode: 'move', archivedTo: join(root.archivePath, 'd.jpg') });
+    expect(disposition.mode === 'move' && disposition.sidecarsLeft).toContain('d.jpg.xmp');
+    expect(await readFile(join(root.path, 'd.jpg.xmp'))).toEqual(files.get('d.jpg.xmp'));
+    expect(await readdir(root.archivePath)).toEqual(['d.jpg']);
+    expect(recorded).toEqual(['archiving', 'archived']);
+  });
+});
+
 describe('keep mode', () => {
   it('touches nothing and records the original as kept', async () => {
     const files = await writeMedia(root.path, ['e.jpg']);

@@ -174,10 +174,13 @@ describe("processFile sends a photo's XMP sidecar with it", () => {
     const bytes = randomBytes(3 * 1024 * 1024);
     writeFileSync(join(watchDir, 'v.mp4'), bytes);
     const media = await writeMedia(watchDir, ['v.mp4.xmp']);
+    const sent = await version('v.mp4.xmp');
     const run = recordedWith(deps());
     expect((await processFile(await settled('v.mp4'), run.deps)).kind).toBe('uploaded');
     expect(server.assetByChecksum(sha1(bytes))?.sidecar).toEqual({ filename: 'v.mp4.xmp', bytes: media.get('v.mp4.xmp') });
-    expect(run.onServer()?.sidecar).toEqual(await version('v.mp4.xmp'));
+    expect(run.onServer()?.sidecar).toEqual(sent);
+    // Moved into the archive with its video.
+    expect(await readIfExists(join(archiveDir, 'v.mp4.xmp'))).toEqual(media.get('v.mp4.xmp'));
   });
 
   it('keeps the sidecar of a photo the server already had: it did not go', async () => {
