@@ -107,3 +107,41 @@ describe('Coordinator.offer', () => {
     expect(processed[1]).toMatchObject({ path, size: 'a new version'.length });
   });
 });
+
+describe('Coordinator logging', () => {
+  it('warns when a sidecar could not follow its photo into the archive', async () => {
+    const lines: Array<{ level: number; msg: string; sidecarsLeft?: string }> = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as (typeof lines)[number]) });
+    const warned = new Coordinator({
+      clock: systemClock,
+      logger,
+      waitMs: 0,
+      intervalMs: 20,
+      inFlight: 8,
+      maxInProgress: 3,
+      retryFailed: false,
+      process: () =>
+        Promise.resolve<FileOutcome>({
+          kind: 'uploaded',
+          assetId: 'a',
+          disposition: { mode: 'move', archivedTo: join(temp.path, 'archive', 'd.jpg'), sidecarsLeft: 'd.jpg.xmp: EIO' },
+          ms: 1,
+        }),
+      record: makeRecorder(
+        () => Promise.resolve(),
+        () => undefined,
+      ),
+      onFatal: (error) => {
+        throw error;
+      },
+    });
+    warned.start();
+    const path = join(temp.path, 'd.jpg');
+    await writeFile(path, 'd');
+    warned.offer({ path, root: { path: temp.path, archivePath: join(temp.path, 'archive') }, size: 1, mtimeMs: 0 });
+    await waitFor(() => lines.some((line) => line.level === 40), { message: 'the warning' });
+    await warned.stop();
+    expect(lines.find((line) => line.level === 40)).toMatchObject({ msg: 'a sidecar of d.jpg stays in the watch folder: d.jpg.xmp: EIO', sidecarsLeft: 'd.jpg.xmp: EIO' });
+    expect(lines.some((line) => line.level === 30 && line.msg.startsWith('uploaded d.jpg'))).toBe(true);
+  });
+});
