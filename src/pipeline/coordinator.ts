@@ -202,8 +202,9 @@ export class Coordinator {
     }
   }
 
-  /** A sidecar that could not follow its photo into the archive stays behind: worth a warning. */
-  private warnSidecarsLeft(file: string, disposition: Disposition): void {
+  /** A sidecar that did not go with its photo, or could not follow it into the archive: worth a warning. */
+  private warnSidecars(file: string, disposition: Disposition, notSent?: string): void {
+    if (notSent !== undefined) this.deps.logger.warn({ file, sidecarNotSent: notSent }, `the sidecar of ${file}: ${notSent}`);
     if (disposition.mode !== 'move' || disposition.sidecarsLeft === undefined) return;
     this.deps.logger.warn({ file, sidecarsLeft: disposition.sidecarsLeft }, `a sidecar of ${file} stays in the watch folder: ${disposition.sidecarsLeft}`);
   }
@@ -219,7 +220,7 @@ export class Coordinator {
           { ...fields, ms: outcome.ms, assetId: outcome.assetId, ...dispositionFields(outcome.disposition) },
           `uploaded ${fields.file} (${formatBytes(file.size)} in ${outcome.ms} ms)${describeDisposition(outcome.disposition)}`,
         );
-        this.warnSidecarsLeft(fields.file, outcome.disposition);
+        this.warnSidecars(fields.file, outcome.disposition, outcome.sidecarNotSent);
         this.forget(file.path);
         return;
       case 'already-on-server': {
@@ -230,7 +231,7 @@ export class Coordinator {
           { ...fields, ms: outcome.ms, assetId: outcome.assetId, ...(outcome.inTrash ? { inTrash: true } : {}), ...dispositionFields(outcome.disposition) },
           `${where}: ${fields.file}${describeDisposition(outcome.disposition)}`,
         );
-        this.warnSidecarsLeft(fields.file, outcome.disposition);
+        this.warnSidecars(fields.file, outcome.disposition);
         this.forget(file.path);
         return;
       }

@@ -17,7 +17,8 @@ import { buildUploadRequest, EarlyUpload } from './upload.js';
 
 /** How one file's trip through the pipeline ended. */
 export type FileOutcome =
-  | { kind: 'uploaded'; assetId: string; disposition: Disposition; ms: number }
+  /** `sidecarNotSent`: why the photo's sidecar did not go with it. */
+  | { kind: 'uploaded'; assetId: string; disposition: Disposition; ms: number; sidecarNotSent?: string }
   /** `inTrash`: the server's copy is in the user's trash, which Immich empties after a while. */
   | { kind: 'already-on-server'; assetId: string | undefined; disposition: Disposition; ms: number; inTrash?: true }
   | { kind: 'skipped'; reason: string }
@@ -145,8 +146,9 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     const confirmed = { ...file, checksum, mayHaveSidecars: found !== undefined, ...(sent ? { sidecar: sent } : {}) };
     const disposition = await disposeOriginal(confirmed, deps.afterUpload, deps.record, deps.archiveFs);
     const ms = deps.clock.now() - started;
+    const notSent = created && found?.notSent !== undefined ? { sidecarNotSent: found.notSent } : {};
     return created
-      ? { kind: 'uploaded', assetId: assetId ?? '', disposition, ms }
+      ? { kind: 'uploaded', assetId: assetId ?? '', disposition, ms, ...notSent }
       : { kind: 'already-on-server', assetId, disposition, ms, ...(inTrash ? { inTrash } : {}) };
   } catch (error) {
     return toOutcome(error, stage, deps.signals);

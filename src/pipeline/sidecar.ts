@@ -13,9 +13,10 @@ const SIDECAR_EXTENSIONS = ['.xmp', '.XMP'];
 
 /**
  * A sidecar larger than this is not sent (nor deleted): XMP files are a few KB, a long edit
- * history a few MB, and each file in flight holds its sidecar in memory.
+ * history up to a few hundred KB, and each file in flight (up to 32 by default) holds its
+ * sidecar in memory until its upload is over.
  */
-export const SIDECAR_MAX_BYTES = 16 * 1024 * 1024;
+export const SIDECAR_MAX_BYTES = 4 * 1024 * 1024;
 
 /** The version of a sidecar that went to the server with its photo. */
 export interface SentSidecar extends FileVersion {
@@ -26,6 +27,8 @@ export interface SentSidecar extends FileVersion {
 export interface FoundSidecar extends SentSidecar {
   /** The part to send; absent when the sidecar is too large or was being written. */
   upload?: InMemoryUploadFile;
+  /** Why there is no `upload`, in words for the log. */
+  notSent?: string;
 }
 
 /**
@@ -48,7 +51,10 @@ export async function findSidecar(files: FsWorker, path: string, signal?: AbortS
   const found = await files.readFirst([...own, ...shared], SIDECAR_MAX_BYTES, signal);
   if (!found) return undefined;
   const version: SentSidecar = { path: found.path, size: found.size, mtimeMs: found.mtimeMs };
-  if (!found.bytes) return version;
+  if (!found.bytes) {
+    const why = found.size > SIDECAR_MAX_BYTES ? `it is over ${SIDECAR_MAX_BYTES / 1024 / 1024} MB` : 'it could not be read whole (it was being written, or is unreadable)';
+    return { ...version, notSent: `${basename(found.path)} was not sent with it: ${why}` };
+  }
   const bytes = Buffer.from(found.bytes.buffer, found.bytes.byteOffset, found.bytes.byteLength);
   return { ...version, upload: { filename: basename(found.path), contentType: 'application/xml', bytes } };
 }

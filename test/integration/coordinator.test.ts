@@ -109,7 +109,7 @@ describe('Coordinator.offer', () => {
 });
 
 describe('Coordinator logging', () => {
-  it('warns when a sidecar could not follow its photo into the archive', async () => {
+  it('warns when a sidecar did not go with its photo, or could not follow it into the archive', async () => {
     const lines: Array<{ level: number; msg: string; sidecarsLeft?: string }> = [];
     const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as (typeof lines)[number]) });
     const warned = new Coordinator({
@@ -126,6 +126,7 @@ describe('Coordinator logging', () => {
           assetId: 'a',
           disposition: { mode: 'move', archivedTo: join(temp.path, 'archive', 'd.jpg'), sidecarsLeft: 'd.jpg.xmp: EIO' },
           ms: 1,
+          sidecarNotSent: 'd.jpg.xmp was not sent with it: it is over 4 MB',
         }),
       record: makeRecorder(
         () => Promise.resolve(),
@@ -139,9 +140,12 @@ describe('Coordinator logging', () => {
     const path = join(temp.path, 'd.jpg');
     await writeFile(path, 'd');
     warned.offer({ path, root: { path: temp.path, archivePath: join(temp.path, 'archive') }, size: 1, mtimeMs: 0 });
-    await waitFor(() => lines.some((line) => line.level === 40), { message: 'the warning' });
+    await waitFor(() => lines.filter((line) => line.level === 40).length === 2, { message: 'the warnings' });
     await warned.stop();
-    expect(lines.find((line) => line.level === 40)).toMatchObject({ msg: 'a sidecar of d.jpg stays in the watch folder: d.jpg.xmp: EIO', sidecarsLeft: 'd.jpg.xmp: EIO' });
+    expect(lines.filter((line) => line.level === 40)).toMatchObject([
+      { msg: 'the sidecar of d.jpg: d.jpg.xmp was not sent with it: it is over 4 MB' },
+      { msg: 'a sidecar of d.jpg stays in the watch folder: d.jpg.xmp: EIO', sidecarsLeft: 'd.jpg.xmp: EIO' },
+    ]);
     expect(lines.some((line) => line.level === 30 && line.msg.startsWith('uploaded d.jpg'))).toBe(true);
   });
 });

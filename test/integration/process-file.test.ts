@@ -10,6 +10,7 @@ import type { ImmichClient } from '../../src/immich/client.js';
 import { ResilientImmich, ServerGate } from '../../src/immich/resilient.js';
 import { CheckBatcher } from '../../src/pipeline/check.js';
 import { processFile, type ProcessDeps } from '../../src/pipeline/process-file.js';
+import { SIDECAR_MAX_BYTES } from '../../src/pipeline/sidecar.js';
 import { buildUploadRequest } from '../../src/pipeline/upload.js';
 import { makeRecorder, type FileState, type RecordDetails } from '../../src/pipeline/states.js';
 import type { SettledFile } from '../../src/pipeline/types.js';
@@ -181,6 +182,17 @@ describe("processFile sends a photo's XMP sidecar with it", () => {
     expect(run.onServer()?.sidecar).toEqual(sent);
     // Moved into the archive with its video.
     expect(await readIfExists(join(archiveDir, 'v.mp4.xmp'))).toEqual(media.get('v.mp4.xmp'));
+  });
+
+  it('does not send a sidecar over 4 MB, says so, and delete mode keeps it', async () => {
+    const media = await writeMedia(watchDir, ['big.jpg']);
+    writeFileSync(join(watchDir, 'big.jpg.xmp'), Buffer.alloc(SIDECAR_MAX_BYTES + 1, 0x20));
+    const run = recordedWith({ ...deps(), afterUpload: 'delete' });
+    const outcome = await processFile(await settled('big.jpg'), run.deps);
+    expect(outcome).toMatchObject({ kind: 'uploaded', sidecarNotSent: 'big.jpg.xmp was not sent with it: it is over 4 MB' });
+    expect(server.assetByChecksum(sha1(media.get('big.jpg') ?? Buffer.alloc(0)))?.sidecar).toBeUndefined();
+    expect(run.onServer()?.sidecar).toBeUndefined();
+    expect((await stat(join(watchDir, 'big.jpg.xmp'))).size).toBe(SIDECAR_MAX_BYTES + 1);
   });
 
   it('keeps the sidecar of a photo the server already had: it did not go', async () => {
