@@ -8,8 +8,8 @@
  *
  * With `safe` it also does, the leanest way, every step ours takes to keep a small file safe:
  * ours's `Journal` with the same seven transitions (the write-ahead `archiving` committed before
- * the link), a second look at the file before it is read (ours's settling with no wait), ours's
- * `CheckBatcher` for the duplicate check, a hard link into the archive checked to be the version
+ * the link), a second look at the file before it is read (ours's settling with no wait), a look
+ * for its XMP sidecar under ours's four names, ours's `CheckBatcher` for the duplicate check, a hard link into the archive checked to be the version
  * uploaded, one folder fsync shared by the links made in the same turn, the unlink of the
  * original and a log line per file, with its file calls synchronous on the main thread. That is the best any
  * uploader with ours's guarantees can do here: the distance from it to ours is ours's own
@@ -33,6 +33,7 @@ import { buildMultipart } from '../../src/immich/multipart.js';
 import { Journal, type FileVersionRef } from '../../src/journal/journal.js';
 import { syncFolderNow } from '../../src/pipeline/archive-temporaries.js';
 import { CheckBatcher } from '../../src/pipeline/check.js';
+import { sidecarNames } from '../../src/pipeline/sidecar.js';
 import { systemClock } from '../../src/support/clock.js';
 import { createLogger, type Logger } from '../../src/support/logger.js';
 import { REPO_ROOT } from '../lib/paths.js';
@@ -182,6 +183,10 @@ function safeSteps(dir: string, safe: SafeSteps, postJson: (path: string, json: 
       const file = versionOf(path);
       journal.recordLater(file, 'discovered');
       if (!sameVersion(versionOf(path), file)) throw new Error(`${path} changed while the benchmark ran`);
+      const { own, shared } = sidecarNames(path);
+      if ([...own, ...shared].some((name) => lstatSync(name, { throwIfNoEntry: false }) !== undefined)) {
+        throw new Error(`${path} has a sidecar: the benchmark's files have none`);
+      }
       journal.recordLater(file, 'settled');
       return file;
     },

@@ -73,7 +73,7 @@ export async function runThroughput(ctx: BenchContext, def: ThroughputDef): Prom
         'journal, settling, archiving or logging). It times its own work; its time adds the start and exit of an ' +
         `empty Node process (${Math.round(startMs)} ms, measured in this run). With the safe steps, it also does ` +
         'what ours does to keep each file safe, the leanest way: the journal with the same transitions, a second ' +
-        'look before the read, the duplicate check, a hard link into the archive checked to be the uploaded ' +
+        'look before the read, a look for its XMP sidecar, the duplicate check, a hard link into the archive checked to be the uploaded ' +
         'version, a shared folder fsync, the unlink and a log line per file.',
     );
   }

@@ -1,11 +1,10 @@
 /**
  * A multipart/form-data body: text fields, one file part, then optionally a small part from
- * memory (a sidecar). The exact length is known before
- * the first byte is sent (so the request carries a Content-Length, which proxies such as
- * Cloudflare and nginx handle better than chunked uploads). A file on disk is sent as head, the
- * file's bytes read chunk by chunk (never held in memory: STACK.md, Trap 1), and tail; a file
- * already in memory (a small file read once for its hash) becomes three buffers — head, bytes,
- * tail — that the request writes at once.
+ * memory (a sidecar). The exact length is known before the first byte is sent (so the request
+ * carries a Content-Length, which proxies such as Cloudflare and nginx handle better than
+ * chunked uploads). A file on disk is sent as head, the file's bytes read chunk by chunk (never
+ * held in memory: STACK.md, Trap 1), and tail; a file already in memory (a small file read once
+ * for its hash) becomes three buffers — head, bytes, tail — that the request writes at once.
  */
 import { randomBytes } from 'node:crypto';
 import type { ByteSource } from './client.js';

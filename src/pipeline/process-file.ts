@@ -70,7 +70,8 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     let hashed: FileHash | undefined = await deps.limitHash(() => {
       // Looked for with the hash's read (one message to the file-system thread), sent with the upload.
       sidecar = findSidecar(deps.files, file.path, deps.signals.wait);
-      void sidecar.catch(() => undefined); // awaited with the upload; unless the file ends before
+      // Awaited once the server has the file; this marks a rejection handled if the file ends before.
+      void sidecar.catch(() => undefined);
       // Cancelled while it waits for an upload slot, it leaves the queue at once.
       early?.start(
         async (signals, cancelled) => sendUpload(buildUploadRequest(file, {}, deps.serverMajor, await sidecar), deps, signals, cancelled),

@@ -49,7 +49,7 @@ async function listFiles(root: string): Promise<string[]> {
 describe.each([
   { name: 'same file system', mode: 'move', exdev: false, seed: 7 },
   { name: 'archive on another device (injected EXDEV)', mode: 'move', exdev: true, seed: 11 },
-  { name: 'delete mode, with sidecars', mode: 'delete', exdev: false, seed: 13 },
+  { name: 'delete mode', mode: 'delete', exdev: false, seed: 13 },
 ] as const)('SIGKILL at many moments, $name', ({ mode, exdev, seed }) => {
   let temp: { path: string; remove: () => Promise<void> };
   let server: FakeImmich;
