@@ -1,6 +1,6 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Coordinator } from '../../src/pipeline/coordinator.js';
 import type { FileOutcome } from '../../src/pipeline/process-file.js';
@@ -21,20 +21,26 @@ beforeEach(async () => {
   temp = await makeTempDir();
   finish.clear();
   processed.length = 0;
-  coordinator = new Coordinator({
+  coordinator = coordinatorFor(pino({ level: 'silent' }), (file) => {
+    processed.push(file);
+    return new Promise<FileOutcome>((resolve) =>
+      finish.set(file.path, () => resolve({ kind: 'uploaded', assetId: 'a', disposition: { mode: 'keep' }, ms: 1 })),
+    );
+  });
+  coordinator.start();
+});
+
+/** A coordinator with a small scale, whose files end as `process` says. */
+function coordinatorFor(logger: Logger, process: (file: SettledFile) => Promise<FileOutcome>): Coordinator {
+  return new Coordinator({
     clock: systemClock,
-    logger: pino({ level: 'silent' }),
+    logger,
     waitMs: 0,
     intervalMs: 20,
     inFlight: 8,
     maxInProgress: 3,
     retryFailed: false,
-    process: (file) => {
-      processed.push(file);
-      return new Promise<FileOutcome>((resolve) =>
-        finish.set(file.path, () => resolve({ kind: 'uploaded', assetId: 'a', disposition: { mode: 'keep' }, ms: 1 })),
-      );
-    },
+    process,
     record: makeRecorder(
       () => Promise.resolve(),
       () => undefined,
@@ -43,8 +49,7 @@ beforeEach(async () => {
       throw error;
     },
   });
-  coordinator.start();
-});
+}
 
 afterEach(async () => {
   const stopping = coordinator.stop();
@@ -112,30 +117,15 @@ describe('Coordinator logging', () => {
   it('warns when a sidecar did not go with its photo, or could not follow it into the archive', async () => {
     const lines: Array<{ level: number; msg: string; sidecarsLeft?: string }> = [];
     const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as (typeof lines)[number]) });
-    const warned = new Coordinator({
-      clock: systemClock,
-      logger,
-      waitMs: 0,
-      intervalMs: 20,
-      inFlight: 8,
-      maxInProgress: 3,
-      retryFailed: false,
-      process: () =>
-        Promise.resolve<FileOutcome>({
-          kind: 'uploaded',
-          assetId: 'a',
-          disposition: { mode: 'move', archivedTo: join(temp.path, 'archive', 'd.jpg'), sidecarsLeft: 'd.jpg.xmp: EIO' },
-          ms: 1,
-          sidecarNotSent: 'd.jpg.xmp was not sent with it: it is over 4 MB',
-        }),
-      record: makeRecorder(
-        () => Promise.resolve(),
-        () => undefined,
-      ),
-      onFatal: (error) => {
-        throw error;
-      },
-    });
+    const warned = coordinatorFor(logger, () =>
+      Promise.resolve<FileOutcome>({
+        kind: 'uploaded',
+        assetId: 'a',
+        disposition: { mode: 'move', archivedTo: join(temp.path, 'archive', 'd.jpg'), sidecarsLeft: 'd.jpg.xmp: EIO' },
+        ms: 1,
+        sidecarNotSent: 'd.jpg.xmp was not sent with it: it is over 4 MB',
+      }),
+    );
     warned.start();
     const path = join(temp.path, 'd.jpg');
     await writeFile(path, 'd');
