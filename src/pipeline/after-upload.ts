@@ -1,4 +1,4 @@
-import { basename, dirname, extname, join } from 'node:path';
+import { basename, dirname, extname } from 'node:path';
 import type { AfterUpload, WatchRoot } from '../config.js';
 import {
   archiveFile,
@@ -11,7 +11,7 @@ import {
   type ArchiveFs,
 } from './archive.js';
 import { hashFile } from './hash.js';
-import { isShared, sidecarNames, type SentSidecar } from './sidecar.js';
+import { isShared, sidecarFollowing, sidecarNames, type SentSidecar } from './sidecar.js';
 import type { Recorder } from './states.js';
 import { sameVersion, type FileVersion } from './types.js';
 
@@ -140,21 +140,17 @@ async function deleteWithSidecar(fs: ArchiveFs, path: string, sidecar: SentSidec
 async function archiveSidecars(file: ConfirmedFile, archivedTo: string, fs: ArchiveFs): Promise<string | undefined> {
   if (file.mayHaveSidecars === false) return undefined;
   const { own, shared } = sidecarNames(file.path);
-  const moves: Array<{ path: string; target: string }> = [];
-  for (const path of own) moves.push({ path, target: archivedTo + path.slice(file.path.length) });
-  const sharedPresent: string[] = [];
-  for (const path of shared) if ((await currentVersion(fs, path)) !== null) sharedPresent.push(path);
-  if (sharedPresent.length > 0 && !(await stemStillNeeded(fs, file.path))) {
-    const archivedName = basename(archivedTo);
-    const archivedStem = join(dirname(archivedTo), archivedName.slice(0, archivedName.length - extname(archivedName).length));
-    for (const path of sharedPresent) moves.push({ path, target: archivedStem + extname(path) });
-  }
+  // The folder is listed only when a shared sidecar is there to decide on.
+  const sharedThere: string[] = [];
+  for (const path of shared) if ((await currentVersion(fs, path)) !== null) sharedThere.push(path);
+  const sidecars = sharedThere.length > 0 && !(await stemStillNeeded(fs, file.path)) ? [...own, ...sharedThere] : own;
   const problems: string[] = [];
-  for (const { path, target } of moves) {
+  for (const path of sidecars) {
     try {
       const version = await currentVersion(fs, path);
       if (version === null) continue;
       const { checksum } = await hashFile(path);
+      const target = sidecarFollowing(path, file.path, archivedTo);
       await archiveFile({ source: path, root: file.root, checksum, expected: version, fs, target });
     } catch (error) {
       const why = error instanceof SourceChangedError ? 'it changed while it was moved' : error instanceof Error ? error.message : String(error);

@@ -37,12 +37,24 @@ export interface FoundSidecar extends SentSidecar {
  * stem, such as the photo and the video of a live photo.
  */
 export function sidecarNames(path: string): { own: string[]; shared: string[] } {
-  const name = basename(path);
-  const stem = join(dirname(path), name.slice(0, name.length - extname(name).length));
+  const stem = withoutExtension(path);
   return {
     own: SIDECAR_EXTENSIONS.map((ext) => `${path}${ext}`),
     shared: SIDECAR_EXTENSIONS.map((ext) => `${stem}${ext}`),
   };
+}
+
+/**
+ * Where a sidecar of `photo` goes when the photo goes to `movedTo`: named after it as before
+ * (`photo.jpg.xmp` after `photo (1).jpg` is `photo (1).jpg.xmp`, `photo.xmp` is `photo (1).xmp`).
+ */
+export function sidecarFollowing(sidecar: string, photo: string, movedTo: string): string {
+  return sidecarNames(photo).own.includes(sidecar) ? movedTo + sidecar.slice(photo.length) : withoutExtension(movedTo) + extname(sidecar);
+}
+
+function withoutExtension(path: string): string {
+  const name = basename(path);
+  return join(dirname(path), name.slice(0, name.length - extname(name).length));
 }
 
 /** The photo's sidecar (the first of {@link sidecarNames} that is a file), read whole. */
