@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { appendFile, mkdir, readdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { startFakeImmich, type FakeImmich } from '../fakes/immich-server.js';
+import { startFakeImmich, type FakeAsset, type FakeImmich } from '../fakes/immich-server.js';
 import { runCli, startCli, type CliRun } from '../helpers/cli.js';
 import { readIfExists, sha1, writeMedia } from '../helpers/media.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
@@ -105,6 +105,24 @@ describe.each([2, 3] as const)('against an Immich %i.x server', (major) => {
     // Quiet when all is well: no warning of Node's either (e.g. about listeners).
     expect(result.stderr).toBe('');
     expectNoSecret(result.stdout, result.stderr);
+  });
+
+  it("once: sends each photo's XMP sidecar with it, and moves the sidecar into the archive beside it", async () => {
+    await startServer(major);
+    const media = await writeMedia(watchDir, ['DCIM/IMG_1.CR2', 'DCIM/IMG_2.JPG', 'DCIM/IMG_3.HEIC', 'DCIM/IMG_3.MOV']);
+    const sidecars = await writeMedia(watchDir, ['DCIM/IMG_1.CR2.xmp', 'DCIM/IMG_2.XMP', 'DCIM/IMG_3.xmp'], 400);
+    const result = await runCli(['once'], { env: env({ SUPPORTED_EXTENSIONS: 'jpg,cr2,heic,mov' }) });
+    expect(result.code, result.stdout + result.stderr).toBe(0);
+    expect(result.stderr).toBe('');
+    await expectUploadedAndArchived(media);
+    const sentWith = (photo: string): FakeAsset['sidecar'] => server.assetByChecksum(sha1(media.get(photo) ?? Buffer.alloc(0)))?.sidecar;
+    expect(sentWith('DCIM/IMG_1.CR2')).toEqual({ filename: 'IMG_1.CR2.xmp', bytes: sidecars.get('DCIM/IMG_1.CR2.xmp') });
+    expect(sentWith('DCIM/IMG_2.JPG')).toEqual({ filename: 'IMG_2.XMP', bytes: sidecars.get('DCIM/IMG_2.XMP') });
+    // The live photo's two files share one sidecar: it goes with each, and into the archive with the last.
+    expect(sentWith('DCIM/IMG_3.HEIC')?.filename).toBe('IMG_3.xmp');
+    expect(sentWith('DCIM/IMG_3.MOV')?.filename).toBe('IMG_3.xmp');
+    for (const [name, bytes] of sidecars) expect(await readIfExists(join(archiveDir, name)), name).toEqual(bytes);
+    expect(await readdir(join(watchDir, 'DCIM'))).toEqual([]);
   });
 
   it('watch: a file copied in slowly is uploaded once, complete, after it settles', async () => {
