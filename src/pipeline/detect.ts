@@ -1,10 +1,10 @@
 import { lstat, watch, type Dirent, type FSWatcher, type Stats } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
-import { basename, join, resolve, sep } from 'node:path';
+import { basename, extname, join, resolve, sep } from 'node:path';
 import type { Logger } from 'pino';
 import type { WatchRoot } from '../config.js';
 import type { Clock } from '../support/clock.js';
-import { fileNameVerdict, folderNameVerdict } from './filter.js';
+import { fileNameVerdict, folderNameVerdict, isImmichMedia } from './filter.js';
 import type { Candidate } from './types.js';
 
 /** Everything the detector needs, passed in by the composition root. */
@@ -112,6 +112,7 @@ export class Detector {
   // Warn-once memory. The only per-file state is the too-large set, bounded by the number of
   // over-size files a user keeps in the watch folders.
   readonly #tooLargeWarned = new Set<string>();
+  readonly #leftOutWarned = new Set<string>();
   readonly #unreadableWarned = new Set<string>();
   readonly #watchErrorWarned = new Set<string>();
   readonly #missingRoots = new Set<string>();
@@ -258,7 +259,9 @@ export class Detector {
         // The dirent's type comes from readdir itself (Node lstat-s entries whose type the file
         // system does not report), so links, sockets and devices are dropped without a syscall.
         if (entry.isFile()) {
-          if (fileNameVerdict(entry.name, this.#options.supportedExtensions) !== 'ok') continue;
+          const verdict = fileNameVerdict(entry.name, this.#options.supportedExtensions);
+          if (verdict === 'unsupported') this.#warnLeftOut(join(folder, entry.name));
+          if (verdict !== 'ok') continue;
           const path = join(folder, entry.name);
           if (this.#isExcluded(path)) continue;
           await this.#options.room?.(this.#abort.signal);
@@ -512,6 +515,17 @@ export class Detector {
     this.#tooLargeWarned.add(key);
     const limitMb = toMb(this.#options.maxFileSizeBytes);
     this.#log.warn({ file: path, bytes }, `Skipping ${path}: ${toMb(bytes)} MB is over the ${limitMb} MB size limit`);
+  }
+
+  /** A photo or video Immich would take, of an extension SUPPORTED_EXTENSIONS leaves out: once per extension. */
+  #warnLeftOut(path: string): void {
+    const extension = extname(path).toLowerCase();
+    if (!isImmichMedia(path) || this.#leftOutWarned.has(extension)) return;
+    this.#leftOutWarned.add(extension);
+    this.#log.warn(
+      { file: path, extension },
+      `Not uploading ${path}, nor any other ${extension} file: ${extension} is not in SUPPORTED_EXTENSIONS, though Immich takes it. Add it there to upload them (said once per extension)`,
+    );
   }
 
   #isExcluded(path: string): boolean {

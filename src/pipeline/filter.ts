@@ -51,6 +51,26 @@ export function fileNameVerdict(name: string, supportedExtensions: ReadonlySet<s
   return 'ok';
 }
 
+/**
+ * The photo and video extensions Immich takes (`GET /api/server/media-types`, v2.7.5), with their
+ * dot. A file of one of these that SUPPORTED_EXTENSIONS leaves out (an iPhone's HEIC, a camera's
+ * raw files: the default list has none) is worth a warning: it is a picture that stays behind.
+ */
+const IMMICH_MEDIA_EXTENSIONS: ReadonlySet<string> = new Set(
+  (
+    'avif bmp gif jpeg jpg png webp 3fr ari arw cap cin cr2 cr3 crw dcr dng erf fff iiq k25 kdc mrw nef nrw orf ori pef psd raf ' +
+    'raw rw2 rwl sr2 srf srw x3f heic heif hif insp jp2 jpe jxl svg tif tiff ' +
+    '3gp 3gpp avi flv insv m2t m2ts m4v mkv mov mp4 mpe mpeg mpg mts mxf ts vob webm wmv'
+  )
+    .split(' ')
+    .map((extension) => `.${extension}`),
+);
+
+/** Whether Immich would take a file of this name as a photo or video. */
+export function isImmichMedia(name: string): boolean {
+  return IMMICH_MEDIA_EXTENSIONS.has(extname(name).toLowerCase());
+}
+
 /** Decides from its name alone whether a folder is scanned and watched. */
 export function folderNameVerdict(name: string): FolderNameVerdict {
   // Hidden folders cover `.Trashes`, `.Spotlight-V100`, `.stversions`, `.stfolder` and the like.

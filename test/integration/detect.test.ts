@@ -1,5 +1,5 @@
 import { chmod, mkdir, realpath, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { WatchRoot } from '../../src/config.js';
@@ -17,6 +17,7 @@ interface LogLine {
   file?: string;
   bytes?: number;
   folder?: string;
+  extension?: string;
 }
 
 /** A detector on a fresh temp folder, recording what it reports and logs. */
@@ -360,6 +361,22 @@ describe('Detector: watching', () => {
     expect(warnings[0]).toMatchObject({ bytes: 5 * 1024 * 1024 });
     expect(warnings[0]?.msg).toContain(big);
     expect(warnings[0]?.msg).toContain('5.0 MB');
+  });
+
+  it('warns once per extension about photos and videos SUPPORTED_EXTENSIONS leaves out, and only those', async () => {
+    const h = await makeHarness({ supportedExtensions: new Set(['.jpg']) });
+    for (const name of ['a.jpg', 'IMG_1.HEIC', 'IMG_2.heic', 'raw/IMG_3.CR3', 'notes.txt', 'photo.jpg.xmp']) {
+      await mkdir(dirname(join(h.root.path, name)), { recursive: true });
+      await writeFile(join(h.root.path, name), 'x');
+    }
+    await h.detector.start();
+    await h.detector.rescan();
+    await writeSentinel(h);
+
+    expect(seenPaths(h)).not.toContain(join(h.root.path, 'IMG_1.HEIC'));
+    const warnings = h.logs.filter((line) => line.level === 40);
+    expect(warnings.map((line) => line.extension).sort()).toEqual(['.cr3', '.heic']);
+    expect(warnings.find((line) => line.extension === '.cr3')?.msg).toContain('.cr3 is not in SUPPORTED_EXTENSIONS');
   });
 
   it('never scans, watches or reports an excluded folder inside the root', async () => {
