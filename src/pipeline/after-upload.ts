@@ -86,7 +86,9 @@ export async function finishInterrupted(
     // Only the version that was uploaded goes. Another file at its path now (a new picture under
     // the same name, while the uploader was down) was never uploaded: it stays, with its
     // sidecars, for the scan to find. Either way the uploaded version is gone from the folder.
-    if (uploadedVersion) await deleteWithSidecar(fs, file.path, file.sidecar);
+    // With nothing there, the crash may have come between the photo and its sidecar: the sidecar
+    // sent goes too, if it is still that version (the server has what it holds).
+    if (uploadedVersion || present === null) await deleteWithSidecar(fs, file.path, file.sidecar);
     record(file, 'deleted');
     return { mode: 'delete' };
   }

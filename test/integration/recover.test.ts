@@ -104,6 +104,16 @@ describe('recoverUnfinished', () => {
     expect(recorded.at(-1)?.state).toBe('deleted');
   });
 
+  it('finishes a deletion the crash cut between the photo and its sidecar: the sidecar sent goes too', async () => {
+    const files = await writeMedia(root.path, ['h.jpg', 'h.jpg.xmp']);
+    const row = await rowFor('h.jpg', 'deleting', files.get('h.jpg') ?? Buffer.alloc(0), 'h.jpg.xmp');
+    await unlink(row.path);
+    const summary = await recover([row], 'delete');
+    expect(summary).toEqual({ finished: 1, resumed: 0, gone: 0 });
+    expect((await readdir(root.path)).filter((name) => name !== 'archive')).toEqual([]);
+    expect(recorded.at(-1)?.state).toBe('deleted');
+  });
+
   it('finishing an interrupted deletion leaves alone a new file that has taken the path since', async () => {
     const files = await writeMedia(root.path, ['m.jpg', 'm.jpg.xmp']);
     const row = await rowFor('m.jpg', 'deleting', files.get('m.jpg') ?? Buffer.alloc(0));
