@@ -159,9 +159,9 @@ describe("processFile sends a photo's XMP sidecar with it", () => {
     const a = recordedWith({ ...deps(), afterUpload: 'delete' });
     expect((await processFile(await settled('a.jpg'), a.deps)).kind).toBe('uploaded');
     expect(server.assetByChecksum(sha1(media.get('a.jpg') ?? Buffer.alloc(0)))?.sidecar).toEqual({ filename: 'a.jpg.xmp', bytes: media.get('a.jpg.xmp') });
-    // a.xmp did not go: what it holds is only here.
     expect(await readIfExists(join(watchDir, 'a.jpg'))).toBeUndefined();
     expect(await readIfExists(join(watchDir, 'a.jpg.xmp'))).toBeUndefined();
+    // a.xmp did not go: what it holds is only here.
     expect(await readIfExists(join(watchDir, 'a.xmp'))).toEqual(media.get('a.xmp'));
 
     const bSidecar = await version('b.xmp');
