@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { mkdir, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
@@ -14,6 +14,7 @@ import { nodeArchiveFs, threadedArchiveFs, type ArchiveFs } from './pipeline/arc
 import { ArchiveTemporaries } from './pipeline/archive-temporaries.js';
 import { WHOLE_FILE_MAX_BYTES } from './pipeline/hash.js';
 import { lstatForSettle, settleStatFrom } from './pipeline/settle.js';
+import { LateSidecars } from './pipeline/late-sidecars.js';
 import { recoverUnfinished } from './pipeline/recover.js';
 import { sentSidecarOf } from './pipeline/sidecar.js';
 import { makeRecorder, type Recorder } from './pipeline/states.js';
@@ -208,6 +209,21 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
       fatal.abort(error);
     },
   });
+  // A sidecar that arrives after its photo went: moved after it, or warned about (keep mode
+  // leaves every file where it is, and so has nothing to do).
+  const lateSidecars =
+    config.afterUpload === 'keep'
+      ? undefined
+      : new LateSidecars({
+          clock,
+          logger: logger.child({ stage: 'sidecar' }),
+          waitMs: config.fileStabilityWaitMs,
+          intervalMs: config.fileStabilityCheckIntervalMs,
+          afterUpload: config.afterUpload,
+          rowsWithStem: (stem) => journal.latestWithStem(stem),
+          fs: archiveFs,
+          display: (file) => relative(file.root.path, file.path),
+        });
   const detector = new Detector({
     roots: config.watchRoots,
     recursive: config.watchRecursive,
@@ -221,10 +237,12 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     clock,
     logger: logger.child({ stage: 'detect' }),
     onCandidate: (candidate) => coordinator.offer(candidate),
+    onSidecar: lateSidecars && ((candidate) => lateSidecars.offer(candidate)),
     room: (signal) => coordinator.room(signal),
   });
 
   coordinator.start();
+  lateSidecars?.start();
   const background = new AbortController();
   try {
     if (mode === 'watch') {
@@ -242,12 +260,13 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
       );
       await untilAborted(stopWaiting);
     } else {
-      await raceAbort(coordinator.whenIdle(), stopWaiting).catch(() => undefined);
+      await raceAbort(Promise.all([coordinator.whenIdle(), lateSidecars?.whenIdle()]), stopWaiting).catch(() => undefined);
     }
   } finally {
     background.abort();
     await detector.close();
     await shutdown(coordinator, abortRequests, stop.aborted ? config.shutdownGraceMs : 0, clock, logger);
+    await lateSidecars?.close();
     await Promise.all([files.close(), hashing.close()]);
     temporaries?.finish();
   }

@@ -402,6 +402,17 @@ export class Journal {
     return raw && toFileRow(raw);
   }
 
+  /**
+   * The newest row of `base` and of each path that is `base.` followed by more (`photo.jpg`,
+   * `photo.mov` for `photo`), most recently updated first, at most 100: the files a sidecar named
+   * `<base>.xmp` may belong to (late-sidecars.ts).
+   */
+  latestWithStem(base: string): FileRow[] {
+    this.flush();
+    // The paths that start with `base.` are those in [`base.`, `base/`): '/' follows '.'.
+    return this.#rows(this.#sql.latestWithStem, base, `${base}.`, `${base}/`);
+  }
+
   /** Rows not in a final state, oldest first: what a crash interrupted. */
   unfinished(): FileRow[] {
     this.flush();
@@ -828,6 +839,13 @@ function prepare(db: Database) {
     updateVersion: db.prepare(`UPDATE files SET (size, mtime_ms, ${MUTABLE}) = (?, ?, ${MUTABLE_SLOTS}) WHERE id = ?`),
     insertTransition: db.prepare('INSERT INTO transitions (file_id, state, at, detail) VALUES (?, ?, ?, ?)'),
     transitionsOf: db.prepare('SELECT state, at, detail FROM transitions WHERE file_id = CAST(? AS INTEGER) ORDER BY id'),
+    latestWithStem: db
+      .prepare(
+        `SELECT ${COLUMNS} FROM files
+         WHERE (path = CAST(? AS TEXT) OR (path >= CAST(? AS TEXT) AND path < CAST(? AS TEXT))) AND ${notSuperseded}
+         ORDER BY updated_at DESC, id DESC LIMIT 100`,
+      )
+      .raw(true),
     unfinished: db.prepare(`SELECT ${COLUMNS} FROM files WHERE NOT ${IS_FINAL} ORDER BY id`).raw(true),
     failed: db.prepare(`SELECT ${COLUMNS} FROM files WHERE state = 'failed' AND ${notSuperseded} ORDER BY id`).raw(true),
     makeFailedEligible: db.prepare(`UPDATE files SET next_retry_at = ? WHERE state = 'failed' AND ${notSuperseded}`),

@@ -12,7 +12,7 @@ import {
 } from './archive.js';
 import { hashFile } from './hash.js';
 import { isShared, sidecarFollowing, sidecarNames, type SentSidecar } from './sidecar.js';
-import type { Recorder } from './states.js';
+import type { RecordedFile, Recorder } from './states.js';
 import { sameVersion, type FileVersion } from './types.js';
 
 /** The original of a file the server has confirmed. */
@@ -150,16 +150,23 @@ async function archiveSidecars(file: ConfirmedFile, archivedTo: string, fs: Arch
   for (const path of sidecars) {
     try {
       const version = await currentVersion(fs, path);
-      if (version === null) continue;
-      const { checksum } = await hashFile(path);
-      const target = sidecarFollowing(path, file.path, archivedTo);
-      await archiveFile({ source: path, root: file.root, checksum, expected: version, fs, target });
+      if (version !== null) await moveSidecar({ path, ...version }, file.root, file.path, archivedTo, fs);
     } catch (error) {
       const why = error instanceof SourceChangedError ? 'it changed while it was moved' : error instanceof Error ? error.message : String(error);
       problems.push(`${basename(path)}: ${why}`);
     }
   }
   return problems.length > 0 ? problems.join('; ') : undefined;
+}
+
+/**
+ * Moves one version of a sidecar of `photo` into the archive, named after the photo's archived
+ * name `archivedTo`; returns where it went. Throws SourceChangedError if it is not that version.
+ */
+export async function moveSidecar(sidecar: RecordedFile, root: WatchRoot, photo: string, archivedTo: string, fs: ArchiveFs): Promise<string> {
+  const { checksum } = await hashFile(sidecar.path);
+  const target = sidecarFollowing(sidecar.path, photo, archivedTo);
+  return (await archiveFile({ source: sidecar.path, root, checksum, expected: sidecar, fs, target })).target;
 }
 
 /** Whether a file other than a sidecar with the stem of `path` (any case) is in its folder. */

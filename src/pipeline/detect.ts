@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { WatchRoot } from '../config.js';
 import type { Clock } from '../support/clock.js';
 import { fileNameVerdict, folderNameVerdict, isImmichMedia } from './filter.js';
+import { isSidecarName } from './sidecar.js';
 import type { Candidate } from './types.js';
 
 /** Everything the detector needs, passed in by the composition root. */
@@ -46,6 +47,11 @@ export interface DetectorOptions {
    */
   onCandidate: (candidate: Candidate) => void;
   /**
+   * Called, as `onCandidate` is, for every `.xmp` sidecar seen, whatever its size: for the sidecars
+   * that appear after their photo went (late-sidecars.ts). Without it sidecars are not reported.
+   */
+  onSidecar?: (candidate: Candidate) => void;
+  /**
    * Awaited by scans before each file they report, so a scan over a large backlog waits while
    * the next stage is full instead of handing it every file at once. Resolves at once when there
    * is room, and when the signal (the detector closing) aborts. Events are not held back.
@@ -61,6 +67,9 @@ const IO_CONCURRENCY = 32;
  * are checked) while still keeping IO_CONCURRENCY calls busy across small folders.
  */
 const FOLDER_CONCURRENCY = 8;
+
+/** Which callback a file goes to: `onCandidate` or `onSidecar`. */
+type FileKind = 'media' | 'sidecar';
 
 /** A folder we hold an fs.watch handle on. */
 interface WatchedFolder {
@@ -259,14 +268,12 @@ export class Detector {
         // The dirent's type comes from readdir itself (Node lstat-s entries whose type the file
         // system does not report), so links, sockets and devices are dropped without a syscall.
         if (entry.isFile()) {
-          const verdict = fileNameVerdict(entry.name, this.#options.supportedExtensions);
-          if (verdict === 'unsupported') this.#warnLeftOut(join(folder, entry.name));
-          if (verdict !== 'ok') continue;
           const path = join(folder, entry.name);
-          if (this.#isExcluded(path)) continue;
+          const kind = this.#kindOf(path);
+          if (kind === undefined || this.#isExcluded(path)) continue;
           await this.#options.room?.(this.#abort.signal);
           if (this.#closed) break;
-          files.push(this.#checkFile(path, root));
+          files.push(this.#checkFile(path, root, kind));
         } else if (entry.isDirectory() && this.#options.recursive) {
           if (folderNameVerdict(entry.name) === 'ok') subfolders.push(join(folder, entry.name));
         }
@@ -346,13 +353,26 @@ export class Detector {
     }
     // A watched folder replaced by a file or a link: its handle watches something else now.
     if (this.#watchers.has(path)) this.#unwatchTree(path);
-    if (stats.isFile() && fileNameVerdict(basename(path), this.#options.supportedExtensions) === 'ok') {
-      this.#evaluate(path, root, stats);
-    }
+    const fileKind = stats.isFile() ? this.#kindOf(path) : undefined;
+    if (fileKind !== undefined) this.#evaluate(path, root, stats, fileKind);
+  }
+
+  /**
+   * What a file's name makes it: media to report, a sidecar to report (if asked for), or neither
+   * (undefined; a photo or video of an extension left out is warned about).
+   */
+  #kindOf(path: string): FileKind | undefined {
+    const name = basename(path);
+    const verdict = fileNameVerdict(name, this.#options.supportedExtensions);
+    if (verdict === 'ok') return 'media';
+    if (verdict !== 'unsupported') return undefined;
+    if (this.#options.onSidecar && isSidecarName(name)) return 'sidecar';
+    this.#warnLeftOut(path);
+    return undefined;
   }
 
   /** Checks one file a listing named (already through the name filter). Never rejects. */
-  async #checkFile(path: string, root: WatchRoot): Promise<void> {
+  async #checkFile(path: string, root: WatchRoot, kind: FileKind): Promise<void> {
     let stats: Stats;
     try {
       stats = await this.#io.run(() => lstatFast(path));
@@ -362,18 +382,19 @@ export class Detector {
       return;
     }
     // lstat again rather than trust the dirent: the name may now be a link or a folder.
-    if (stats.isFile()) this.#evaluate(path, root, stats);
+    if (stats.isFile()) this.#evaluate(path, root, stats, kind);
   }
 
-  /** Reports a regular file that passed the name filter, unless it is too large. */
-  #evaluate(path: string, root: WatchRoot, stats: Stats): void {
+  /** Reports a regular file that passed the name filter, unless it is media that is too large. */
+  #evaluate(path: string, root: WatchRoot, stats: Stats, kind: FileKind): void {
     if (this.#closed) return;
-    if (stats.size > this.#options.maxFileSizeBytes) {
+    if (kind === 'media' && stats.size > this.#options.maxFileSizeBytes) {
       this.#warnTooLarge(path, stats.size);
       return;
     }
     try {
-      this.#options.onCandidate({ path, root, size: stats.size, mtimeMs: stats.mtimeMs });
+      const report = kind === 'media' ? this.#options.onCandidate : this.#options.onSidecar;
+      report?.({ path, root, size: stats.size, mtimeMs: stats.mtimeMs });
     } catch (error) {
       this.#log.error({ err: error, file: path }, 'Handling a detected file failed');
     }

@@ -52,7 +52,21 @@ export function sidecarFollowing(sidecar: string, photo: string, movedTo: string
   return sidecarNames(photo).own.includes(sidecar) ? movedTo + sidecar.slice(photo.length) : withoutExtension(movedTo) + extname(sidecar);
 }
 
-function withoutExtension(path: string): string {
+/** Whether a file's name is a sidecar's (`.xmp` or `.XMP`; hidden names are never looked at). */
+export function isSidecarName(name: string): boolean {
+  return SIDECAR_EXTENSIONS.includes(extname(name));
+}
+
+/**
+ * Whether `sidecar` is a sidecar of `photo` ({@link sidecarNames}). Its photos' paths are all
+ * `withoutExtension(sidecar)` itself or that followed by `.` and more.
+ */
+export function isSidecarOf(sidecar: string, photo: string): boolean {
+  const { own, shared } = sidecarNames(photo);
+  return own.includes(sidecar) || shared.includes(sidecar);
+}
+
+export function withoutExtension(path: string): string {
   const name = basename(path);
   return join(dirname(path), name.slice(0, name.length - extname(name).length));
 }

@@ -164,6 +164,49 @@ describe('watch', () => {
     expectNoSecret(run.stdout(), run.stderr());
   });
 
+  it('moves a sidecar that arrives after its photo went into the archive beside it, and warns that Immich did not get it', async () => {
+    await startServer();
+    // The archive already holds another IMG_1.JPG: the photo is archived as IMG_1 (1).JPG.
+    await writeMedia(archiveDir, ['card/IMG_1.JPG']);
+    const run = watch();
+    await run.waitForLog((line) => line.msg.startsWith('watching'));
+    const photos = await writeMedia(watchDir, ['card/IMG_1.JPG', 'card/IMG_2.JPG']);
+    await waitFor(() => server.assets.length === 2 && !existsSync(join(watchDir, 'card/IMG_1.JPG')) && !existsSync(join(watchDir, 'card/IMG_2.JPG')), {
+      timeoutMs: 20_000,
+      message: 'both photos uploaded and archived',
+    });
+    const sidecars = await writeMedia(watchDir, ['card/IMG_1.JPG.xmp', 'card/IMG_2.XMP'], 300);
+    for (const name of sidecars.keys()) {
+      const line = await run.waitForLog((entry) => entry.file === name && /arrived after/.test(entry.msg), { message: `the warning about ${name}` });
+      expect(line.level).toBe(40);
+    }
+    expect(await readIfExists(join(archiveDir, 'card/IMG_1 (1).JPG.xmp'))).toEqual(sidecars.get('card/IMG_1.JPG.xmp'));
+    expect(await readIfExists(join(archiveDir, 'card/IMG_2.XMP'))).toEqual(sidecars.get('card/IMG_2.XMP'));
+    expect(await readdir(join(watchDir, 'card'))).toEqual([]);
+    // Nothing more went to the server: a sidecar is never an asset of its own.
+    expect(server.uploadCount).toBe(2);
+    for (const bytes of photos.values()) expect(server.assetByChecksum(sha1(bytes))?.sidecar).toBeUndefined();
+    expect(await stopGracefully(run)).toBe(0);
+    expect(run.stderr()).toBe('');
+  });
+
+  it('delete mode: leaves a sidecar that arrives after its photo was deleted, with one warning', async () => {
+    await startServer();
+    const run = watch({ AFTER_UPLOAD: 'delete', WATCH_POLLING: 'true', WATCH_POLL_INTERVAL_SECONDS: '0.2' });
+    await run.waitForLog((line) => line.msg.startsWith('watching'));
+    await writeMedia(watchDir, ['IMG_1.JPG']);
+    await waitFor(() => server.assets.length === 1 && !existsSync(join(watchDir, 'IMG_1.JPG')), { timeoutMs: 20_000, message: 'the photo uploaded and deleted' });
+    const sidecars = await writeMedia(watchDir, ['IMG_1.JPG.xmp'], 300);
+    await run.waitForLog((line) => line.file === 'IMG_1.JPG.xmp' && /it stays here/.test(line.msg));
+    // A photo written now is seen, settled and uploaded over several polls, each of which sees
+    // the sidecar again: still one warning, and the sidecar stays.
+    await writeMedia(watchDir, ['IMG_2.JPG']);
+    await waitFor(() => server.assets.length === 2 && !existsSync(join(watchDir, 'IMG_2.JPG')), { timeoutMs: 20_000, message: 'the second photo uploaded and deleted' });
+    expect(run.logs().filter((line) => line.file === 'IMG_1.JPG.xmp' && line.level === 40)).toHaveLength(1);
+    expect(await readIfExists(join(watchDir, 'IMG_1.JPG.xmp'))).toEqual(sidecars.get('IMG_1.JPG.xmp'));
+    expect(await stopGracefully(run)).toBe(0);
+  });
+
   it('waits for a server that is down at start, then uploads when it comes up', async () => {
     await startServer();
     await server.down();

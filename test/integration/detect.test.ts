@@ -379,6 +379,34 @@ describe('Detector: watching', () => {
     expect(warnings.find((line) => line.extension === '.cr3')?.msg).toContain('.cr3 is not in SUPPORTED_EXTENSIONS');
   });
 
+  it('reports .xmp sidecars, whatever their size, to onSidecar alone when it is given, from the scan and from events', async () => {
+    const sidecars: Candidate[] = [];
+    const h = await makeHarness({ maxFileSizeBytes: 10, onSidecar: (candidate) => void sidecars.push(candidate) });
+    for (const name of ['a.jpg', 'a.jpg.xmp', 'deep/b.XMP', 'c.Xmp', '.hidden.xmp', 'notes.xmp.txt']) {
+      await mkdir(dirname(join(h.root.path, name)), { recursive: true });
+      await writeFile(join(h.root.path, name), 'x'.repeat(20));
+    }
+    await h.detector.start();
+    await writeFile(join(h.root.path, 'later.jpg.xmp'), 'written after the scan');
+    await writeSentinel(h);
+
+    const paths = (found: Candidate[]): string[] => [...new Set(found.map((candidate) => candidate.path.slice(h.root.path.length + 1)))].sort();
+    expect(paths(sidecars)).toEqual(['a.jpg.xmp', 'deep/b.XMP', 'later.jpg.xmp']);
+    expect(sidecars.findLast((candidate) => candidate.path.endsWith('later.jpg.xmp'))).toMatchObject({ root: h.root, size: 22 });
+    expect(paths(h.candidates).filter((path) => !path.startsWith('sentinel'))).toEqual([]);
+    expect(h.logs.filter((line) => line.level >= 40)).toEqual([
+      expect.objectContaining({ msg: expect.stringContaining('a.jpg: 0.0 MB is over the 0.0 MB size limit') as unknown }),
+    ]);
+  });
+
+  it('reports no sidecar without onSidecar', async () => {
+    const h = await makeHarness();
+    await writeFile(join(h.root.path, 'a.jpg.xmp'), 'x');
+    await h.detector.start();
+    await writeSentinel(h);
+    expect(seenPaths(h).filter((path) => path.endsWith('.xmp'))).toEqual([]);
+  });
+
   it('never scans, watches or reports an excluded folder inside the root', async () => {
     const temp = await makeTempDir('iau-detect-');
     cleanups.push(temp.remove);

@@ -521,6 +521,25 @@ describe('queries', () => {
     expect(journal.recent(1).map((row) => row.path)).toEqual(['/w/4.jpg']);
   });
 
+  it('latestWithStem() gives the newest row of the path and of each of its extensions, most recently updated first', async () => {
+    const journal = open();
+    drive(journal, { path: '/w/IMG_1.jpg', size: 1, mtimeMs: 1 }, 'archived');
+    await clock.advance(1);
+    drive(journal, { path: '/w/IMG_1.mov', size: 1, mtimeMs: 1 }, 'deleted');
+    drive(journal, { path: '/w/IMG_1', size: 1, mtimeMs: 1 }, 'kept');
+    await clock.advance(1);
+    drive(journal, { path: '/w/IMG_1.jpg', size: 2, mtimeMs: 2 }, 'hashed'); // a new version: its row is the newest
+    for (const other of ['/w/IMG_10.jpg', '/w/IMG_1 (1).jpg', '/w/IMG_1-', '/w/IMG_1/a.jpg', '/w/IMG_0.jpg', '/w/IMG_']) {
+      drive(journal, { path: other, size: 1, mtimeMs: 1 }, 'archived');
+    }
+    expect(journal.latestWithStem('/w/IMG_1').map((row) => [row.path, row.state, row.size])).toEqual([
+      ['/w/IMG_1.jpg', 'hashed', 2],
+      ['/w/IMG_1', 'kept', 1],
+      ['/w/IMG_1.mov', 'deleted', 1],
+    ]);
+    expect(journal.latestWithStem('/w/IMG_3')).toEqual([]);
+  });
+
   it('totals() counts uploads that created assets, by when they reached the server', async () => {
     const journal = open();
     const upload = (path: string, size: number, serverStatus: 'created' | 'duplicate') => {

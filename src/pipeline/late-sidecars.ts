@@ -1,0 +1,183 @@
+/**
+ * Late sidecars: an `.xmp` that appears only after its photo went (a copy or a sync tool
+ * delivering it after the photo settled). A photo's own pass sends and moves the sidecars it finds
+ * when it is read; one that arrives later would stay in the watch folder for good. Immich takes a
+ * sidecar only with a new upload, so it cannot follow its photo to the server now: in move mode
+ * it follows the photo into the archive, and in delete mode it stays where it is, with a warning,
+ * since what it holds is nowhere else.
+ */
+import { basename, dirname, extname } from 'node:path';
+import type { Logger } from 'pino';
+import type { FileRow } from '../journal/journal.js';
+import type { Clock } from '../support/clock.js';
+import { moveSidecar } from './after-upload.js';
+import type { ArchiveFs } from './archive.js';
+import { Settler } from './settle.js';
+import { isSidecarName, isSidecarOf, withoutExtension } from './sidecar.js';
+import { isFinal } from './states.js';
+import type { Candidate, SettledFile } from './types.js';
+
+/**
+ * How long after its photo went a sidecar still counts as the photo's. Camera counters come round
+ * (IMG_0001.JPG again, ten thousand shots later): a sidecar arriving ahead of a new photo of an
+ * old name must not follow the old one into the archive.
+ */
+export const LATE_SIDECAR_WINDOW_MS = 24 * 60 * 60_000;
+
+/** Why a late sidecar cannot go to the server, for the log. */
+const NO_LATE_SIDECARS = 'Immich takes a sidecar only with a new upload of its photo';
+
+/** How long a sidecar whose move failed is left alone before the next sighting tries again. */
+const RETRY_MS = 60 * 60_000;
+
+/** What to do with a settled sidecar. */
+export type LateSidecarVerdict =
+  /** A photo of its name is in the folder or on its way: that photo's pass takes the sidecar. */
+  | { kind: 'wait' }
+  /** Its photo went to the archive lately: it follows it there. */
+  | { kind: 'follow'; photo: string; archivedTo: string }
+  /** Its photo went lately, and not to the archive: it stays, with a warning. */
+  | { kind: 'stays'; photo: string }
+  /** No photo of its name went lately: not the uploader's business (yet). */
+  | { kind: 'none' };
+
+/**
+ * Judges a settled sidecar from the journal's newest rows of the paths its photos may have had
+ * ({@link isSidecarOf}) and, only when one of them went lately, the names in its folder.
+ */
+export async function judgeLateSidecar(
+  sidecar: string,
+  rows: readonly FileRow[],
+  now: number,
+  afterUpload: 'move' | 'delete',
+  listFolder: () => Promise<readonly string[]>,
+): Promise<LateSidecarVerdict> {
+  const photos = rows.filter((row) => isSidecarOf(sidecar, row.path));
+  if (photos.some((row) => !isFinal(row.state))) return { kind: 'wait' };
+  const went = photos.find((row) => (row.state === 'archived' || row.state === 'deleted') && now - row.updatedAt <= LATE_SIDECAR_WINDOW_MS);
+  if (!went) return { kind: 'none' };
+  // A new photo of the name (the same name again, say) takes the sidecar with it. Compared
+  // without case, as the folder may be on a file system that ignores it.
+  const base = basename(withoutExtension(sidecar)).toLowerCase();
+  const photoThere = (await listFolder()).some((name) => {
+    const lower = name.toLowerCase();
+    return !isSidecarName(name) && (lower === base || lower.slice(0, lower.length - extname(lower).length) === base);
+  });
+  if (photoThere) return { kind: 'wait' };
+  if (went.state === 'archived' && went.archivePath !== null && afterUpload === 'move') {
+    return { kind: 'follow', photo: went.path, archivedTo: went.archivePath };
+  }
+  return { kind: 'stays', photo: went.path };
+}
+
+export interface LateSidecarsOptions {
+  clock: Clock;
+  logger: Logger;
+  /** The stability window and check interval, as for photos. */
+  waitMs: number;
+  intervalMs: number;
+  afterUpload: 'move' | 'delete';
+  /** The journal's newest rows of a stem (Journal.latestWithStem). */
+  rowsWithStem: (stem: string) => FileRow[];
+  /** Lists the sidecar's folder and moves it into the archive. */
+  fs: ArchiveFs;
+  /** Shows a path in log lines (relative to its watch folder). */
+  display: (file: Candidate) => string;
+}
+
+/**
+ * Takes the sidecars the detector reports, lets each settle, and judges it: one that follows its
+ * photo is moved, one that stays is warned about once per version, and any other is judged again
+ * at its next sighting (a photo may come for it, or go without it).
+ */
+export class LateSidecars {
+  readonly #options: LateSidecarsOptions;
+  readonly #settler: Settler;
+  /** Versions judged for good (or until `retryAt`), by path: rescans see them again and again. */
+  readonly #judged = new Map<string, { size: number; mtimeMs: number; retryAt: number }>();
+  /** Paths settling or being judged. */
+  readonly #inProgress = new Set<string>();
+  readonly #work = new Set<Promise<void>>();
+  #idleWaiters: (() => void)[] = [];
+
+  constructor(options: LateSidecarsOptions) {
+    this.#options = options;
+    this.#settler = new Settler({
+      clock: options.clock,
+      waitMs: options.waitMs,
+      intervalMs: options.intervalMs,
+      onSettled: (file) => this.#track(this.#handle(file)),
+      onEmpty: (candidate) => this.#done(candidate.path),
+      onGone: (path) => this.#done(path),
+    });
+  }
+
+  start(): void {
+    this.#settler.start();
+  }
+
+  /** A sidecar the detector saw; repeated sightings of a version judged already do nothing. */
+  offer(candidate: Candidate): void {
+    const judged = this.#judged.get(candidate.path);
+    if (judged && judged.size === candidate.size && judged.mtimeMs === candidate.mtimeMs && judged.retryAt > this.#options.clock.now()) return;
+    this.#inProgress.add(candidate.path);
+    this.#settler.add(candidate);
+  }
+
+  /** Resolves when no sidecar is settling or being judged. */
+  async whenIdle(): Promise<void> {
+    while (this.#inProgress.size > 0) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Stops settling and waits for the moves under way. */
+  async close(): Promise<void> {
+    await this.#settler.close();
+    await Promise.all(this.#work);
+  }
+
+  async #handle(file: SettledFile): Promise<void> {
+    const { clock, logger, fs, afterUpload } = this.#options;
+    const shown = this.#options.display(file);
+    try {
+      const rows = this.#options.rowsWithStem(withoutExtension(file.path));
+      const verdict = await judgeLateSidecar(file.path, rows, clock.now(), afterUpload, () => fs.readdir(dirname(file.path)));
+      // Nothing to do now; the next sighting (a rescan, a change) judges it again.
+      if (verdict.kind === 'wait' || verdict.kind === 'none') return;
+      if (verdict.kind === 'follow') {
+        const movedTo = await moveSidecar(file, file.root, verdict.photo, verdict.archivedTo, fs);
+        logger.warn(
+          { file: shown, photo: verdict.photo, archivedTo: movedTo },
+          `${shown} arrived after ${basename(verdict.photo)} went to the server, so Immich did not get it (${NO_LATE_SIDECARS}): moved into the archive beside the photo, as ${movedTo}`,
+        );
+        return;
+      }
+      this.#judged.set(file.path, { size: file.size, mtimeMs: file.mtimeMs, retryAt: Number.POSITIVE_INFINITY });
+      logger.warn(
+        { file: shown, photo: verdict.photo },
+        `${shown} arrived after ${basename(verdict.photo)} went to the server, so Immich did not get it (${NO_LATE_SIDECARS}): it stays here, since what it holds is nowhere else`,
+      );
+    } catch (error) {
+      this.#judged.set(file.path, { size: file.size, mtimeMs: file.mtimeMs, retryAt: clock.now() + RETRY_MS });
+      logger.warn({ file: shown, err: error }, `${shown} arrived after its photo went to the server, and could not follow it into the archive: ${messageOf(error)}`);
+    } finally {
+      this.#done(file.path);
+    }
+  }
+
+  #track(work: Promise<void>): void {
+    this.#work.add(work);
+    void work.finally(() => this.#work.delete(work));
+  }
+
+  #done(path: string): void {
+    // Seen again while it was judged: it is settling again.
+    if (this.#settler.has(path) || !this.#inProgress.delete(path) || this.#inProgress.size > 0) return;
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
