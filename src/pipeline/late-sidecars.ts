@@ -11,11 +11,11 @@ import type { Logger } from 'pino';
 import type { FileRow } from '../journal/journal.js';
 import type { Clock } from '../support/clock.js';
 import { moveSidecar } from './after-upload.js';
-import type { ArchiveFs } from './archive.js';
+import { currentVersion, type ArchiveFs } from './archive.js';
 import { Settler } from './settle.js';
 import { isSidecarName, isSidecarOf, withoutExtension } from './sidecar.js';
 import { isFinal } from './states.js';
-import type { Candidate, SettledFile } from './types.js';
+import { sameVersion, type Candidate, type SettledFile } from './types.js';
 
 /**
  * How long after its photo went a sidecar still counts as the photo's. Camera counters come round
@@ -157,6 +157,9 @@ export class LateSidecars {
         `${shown} arrived after ${basename(verdict.photo)} went to the server, so Immich did not get it (${NO_LATE_SIDECARS}): it stays here, since what it holds is nowhere else`,
       );
     } catch (error) {
+      // Gone or changed meanwhile (its photo's own pass moved it, or it is being written to):
+      // nothing to say, and a new version is judged at its own sighting.
+      if (!sameVersion(await currentVersion(fs, file.path).catch(() => null), file)) return;
       this.#judged.set(file.path, { size: file.size, mtimeMs: file.mtimeMs, retryAt: clock.now() + RETRY_MS });
       logger.warn({ file: shown, err: error }, `${shown} arrived after its photo went to the server, and could not follow it into the archive: ${messageOf(error)}`);
     } finally {

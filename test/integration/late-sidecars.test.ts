@@ -1,11 +1,11 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { WatchRoot } from '../../src/config.js';
 import { Journal, type FileRow, type FileState } from '../../src/journal/journal.js';
-import { nodeArchiveFs } from '../../src/pipeline/archive.js';
+import { nodeArchiveFs, type ArchiveFs } from '../../src/pipeline/archive.js';
 import { judgeLateSidecar, LATE_SIDECAR_WINDOW_MS, LateSidecars, type LateSidecarVerdict } from '../../src/pipeline/late-sidecars.js';
 import { systemClock } from '../../src/support/clock.js';
 import { readIfExists, writeMedia } from '../helpers/media.js';
@@ -107,7 +107,7 @@ describe('LateSidecars', () => {
     await temp.remove();
   });
 
-  function lateSidecars(afterUpload: 'move' | 'delete'): LateSidecars {
+  function lateSidecars(afterUpload: 'move' | 'delete', fs: ArchiveFs = nodeArchiveFs): LateSidecars {
     const late = new LateSidecars({
       clock: systemClock,
       logger,
@@ -115,7 +115,7 @@ describe('LateSidecars', () => {
       intervalMs: 10,
       afterUpload,
       rowsWithStem: (stem) => journal.latestWithStem(stem),
-      fs: nodeArchiveFs,
+      fs,
       display: (file) => file.path.slice(root.path.length + 1),
     });
     late.start();
@@ -198,6 +198,23 @@ describe('LateSidecars', () => {
     await writeFile(join(root.path, 'IMG_1.jpg.xmp'), 'edited again');
     await offer(late, 'IMG_1.jpg.xmp');
     expect(warnings()).toHaveLength(2);
+  });
+
+  it('says nothing of one that went or changed while it was judged', async () => {
+    // The listing (made only for a sidecar whose photo went) is where the photo's own pass, or a
+    // writer, gets in.
+    let meanwhile = async (): Promise<void> => undefined;
+    const late = lateSidecars('move', { ...nodeArchiveFs, readdir: async (path) => (await meanwhile(), nodeArchiveFs.readdir(path)) });
+    went('IMG_1.jpg', 'archived');
+    went('IMG_2.jpg', 'archived');
+    await writeMedia(root.path, ['IMG_1.jpg.xmp', 'IMG_2.jpg.xmp'], 300);
+    meanwhile = () => rm(join(root.path, 'IMG_1.jpg.xmp'));
+    await offer(late, 'IMG_1.jpg.xmp');
+    meanwhile = () => writeFile(join(root.path, 'IMG_2.jpg.xmp'), 'still being written');
+    await offer(late, 'IMG_2.jpg.xmp');
+    expect(logLines.filter((line) => line.level >= 40)).toEqual([]);
+    expect(await readdir(root.path)).toEqual(['IMG_2.jpg.xmp']);
+    expect(existsSync(join(root.archivePath, 'IMG_2.jpg.xmp'))).toBe(false);
   });
 
   it('leaves one that cannot be moved, with one warning until it is tried again', async () => {
