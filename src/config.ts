@@ -56,6 +56,11 @@ export interface Config {
   /** `AFTER_UPLOAD` (default `move`): move into the archive, delete, or keep the original. */
   afterUpload: AfterUpload;
   /**
+   * `REMOVE_EMPTY_FOLDERS` (default `false`): remove a sub-folder the uploader emptied (move and
+   * delete modes; always false with keep).
+   */
+  removeEmptyFolders: boolean;
+  /**
    * `STATE_DIRECTORY` (default `$XDG_STATE_HOME/immich-auto-uploader`, else
    * `~/.local/state/immich-auto-uploader`): where the journal lives; created with mode 0700.
    */
@@ -161,6 +166,10 @@ export function loadConfig(input: LoadConfigInput): LoadedConfig {
   const watchFolders = readWatchFolders(ctx);
   const afterUpload: AfterUpload = readEnum(ctx, 'afterUpload');
   const archive = readCreatableFolder(ctx, 'archiveDirectory');
+  const removeEmptyFolders = readBoolean(ctx, 'removeEmptyFolders');
+  if (removeEmptyFolders && afterUpload === 'keep') {
+    ctx.notes.push(`${optionSpec('removeEmptyFolders').env} has no effect with AFTER_UPLOAD=keep: files stay, and so do their folders`);
+  }
   const stateDirectory = readCreatableFolder(ctx, 'stateDirectory', xdgStateDefault(ctx));
   const watchRecursive = readBoolean(ctx, 'watchRecursive');
   const supportedExtensions = readExtensions(ctx);
@@ -201,6 +210,7 @@ export function loadConfig(input: LoadConfigInput): LoadedConfig {
     watchRoots: Object.freeze(archiveLayout(watchFolders.folders, archive).map((root) => Object.freeze(root))),
     archiveDirectory: archive,
     afterUpload,
+    removeEmptyFolders: removeEmptyFolders && afterUpload !== 'keep',
     stateDirectory,
     watchRecursive,
     supportedExtensions: freezeSet(supportedExtensions),
@@ -486,7 +496,7 @@ const BOOLEAN = v.pipe(
   v.transform((text) => TRUTHY.includes(text)),
 );
 
-function readBoolean(ctx: Ctx, key: 'watchRecursive' | 'watchPolling'): boolean {
+function readBoolean(ctx: Ctx, key: 'watchRecursive' | 'watchPolling' | 'removeEmptyFolders'): boolean {
   const spec = optionSpec(key);
   const raw = pickOrDefault(ctx, spec);
   const parsed = v.safeParse(BOOLEAN, raw.text);

@@ -14,6 +14,7 @@ import { nodeArchiveFs, threadedArchiveFs, type ArchiveFs } from './pipeline/arc
 import { ArchiveTemporaries } from './pipeline/archive-temporaries.js';
 import { WHOLE_FILE_MAX_BYTES } from './pipeline/hash.js';
 import { lstatForSettle, settleStatFrom } from './pipeline/settle.js';
+import { EmptyFolders } from './pipeline/empty-folders.js';
 import { LateSidecars } from './pipeline/late-sidecars.js';
 import { recoverUnfinished } from './pipeline/recover.js';
 import { sentSidecarOf } from './pipeline/sidecar.js';
@@ -174,6 +175,11 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   // without making a spinning disk seek between many files.
   const limitHash = limitWhileWaiting(new PQueue({ concurrency: Math.min(2, config.uploadConcurrency) }), stopWaiting);
   const limitUpload = limitWhileWaiting(new PQueue({ concurrency: config.uploadConcurrency }), stopWaiting);
+  // Sub-folders the uploader empties, removed once they stayed empty (REMOVE_EMPTY_FOLDERS).
+  const emptyFolders = config.removeEmptyFolders
+    ? new EmptyFolders({ clock, logger: logger.child({ stage: 'archive' }), graceMs: config.fileStabilityWaitMs })
+    : undefined;
+  const originalGone = emptyFolders && ((file: Candidate) => emptyFolders.note(file.path, file.root));
   const coordinator: Coordinator = new Coordinator({
     clock,
     logger,
@@ -208,6 +214,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
       fatalError ??= error instanceof Error ? error : new Error(String(error));
       fatal.abort(error);
     },
+    onOriginalGone: originalGone,
   });
   // A sidecar that arrives after its photo went: moved after it, or warned about (keep mode
   // leaves every file where it is, and so has nothing to do).
@@ -223,6 +230,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
           rowsWithStem: (stem) => journal.latestWithStem(stem),
           fs: archiveFs,
           display: (file) => relative(file.root.path, file.path),
+          onMoved: originalGone,
         });
   const detector = new Detector({
     roots: config.watchRoots,
@@ -243,6 +251,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
 
   coordinator.start();
   lateSidecars?.start();
+  emptyFolders?.start();
   const background = new AbortController();
   try {
     if (mode === 'watch') {
@@ -260,13 +269,18 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
       );
       await untilAborted(stopWaiting);
     } else {
-      await raceAbort(Promise.all([coordinator.whenIdle(), lateSidecars?.whenIdle()]), stopWaiting).catch(() => undefined);
+      const done = async (): Promise<void> => {
+        await Promise.all([coordinator.whenIdle(), lateSidecars?.whenIdle()]);
+        await emptyFolders?.whenIdle();
+      };
+      await raceAbort(done(), stopWaiting).catch(() => undefined);
     }
   } finally {
     background.abort();
     await detector.close();
     await shutdown(coordinator, abortRequests, stop.aborted ? config.shutdownGraceMs : 0, clock, logger);
     await lateSidecars?.close();
+    await emptyFolders?.close();
     await Promise.all([files.close(), hashing.close()]);
     temporaries?.finish();
   }

@@ -142,6 +142,17 @@ export const OPTIONS = [
     kind: { type: 'enum', values: ['move', 'delete', 'keep'] },
   },
   {
+    key: 'removeEmptyFolders',
+    env: 'REMOVE_EMPTY_FOLDERS',
+    flag: '--remove-empty-folders',
+    valueName: 'bool',
+    default: 'false',
+    description:
+      'Move and delete modes: remove a sub-folder of a watch folder once the uploader has taken its last file and it stayed empty for FILE_STABILITY_WAIT_SECONDS',
+    secret: false,
+    kind: { type: 'boolean' },
+  },
+  {
     key: 'stateDirectory',
     env: 'STATE_DIRECTORY',
     flag: '--state-directory',

@@ -73,6 +73,8 @@ export class Coordinator {
       isDone?: (candidate: Candidate) => boolean;
       /** Called with an error that must end the run (the server refused the key). */
       onFatal: (error: unknown) => void;
+      /** Called when a file's original left the watch folder (moved into the archive, or deleted). */
+      onOriginalGone?: (file: Candidate) => void;
     },
   ) {
     this.queue = new PQueue({ concurrency: deps.inFlight });
@@ -209,6 +211,10 @@ export class Coordinator {
     this.deps.logger.warn({ file, sidecarsLeft: disposition.sidecarsLeft }, `a sidecar of ${file} stays in the watch folder: ${disposition.sidecarsLeft}`);
   }
 
+  private originalGone(file: Candidate, disposition: Disposition): void {
+    if (disposition.mode !== 'keep') this.deps.onOriginalGone?.(file);
+  }
+
   private async settle(file: SettledFile, outcome: FileOutcome): Promise<void> {
     const { logger, clock } = this.deps;
     const fields = { file: this.display(file), bytes: file.size };
@@ -221,6 +227,7 @@ export class Coordinator {
           `uploaded ${fields.file} (${formatBytes(file.size)} in ${outcome.ms} ms)${describeDisposition(outcome.disposition)}`,
         );
         this.warnSidecars(fields.file, outcome.disposition, outcome.sidecarNotSent);
+        this.originalGone(file, outcome.disposition);
         this.forget(file.path);
         return;
       case 'already-on-server': {
@@ -232,6 +239,7 @@ export class Coordinator {
           `${where}: ${fields.file}${describeDisposition(outcome.disposition)}`,
         );
         this.warnSidecars(fields.file, outcome.disposition);
+        this.originalGone(file, outcome.disposition);
         this.forget(file.path);
         return;
       }

@@ -83,6 +83,8 @@ export interface LateSidecarsOptions {
   fs: ArchiveFs;
   /** Shows a path in log lines (relative to its watch folder). */
   display: (file: Candidate) => string;
+  /** Called when a sidecar left the watch folder for the archive. */
+  onMoved?: (file: Candidate) => void;
 }
 
 /**
@@ -119,7 +121,7 @@ export class LateSidecars {
   /** A sidecar the detector saw; repeated sightings of a version judged already do nothing. */
   offer(candidate: Candidate): void {
     const judged = this.#judged.get(candidate.path);
-    if (judged && judged.size === candidate.size && judged.mtimeMs === candidate.mtimeMs && judged.retryAt > this.#options.clock.now()) return;
+    if (judged !== undefined && sameVersion(judged, candidate) && judged.retryAt > this.#options.clock.now()) return;
     this.#inProgress.add(candidate.path);
     this.#settler.add(candidate);
   }
@@ -145,6 +147,7 @@ export class LateSidecars {
       if (verdict.kind === 'wait' || verdict.kind === 'none') return;
       if (verdict.kind === 'follow') {
         const movedTo = await moveSidecar(file, file.root, verdict.photo, verdict.archivedTo, fs);
+        this.#options.onMoved?.(file);
         logger.warn(
           { file: shown, photo: verdict.photo, archivedTo: movedTo },
           `${shown} arrived after ${basename(verdict.photo)} went to the server, so Immich did not get it (${NO_LATE_SIDECARS}): moved into the archive beside the photo, as ${movedTo}`,

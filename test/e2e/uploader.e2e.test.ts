@@ -207,6 +207,22 @@ describe('watch', () => {
     expect(await stopGracefully(run)).toBe(0);
   });
 
+  it('REMOVE_EMPTY_FOLDERS: removes a folder it emptied, quietly, and still sees a new one of the same name', async () => {
+    await startServer();
+    const run = watch({ REMOVE_EMPTY_FOLDERS: 'true' });
+    await run.waitForLog((line) => line.msg.startsWith('watching'));
+    const first = await writeMedia(watchDir, ['card/DCIM/IMG_1.JPG']);
+    await waitFor(() => !existsSync(join(watchDir, 'card')), { timeoutMs: 20_000, message: 'the emptied folders removed' });
+    // The same names again, as the next card brings them.
+    const second = await writeMedia(watchDir, ['card/DCIM/IMG_2.JPG']);
+    await waitFor(() => !existsSync(join(watchDir, 'card')), { timeoutMs: 20_000, message: 'the emptied folders removed again' });
+    await expectUploadedAndArchived(new Map([...first, ...second]));
+    expect(await readdir(watchDir)).toEqual([]);
+    expect(await stopGracefully(run)).toBe(0);
+    expect(run.logs().filter((line) => line.level >= 40)).toEqual([]);
+    expect(run.stderr()).toBe('');
+  });
+
   it('waits for a server that is down at start, then uploads when it comes up', async () => {
     await startServer();
     await server.down();
@@ -278,6 +294,22 @@ describe('once', () => {
     const warnings = result.logs.filter((line) => line.level === 40);
     expect(warnings.map((line) => line.file)).toEqual(['sub/known-2.jpg']);
     expect(warnings[0]?.msg).toContain('only in its trash');
+  });
+
+  it('REMOVE_EMPTY_FOLDERS: removes the sub-folders it emptied, and only those', async () => {
+    await startServer();
+    const files = await writeMedia(watchDir, ['card/DCIM/100CANON/IMG_1.JPG', 'card/DCIM/100CANON/IMG_2.JPG', 'card/DCIM/101CANON/IMG_3.JPG', 'phone/IMG_4.jpg']);
+    await writeMedia(watchDir, ['card/DCIM/101CANON/notes.txt']);
+    await mkdir(join(watchDir, 'empty-before'));
+    const result = await runCli(['once'], { env: env({ REMOVE_EMPTY_FOLDERS: 'true', FILE_STABILITY_WAIT_SECONDS: '0.2' }) });
+    expect(result.code, result.stdout + result.stderr).toBe(0);
+    await expectUploadedAndArchived(files);
+    // 101CANON keeps a file the uploader does not take, and with it its parents; a folder it took
+    // nothing from stays too.
+    expect((await readdir(watchDir)).sort()).toEqual(['card', 'empty-before']);
+    expect(await readdir(join(watchDir, 'card/DCIM'))).toEqual(['101CANON']);
+    const removed = result.logs.filter((line) => line.msg.startsWith('removed the emptied folder')).map((line) => line.folder);
+    expect(removed.sort()).toEqual([join('card', 'DCIM', '100CANON'), 'phone']);
   });
 
   it('uploads large videos while hashing them, and archives one the server has without adding it again', async () => {

@@ -31,7 +31,11 @@ beforeEach(async () => {
 });
 
 /** A coordinator with a small scale, whose files end as `process` says. */
-function coordinatorFor(logger: Logger, process: (file: SettledFile) => Promise<FileOutcome>): Coordinator {
+function coordinatorFor(
+  logger: Logger,
+  process: (file: SettledFile) => Promise<FileOutcome>,
+  onOriginalGone?: (file: Candidate) => void,
+): Coordinator {
   return new Coordinator({
     clock: systemClock,
     logger,
@@ -48,6 +52,7 @@ function coordinatorFor(logger: Logger, process: (file: SettledFile) => Promise<
     onFatal: (error) => {
       throw error;
     },
+    onOriginalGone,
   });
 }
 
@@ -110,6 +115,31 @@ describe('Coordinator.offer', () => {
     finish.get(path)?.();
     await waitFor(() => processed.length === 2, { message: 'the new version to be processed' });
     expect(processed[1]).toMatchObject({ path, size: 'a new version'.length });
+  });
+});
+
+describe('Coordinator.onOriginalGone', () => {
+  it('is told of each original moved or deleted, and of no other', async () => {
+    const outcomes: Record<string, FileOutcome> = {
+      'moved.jpg': { kind: 'uploaded', assetId: 'a', disposition: { mode: 'move', archivedTo: '/archive/moved.jpg' }, ms: 1 },
+      'deleted.jpg': { kind: 'already-on-server', assetId: 'b', disposition: { mode: 'delete' }, ms: 1 },
+      'kept.jpg': { kind: 'uploaded', assetId: 'c', disposition: { mode: 'keep' }, ms: 1 },
+      'failed.jpg': { kind: 'failed', stage: 'upload', message: 'refused', retryable: false },
+    };
+    const gone: string[] = [];
+    const told = coordinatorFor(
+      pino({ level: 'silent' }),
+      (file) => Promise.resolve(outcomes[file.path.slice(temp.path.length + 1)] ?? { kind: 'aborted' }),
+      (file) => void gone.push(file.path.slice(temp.path.length + 1)),
+    );
+    told.start();
+    for (const name of Object.keys(outcomes)) {
+      await writeFile(join(temp.path, name), name);
+      told.offer({ path: join(temp.path, name), root: { path: temp.path, archivePath: join(temp.path, 'archive') }, size: name.length, mtimeMs: 0 });
+    }
+    await waitFor(() => told.stats.snapshot(0).failed === 1 && told.queued === 0, { message: 'every file done' });
+    await told.stop();
+    expect(gone.sort()).toEqual(['deleted.jpg', 'moved.jpg']);
   });
 });
 

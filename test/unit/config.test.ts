@@ -105,6 +105,7 @@ describe('defaults', () => {
     expect(config.watchPolling).toBe(false);
     expect(config.watchPollIntervalMs).toBe(10_000);
     expect(config.shutdownGraceMs).toBe(30_000);
+    expect(config.removeEmptyFolders).toBe(false);
     expect(config.excludedPaths).toEqual([]);
     expect(notes).toEqual([]);
   });
@@ -366,9 +367,17 @@ describe('numbers, booleans and enumerations', () => {
     ['no', false],
     ['OFF', false],
   ])('reads the boolean %j', (value, expected) => {
-    const { config } = load({ env: env({ WATCH_RECURSIVE: value, WATCH_POLLING: value }) });
+    const { config } = load({ env: env({ WATCH_RECURSIVE: value, WATCH_POLLING: value, REMOVE_EMPTY_FOLDERS: value }) });
     expect(config.watchRecursive).toBe(expected);
     expect(config.watchPolling).toBe(expected);
+    expect(config.removeEmptyFolders).toBe(expected);
+  });
+
+  it('notes that REMOVE_EMPTY_FOLDERS does nothing in keep mode, where it is off', () => {
+    const { config, notes } = load({ env: env({ REMOVE_EMPTY_FOLDERS: 'true', AFTER_UPLOAD: 'keep' }) });
+    expect(config.removeEmptyFolders).toBe(false);
+    expect(notes).toEqual(['REMOVE_EMPTY_FOLDERS has no effect with AFTER_UPLOAD=keep: files stay, and so do their folders']);
+    expect(load({ env: env({ REMOVE_EMPTY_FOLDERS: 'true', AFTER_UPLOAD: 'delete' }) }).config.removeEmptyFolders).toBe(true);
   });
 
   it('reads a bare boolean flag as true and a valued one as given', () => {
@@ -391,6 +400,7 @@ describe('numbers, booleans and enumerations', () => {
     LOG_FORMAT: ['xml'],
     RESCAN_INTERVAL_SECONDS: ['0', '-1', String(MAX_TIMER_SECONDS + 1)],
     WATCH_POLLING: ['sometimes'],
+    REMOVE_EMPTY_FOLDERS: ['emptied'],
     WATCH_POLL_INTERVAL_SECONDS: ['0', 'ten'],
     SHUTDOWN_GRACE_SECONDS: ['-0.5', 'soon'],
     AFTER_UPLOAD: ['archive', 'remove'],

@@ -1,0 +1,115 @@
+/**
+ * Emptied folders (REMOVE_EMPTY_FOLDERS): a sub-folder of a watch folder from which the uploader
+ * took a file is removed once it has stayed empty for the stability window, and so is each parent
+ * that leaves empty, up to the watch folder (never included). `rmdir` removes only an empty
+ * folder, so a file put in meanwhile keeps it; a folder the uploader took nothing from is never
+ * touched.
+ */
+import { rmdir } from 'node:fs/promises';
+import { dirname, relative } from 'node:path';
+import type { Logger } from 'pino';
+import type { WatchRoot } from '../config.js';
+import type { Clock } from '../support/clock.js';
+import { isInside } from '../support/paths.js';
+
+export interface EmptyFoldersOptions {
+  clock: Clock;
+  logger: Logger;
+  /** How long a folder must stay empty after the uploader took its last file. */
+  graceMs: number;
+}
+
+export class EmptyFolders {
+  readonly #options: EmptyFoldersOptions;
+  /** Folders the uploader took a file from, with their watch folder and when to try them. */
+  readonly #due = new Map<string, { root: WatchRoot; at: number }>();
+  readonly #stop = new AbortController();
+  /** Ends the loop's wait for a first folder. */
+  #wake: (() => void) | undefined;
+  #loop: Promise<void> | undefined;
+  #idleWaiters: (() => void)[] = [];
+
+  constructor(options: EmptyFoldersOptions) {
+    this.#options = options;
+  }
+
+  start(): void {
+    this.#loop ??= this.#run();
+  }
+
+  /** The uploader took `file` out of its folder (moved or deleted it). */
+  note(file: string, root: WatchRoot): void {
+    const folder = dirname(file);
+    if (!isInside(folder, root.path) || this.#stop.signal.aborted) return;
+    // Another file taken out of it starts its wait again: the last one counts.
+    this.#due.delete(folder);
+    this.#due.set(folder, { root, at: this.#options.clock.now() + this.#options.graceMs });
+    this.#wake?.();
+  }
+
+  /** Resolves when no folder is waiting to be tried (`once` waits for it before it ends). */
+  async whenIdle(): Promise<void> {
+    while (this.#due.size > 0 && !this.#stop.signal.aborted) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Stops; folders still waiting stay as they are. */
+  async close(): Promise<void> {
+    this.#stop.abort();
+    this.#wake?.();
+    this.#releaseIdleWaiters();
+    await this.#loop;
+  }
+
+  async #run(): Promise<void> {
+    const { clock } = this.#options;
+    while (!this.#stop.signal.aborted) {
+      // Notes are kept in the order of their times: the first is the next due.
+      const next = this.#due.entries().next();
+      if (next.done) {
+        await new Promise<void>((resolve) => (this.#wake = resolve));
+        this.#wake = undefined;
+        continue;
+      }
+      const [folder, { root, at }] = next.value;
+      const wait = at - clock.now();
+      if (wait > 0) {
+        try {
+          await clock.sleep(wait, this.#stop.signal);
+        } catch {
+          return; // closed
+        }
+        continue; // noted again meanwhile: look at the order again
+      }
+      this.#due.delete(folder);
+      await this.#remove(folder, root);
+      if (this.#due.size === 0) this.#releaseIdleWaiters();
+    }
+  }
+
+  /** Removes `folder` if it is empty, then its parent, up to the watch folder. */
+  async #remove(folder: string, root: WatchRoot): Promise<void> {
+    for (let current = folder; isInside(current, root.path); current = dirname(current)) {
+      try {
+        await rmdir(current);
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        const shown = relative(root.path, current);
+        // Not empty (a file or folder was put in: it is not ours to remove) or gone already.
+        if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOENT') {
+          this.#options.logger.debug({ folder: shown }, `left the folder ${shown}: not empty, or gone`);
+        } else {
+          this.#options.logger.warn({ folder: shown, err: error }, `cannot remove the emptied folder ${shown}: ${(error as Error).message}`);
+        }
+        return;
+      }
+      const shown = relative(root.path, current);
+      this.#options.logger.info({ folder: shown }, `removed the emptied folder ${shown}`);
+    }
+  }
+
+  #releaseIdleWaiters(): void {
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+}
