@@ -3,6 +3,7 @@ import { relative } from 'node:path';
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import type { Clock } from '../support/clock.js';
+import { Waiters } from '../support/waiters.js';
 import type { Disposition } from './after-upload.js';
 import type { FileOutcome } from './process-file.js';
 import type { Recorder } from './states.js';
@@ -38,9 +39,9 @@ export class Coordinator {
   private readonly settler: Settler;
   private readonly queue: PQueue;
   private inProgress = 0;
-  private idleWaiters: (() => void)[] = [];
+  private readonly idleWaiters = new Waiters();
   /** Scans waiting for fewer files in progress (see room()). */
-  private roomWaiters: (() => void)[] = [];
+  private readonly roomWaiters = new Waiters();
   private readonly retryTimers = new AbortController();
   private stopped = false;
   /** Unchanged files are counted in the first pass only: every rescan sees them again. */
@@ -160,14 +161,14 @@ export class Coordinator {
           resolve();
         };
         signal.addEventListener('abort', wake);
-        this.roomWaiters.push(wake);
+        this.roomWaiters.add(wake);
       });
     }
   }
 
   /** Resolves when no file is settling, queued or being processed. */
   async whenIdle(): Promise<void> {
-    while (this.inProgress > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    while (this.inProgress > 0) await this.idleWaiters.next();
   }
 
   /**
@@ -176,7 +177,7 @@ export class Coordinator {
    */
   async stop(): Promise<void> {
     this.stopped = true;
-    this.wakeRoomWaiters();
+    this.roomWaiters.wakeAll();
     this.retryTimers.abort();
     await this.settler.close();
     this.queue.clear();
@@ -349,18 +350,8 @@ export class Coordinator {
 
   private done(): void {
     this.inProgress--;
-    if (this.inProgress < this.deps.maxInProgress) this.wakeRoomWaiters();
-    if (this.inProgress > 0) return;
-    const waiters = this.idleWaiters;
-    this.idleWaiters = [];
-    for (const resolve of waiters) resolve();
-  }
-
-  private wakeRoomWaiters(): void {
-    if (this.roomWaiters.length === 0) return;
-    const waiters = this.roomWaiters;
-    this.roomWaiters = [];
-    for (const wake of waiters) wake();
+    if (this.inProgress < this.deps.maxInProgress) this.roomWaiters.wakeAll();
+    if (this.inProgress <= 0) this.idleWaiters.wakeAll();
   }
 
   private display(file: Candidate): string {

@@ -10,6 +10,7 @@ import { dirname, relative } from 'node:path';
 import type { Logger } from 'pino';
 import type { WatchRoot } from '../config.js';
 import type { Clock } from '../support/clock.js';
+import { Waiters } from '../support/waiters.js';
 import { isInside } from '../support/paths.js';
 
 export interface EmptyFoldersOptions {
@@ -27,7 +28,7 @@ export class EmptyFolders {
   /** Ends the loop's wait for a first folder. */
   #wake: (() => void) | undefined;
   #loop: Promise<void> | undefined;
-  #idleWaiters: (() => void)[] = [];
+  readonly #idleWaiters = new Waiters();
 
   constructor(options: EmptyFoldersOptions) {
     this.#options = options;
@@ -49,14 +50,14 @@ export class EmptyFolders {
 
   /** Resolves when no folder is waiting to be tried (`once` waits for it before it ends). */
   async whenIdle(): Promise<void> {
-    while (this.#due.size > 0 && !this.#stop.signal.aborted) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+    while (this.#due.size > 0 && !this.#stop.signal.aborted) await this.#idleWaiters.next();
   }
 
   /** Stops; folders still waiting stay as they are. */
   async close(): Promise<void> {
     this.#stop.abort();
     this.#wake?.();
-    this.#releaseIdleWaiters();
+    this.#idleWaiters.wakeAll();
     await this.#loop;
   }
 
@@ -82,7 +83,7 @@ export class EmptyFolders {
       }
       this.#due.delete(folder);
       await this.#remove(folder, root);
-      if (this.#due.size === 0) this.#releaseIdleWaiters();
+      if (this.#due.size === 0) this.#idleWaiters.wakeAll();
     }
   }
 
@@ -105,11 +106,5 @@ export class EmptyFolders {
       const shown = relative(root.path, current);
       this.#options.logger.info({ folder: shown }, `removed the emptied folder ${shown}`);
     }
-  }
-
-  #releaseIdleWaiters(): void {
-    const waiters = this.#idleWaiters;
-    this.#idleWaiters = [];
-    for (const resolve of waiters) resolve();
   }
 }

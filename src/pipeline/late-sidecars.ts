@@ -10,6 +10,7 @@ import { basename, dirname, extname } from 'node:path';
 import type { Logger } from 'pino';
 import type { FileRow } from '../journal/journal.js';
 import type { Clock } from '../support/clock.js';
+import { Waiters } from '../support/waiters.js';
 import { moveSidecar } from './after-upload.js';
 import { currentVersion, type ArchiveFs } from './archive.js';
 import { Settler } from './settle.js';
@@ -100,7 +101,7 @@ export class LateSidecars {
   /** Paths settling or being judged. */
   readonly #inProgress = new Set<string>();
   readonly #work = new Set<Promise<void>>();
-  #idleWaiters: (() => void)[] = [];
+  readonly #idleWaiters = new Waiters();
 
   constructor(options: LateSidecarsOptions) {
     this.#options = options;
@@ -128,7 +129,7 @@ export class LateSidecars {
 
   /** Resolves when no sidecar is settling or being judged. */
   async whenIdle(): Promise<void> {
-    while (this.#inProgress.size > 0) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+    while (this.#inProgress.size > 0) await this.#idleWaiters.next();
   }
 
   /** Stops settling and waits for the moves under way. */
@@ -178,9 +179,7 @@ export class LateSidecars {
   #done(path: string): void {
     // Seen again while it was judged: it is settling again.
     if (this.#settler.has(path) || !this.#inProgress.delete(path) || this.#inProgress.size > 0) return;
-    const waiters = this.#idleWaiters;
-    this.#idleWaiters = [];
-    for (const resolve of waiters) resolve();
+    this.#idleWaiters.wakeAll();
   }
 }
 
