@@ -20,6 +20,7 @@ import { createImmichClient } from './immich/http-client.js';
 import { addOptions } from './options.js';
 import { simulatedCrossDeviceFs } from './pipeline/archive.js';
 import { createLogger, type Logger } from './support/logger.js';
+import { messageOf } from './support/message.js';
 
 /** Exit codes, documented in the README. */
 export const EXIT = {
@@ -230,7 +231,7 @@ function reportRunError(error: unknown, logger: Logger): number {
     logger.fatal(error.message);
     return EXIT.failure;
   }
-  const message = error instanceof Error ? error.message : String(error);
+  const message = messageOf(error);
   logger.fatal(message);
   // A stack helps a bug report, never a user: only at debug level.
   if (error instanceof Error && !isImmichError(error)) logger.debug({ stack: error.stack }, 'stack trace');
@@ -247,7 +248,7 @@ function readVersion(): string {
 main(process.argv).then(
   (code) => process.exit(code),
   (error: unknown) => {
-    process.stderr.write(`immich-auto-uploader: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.stderr.write(`immich-auto-uploader: ${messageOf(error)}\n`);
     process.exit(EXIT.failure);
   },
 );

@@ -4,6 +4,7 @@ import { dirname } from 'node:path';
 import type { Config } from '../config.js';
 import type { ImmichClient } from '../immich/client.js';
 import { isImmichError } from '../immich/errors.js';
+import { messageOf } from '../support/message.js';
 
 export interface CheckLine {
   ok: boolean;
@@ -34,7 +35,7 @@ export async function runChecks(config: Config, client: ImmichClient): Promise<C
       const v = await client.serverVersion();
       add(true, 'server version', `Immich ${v.major}.${v.minor}.${v.patch}${v.major < 2 ? ' (too old: 2.x or 3.x needed)' : ''}`);
     } catch (error) {
-      add(false, 'server version', describe(error));
+      add(false, 'server version', messageOf(error));
     }
     try {
       const key = await client.apiKeyInfo();
@@ -47,10 +48,10 @@ export async function runChecks(config: Config, client: ImmichClient): Promise<C
       );
     } catch (error) {
       keyRejected = isImmichError(error) && error.kind === 'auth';
-      add(false, 'API key accepted', keyRejected ? 'the server rejected the key; fix: create a new key in Account Settings > API Keys' : describe(error));
+      add(false, 'API key accepted', keyRejected ? 'the server rejected the key; fix: create a new key in Account Settings > API Keys' : messageOf(error));
     }
   } catch (error) {
-    add(false, 'server reachable', describe(error));
+    add(false, 'server reachable', messageOf(error));
   }
 
   for (const root of config.watchRoots) {
@@ -59,7 +60,7 @@ export async function runChecks(config: Config, client: ImmichClient): Promise<C
       await readdir(root.path);
       add(true, 'watch folder readable', root.path);
     } catch (error) {
-      add(false, 'watch folder readable', `${root.path}: ${describe(error)}`);
+      add(false, 'watch folder readable', `${root.path}: ${messageOf(error)}`);
     }
   }
   add(...(await archiveWritable(config.archiveDirectory)));
@@ -78,15 +79,12 @@ async function archiveWritable(path: string): Promise<[boolean, string, string]>
       return [true, what, probe === path ? path : `${path} (will be created in ${probe})`];
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
-      if (code !== 'ENOENT' || dirname(probe) === probe) return [false, what, `${probe}: ${describe(error)}`];
+      if (code !== 'ENOENT' || dirname(probe) === probe) return [false, what, `${probe}: ${messageOf(error)}`];
       probe = dirname(probe);
     }
   }
 }
 
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 export function formatCheckLine(line: CheckLine): string {
   return `${line.ok ? 'ok    ' : 'FAILED'}  ${line.what}: ${line.detail}`;

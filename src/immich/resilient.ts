@@ -3,6 +3,7 @@ import { abortReason, type Clock } from '../support/clock.js';
 import { backoffDelay, retry, type RetryPolicy, type RetryVerdict } from '../support/retry.js';
 import type { BulkCheckItem, BulkCheckResult, ImmichClient, UploadRequest, UploadResult } from './client.js';
 import { isImmichError } from './errors.js';
+import { messageOf } from '../support/message.js';
 
 /** Per-request persistence: enough that a server failing a third of its requests still gets every file. */
 export const REQUEST_RETRY_POLICY: RetryPolicy = { maxAttempts: 10, baseDelayMs: 250, maxDelayMs: 30_000 };
@@ -50,7 +51,7 @@ export class ServerGate {
       } catch (error) {
         if (signal.aborted) throw abortReason(signal);
         const delayMs = backoffDelay(attempt, policy);
-        const reason = describe(error);
+        const reason = messageOf(error);
         if (attempt === 1) {
           logger.warn({ reason }, 'Immich server is not answering; uploads wait until it does');
         } else {
@@ -106,7 +107,7 @@ export class ResilientImmich {
         return { retry: true, free: wasDown };
       },
       onRetry: ({ error, attempt, delayMs }) =>
-        logger.debug({ what, attempt, delayMs, reason: describe(error) }, 'retrying'),
+        logger.debug({ what, attempt, delayMs, reason: messageOf(error) }, 'retrying'),
     });
   }
 }
@@ -120,9 +121,6 @@ export interface CallSignals {
   request?: AbortSignal;
 }
 
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 /** Settles with `promise`, or rejects with the signal's reason as soon as it aborts. */
 export function raceAbort<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {

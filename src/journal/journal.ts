@@ -15,6 +15,7 @@ import {
 } from '../pipeline/states.js';
 import { openDatabase, type Database, type Statement } from './sqlite.js';
 import { JournalError } from './states.js';
+import { messageOf } from '../support/message.js';
 
 export { JournalError, type JournalErrorKind } from './states.js';
 export type { FileState, RecordDetails } from '../pipeline/states.js';
@@ -358,7 +359,7 @@ export class Journal {
       this.flush();
     } catch (error) {
       // Write-ahead records of the batch were rejected; the next record() or read tries again.
-      this.#logger?.error({ error: error instanceof Error ? error.message : String(error) }, 'cannot write the journal');
+      this.#logger?.error({ error: messageOf(error) }, 'cannot write the journal');
     }
   }
 

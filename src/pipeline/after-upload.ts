@@ -14,6 +14,7 @@ import { hashFile } from './hash.js';
 import { isShared, sidecarFollowing, sidecarNames, type SentSidecar } from './sidecar.js';
 import type { RecordedFile, Recorder } from './states.js';
 import { sameVersion, type FileVersion } from './types.js';
+import { messageOf } from '../support/message.js';
 
 /** The original of a file the server has confirmed. */
 export interface ConfirmedFile extends FileVersion {
@@ -152,7 +153,7 @@ async function archiveSidecars(file: ConfirmedFile, archivedTo: string, fs: Arch
       const version = await currentVersion(fs, path);
       if (version !== null) await moveSidecar({ path, ...version }, file.root, file.path, archivedTo, fs);
     } catch (error) {
-      const why = error instanceof SourceChangedError ? 'it changed while it was moved' : error instanceof Error ? error.message : String(error);
+      const why = error instanceof SourceChangedError ? 'it changed while it was moved' : messageOf(error);
       problems.push(`${basename(path)}: ${why}`);
     }
   }

@@ -33,6 +33,7 @@ import { sameVersion, type FileVersion } from './types.js';
 import { closeFd, fsyncFd, openFd } from '../support/fd.js';
 import type { FsWorker } from '../support/fs-worker.js';
 import { isInside } from '../support/paths.js';
+import { messageOf } from '../support/message.js';
 
 /**
  * The file-system operations of moving (and deleting, after-upload.ts) an original; the real ones
@@ -602,7 +603,7 @@ function wrap(error: unknown, step: ArchiveStep, path: string, target?: string):
   if (error instanceof ArchiveError || error instanceof SourceChangedError || isAbortError(error)) return error as Error;
   const code = codeOf(error);
   // Node's messages start with the code ("ENOSPC: no space left on device, copyfile ..."): say it once.
-  const message = error instanceof Error ? error.message : String(error);
+  const message = messageOf(error);
   const reason = code !== undefined && message.startsWith(`${code}: `) ? message.slice(code.length + 2) : message;
   const done = target === undefined ? '' : ` (the file is archived at ${target}; the source is still in place)`;
   return new ArchiveError(step, path, code, `archive failed at ${step} of ${path}: ${code ?? 'error'}: ${reason}${done}`, {

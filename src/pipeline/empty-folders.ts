@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import type { WatchRoot } from '../config.js';
 import type { Clock } from '../support/clock.js';
 import { Waiters } from '../support/waiters.js';
+import { messageOf } from '../support/message.js';
 import { isInside } from '../support/paths.js';
 
 export interface EmptyFoldersOptions {
@@ -25,8 +26,8 @@ export class EmptyFolders {
   /** Folders the uploader took a file from, with their watch folder and when to try them. */
   readonly #due = new Map<string, { root: WatchRoot; at: number }>();
   readonly #stop = new AbortController();
-  /** Ends the loop's wait for a first folder. */
-  #wake: (() => void) | undefined;
+  /** The loop, waiting for a first folder. */
+  readonly #noted = new Waiters();
   #loop: Promise<void> | undefined;
   readonly #idleWaiters = new Waiters();
 
@@ -45,7 +46,7 @@ export class EmptyFolders {
     // Another file taken out of it starts its wait again: the last one counts.
     this.#due.delete(folder);
     this.#due.set(folder, { root, at: this.#options.clock.now() + this.#options.graceMs });
-    this.#wake?.();
+    this.#noted.wakeAll();
   }
 
   /** Resolves when no folder is waiting to be tried (`once` waits for it before it ends). */
@@ -56,7 +57,7 @@ export class EmptyFolders {
   /** Stops; folders still waiting stay as they are. */
   async close(): Promise<void> {
     this.#stop.abort();
-    this.#wake?.();
+    this.#noted.wakeAll();
     this.#idleWaiters.wakeAll();
     await this.#loop;
   }
@@ -67,8 +68,7 @@ export class EmptyFolders {
       // Notes are kept in the order of their times: the first is the next due.
       const next = this.#due.entries().next();
       if (next.done) {
-        await new Promise<void>((resolve) => (this.#wake = resolve));
-        this.#wake = undefined;
+        await this.#noted.next();
         continue;
       }
       const [folder, { root, at }] = next.value;
@@ -90,20 +90,19 @@ export class EmptyFolders {
   /** Removes `folder` if it is empty, then its parent, up to the watch folder. */
   async #remove(folder: string, root: WatchRoot): Promise<void> {
     for (let current = folder; isInside(current, root.path); current = dirname(current)) {
+      const shown = relative(root.path, current);
       try {
         await rmdir(current);
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
-        const shown = relative(root.path, current);
         // Not empty (a file or folder was put in: it is not ours to remove) or gone already.
         if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOENT') {
           this.#options.logger.debug({ folder: shown }, `left the folder ${shown}: not empty, or gone`);
         } else {
-          this.#options.logger.warn({ folder: shown, err: error }, `cannot remove the emptied folder ${shown}: ${(error as Error).message}`);
+          this.#options.logger.warn({ folder: shown, err: error }, `cannot remove the emptied folder ${shown}: ${messageOf(error)}`);
         }
         return;
       }
-      const shown = relative(root.path, current);
       this.#options.logger.info({ folder: shown }, `removed the emptied folder ${shown}`);
     }
   }

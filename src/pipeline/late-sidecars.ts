@@ -17,6 +17,7 @@ import { Settler } from './settle.js';
 import { isSidecarName, isSidecarOf, withoutExtension } from './sidecar.js';
 import { isFinal } from './states.js';
 import { sameVersion, type Candidate, type SettledFile } from './types.js';
+import { messageOf } from '../support/message.js';
 
 /**
  * How long after its photo went a sidecar still counts as the photo's. Camera counters come round
@@ -183,6 +184,3 @@ export class LateSidecars {
   }
 }
 
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}

@@ -14,6 +14,7 @@ import { findSidecar, type FoundSidecar } from './sidecar.js';
 import type { Decision, Recorder } from './states.js';
 import type { SettledFile } from './types.js';
 import { buildUploadRequest, EarlyUpload } from './upload.js';
+import { messageOf } from '../support/message.js';
 
 /** How one file's trip through the pipeline ended. */
 export type FileOutcome =
@@ -191,7 +192,7 @@ function toOutcome(error: unknown, stage: 'hash' | 'check' | 'upload' | 'archive
     return { kind: 'failed', stage, message: error.message, retryable: error.retryable };
   }
   if (error instanceof ArchiveError) return { kind: 'failed', stage, message: error.message, retryable: true };
-  const message = error instanceof Error ? error.message : String(error);
+  const message = messageOf(error);
   return { kind: 'failed', stage, message, retryable: true };
 }
 
