@@ -179,7 +179,26 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   const emptyFolders = config.removeEmptyFolders
     ? new EmptyFolders({ clock, logger: logger.child({ stage: 'archive' }), graceMs: config.fileStabilityWaitMs })
     : undefined;
-  const originalGone = emptyFolders && ((file: Candidate) => emptyFolders.note(file.path, file.root));
+  // A sidecar that arrives after its photo went: moved after it, or warned about (keep mode
+  // leaves every file where it is, and so has nothing to do).
+  const lateSidecars =
+    config.afterUpload === 'keep'
+      ? undefined
+      : new LateSidecars({
+          clock,
+          logger: logger.child({ stage: 'sidecar' }),
+          waitMs: config.fileStabilityWaitMs,
+          intervalMs: config.fileStabilityCheckIntervalMs,
+          afterUpload: config.afterUpload,
+          rowsWithStem: (stem) => journal.latestWithStem(stem),
+          fs: archiveFs,
+          display: (file) => relative(file.root.path, file.path),
+          onMoved: emptyFolders && ((file) => emptyFolders.note(file.path, file.root)),
+        });
+  const originalGone = (file: Candidate): void => {
+    lateSidecars?.photoGone(file.path);
+    emptyFolders?.note(file.path, file.root);
+  };
   const coordinator: Coordinator = new Coordinator({
     clock,
     logger,
@@ -216,22 +235,6 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     },
     onOriginalGone: originalGone,
   });
-  // A sidecar that arrives after its photo went: moved after it, or warned about (keep mode
-  // leaves every file where it is, and so has nothing to do).
-  const lateSidecars =
-    config.afterUpload === 'keep'
-      ? undefined
-      : new LateSidecars({
-          clock,
-          logger: logger.child({ stage: 'sidecar' }),
-          waitMs: config.fileStabilityWaitMs,
-          intervalMs: config.fileStabilityCheckIntervalMs,
-          afterUpload: config.afterUpload,
-          rowsWithStem: (stem) => journal.latestWithStem(stem),
-          fs: archiveFs,
-          display: (file) => relative(file.root.path, file.path),
-          onMoved: originalGone,
-        });
   const detector = new Detector({
     roots: config.watchRoots,
     recursive: config.watchRecursive,
@@ -270,7 +273,9 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
       await untilAborted(stopWaiting);
     } else {
       const done = async (): Promise<void> => {
-        await Promise.all([coordinator.whenIdle(), lateSidecars?.whenIdle()]);
+        // A photo that goes wakes the sidecars that waited for it: done when both are idle at once.
+        do await Promise.all([coordinator.whenIdle(), lateSidecars?.whenIdle()]);
+        while (coordinator.queued > 0 || (lateSidecars?.pending ?? 0) > 0);
         await emptyFolders?.whenIdle();
       };
       await raceAbort(done(), stopWaiting).catch(() => undefined);

@@ -14,7 +14,7 @@ import { Waiters } from '../support/waiters.js';
 import { moveSidecar } from './after-upload.js';
 import { currentVersion, type ArchiveFs } from './archive.js';
 import { Settler } from './settle.js';
-import { isSidecarName, isSidecarOf, withoutExtension } from './sidecar.js';
+import { isSidecarName, isSidecarOf, sidecarNames, withoutExtension } from './sidecar.js';
 import { isFinal } from './states.js';
 import { sameVersion, type Candidate, type SettledFile } from './types.js';
 import { messageOf } from '../support/message.js';
@@ -99,6 +99,8 @@ export class LateSidecars {
   readonly #settler: Settler;
   /** Versions judged for good (or until `retryAt`), by path: rescans see them again and again. */
   readonly #judged = new Map<string, { size: number; mtimeMs: number; retryAt: number }>();
+  /** Sidecars that wait for a photo of theirs on its way, by path: judged again when one goes. */
+  readonly #waiting = new Map<string, Candidate>();
   /** Paths settling or being judged. */
   readonly #inProgress = new Set<string>();
   readonly #work = new Set<Promise<void>>();
@@ -128,6 +130,23 @@ export class LateSidecars {
     this.#settler.add(candidate);
   }
 
+  /** A photo left the watch folder: the sidecars of it that waited are judged again now. */
+  photoGone(photo: string): void {
+    if (this.#waiting.size === 0) return;
+    const { own, shared } = sidecarNames(photo);
+    for (const path of [...own, ...shared]) {
+      const sidecar = this.#waiting.get(path);
+      if (sidecar === undefined) continue;
+      this.#waiting.delete(path);
+      this.offer(sidecar);
+    }
+  }
+
+  /** Sidecars settling or being judged. */
+  get pending(): number {
+    return this.#inProgress.size;
+  }
+
   /** Resolves when no sidecar is settling or being judged. */
   async whenIdle(): Promise<void> {
     while (this.#inProgress.size > 0) await this.#idleWaiters.next();
@@ -145,7 +164,8 @@ export class LateSidecars {
     try {
       const rows = this.#options.rowsWithStem(withoutExtension(file.path));
       const verdict = await judgeLateSidecar(file.path, rows, clock.now(), afterUpload, () => fs.readdir(dirname(file.path)));
-      // Nothing to do now; the next sighting (a rescan, a change) judges it again.
+      // Nothing to do now: judged again when the photo it waits for goes, or at its next sighting.
+      if (verdict.kind === 'wait') this.#waiting.set(file.path, file);
       if (verdict.kind === 'wait' || verdict.kind === 'none') return;
       if (verdict.kind === 'follow') {
         const movedTo = await moveSidecar(file, file.root, verdict.photo, verdict.archivedTo, fs);

@@ -190,6 +190,20 @@ describe('watch', () => {
     expect(run.stderr()).toBe('');
   });
 
+  it('moves a sidecar written while its photo was uploaded after the photo, without waiting for a rescan', async () => {
+    await startServer();
+    server.delayNext(1, 1500, { path: '/api/assets', exact: true });
+    const run = watch({ RESCAN_INTERVAL_SECONDS: '3600', LOG_LEVEL: 'trace' });
+    await run.waitForLog((line) => line.msg.startsWith('watching'));
+    await writeMedia(watchDir, ['IMG_1.JPG']);
+    await run.waitForLog((line) => line.state === 'uploading');
+    const sidecars = await writeMedia(watchDir, ['IMG_1.JPG.xmp'], 300);
+    await run.waitForLog((line) => line.file === 'IMG_1.JPG.xmp' && /arrived after/.test(line.msg), { message: 'the sidecar moved after its photo' });
+    expect(await readIfExists(join(archiveDir, 'IMG_1.JPG.xmp'))).toEqual(sidecars.get('IMG_1.JPG.xmp'));
+    expect(await readdir(watchDir)).toEqual([]);
+    expect(await stopGracefully(run)).toBe(0);
+  });
+
   it('delete mode: leaves a sidecar that arrives after its photo was deleted, with one warning', async () => {
     await startServer();
     const run = watch({ AFTER_UPLOAD: 'delete', WATCH_POLLING: 'true', WATCH_POLL_INTERVAL_SECONDS: '0.2' });

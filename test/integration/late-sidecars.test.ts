@@ -184,6 +184,25 @@ describe('LateSidecars', () => {
     expect(existsSync(join(root.archivePath, 'IMG_1.jpg.xmp'))).toBe(true);
   });
 
+  it('judges one that waited for its photo again as soon as the photo goes', async () => {
+    const late = lateSidecars('move');
+    went('IMG_1.jpg', 'uploading');
+    await writeMedia(root.path, ['IMG_1.jpg.xmp', 'IMG_2.xmp'], 300);
+    await offer(late, 'IMG_1.jpg.xmp');
+    late.photoGone(join(root.path, 'IMG_1.jpg')); // not yet recorded as gone: it waits again
+    await late.whenIdle();
+    expect(await readdir(root.path)).toEqual(['IMG_1.jpg.xmp', 'IMG_2.xmp']);
+    for (const state of ['on-server', 'archiving', 'archived'] as const) {
+      journal.record({ path: join(root.path, 'IMG_1.jpg'), size: 10, mtimeMs: 1 }, state, { archivePath: join(root.archivePath, 'IMG_1.jpg') });
+    }
+    late.photoGone(join(root.path, 'IMG_2.jpg')); // another photo: nothing of it waits
+    late.photoGone(join(root.path, 'IMG_1.jpg'));
+    expect(late.pending).toBe(1);
+    await late.whenIdle();
+    expect(await readdir(root.path)).toEqual(['IMG_2.xmp']);
+    expect(existsSync(join(root.archivePath, 'IMG_1.jpg.xmp'))).toBe(true);
+  });
+
   it('delete mode: leaves one whose photo was deleted, with one warning however often it is seen', async () => {
     const late = lateSidecars('delete');
     went('IMG_1.jpg', 'deleted');
