@@ -1,9 +1,9 @@
 import type { Logger } from 'pino';
 import { abortReason, type Clock } from '../support/clock.js';
+import { messageOf } from '../support/message.js';
 import { backoffDelay, retry, type RetryPolicy, type RetryVerdict } from '../support/retry.js';
 import type { BulkCheckItem, BulkCheckResult, ImmichClient, UploadRequest, UploadResult } from './client.js';
 import { isImmichError } from './errors.js';
-import { messageOf } from '../support/message.js';
 
 /** Per-request persistence: enough that a server failing a third of its requests still gets every file. */
 export const REQUEST_RETRY_POLICY: RetryPolicy = { maxAttempts: 10, baseDelayMs: 250, maxDelayMs: 30_000 };

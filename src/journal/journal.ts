@@ -2,6 +2,7 @@ import { existsSync, renameSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../support/clock.js';
+import { messageOf } from '../support/message.js';
 import { createPrivateFile, fixMode, preparePrivateDirectory, sqliteCode, unusable } from './lock.js';
 import { migrate, newerSchemaError, SCHEMA_VERSION, schemaVersion } from './schema.js';
 import {
@@ -15,7 +16,6 @@ import {
 } from '../pipeline/states.js';
 import { openDatabase, type Database, type Statement } from './sqlite.js';
 import { JournalError } from './states.js';
-import { messageOf } from '../support/message.js';
 
 export { JournalError, type JournalErrorKind } from './states.js';
 export type { FileState, RecordDetails } from '../pipeline/states.js';

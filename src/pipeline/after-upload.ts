@@ -1,5 +1,6 @@
 import { basename, dirname, extname } from 'node:path';
 import type { AfterUpload, WatchRoot } from '../config.js';
+import { messageOf } from '../support/message.js';
 import {
   archiveFile,
   currentVersion,
@@ -14,7 +15,6 @@ import { hashFile } from './hash.js';
 import { isShared, sidecarFollowing, sidecarNames, type SentSidecar } from './sidecar.js';
 import type { RecordedFile, Recorder } from './states.js';
 import { sameVersion, type FileVersion } from './types.js';
-import { messageOf } from '../support/message.js';
 
 /** The original of a file the server has confirmed. */
 export interface ConfirmedFile extends FileVersion {

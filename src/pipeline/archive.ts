@@ -28,12 +28,12 @@ import * as fsp from 'node:fs/promises';
 import { basename, dirname, extname, join, relative } from 'node:path';
 import type { WatchRoot } from '../config.js';
 import { isAbortError } from '../support/clock.js';
+import { messageOf } from '../support/message.js';
 import { hashFile } from './hash.js';
 import { sameVersion, type FileVersion } from './types.js';
 import { closeFd, fsyncFd, openFd } from '../support/fd.js';
 import type { FsWorker } from '../support/fs-worker.js';
 import { isInside } from '../support/paths.js';
-import { messageOf } from '../support/message.js';
 
 /**
  * The file-system operations of moving (and deleting, after-upload.ts) an original; the real ones

@@ -3,16 +3,30 @@
  * took a file is removed once it has stayed empty for the stability window, and so is each parent
  * that leaves empty, up to the watch folder (never included). `rmdir` removes only an empty
  * folder, so a file put in meanwhile keeps it; a folder the uploader took nothing from is never
- * touched.
+ * touched. What file browsers and NAS indexers leave in a folder (see {@link isLeftBehind})
+ * counts as empty: it goes with the folder.
  */
-import { rmdir } from 'node:fs/promises';
-import { dirname, relative } from 'node:path';
+import { readdir, rm, rmdir } from 'node:fs/promises';
+import { dirname, join, relative } from 'node:path';
 import type { Logger } from 'pino';
 import type { WatchRoot } from '../config.js';
 import type { Clock } from '../support/clock.js';
-import { Waiters } from '../support/waiters.js';
 import { messageOf } from '../support/message.js';
 import { isInside } from '../support/paths.js';
+import { Waiters } from '../support/waiters.js';
+
+/** What file browsers leave in every folder they show: compared lower-case. */
+const LEFT_BEHIND: ReadonlySet<string> = new Set(['.ds_store', 'thumbs.db', 'ehthumbs.db', 'desktop.ini', '@eadir']);
+
+/**
+ * Whether a name is something a file browser or a NAS indexer left in a folder about its files,
+ * with nothing of the user's in it: macOS's `.DS_Store` and `._photo.jpg` (AppleDouble: the
+ * extended attributes of a photo that went), Windows's `Thumbs.db` and `desktop.ini`, a
+ * Synology's `@eaDir` (its thumbnails of the folder's photos).
+ */
+export function isLeftBehind(name: string): boolean {
+  return LEFT_BEHIND.has(name.toLowerCase()) || name.startsWith('._');
+}
 
 export interface EmptyFoldersOptions {
   clock: Clock;
@@ -92,7 +106,7 @@ export class EmptyFolders {
     for (let current = folder; isInside(current, root.path); current = dirname(current)) {
       const shown = relative(root.path, current);
       try {
-        await rmdir(current);
+        await removeFolder(current);
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
         // Not empty (a file or folder was put in: it is not ours to remove) or gone already.
@@ -106,4 +120,22 @@ export class EmptyFolders {
       this.#options.logger.info({ folder: shown }, `removed the emptied folder ${shown}`);
     }
   }
+}
+
+/**
+ * Removes a folder that is empty, or holds only what file browsers leave behind; throws ENOTEMPTY
+ * (nothing removed but such leftovers) when it holds anything else.
+ */
+async function removeFolder(folder: string): Promise<void> {
+  try {
+    await rmdir(folder);
+    return;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOTEMPTY') throw error;
+    const names = await readdir(folder);
+    if (!names.every(isLeftBehind)) throw error;
+    for (const name of names) await rm(join(folder, name), { recursive: true, force: true });
+  }
+  // Anything put in meanwhile keeps the folder (ENOTEMPTY again).
+  await rmdir(folder);
 }

@@ -10,6 +10,7 @@ import { basename, dirname, extname } from 'node:path';
 import type { Logger } from 'pino';
 import type { FileRow } from '../journal/journal.js';
 import type { Clock } from '../support/clock.js';
+import { messageOf } from '../support/message.js';
 import { Waiters } from '../support/waiters.js';
 import { moveSidecar } from './after-upload.js';
 import { currentVersion, type ArchiveFs } from './archive.js';
@@ -17,7 +18,6 @@ import { Settler } from './settle.js';
 import { isSidecarName, isSidecarOf, sidecarNames, withoutExtension } from './sidecar.js';
 import { isFinal } from './states.js';
 import { sameVersion, type Candidate, type SettledFile } from './types.js';
-import { messageOf } from '../support/message.js';
 
 /**
  * How long after its photo went a sidecar still counts as the photo's. Camera counters come round

@@ -6,6 +6,7 @@ import { isAbortError, type Clock } from '../support/clock.js';
 import type { FsWorker } from '../support/fs-worker.js';
 import type { Limit } from '../support/limit.js';
 import type { AfterUpload } from '../config.js';
+import { messageOf } from '../support/message.js';
 import { disposeOriginal, type Disposition } from './after-upload.js';
 import { ArchiveError, SourceChangedError, type ArchiveFs } from './archive.js';
 import type { CheckBatcher, ServerVerdict } from './check.js';
@@ -14,7 +15,6 @@ import { findSidecar, type FoundSidecar } from './sidecar.js';
 import type { Decision, Recorder } from './states.js';
 import type { SettledFile } from './types.js';
 import { buildUploadRequest, EarlyUpload } from './upload.js';
-import { messageOf } from '../support/message.js';
 
 /** How one file's trip through the pipeline ended. */
 export type FileOutcome =

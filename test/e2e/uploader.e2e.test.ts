@@ -313,7 +313,8 @@ describe('once', () => {
   it('REMOVE_EMPTY_FOLDERS: removes the sub-folders it emptied, and only those', async () => {
     await startServer();
     const files = await writeMedia(watchDir, ['card/DCIM/100CANON/IMG_1.JPG', 'card/DCIM/100CANON/IMG_2.JPG', 'card/DCIM/101CANON/IMG_3.JPG', 'phone/IMG_4.jpg']);
-    await writeMedia(watchDir, ['card/DCIM/101CANON/notes.txt']);
+    // What a Mac's Finder leaves behind does not keep a folder.
+    await writeMedia(watchDir, ['card/DCIM/101CANON/notes.txt', 'card/DCIM/100CANON/.DS_Store', 'card/DCIM/100CANON/._IMG_1.JPG']);
     await mkdir(join(watchDir, 'empty-before'));
     const result = await runCli(['once'], { env: env({ REMOVE_EMPTY_FOLDERS: 'true', FILE_STABILITY_WAIT_SECONDS: '0.2' }) });
     expect(result.code, result.stdout + result.stderr).toBe(0);

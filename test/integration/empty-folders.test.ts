@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { WatchRoot } from '../../src/config.js';
-import { EmptyFolders } from '../../src/pipeline/empty-folders.js';
+import { EmptyFolders, isLeftBehind } from '../../src/pipeline/empty-folders.js';
 import { systemClock, type Clock } from '../../src/support/clock.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
@@ -76,6 +76,18 @@ describe('EmptyFolders', () => {
     expect(logLines.filter((line) => line.level >= 30)).toEqual([]);
   });
 
+  it("counts what file browsers and NAS indexers leave in a folder as empty, and removes it with the folder", async () => {
+    const folders = emptyFolders(20);
+    const leftovers = ['.DS_Store', '._IMG_1.JPG', 'Thumbs.db', 'desktop.ini', '@eaDir/IMG_1.JPG/SYNOFILE_THUMB_M.jpg'];
+    await write('mac/IMG_1.JPG', ...leftovers.map((name) => `mac/${name}`), 'kept/IMG_2.JPG', 'kept/.DS_Store', 'kept/notes.txt');
+    await takeOut(folders, 'mac/IMG_1.JPG');
+    await takeOut(folders, 'kept/IMG_2.JPG');
+    await folders.whenIdle();
+    expect(await readdir(root.path)).toEqual(['kept']);
+    // Beside something of the user's, nothing is removed.
+    expect((await readdir(join(root.path, 'kept'))).sort()).toEqual(['.DS_Store', 'notes.txt']);
+  });
+
   it('waits for the grace period after the last file taken out, and leaves a folder a file was put in meanwhile', async () => {
     const clock = new FakeClock({ turns: 20 });
     const folders = emptyFolders(1_000, clock);
@@ -103,5 +115,14 @@ describe('EmptyFolders', () => {
     await folders.close();
     await folders.whenIdle();
     expect(await readdir(root.path)).toEqual(['a']);
+  });
+});
+
+describe('isLeftBehind', () => {
+  it.each(['.DS_Store', '.ds_store', '._IMG_1.JPG', 'Thumbs.db', 'THUMBS.DB', 'ehthumbs.db', 'desktop.ini', '@eaDir'])('%s is', (name) => {
+    expect(isLeftBehind(name)).toBe(true);
+  });
+  it.each(['IMG_1.JPG', 'notes.txt', '.stfolder', '#recycle', '$RECYCLE.BIN', 'lost+found', 'DS_Store', '_IMG_1.JPG'])('%s is not', (name) => {
+    expect(isLeftBehind(name)).toBe(false);
   });
 });
