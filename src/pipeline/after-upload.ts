@@ -1,4 +1,4 @@
-import { basename, dirname, extname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import type { AfterUpload, WatchRoot } from '../config.js';
 import { messageOf } from '../support/message.js';
 import {
@@ -12,7 +12,7 @@ import {
   type ArchiveFs,
 } from './archive.js';
 import { hashFile } from './hash.js';
-import { isShared, sidecarFollowing, sidecarNames, type SentSidecar } from './sidecar.js';
+import { isShared, sharesStem, sidecarFollowing, sidecarNames, stemOf, type SentSidecar } from './sidecar.js';
 import type { RecordedFile, Recorder } from './states.js';
 import { sameVersion, type FileVersion } from './types.js';
 
@@ -178,9 +178,8 @@ async function stemStillNeeded(fs: ArchiveFs, path: string): Promise<boolean> {
   } catch {
     return true; // not known: the sidecar stays
   }
-  const stemOf = (name: string): string => name.slice(0, name.length - extname(name).length).toLowerCase();
   const stem = stemOf(basename(path));
-  return siblings.some((sibling) => extname(sibling).toLowerCase() !== '.xmp' && stemOf(sibling) === stem);
+  return siblings.some((sibling) => sharesStem(sibling, stem));
 }
 
 async function assertUnchanged(fs: ArchiveFs, file: ConfirmedFile): Promise<void> {

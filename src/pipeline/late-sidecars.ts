@@ -6,7 +6,7 @@
  * it follows the photo into the archive, and in delete mode it stays where it is, with a warning,
  * since what it holds is nowhere else.
  */
-import { basename, dirname, extname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { FileRow } from '../journal/journal.js';
 import type { Clock } from '../support/clock.js';
@@ -15,7 +15,7 @@ import { Waiters } from '../support/waiters.js';
 import { moveSidecar } from './after-upload.js';
 import { currentVersion, type ArchiveFs } from './archive.js';
 import { Settler } from './settle.js';
-import { isSidecarName, isSidecarOf, sidecarNames, withoutExtension } from './sidecar.js';
+import { isSidecarOf, sharesStem, sidecarNames, stemOf, withoutExtension } from './sidecar.js';
 import { isFinal } from './states.js';
 import { sameVersion, type Candidate, type SettledFile } from './types.js';
 
@@ -60,11 +60,8 @@ export async function judgeLateSidecar(
   if (!went) return { kind: 'none' };
   // A new photo of the name (the same name again, say) takes the sidecar with it. Compared
   // without case, as the folder may be on a file system that ignores it.
-  const base = basename(withoutExtension(sidecar)).toLowerCase();
-  const photoThere = (await listFolder()).some((name) => {
-    const lower = name.toLowerCase();
-    return !isSidecarName(name) && (lower === base || lower.slice(0, lower.length - extname(lower).length) === base);
-  });
+  const base = stemOf(basename(sidecar));
+  const photoThere = (await listFolder()).some((name) => name.toLowerCase() === base || sharesStem(name, base));
   if (photoThere) return { kind: 'wait' };
   if (went.state === 'archived' && went.archivePath !== null && afterUpload === 'move') {
     return { kind: 'follow', photo: went.path, archivedTo: went.archivePath };

@@ -52,6 +52,19 @@ export function sidecarFollowing(sidecar: string, photo: string, movedTo: string
   return sidecarNames(photo).own.includes(sidecar) ? movedTo + sidecar.slice(photo.length) : withoutExtension(movedTo) + extname(sidecar);
 }
 
+/** A file name without its extension, lower-case: `img_1` for `IMG_1.JPG`. */
+export function stemOf(name: string): string {
+  return name.slice(0, name.length - extname(name).length).toLowerCase();
+}
+
+/**
+ * Whether the file `name` is not a sidecar (`.xmp` in any case) and its stem is `stem`
+ * (lower-case): a file a sidecar of that stem may serve, on a file system that ignores case too.
+ */
+export function sharesStem(name: string, stem: string): boolean {
+  return extname(name).toLowerCase() !== '.xmp' && stemOf(name) === stem;
+}
+
 /** Whether a file's name is a sidecar's (`.xmp` or `.XMP`; hidden names are never looked at). */
 export function isSidecarName(name: string): boolean {
   return SIDECAR_EXTENSIONS.includes(extname(name));
