@@ -109,9 +109,10 @@ export class EmptyFolders {
         await removeFolder(current);
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
-        // Not empty (a file or folder was put in: it is not ours to remove) or gone already.
-        if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOENT') {
-          this.#options.logger.debug({ folder: shown }, `left the folder ${shown}: not empty, or gone`);
+        // Not empty (a file or folder was put in: it is not ours to remove), gone already, or a
+        // mount point (a camera card mounted inside the watch folder): it stays, and that is all.
+        if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOENT' || code === 'EBUSY') {
+          this.#options.logger.debug({ folder: shown }, `left the folder ${shown}: not empty, gone, or a mount point`);
         } else {
           this.#options.logger.warn({ folder: shown, err: error }, `cannot remove the emptied folder ${shown}: ${messageOf(error)}`);
         }
