@@ -193,7 +193,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
           rowsWithStem: (stem) => journal.latestWithStem(stem),
           fs: archiveFs,
           display: (file) => relative(file.root.path, file.path),
-          onMoved: emptyFolders && ((file) => emptyFolders.note(file.path, file.root)),
+          onMoved: (file) => emptyFolders?.note(file.path, file.root),
         });
   const originalGone = (file: Candidate): void => {
     lateSidecars?.photoGone(file.path);

@@ -79,6 +79,7 @@ export function isSidecarOf(sidecar: string, photo: string): boolean {
   return own.includes(sidecar) || shared.includes(sidecar);
 }
 
+/** A path without its file's extension, case kept: `/in/IMG_1` for `/in/IMG_1.JPG`. */
 export function withoutExtension(path: string): string {
   const name = basename(path);
   return join(dirname(path), name.slice(0, name.length - extname(name).length));

@@ -123,12 +123,17 @@ describe('LateSidecars', () => {
     return late;
   }
 
-  /** Records a photo's way to `to`, as the pipeline does. */
-  function went(name: string, to: 'archived' | 'deleted' | 'uploading', archivedAs?: string): void {
+  /** Records steps of a photo's way, as the pipeline does; `archived` names its archived copy. */
+  function record(name: string, steps: readonly FileState[], archivedAs = name): void {
     const file = { path: join(root.path, name), size: 10, mtimeMs: 1 };
+    for (const state of steps) journal.record(file, state, state === 'archived' ? { archivePath: join(root.archivePath, archivedAs) } : {});
+  }
+
+  /** Records a photo's whole way to `to`. */
+  function went(name: string, to: 'archived' | 'deleted' | 'uploading', archivedAs?: string): void {
     const steps: FileState[] = ['discovered', 'settled', 'hashed', 'uploading'];
     if (to !== 'uploading') steps.push('on-server', to === 'archived' ? 'archiving' : 'deleting', to);
-    for (const state of steps) journal.record(file, state, state === 'archived' ? { archivePath: join(root.archivePath, archivedAs ?? name) } : {});
+    record(name, steps, archivedAs);
   }
 
   /** Offers a file of the watch folder as the detector would, and waits until it is judged. */
@@ -176,9 +181,7 @@ describe('LateSidecars', () => {
     await offer(late, 'IMG_1.jpg.xmp');
     expect(await readdir(root.path)).toEqual(['IMG_1.jpg.xmp']);
     expect(logLines.filter((line) => line.level >= 40)).toEqual([]);
-    for (const state of ['on-server', 'archiving', 'archived'] as const) {
-      journal.record({ path: join(root.path, 'IMG_1.jpg'), size: 10, mtimeMs: 1 }, state, { archivePath: join(root.archivePath, 'IMG_1.jpg') });
-    }
+    record('IMG_1.jpg', ['on-server', 'archiving', 'archived']);
     await offer(late, 'IMG_1.jpg.xmp');
     expect(await readdir(root.path)).toEqual([]);
     expect(existsSync(join(root.archivePath, 'IMG_1.jpg.xmp'))).toBe(true);
@@ -192,9 +195,7 @@ describe('LateSidecars', () => {
     late.photoGone(join(root.path, 'IMG_1.jpg')); // not yet recorded as gone: it waits again
     await late.whenIdle();
     expect(await readdir(root.path)).toEqual(['IMG_1.jpg.xmp', 'IMG_2.xmp']);
-    for (const state of ['on-server', 'archiving', 'archived'] as const) {
-      journal.record({ path: join(root.path, 'IMG_1.jpg'), size: 10, mtimeMs: 1 }, state, { archivePath: join(root.archivePath, 'IMG_1.jpg') });
-    }
+    record('IMG_1.jpg', ['on-server', 'archiving', 'archived']);
     late.photoGone(join(root.path, 'IMG_2.jpg')); // another photo: nothing of it waits
     late.photoGone(join(root.path, 'IMG_1.jpg'));
     expect(late.pending).toBe(1);
