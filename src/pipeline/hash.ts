@@ -24,11 +24,22 @@ const CHUNK_BYTES = 1024 * 1024;
 export const WHOLE_FILE_MAX_BYTES = CHUNK_BYTES;
 
 /**
- * Read buffers kept between files: allocating 1 MiB per file (thousands of small files a
+ * Read buffers kept between hashes: allocating 1 MiB per file (thousands of small files a
  * minute) made the garbage collector a tenth of the main thread's work in the benchmark.
- * One buffer per concurrent hash is ever allocated.
  */
 const spareBuffers: Buffer[] = [];
+
+/**
+ * The most spare buffers kept. Without a bound the pool keeps its peak for the life of the
+ * process: the sidecars of the files archived at once are hashed at once, and a daemon held 35
+ * such buffers (35 MiB) for good after a few thousand photos with sidecars.
+ */
+const MAX_SPARE_BUFFERS = 4;
+
+/** Read buffers kept for the next hashes (for tests). */
+export function spareHashBuffers(): number {
+  return spareBuffers.length;
+}
 
 export interface FileHash {
   /** SHA-1 of the content, lowercase hex (40 characters). */
@@ -118,6 +129,6 @@ async function streamHash(fd: number, settledSize: number | undefined, signal: A
     }
     return { checksum: hash.digest('hex'), size };
   } finally {
-    spareBuffers.push(buffer);
+    if (spareBuffers.length < MAX_SPARE_BUFFERS) spareBuffers.push(buffer);
   }
 }

@@ -4,7 +4,7 @@ import { open, readdir, readlink, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WHOLE_FILE_MAX_BYTES, hashFile, hashSettledFile } from '../../src/pipeline/hash.js';
+import { WHOLE_FILE_MAX_BYTES, hashFile, hashSettledFile, spareHashBuffers } from '../../src/pipeline/hash.js';
 import { FsWorker } from '../../src/support/fs-worker.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 
@@ -87,6 +87,18 @@ describe('hashFile', () => {
 
     await expect(hashFile(dir.path)).rejects.toMatchObject({ code: 'EISDIR' });
     expect(await openPaths()).not.toContain(dir.path);
+  });
+
+  it('keeps only a few read buffers once many hashes ran at once', async () => {
+    // 32 files of 3 MiB hashed at once: each holds a 1 MiB buffer while it reads. A daemon that
+    // kept them all would hold its peak (32 MiB here) for as long as it runs.
+    const bytes = randomBytes(3 * MiB);
+    const paths = Array.from({ length: 32 }, (_, i) => join(dir.path, `many-${i}.bin`));
+    await Promise.all(paths.map((path) => writeFile(path, bytes)));
+    const hashes = await Promise.all(paths.map((path) => hashFile(path)));
+    expect(new Set(hashes.map((hash) => hash.checksum))).toEqual(new Set([sha1(bytes)]));
+    expect(spareHashBuffers()).toBeGreaterThan(0);
+    expect(spareHashBuffers()).toBeLessThanOrEqual(4);
   });
 
   it('rejects a missing file with ENOENT', async () => {
