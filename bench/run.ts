@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick | --full] [--concurrency N] [--only small,large,latency,scale] [--node MAJOR] [--profile] [--tmp DIR]`
+ * `npm run bench [-- --quick | --full] [--concurrency N] [--only small,large,latency,scale,endurance] [--node MAJOR] [--profile] [--tmp DIR]`
  *
  * Measures the uploader end to end beside the official Immich CLI and the machine's limit, in one
  * run, and reports ratios (absolute times on shared machines drift; ratios measured together hold).
@@ -19,13 +19,14 @@ import { markdownBlock, svgChart, terminalReport, updateMarkdown, writeJson } fr
 import { MIB, round, type BenchRun, type ThroughputResult, type WorkloadResult } from './lib/results.js';
 import { ensureNode, runningNode } from './tools/node.js';
 import { ensureOfficialCli } from './tools/official-cli.js';
+import { runEndurance, type EnduranceDef } from './workloads/endurance.js';
 import { runLatency, type LatencyDef } from './workloads/latency.js';
 import { runScale, type ScaleDef } from './workloads/scale.js';
 import { runThroughput, throughputTargets, type ThroughputDef } from './workloads/throughput.js';
 import type { FileSpec } from './lib/generate.js';
 
 const GIB = 1024 * MIB;
-const WORKLOADS = ['small', 'large', 'latency', 'scale'] as const;
+const WORKLOADS = ['small', 'large', 'latency', 'scale', 'endurance'] as const;
 type WorkloadId = (typeof WORKLOADS)[number];
 
 const { values } = parseArgs({
@@ -44,7 +45,7 @@ const { values } = parseArgs({
 
 if (values.help) {
   process.stdout.write(
-    'npm run bench -- [--quick | --full] [--concurrency N] [--only small,large,latency,scale] [--node MAJOR] [--profile] [--tmp DIR]\n' +
+    'npm run bench -- [--quick | --full] [--concurrency N] [--only small,large,latency,scale,endurance] [--node MAJOR] [--profile] [--tmp DIR]\n' +
       '  --quick        small workloads (< 2 minutes), for development\n' +
       '  --full         adds one 4 GiB file (needs ~10 GB free in the temp folder)\n' +
       '  --concurrency  uploads at a time for every tool (default 4, our default)\n' +
@@ -76,8 +77,20 @@ if (nodeMajor !== undefined && !(Number.isInteger(nodeMajor) && nodeMajor >= 20)
 
 /** Sizes per mode. */
 const SIZES = {
-  quick: { small: { files: 300, bytes: 200 * 1024 }, large: { files: 2, bytes: 256 * MIB }, latency: 15, scale: { files: 10_000, folders: 1_000 } },
-  default: { small: { files: 2_000, bytes: 200 * 1024 }, large: { files: 4, bytes: GIB }, latency: 50, scale: { files: 100_000, folders: 10_000 } },
+  quick: {
+    small: { files: 300, bytes: 200 * 1024 },
+    large: { files: 2, bytes: 256 * MIB },
+    latency: 15,
+    scale: { files: 10_000, folders: 1_000 },
+    endurance: { rounds: 4, filesPerRound: 500, warmupRounds: 1 },
+  },
+  default: {
+    small: { files: 2_000, bytes: 200 * 1024 },
+    large: { files: 4, bytes: GIB },
+    latency: 50,
+    scale: { files: 100_000, folders: 10_000 },
+    endurance: { rounds: 25, filesPerRound: 2_000, warmupRounds: 10 },
+  },
 } as const;
 const sizes = SIZES[mode === 'quick' ? 'quick' : 'default'];
 /** Runs of each tool over the small files (see ThroughputDef.repeats). */
@@ -197,6 +210,11 @@ async function main(): Promise<void> {
   if (only.has('scale')) {
     const def: ScaleDef = { ...sizes.scale, fileBytes: 1024 };
     await attempt('scale', () => runScale(ctx, def));
+  }
+
+  if (only.has('endurance')) {
+    const def: EnduranceDef = { ...sizes.endurance, fileBytes: 16 * 1024 };
+    await attempt('endurance', () => runEndurance(ctx, def));
   }
 
   const run: BenchRun = {

@@ -96,7 +96,39 @@ export interface ScaleResult {
   notes: string[];
 }
 
-export type WorkloadResult = ThroughputResult | LatencyResult | ScaleResult;
+/** One round of the endurance workload, read once the round's files were all archived. */
+export interface EnduranceSample {
+  round: number;
+  /** Files handled since the start, this round's included. */
+  files: number;
+  /** From moving the round's folder in to its last file uploaded and the folder removed. */
+  seconds: number;
+  /** VmRSS, read from outside just before the probe's collections. */
+  rssMib: number;
+  /** After two full garbage collections (the heap probe). */
+  heapMib: number;
+  externalMib: number;
+  rssAfterGcMib: number;
+}
+
+export interface EnduranceResult {
+  kind: 'endurance';
+  id: string;
+  title: string;
+  rounds: number;
+  filesPerRound: number;
+  fileBytes: number;
+  warmupRounds: number;
+  samples: EnduranceSample[];
+  /** Least-squares slopes over the rounds after the warm-up. */
+  heapGrowthMibPer10k: number;
+  rssGrowthMibPer10k: number;
+  peakRssMib: number;
+  targets: Target[];
+  notes: string[];
+}
+
+export type WorkloadResult = ThroughputResult | LatencyResult | ScaleResult | EnduranceResult;
 
 export interface Machine {
   cpus: number;

@@ -26,6 +26,10 @@ export interface OursConfig {
   cpuProfDir?: string;
   /** Working directory (our CLI reads ./.env from it: a temporary folder has none). */
   cwd: string;
+  /** More variables, e.g. an option no other workload sets. */
+  env?: Record<string, string>;
+  /** More Node flags, after those of `npm start`. */
+  nodeFlags?: string[];
 }
 
 /** One JSON log line of ours (pino). */
@@ -66,6 +70,7 @@ function environment(config: OursConfig): NodeJS.ProcessEnv {
     ...(config.maxFileSizeMb !== undefined ? { MAX_FILE_SIZE_MB: String(config.maxFileSizeMb) } : {}),
     LOG_FORMAT: 'json',
     LOG_LEVEL: 'info',
+    ...config.env,
   };
 }
 
@@ -80,7 +85,7 @@ const START_NODE_FLAGS = startNodeFlags();
 
 function nodeArgs(command: 'once' | 'watch', config: OursConfig): string[] {
   const profile = config.cpuProfDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${config.cpuProfDir}`] : [];
-  return [...START_NODE_FLAGS, ...profile, OUR_CLI, command];
+  return [...START_NODE_FLAGS, ...(config.nodeFlags ?? []), ...profile, OUR_CLI, command];
 }
 
 export interface OnceResult {
