@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { BenchContext } from '../lib/context.js';
 import { OUR_CLI, REPO_ROOT } from '../lib/paths.js';
 import { runChecked, startMeasured, type Exit, type Measured } from '../lib/proc.js';
 import type { BenchServer } from '../lib/server.js';
@@ -30,6 +31,26 @@ export interface OursConfig {
   env?: Record<string, string>;
   /** More Node flags, after those of `npm start`. */
   nodeFlags?: string[];
+}
+
+/** The settings every workload gives alike; `oursIn` fills them in. */
+type Placed = 'node' | 'server' | 'watch' | 'archive' | 'state' | 'concurrency' | 'cwd';
+
+/**
+ * Ours for a workload in its temporary folder `dir`: watching `dir/in`, archiving into
+ * `dir/archive`, its journal in `dir/state`, at the bench's concurrency, on the bench's Node.
+ */
+export function oursIn(dir: string, ctx: Pick<BenchContext, 'node' | 'concurrency'>, server: BenchServer, rest: Omit<OursConfig, Placed>): OursConfig {
+  return {
+    node: ctx.node.path,
+    server,
+    watch: join(dir, 'in'),
+    archive: join(dir, 'archive'),
+    state: join(dir, 'state'),
+    concurrency: ctx.concurrency,
+    cwd: dir,
+    ...rest,
+  };
 }
 
 /** One JSON log line of ours (pino). */

@@ -18,7 +18,7 @@ import { MIB, round, type EnduranceResult, type EnduranceSample } from '../lib/r
 import { readRss } from '../lib/rss.js';
 import { startBenchServer } from '../lib/server.js';
 import { HEAP_PROBE_FLAGS, HEAP_PROBE_VARIABLE, readHeap } from '../tools/heap-probe.js';
-import { startOursWatch } from '../tools/ours.js';
+import { oursIn, startOursWatch } from '../tools/ours.js';
 
 export interface EnduranceDef {
   rounds: number;
@@ -50,20 +50,13 @@ export async function runEndurance(ctx: BenchContext, def: EnduranceDef): Promis
   let uploaded = 0;
   let watching = false;
   const proc = startOursWatch(
-    {
-      node: ctx.node.path,
-      server,
-      watch,
-      archive,
-      state: join(dir, 'state'),
+    oursIn(dir, ctx, server, {
       afterUpload: 'move',
-      concurrency: ctx.concurrency,
       stabilityWaitSeconds: 0.5,
       stabilityIntervalSeconds: 0.1,
-      cwd: dir,
       env: { REMOVE_EMPTY_FOLDERS: 'true', [HEAP_PROBE_VARIABLE]: probe },
       nodeFlags: HEAP_PROBE_FLAGS,
-    },
+    }),
     (log) => {
       if (log.msg.startsWith('watching ')) watching = true;
       if (log.msg.startsWith('uploaded ')) uploaded += 1;

@@ -13,7 +13,7 @@ import { makeTemp, removeTemp, sleep, type BenchContext } from '../lib/context.j
 import { writeFileFor } from '../lib/generate.js';
 import { MIB, percentile, round, type LatencyResult } from '../lib/results.js';
 import { startBenchServer } from '../lib/server.js';
-import { startOursWatch, type LogLine } from '../tools/ours.js';
+import { oursIn, startOursWatch, type LogLine } from '../tools/ours.js';
 
 export interface LatencyDef {
   files: number;
@@ -45,19 +45,12 @@ export async function runLatency(ctx: BenchContext, def: LatencyDef): Promise<La
     if (log.level >= 50) ctx.log(`  ours: ${log.msg}`);
   };
   const proc = startOursWatch(
-    {
-      node: ctx.node.path,
-      server,
-      watch,
-      archive,
-      state: join(dir, 'state'),
+    oursIn(dir, ctx, server, {
       afterUpload: 'move',
-      concurrency: ctx.concurrency,
       stabilityWaitSeconds: def.stabilityWaitSeconds,
       stabilityIntervalSeconds: def.checkIntervalSeconds,
-      cwd: dir,
       ...(ctx.profileDir !== undefined ? { cpuProfDir: join(ctx.profileDir, 'latency') } : {}),
-    },
+    }),
     onLog,
   );
   const samples: number[] = [];

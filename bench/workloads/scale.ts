@@ -9,7 +9,7 @@ import { makeTemp, removeTemp, sleep, syncDisk, type BenchContext } from '../lib
 import { generate, type FileSpec } from '../lib/generate.js';
 import { MIB, round, type ScaleResult } from '../lib/results.js';
 import { startBenchServer } from '../lib/server.js';
-import { runOursOnce, startOursWatch, type OursConfig, type Summary } from '../tools/ours.js';
+import { oursIn, runOursOnce, startOursWatch, type Summary } from '../tools/ours.js';
 
 export interface ScaleDef {
   files: number;
@@ -32,17 +32,7 @@ export async function runScale(ctx: BenchContext, def: ScaleDef): Promise<ScaleR
     ctx.log(`  scale: generating ${def.files} files in ${def.folders} folders ...`);
     await generate(join(dir, 'in'), specs, ctx.seed);
     syncDisk();
-    const config: OursConfig = {
-      node: ctx.node.path,
-      server,
-      watch: join(dir, 'in'),
-      archive: join(dir, 'archive'),
-      state: join(dir, 'state'),
-      afterUpload: 'keep',
-      concurrency: ctx.concurrency,
-      stabilityWaitSeconds: 0,
-      cwd: dir,
-    };
+    const config = oursIn(dir, ctx, server, { afterUpload: 'keep', stabilityWaitSeconds: 0 });
     ctx.log('  scale: first run (fills the journal) ...');
     const fill = await runOursOnce(config);
     if (fill.summary?.uploaded !== def.files) {

@@ -13,7 +13,7 @@ import { startBenchServer, type BenchServer, type ServerStats } from '../lib/ser
 import { nodeStartMs, runBareUploader } from '../tools/bare-uploader.js';
 import { hashLimitMs, networkLimitMs, serverUploadsMs } from '../tools/limits.js';
 import { runOfficial, type OfficialCli } from '../tools/official-cli.js';
-import { runOursOnce } from '../tools/ours.js';
+import { oursIn, runOursOnce } from '../tools/ours.js';
 
 /** Each limit (hash, raw send) is measured this many times and its best run kept. */
 const LIMIT_RUNS = 3;
@@ -153,19 +153,14 @@ function runOurs(ctx: BenchContext, def: ThroughputDef, turn: number): Promise<T
   return withFreshCopy(ctx, def, toolName('ours', def, turn), async (dir, server) => {
     const archive = join(dir, 'archive');
     const cpuBefore = server.cpuMs();
-    const run = await runOursOnce({
-      node: ctx.node.path,
-      server,
-      watch: join(dir, 'in'),
-      archive,
-      state: join(dir, 'state'),
-      afterUpload: 'move',
-      concurrency: ctx.concurrency,
-      stabilityWaitSeconds: 0,
-      maxFileSizeMb: def.maxFileSizeMb,
-      cwd: dir,
-      ...(ctx.profileDir !== undefined ? { cpuProfDir: join(ctx.profileDir, def.id) } : {}),
-    });
+    const run = await runOursOnce(
+      oursIn(dir, ctx, server, {
+        afterUpload: 'move',
+        stabilityWaitSeconds: 0,
+        maxFileSizeMb: def.maxFileSizeMb,
+        ...(ctx.profileDir !== undefined ? { cpuProfDir: join(ctx.profileDir, def.id) } : {}),
+      }),
+    );
     const archived = await countFiles(archive);
     const left = await countFiles(join(dir, 'in'));
     if (archived !== files || left !== 0) throw new Error(`ours: ${archived} of ${files} archived, ${left} left in the watch folder`);
