@@ -40,12 +40,12 @@ export class ServerGate {
   private async runProbe(): Promise<boolean> {
     const { client, clock, logger, signal } = this.deps;
     const policy = this.deps.policy ?? PROBE_POLICY;
-    const downSince = clock.now();
+    const downSince = clock.monotonic();
     for (let attempt = 1; ; attempt++) {
       try {
         await client.ping(signal);
         if (attempt > 1) {
-          logger.info({ downForMs: clock.now() - downSince }, 'Immich server answers again; resuming');
+          logger.info({ downForMs: clock.monotonic() - downSince }, 'Immich server answers again; resuming');
         }
         return attempt > 1;
       } catch (error) {

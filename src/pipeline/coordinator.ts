@@ -17,7 +17,7 @@ interface Entry {
   /** The file and the version (size, mtime) being worked on. */
   file: Candidate;
   state: EntryState;
-  /** For failed files: when they may be tried again (Infinity: only once they change). */
+  /** For failed files: when they may be tried again, in `clock.monotonic()` time (Infinity: only once they change). */
   retryAt?: number;
   failures?: number;
   /** Another version was seen while this one was queued or processed: looked at once it is done. */
@@ -119,7 +119,7 @@ export class Coordinator {
           return;
         case 'skipped':
         case 'failed':
-          if (sameVersion && (entry.retryAt ?? Number.POSITIVE_INFINITY) > this.deps.clock.now()) return;
+          if (sameVersion && (entry.retryAt ?? Number.POSITIVE_INFINITY) > this.deps.clock.monotonic()) return;
           break;
       }
     }
@@ -255,10 +255,11 @@ export class Coordinator {
         const entry = this.entries.get(file.path);
         const failures = (entry?.failures ?? 0) + 1;
         const delayMs = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** (failures - 1));
-        const retryAt = outcome.retryable && this.deps.retryFailed ? clock.now() + delayMs : Number.POSITIVE_INFINITY;
+        const retrying = outcome.retryable && this.deps.retryFailed;
+        const retryAt = retrying ? clock.monotonic() + delayMs : Number.POSITIVE_INFINITY;
         this.deps.record(file, 'failed', {
           error: `${outcome.stage}: ${outcome.message}`,
-          nextRetryAt: Number.isFinite(retryAt) ? retryAt : null,
+          nextRetryAt: retrying ? clock.now() + delayMs : null,
         });
         logger.error(
           { ...fields, stage: outcome.stage, error: outcome.message, ...(Number.isFinite(retryAt) ? { retryInMs: delayMs } : {}) },

@@ -59,7 +59,7 @@ export class EmptyFolders {
     if (!isInside(folder, root.path) || this.#stop.signal.aborted) return;
     // Another file taken out of it starts its wait again: the last one counts.
     this.#due.delete(folder);
-    this.#due.set(folder, { root, at: this.#options.clock.now() + this.#options.graceMs });
+    this.#due.set(folder, { root, at: this.#options.clock.monotonic() + this.#options.graceMs });
     this.#noted.wakeAll();
   }
 
@@ -86,7 +86,7 @@ export class EmptyFolders {
         continue;
       }
       const [folder, { root, at }] = next.value;
-      const wait = at - clock.now();
+      const wait = at - clock.monotonic();
       if (wait > 0) {
         try {
           await clock.sleep(wait, this.#stop.signal);

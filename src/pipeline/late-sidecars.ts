@@ -94,7 +94,7 @@ export interface LateSidecarsOptions {
 export class LateSidecars {
   readonly #options: LateSidecarsOptions;
   readonly #settler: Settler;
-  /** Versions judged for good (or until `retryAt`), by path: rescans see them again and again. */
+  /** Versions judged for good (or until `retryAt`, in `clock.monotonic()` time), by path: rescans see them again and again. */
   readonly #judged = new Map<string, { size: number; mtimeMs: number; retryAt: number }>();
   /** Sidecars that wait for a photo of theirs on its way, by path: judged again when one goes. */
   readonly #waiting = new Map<string, Candidate>();
@@ -122,7 +122,7 @@ export class LateSidecars {
   /** A sidecar the detector saw; repeated sightings of a version judged already do nothing. */
   offer(candidate: Candidate): void {
     const judged = this.#judged.get(candidate.path);
-    if (judged !== undefined && sameVersion(judged, candidate) && judged.retryAt > this.#options.clock.now()) return;
+    if (judged !== undefined && sameVersion(judged, candidate) && judged.retryAt > this.#options.clock.monotonic()) return;
     this.#inProgress.add(candidate.path);
     this.#settler.add(candidate);
   }
@@ -182,7 +182,7 @@ export class LateSidecars {
       // Gone or changed meanwhile (its photo's own pass moved it, or it is being written to):
       // nothing to say, and a new version is judged at its own sighting.
       if (!sameVersion(await currentVersion(fs, file.path).catch(() => null), file)) return;
-      this.#judged.set(file.path, { size: file.size, mtimeMs: file.mtimeMs, retryAt: clock.now() + RETRY_MS });
+      this.#judged.set(file.path, { size: file.size, mtimeMs: file.mtimeMs, retryAt: clock.monotonic() + RETRY_MS });
       logger.warn({ file: shown, err: error }, `${shown} arrived after its photo went to the server, and could not follow it into the archive: ${messageOf(error)}`);
     } finally {
       this.#done(file.path);

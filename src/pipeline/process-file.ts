@@ -58,7 +58,7 @@ export interface ProcessDeps {
  * server refused the key).
  */
 export async function processFile(file: SettledFile, deps: ProcessDeps): Promise<FileOutcome> {
-  const started = deps.clock.now();
+  const started = deps.clock.monotonic();
   let stage: 'hash' | 'check' | 'upload' | 'archive' = 'hash';
   const small = file.size <= WHOLE_FILE_MAX_BYTES;
   // A large file is uploaded while it is hashed; cancelled if the check finds it on the server.
@@ -147,7 +147,7 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     stage = 'archive';
     const confirmed = { ...file, checksum, mayHaveSidecars: found !== undefined, ...(sent ? { sidecar: sent } : {}) };
     const disposition = await disposeOriginal(confirmed, deps.afterUpload, deps.record, deps.archiveFs);
-    const ms = deps.clock.now() - started;
+    const ms = deps.clock.monotonic() - started;
     const notSent = created && found?.notSent !== undefined ? { sidecarNotSent: found.notSent } : {};
     return created
       ? { kind: 'uploaded', assetId: assetId ?? '', disposition, ms, ...notSent }

@@ -144,7 +144,7 @@ export class Settler {
     if (this.#closed) return;
     const existing = this.#pending.get(candidate.path);
     if (existing && existing.size === candidate.size && existing.mtimeMs === candidate.mtimeMs) return;
-    const now = this.#clock.now();
+    const now = this.#clock.monotonic();
     const nextCheckAt = now + Math.min(this.#intervalMs, this.#waitMs);
     this.#pending.set(candidate.path, { candidate, size: candidate.size, mtimeMs: candidate.mtimeMs, since: now, nextCheckAt });
     // A file that arrives complete is ready exactly when its window ends, not at the loop's next
@@ -189,7 +189,7 @@ export class Settler {
 
   async #run(): Promise<void> {
     while (!this.#closed) {
-      const now = this.#clock.now();
+      const now = this.#clock.monotonic();
       let due = now + this.#intervalMs;
       for (const entry of this.#pending.values()) due = Math.min(due, entry.nextCheckAt);
       this.#wake = new AbortController();
@@ -212,7 +212,7 @@ export class Settler {
 
   async #checkDue(): Promise<void> {
     // A snapshot: callbacks may add or delete while we work.
-    const now = this.#clock.now();
+    const now = this.#clock.monotonic();
     const queue = [...this.#pending.values()].filter((entry) => entry.nextCheckAt <= now);
     let next = 0;
     const worker = async (): Promise<void> => {
@@ -232,7 +232,7 @@ export class Settler {
       stat = await this.#stat(path, entry.size);
     } catch (error) {
       // EACCES, EIO...: maybe passing; keep the file and try again after an interval.
-      entry.nextCheckAt = this.#clock.now() + this.#intervalMs;
+      entry.nextCheckAt = this.#clock.monotonic() + this.#intervalMs;
       this.#report(error, path);
       return;
     }
@@ -245,7 +245,7 @@ export class Settler {
       this.#call(() => this.#options.onGone?.(path), path);
       return;
     }
-    const now = this.#clock.now();
+    const now = this.#clock.monotonic();
     if (stat.size !== entry.size || stat.mtimeMs !== entry.mtimeMs) {
       // Still being written (or touched): the window starts again from this observation.
       entry.size = stat.size;

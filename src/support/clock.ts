@@ -3,8 +3,21 @@
  * run on fake time; only the composition root uses the real one.
  */
 export interface Clock {
-  /** Milliseconds since the epoch. */
+  /**
+   * Milliseconds since the epoch: the system's time, for what is recorded or compared with
+   * records (the journal's times, a failed file's next try as `status` shows it, the 24 hours of
+   * late sidecars). It jumps when the system's time is set.
+   */
   now(): number;
+  /**
+   * Milliseconds from an arbitrary origin on a clock that only runs forward, at the pace of real
+   * time: for waits and deadlines within this process (the stability window, grace periods,
+   * retries kept in memory, durations). The system's time can jump: a Raspberry Pi, which has no
+   * clock of its own, boots with the time it last saved, and NTP sets it forward minutes later,
+   * by hours or days. A stability window measured with `now()` would end at that moment, and a
+   * file whose copy had paused for a second be taken as complete.
+   */
+  monotonic(): number;
   /**
    * Resolves after `ms`. Rejects with the signal's reason (an AbortError by default) when the
    * signal aborts first; never leaves a timer behind after an abort.
@@ -14,6 +27,7 @@ export interface Clock {
 
 export const systemClock: Clock = {
   now: () => Date.now(),
+  monotonic: () => performance.now(),
   sleep: (ms, signal) =>
     new Promise<void>((resolve, reject) => {
       if (signal?.aborted) {

@@ -26,7 +26,8 @@ export interface FakeClockOptions {
 /**
  * A Clock whose time moves only when a test says so.
  *
- * - `now()` returns the fake time.
+ * - `now()` returns the fake time, and `monotonic()` the same until `jumpWall()` sets the system's
+ *   time apart from it.
  * - `sleep(ms, signal?)` registers a sleeper due at `now() + ms` (also for `ms <= 0`: every sleep,
  *   even of 0 ms, waits for an `advance()`, so a loop can never spin on its own). An abort removes
  *   the sleeper and rejects with the signal's reason, like the system clock.
@@ -41,7 +42,9 @@ export interface FakeClockOptions {
  * `advance()` calls must not overlap (await each one); an overlapping call throws.
  */
 export class FakeClock implements Clock {
+  /** Monotonic time, which sleepers wait on; `now()` adds the wall clock's jumps to it. */
   #now: number;
+  #wallOffset = 0;
   readonly #turns: number;
   #sleepers: Sleeper[] = [];
   #order = 0;
@@ -53,7 +56,19 @@ export class FakeClock implements Clock {
   }
 
   now(): number {
+    return this.#now + this.#wallOffset;
+  }
+
+  monotonic(): number {
     return this.#now;
+  }
+
+  /**
+   * Sets the system's time forward (or back, with a negative `ms`), as NTP does: `now()` jumps,
+   * `monotonic()` and the sleepers do not move.
+   */
+  jumpWall(ms: number): void {
+    this.#wallOffset += ms;
   }
 
   /** How many sleeps are waiting for time to move on. */

@@ -506,6 +506,7 @@ describe('Detector: rescans and polling', () => {
     const sleepers: { ms: number; resolve: () => void; signal: AbortSignal | undefined }[] = [];
     const clock: Clock = {
       now: () => Date.now(),
+      monotonic: () => performance.now(),
       sleep: (ms, signal) =>
         new Promise<void>((resolve, reject) => {
           sleepers.push({ ms, resolve, signal });

@@ -108,6 +108,17 @@ describe('EmptyFolders', () => {
     expect(await readdir(root.path)).toEqual(['b']);
   });
 
+  it('keeps to the grace period when the system time is set back', async () => {
+    const clock = new FakeClock({ turns: 20 });
+    const folders = emptyFolders(1_000, clock);
+    await write('a/IMG_1.JPG');
+    await takeOut(folders, 'a/IMG_1.JPG');
+    clock.jumpWall(-3_600_000); // NTP sets the clock back an hour
+    await clock.advance(1_000);
+    await waitFor(() => !existsSync(join(root.path, 'a')), { message: 'a to be removed after the grace period' });
+    expect(await readdir(root.path)).toEqual([]);
+  });
+
   it('leaves what is still waiting when it is closed', async () => {
     const folders = emptyFolders(60_000);
     await write('a/IMG_1.JPG');

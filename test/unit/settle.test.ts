@@ -101,6 +101,24 @@ describe('Settler', () => {
     expect(settled.map((file) => file.size)).toEqual([100_001]);
   });
 
+  it('measures the window on a clock that does not jump when the system time is set', async () => {
+    const { clock, files, settled, settler } = setup();
+    // A copy that paused: unchanged at the first look, half a second in.
+    settler.add(files.write('/watch/paused.jpg', 100, T0));
+    settler.start();
+    await clock.advance(500);
+    // NTP sets the clock forward a day (a Raspberry Pi after boot), then back an hour.
+    clock.jumpWall(24 * 3_600_000);
+    await clock.advance(500);
+    expect(settled).toEqual([]);
+    clock.jumpWall(-3_600_000);
+    await clock.advance(500);
+    expect(settled).toEqual([]);
+    // Neither jump moved the window: it ends 2,000 ms after the add, as ever.
+    await clock.advance(500);
+    expect(settled.map((file) => file.path)).toEqual(['/watch/paused.jpg']);
+  });
+
   it('starts the window again when only the mtime changes', async () => {
     const { clock, files, settled, settler } = setup();
     settler.add(files.write('/watch/a.jpg', 100, T0));
