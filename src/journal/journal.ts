@@ -202,6 +202,8 @@ export class Journal {
   #flushTimer: NodeJS.Timeout | undefined;
   /** A commit is scheduled WRITE_AHEAD_WINDOW_MS after the first write-ahead record that waits for it. */
   #commitSoon: NodeJS.Timeout | undefined;
+  /** The last commit failed: said once, until one succeeds again. */
+  #unwritable = false;
 
   private constructor(db: Database, clock: Clock, readOnly: boolean, logger?: Logger) {
     this.#db = db;
@@ -337,9 +339,20 @@ export class Journal {
     try {
       outcomes = this.#commitBatch(batch);
     } catch (error) {
+      const failure = writeFailure(error, this.#db.name);
       // Rolled back: none of the batch is written, so no waiter may act on it.
-      for (const entry of batch) entry.waiter?.reject(error);
-      throw error;
+      for (const entry of batch) entry.waiter?.reject(failure);
+      // Every file on its way fails with it, each in a line of its own; this says why, once.
+      if (!this.#unwritable) {
+        const said = failure instanceof JournalError ? failure.message : `cannot write the journal ${this.#db.name}: ${messageOf(failure)}`;
+        this.#logger?.error(said);
+      }
+      this.#unwritable = true;
+      throw failure;
+    }
+    if (this.#unwritable) {
+      this.#unwritable = false;
+      this.#logger?.info('the journal is written again');
     }
     batch.forEach((entry, i) => {
       const outcome = outcomes[i];
@@ -357,9 +370,9 @@ export class Journal {
   #flushInBackground(): void {
     try {
       this.flush();
-    } catch (error) {
-      // Write-ahead records of the batch were rejected; the next record() or read tries again.
-      this.#logger?.error({ error: messageOf(error) }, 'cannot write the journal');
+    } catch {
+      // Said by flush(); write-ahead records of the batch were rejected, and the next record()
+      // or read tries again.
     }
   }
 
@@ -866,4 +879,23 @@ function prepare(db: Database) {
        ORDER BY rank, updated_at DESC, id DESC LIMIT @limit`,
     ).raw(true),
   };
+}
+
+/** SQLite's codes for a commit the disk refused: full, failing, read-only. */
+const UNWRITABLE_CODES = /^SQLITE_(FULL|IOERR|READONLY)/;
+
+/**
+ * A failed commit as the user needs it: SQLite's words with the journal's file and what to do,
+ * when the disk refused the write; anything else (a bug) as it was.
+ */
+export function writeFailure(error: unknown, file: string): unknown {
+  const code = sqliteCode(error);
+  if (code === undefined || !UNWRITABLE_CODES.test(code)) return error;
+  const fix = code === 'SQLITE_FULL' ? 'free space on its disk' : 'check its disk (full, failing or read-only)';
+  return new JournalError(
+    'unwritable',
+    `cannot write the journal ${file}: ${messageOf(error)} (${code}). Fix: ${fix}, or point STATE_DIRECTORY elsewhere; ` +
+      'files stay where they are and are tried again',
+    { cause: error },
+  );
 }

@@ -6,6 +6,8 @@ export type JournalErrorKind =
   | 'locked'
   /** The state directory or journal cannot be created, opened or migrated. */
   | 'unusable'
+  /** A commit failed for the disk's sake (full, failing, read-only); the next commit tries again. */
+  | 'unwritable'
   /** A caller asked for a move the state machine forbids: a bug, never a user error. */
   | 'illegal-transition';
 

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { lstat } from 'node:fs/promises';
 import { relative } from 'node:path';
 import PQueue from 'p-queue';
@@ -78,6 +79,9 @@ export class Coordinator {
       onOriginalGone?: (file: Candidate) => void;
     },
   ) {
+    // Each failed file waiting for its retry listens on it: as many as failed at once (a full
+    // disk, a server that refuses them all), which is no leak. Past ten, Node would warn of one.
+    setMaxListeners(0, this.retryTimers.signal);
     this.queue = new PQueue({ concurrency: deps.inFlight });
     this.settler = new Settler({
       clock: deps.clock,

@@ -35,6 +35,7 @@ function coordinatorFor(
   logger: Logger,
   process: (file: SettledFile) => Promise<FileOutcome>,
   onOriginalGone?: (file: Candidate) => void,
+  retryFailed = false,
 ): Coordinator {
   return new Coordinator({
     clock: systemClock,
@@ -43,7 +44,7 @@ function coordinatorFor(
     intervalMs: 20,
     inFlight: 8,
     maxInProgress: 3,
-    retryFailed: false,
+    retryFailed,
     process,
     record: makeRecorder(
       () => Promise.resolve(),
@@ -140,6 +141,36 @@ describe('Coordinator.onOriginalGone', () => {
     await waitFor(() => told.stats.snapshot(0).failed === 1 && told.queued === 0, { message: 'every file done' });
     await told.stop();
     expect(gone.sort()).toEqual(['deleted.jpg', 'moved.jpg']);
+  });
+});
+
+describe('Coordinator retries', () => {
+  it('keeps many failed files waiting for their retry without a listener warning', async () => {
+    // Hundreds of files fail at once when the journal's disk is full or the server refuses them
+    // all: each waits for its retry, and Node warned of a "possible memory leak" past ten.
+    const warnings: string[] = [];
+    const onWarning = (warning: Error): void => void warnings.push(warning.name);
+    process.on('warning', onWarning);
+    try {
+      const failing = coordinatorFor(
+        pino({ level: 'silent' }),
+        () => Promise.resolve({ kind: 'failed', stage: 'archive', message: 'disk full', retryable: true }),
+        undefined,
+        true,
+      );
+      failing.start();
+      for (let i = 0; i < 30; i++) {
+        const path = join(temp.path, `f${i}.jpg`);
+        await writeFile(path, 'x');
+        failing.offer({ path, root: { path: temp.path, archivePath: join(temp.path, 'archive') }, size: 1, mtimeMs: 0 });
+      }
+      await waitFor(() => failing.stats.snapshot(0).failed === 30, { message: 'every file failed' });
+      await new Promise((resolve) => setImmediate(resolve));
+      await failing.stop();
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(warnings).toEqual([]);
   });
 });
 

@@ -1,9 +1,12 @@
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { pino, type Logger } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { IS_FINAL, JOURNAL_FILE, Journal, JournalError, type FileVersionRef, type FileState } from '../../src/journal/journal.js';
+import { IS_FINAL, JOURNAL_FILE, Journal, JournalError, writeFailure, type FileVersionRef, type FileState } from '../../src/journal/journal.js';
 import { sentSidecarOf } from '../../src/pipeline/sidecar.js';
 import { migrate, MIGRATIONS, SCHEMA_VERSION, type Migration } from '../../src/journal/schema.js';
 import { openDatabase, type Database } from '../../src/journal/sqlite.js';
@@ -13,6 +16,7 @@ import { thrownBy } from '../helpers/expect-error.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 
 const FIXTURE_V1 = new URL('../fixtures/journal-v1.sql', import.meta.url);
+const FULL_CHILD = fileURLToPath(new URL('../fixtures/journal-full-child.ts', import.meta.url));
 
 let dir: Awaited<ReturnType<typeof makeTempDir>>;
 let clock: FakeClock;
@@ -332,11 +336,12 @@ describe('batches: recordLater() and recordWriteAhead()', () => {
     for (const result of results) expect(result.status === 'rejected' && String(result.reason)).toContain('disk I/O error (test)');
     expect(onDisk()).toEqual(before);
     expect(transitionsOf(journal, '/watch/a.jpg')).toHaveLength(ROUTE['on-server'].length);
-    expect(logLines.some((line) => line.level === 50 && line.msg === 'cannot write the journal')).toBe(true);
+    expect(logLines.some((line) => line.level === 50 && line.msg.startsWith('cannot write the journal '))).toBe(true);
 
     undo();
     await journal.recordWriteAhead(at('a'), 'archiving');
     expect(onDisk()['/watch/a.jpg']).toBe('archiving');
+    expect(logLines.filter((line) => line.msg === 'the journal is written again')).toHaveLength(1);
   });
 
   it('an illegal write-ahead move rejects only its own record; the rest of the batch commits', async () => {
@@ -400,6 +405,44 @@ describe('batches: recordLater() and recordWriteAhead()', () => {
     journal.close();
     await waiting;
     expect(onDisk()).toEqual({ '/watch/a.jpg': 'deleting', '/watch/b.jpg': 'discovered' });
+  });
+});
+
+describe('a disk that refuses to write', () => {
+  it('fails commits with a message that names the journal and the fix, said once while they fail', async () => {
+    // A real refusal: the process may not grow a file past 200 KB, so SQLite's writes fail (EFBIG).
+    const state = join(dir.path, 'small');
+    const script = `trap '' XFSZ; ulimit -f 400; exec "${process.execPath}" --import tsx "${FULL_CHILD}" "${state}"`;
+    const { stdout } = await promisify(execFile)('sh', ['-c', script]);
+    const result = JSON.parse(stdout) as { recorded: number; failedAgain: number; kind?: string; message: string; errors: string[] };
+    expect(result.recorded).toBeGreaterThan(0);
+    expect(result.kind).toBe('unwritable');
+    expect(result.message).toBe(
+      `cannot write the journal ${join(state, JOURNAL_FILE)}: disk I/O error (SQLITE_IOERR_WRITE). Fix: check its disk ` +
+        '(full, failing or read-only), or point STATE_DIRECTORY elsewhere; files stay where they are and are tried again',
+    );
+    // Five more commits by record() and five in the background failed too: one line said it.
+    expect(result.failedAgain).toBe(5);
+    expect(result.errors).toEqual([result.message]);
+  });
+
+  it('says "free space" for a full disk, and leaves an error that is not the disk\'s as it is', () => {
+    const full = withRaw(join(dir.path, 'full.db'), (db) => {
+      db.exec('CREATE TABLE t (x TEXT)');
+      db.pragma(`max_page_count = ${db.pragma('page_count', { simple: true }) as number}`);
+      return thrownBy(Error, () => {
+        for (;;) db.prepare('INSERT INTO t VALUES (?)').run('x'.repeat(1000));
+      });
+    });
+    const failure = writeFailure(full, '/state/journal.db');
+    expect(failure).toBeInstanceOf(JournalError);
+    expect(failure).toMatchObject({ kind: 'unwritable', cause: full });
+    expect((failure as Error).message).toMatch(/^cannot write the journal \/state\/journal\.db: database or disk is full \(SQLITE_FULL\)\. Fix: free space on its disk, /);
+
+    const bug = withRaw(join(dir.path, 'bug.db'), (db) => thrownBy(Error, () => db.exec('INSERT INTO missing VALUES (1)')));
+    expect(writeFailure(bug, '/state/journal.db')).toBe(bug);
+    const plain = new Error('not SQLite');
+    expect(writeFailure(plain, '/state/journal.db')).toBe(plain);
   });
 });
 
