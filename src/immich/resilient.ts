@@ -45,7 +45,7 @@ export class ServerGate {
       try {
         await client.ping(signal);
         if (attempt > 1) {
-          logger.info({ downForMs: clock.monotonic() - downSince }, 'Immich server answers again; resuming');
+          logger.info({ downForMs: Math.round(clock.monotonic() - downSince) }, 'Immich server answers again; resuming');
         }
         return attempt > 1;
       } catch (error) {

@@ -206,7 +206,7 @@ export class Detector {
     const started = this.#options.clock.monotonic();
     try {
       await Promise.all(this.#options.roots.map((root) => this.#walk(root.path, root)));
-      this.#log.debug({ ms: this.#options.clock.monotonic() - started }, 'scan pass done');
+      this.#log.debug({ ms: Math.round(this.#options.clock.monotonic() - started) }, 'scan pass done');
     } catch (error) {
       // #walk catches its own errors; this is a last guard so a pass can never reject.
       this.#log.error({ err: error }, 'Rescan failed');

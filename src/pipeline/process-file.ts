@@ -147,7 +147,7 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     stage = 'archive';
     const confirmed = { ...file, checksum, mayHaveSidecars: found !== undefined, ...(sent ? { sidecar: sent } : {}) };
     const disposition = await disposeOriginal(confirmed, deps.afterUpload, deps.record, deps.archiveFs);
-    const ms = deps.clock.monotonic() - started;
+    const ms = Math.round(deps.clock.monotonic() - started);
     const notSent = created && found?.notSent !== undefined ? { sidecarNotSent: found.notSent } : {};
     return created
       ? { kind: 'uploaded', assetId: assetId ?? '', disposition, ms, ...notSent }
