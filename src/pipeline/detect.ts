@@ -8,6 +8,9 @@ import { fileNameVerdict, folderNameVerdict, isImmichMedia } from './filter.js';
 import { isSidecarName } from './sidecar.js';
 import type { Candidate } from './types.js';
 
+/** What Node puts in a name for each byte that is not UTF-8. */
+const REPLACEMENT = '\uFFFD';
+
 /** Everything the detector needs, passed in by the composition root. */
 export interface DetectorOptions {
   /** Folders to watch. Must not overlap (one inside another); config validation ensures that. */
@@ -123,6 +126,7 @@ export class Detector {
   readonly #tooLargeWarned = new Set<string>();
   readonly #leftOutWarned = new Set<string>();
   readonly #unreadableWarned = new Set<string>();
+  readonly #undecodableWarned = new Set<string>();
   readonly #watchErrorWarned = new Set<string>();
   readonly #missingRoots = new Set<string>();
 
@@ -265,6 +269,7 @@ export class Detector {
 
       const files: Promise<void>[] = [];
       for (const entry of entries) {
+        if (entry.name.includes(REPLACEMENT) && (await this.#undecodable(join(folder, entry.name)))) continue;
         // The dirent's type comes from readdir itself (Node lstat-s entries whose type the file
         // system does not report), so links, sockets and devices are dropped without a syscall.
         if (entry.isFile()) {
@@ -369,6 +374,30 @@ export class Detector {
     if (this.#options.onSidecar && isSidecarName(name)) return 'sidecar';
     this.#warnLeftOut(path);
     return undefined;
+  }
+
+  /**
+   * Whether `path` is a name that is not valid UTF-8, which Node hands us with U+FFFD in place of
+   * the bytes it could not decode: no file has that name, so it can be neither opened nor moved.
+   * Such names come from systems with another character set (an old camera, a share mounted with
+   * the wrong charset, an archive unpacked as is). Said once per path; a real U+FFFD in a name
+   * is found by lstat, and is not one.
+   */
+  async #undecodable(path: string): Promise<boolean> {
+    try {
+      await this.#io.run(() => lstatFast(path));
+      return false;
+    } catch (error) {
+      if (errorCode(error) !== 'ENOENT') return false;
+    }
+    if (!this.#undecodableWarned.has(path)) {
+      this.#undecodableWarned.add(path);
+      this.#log.warn(
+        { file: path },
+        `Cannot upload ${path}: its name is not valid UTF-8 (each ${REPLACEMENT} stands for a byte of another character set), so it cannot be opened by name. Rename it (convmv does that for a whole folder) to have it uploaded`,
+      );
+    }
+    return true;
   }
 
   /** Checks one file a listing named (already through the name filter). Never rejects. */

@@ -1,3 +1,4 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { chmod, mkdir, realpath, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import pino from 'pino';
@@ -145,6 +146,29 @@ describe('Detector: initial scan', () => {
     await writeSentinel(h);
     expect([...h.seen.keys()].some((path) => path.includes('nested'))).toBe(false);
     expect(h.detector.watchedFolderCount).toBe(1);
+  });
+
+  it('warns once of each name that is not UTF-8, file or folder, and reports the files beside them', async () => {
+    const h = await makeHarness();
+    const latin1 = (name: string): Buffer => Buffer.from(name, 'latin1'); // 'é' is one byte, 0xE9: not UTF-8
+    const bytes = (...parts: Buffer[]): Buffer => Buffer.concat([Buffer.from(`${h.root.path}/`), ...parts]);
+    writeFileSync(bytes(latin1('café.jpg')), 'x');
+    mkdirSync(bytes(latin1('été')));
+    writeFileSync(bytes(latin1('été'), Buffer.from('/IMG_1.jpg')), 'x');
+    await writeFile(join(h.root.path, 'ok.jpg'), 'x');
+    await writeFile(join(h.root.path, 'real \uFFFD.jpg'), 'x'); // the character itself, in UTF-8: an ordinary name
+    await h.detector.start();
+    await h.detector.rescan();
+    expect(seenPaths(h)).toEqual([join(h.root.path, 'ok.jpg'), join(h.root.path, 'real \uFFFD.jpg')]);
+    const warned = h.logs.filter((line) => line.level === 40).map((line) => line.msg);
+    // Two passes (the start and a rescan), one warning each.
+    expect(warned).toHaveLength(2);
+    expect(warned).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^Cannot upload .*\/caf\uFFFD\.jpg: its name is not valid UTF-8 .* Rename it/),
+        expect.stringMatching(/^Cannot upload .*\/\uFFFDt\uFFFD: its name is not valid UTF-8/),
+      ]),
+    );
   });
 
   it('skips hidden, partial, system and unsupported names and system folders', async () => {
