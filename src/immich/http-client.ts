@@ -462,9 +462,19 @@ function networkError(context: Context, method: string, endpoint: string, error:
   const message = CONNECT_CODES.has(code)
     ? `cannot reach the Immich server at ${context.origin} (${code})`
     : code.startsWith('ERR_TLS') || code.includes('CERT') || code.startsWith('ERR_SSL')
-      ? `${method} ${endpoint}: TLS with the Immich server at ${context.origin} failed (${code}): ${redact(context, error.message)}`
+      ? `${method} ${endpoint}: TLS with the Immich server at ${context.origin} failed (${code}): ${redact(context, error.message)}${tlsFix(code)}`
       : `${method} ${endpoint}: the connection to the Immich server at ${context.origin} was lost (${code})`;
   return new ImmichError('network', method, endpoint, message, { code });
+}
+
+/** What to do about a certificate Node refused; it will not change by trying again. */
+function tlsFix(code: string): string {
+  if (/SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER/.test(code)) {
+    return '. Fix: for a self-signed certificate or one from your own CA, give that certificate (PEM) in NODE_EXTRA_CA_CERTS=/path/to/cert.pem';
+  }
+  if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID') return ". Fix: renew the server's certificate, or set this machine's clock right";
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return '. Fix: use the host name the certificate was made for in IMMICH_API_URL';
+  return '';
 }
 
 function timeoutError(context: Context, method: string, endpoint: string): ImmichError {

@@ -6,19 +6,11 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WHOLE_FILE_MAX_BYTES, hashFile, hashSettledFile, spareHashBuffers } from '../../src/pipeline/hash.js';
 import { FsWorker } from '../../src/support/fs-worker.js';
+import { hasOpenssl } from '../helpers/openssl.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 
 const MiB = 1024 * 1024;
 const run = promisify(execFile);
-
-function hasOpenssl(): boolean {
-  try {
-    execFileSync('openssl', ['version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Paths this process holds open (Linux): a leaked handle shows up here. */
 async function openPaths(): Promise<string[]> {

@@ -2,8 +2,11 @@
  * The HTTP client against the fake Immich server: answers, every failure kind, streaming uploads
  * that fail fast, and an API key that never leaks into an error.
  */
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { open, writeFile } from 'node:fs/promises';
+import { open, readFile, writeFile } from 'node:fs/promises';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 
@@ -14,6 +17,7 @@ import { ImmichError, isImmichError } from '../../src/immich/errors.js';
 import { createImmichClient, parseRetryAfter, type ImmichClientOptions } from '../../src/immich/http-client.js';
 import { FileSizeMismatchError } from '../../src/immich/multipart.js';
 import { startFakeImmich, type FakeImmich, type FakeImmichOptions } from '../fakes/immich-server.js';
+import { hasOpenssl } from '../helpers/openssl.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -450,6 +454,37 @@ describe('network failures', () => {
     expect(error.kind).toBe('network');
     expect(error.details.code).toMatch(/^(ECONNRESET|EPIPE)$/);
     expect(server.assets).toHaveLength(0);
+  });
+});
+
+describe('TLS', () => {
+  it.skipIf(!hasOpenssl())('a self-signed certificate is network, with the fix in the message (skipped without openssl)', async () => {
+    const dir = await makeTempDir('iau-tls-');
+    try {
+      const key = join(dir.path, 'key.pem');
+      const cert = join(dir.path, 'cert.pem');
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1'], {
+        stdio: 'ignore',
+      });
+      const server = createHttpsServer({ key: await readFile(key), cert: await readFile(cert) }, (_req, res) => res.end('{}'));
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      try {
+        const { port } = server.address() as AddressInfo;
+        const immich = createImmichClient({ apiUrl: `https://127.0.0.1:${port}/api`, apiKey: SECRET });
+        const error = await immichRejection(immich.ping());
+        expect(error).toMatchObject({ kind: 'network', details: { code: 'DEPTH_ZERO_SELF_SIGNED_CERT' } });
+        expect(error.message).toBe(
+          `GET /api/server/ping: TLS with the Immich server at https://127.0.0.1:${port} failed (DEPTH_ZERO_SELF_SIGNED_CERT): ` +
+            'self-signed certificate. Fix: for a self-signed certificate or one from your own CA, give that certificate (PEM) in ' +
+            'NODE_EXTRA_CA_CERTS=/path/to/cert.pem',
+        );
+      } finally {
+        server.closeAllConnections();
+        await new Promise((resolve) => server.close(resolve));
+      }
+    } finally {
+      await dir.remove();
+    }
   });
 });
 
