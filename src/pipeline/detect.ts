@@ -57,13 +57,22 @@ export interface DetectorOptions {
   /**
    * Awaited by scans before each file they report, so a scan over a large backlog waits while
    * the next stage is full instead of handing it every file at once. Resolves at once when there
-   * is room, and when the signal (the detector closing) aborts. Events are not held back.
+   * is room, and when the signal (the detector closing) aborts. Events are not held back, nor
+   * queued behind a walk that waits.
    */
   room?: (signal: AbortSignal) => Promise<void>;
 }
 
 /** Concurrent file-system calls (readdir, lstat) per detector: enough to keep a disk busy, few enough for NFS. */
 const IO_CONCURRENCY = 32;
+
+/**
+ * Listed files a scan has let past `room` and not yet reported (each waits for its lstat).
+ * `room` counts only files reported, so without this bound a scan ran through a whole folder
+ * while the lstats were on their way: a camera folder of 9,999 photos went into the pipeline at
+ * once. Twice IO_CONCURRENCY keeps every lstat slot busy.
+ */
+const FILES_AHEAD = 2 * IO_CONCURRENCY;
 
 /**
  * Folders listed at once during a walk. Bounds memory (each holds its listing until its files
@@ -93,6 +102,12 @@ interface PendingLook {
   kind: EventKind;
 }
 
+interface EventWalk {
+  done: Promise<void>;
+  /** Named again while it ran, maybe after it had listed: walk the folder once more. */
+  again: boolean;
+}
+
 /**
  * The DISCOVER stage: finds candidate files under the watch roots and reports them.
  *
@@ -108,12 +123,20 @@ export class Detector {
   readonly #excluded: readonly string[];
   readonly #rootPaths: ReadonlySet<string>;
   readonly #io = new Limiter(IO_CONCURRENCY);
+  readonly #ahead = new Limiter(FILES_AHEAD);
   readonly #abort = new AbortController();
 
   readonly #watchers = new Map<string, WatchedFolder>();
   /** Paths named by events and not looked at yet; a Map so a burst of events on one path costs one lstat. */
   #pending = new Map<string, PendingLook>();
   #draining: Promise<void> | undefined;
+  /**
+   * Walks of folders that events named (a folder moved in), by folder. They run beside the event
+   * queue: such a walk waits for room in the pipeline, which for a folder of 100,000 photos lasts
+   * until most of them are uploaded, and the events of that time (one per archived file) must
+   * neither wait for it nor pile up meanwhile.
+   */
+  readonly #eventWalks = new Map<string, EventWalk>();
 
   #pass: Promise<void> | undefined;
   #followUpPass: Promise<void> | undefined;
@@ -189,6 +212,7 @@ export class Detector {
     // None of these reject (each catches and logs its own failures); awaiting them means no
     // lstat finishes after close() and reports a file.
     await Promise.all([this.#loop, this.#pass, this.#followUpPass, this.#draining]);
+    await Promise.all([...this.#eventWalks.values()].map((walk) => walk.done));
   }
 
   // ---- periodic rescan -------------------------------------------------------------------------
@@ -277,8 +301,12 @@ export class Detector {
           const kind = this.#kindOf(path);
           if (kind === undefined || this.#isExcluded(path)) continue;
           await this.#options.room?.(this.#abort.signal);
-          if (this.#closed) break;
-          files.push(this.#checkFile(path, root, kind));
+          await this.#ahead.acquire();
+          if (this.#closed) {
+            this.#ahead.release();
+            break;
+          }
+          files.push(this.#checkFile(path, root, kind).finally(() => this.#ahead.release()));
         } else if (entry.isDirectory() && this.#options.recursive) {
           if (folderNameVerdict(entry.name) === 'ok') subfolders.push(join(folder, entry.name));
         }
@@ -353,13 +381,31 @@ export class Detector {
       // of 100,000 files for that would be waste.
       if (kind === 'self' && this.#watchers.get(path)?.identity === identityOf(stats)) return;
       const inScope = path === root.path || (this.#options.recursive && folderNameVerdict(basename(path)) === 'ok');
-      if (inScope) await this.#walk(path, root);
+      if (inScope) this.#walkBeside(path, root);
       return;
     }
     // A watched folder replaced by a file or a link: its handle watches something else now.
     if (this.#watchers.has(path)) this.#unwatchTree(path);
     const fileKind = stats.isFile() ? this.#kindOf(path) : undefined;
     if (fileKind !== undefined) this.#evaluate(path, root, stats, fileKind);
+  }
+
+  /** Walks a folder an event named, beside the event queue; one walk per folder at a time. */
+  #walkBeside(folder: string, root: WatchRoot): void {
+    const running = this.#eventWalks.get(folder);
+    if (running) {
+      running.again = true;
+      return;
+    }
+    const walk: EventWalk = { done: Promise.resolve(), again: false };
+    walk.done = (async () => {
+      do {
+        walk.again = false;
+        await this.#walk(folder, root);
+      } while (walk.again && !this.#closed);
+      this.#eventWalks.delete(folder);
+    })();
+    this.#eventWalks.set(folder, walk);
   }
 
   /**
@@ -587,8 +633,9 @@ export class Detector {
 }
 
 /**
- * Bounds concurrent file-system calls. Only single calls go through it (never a task that waits
- * on another limited task), so nested folder scans cannot deadlock.
+ * Bounds concurrent work: file-system calls, and files checked ahead of their report. A slot is
+ * never held while waiting for another slot of the same limiter, so nested folder scans cannot
+ * deadlock.
  */
 class Limiter {
   readonly #max: number;
@@ -602,16 +649,21 @@ class Limiter {
   }
 
   async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.#active >= this.#max) await new Promise<void>((resolve) => this.#queue.push(resolve));
-    else this.#active += 1;
+    await this.acquire();
     try {
       return await task();
     } finally {
-      this.#release();
+      this.release();
     }
   }
 
-  #release(): void {
+  /** Resolves when a slot is taken; give it back with release(). */
+  async acquire(): Promise<void> {
+    if (this.#active >= this.#max) await new Promise<void>((resolve) => this.#queue.push(resolve));
+    else this.#active += 1;
+  }
+
+  release(): void {
     const next = this.#queue[this.#head];
     if (next === undefined) {
       this.#active -= 1;

@@ -261,6 +261,70 @@ describe('Detector: a scan waits for room', () => {
     expect(h.candidates).toHaveLength(10);
   });
 
+  it('lets a large folder into a full pipeline a few files ahead, not all at once', async () => {
+    // Room while fewer than 10 files were reported: the pipeline counts files once it has them,
+    // so the scan must not run ahead of their lstats through the whole folder.
+    let waiting = 0;
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const h = await makeHarness({
+      room: async (signal) => {
+        if (h.candidates.length < 10) return;
+        waiting += 1;
+        await Promise.race([gate, new Promise((resolve) => signal.addEventListener('abort', resolve))]);
+      },
+    });
+    const camera = join(h.root.path, 'DCIM', '100CANON');
+    await mkdir(camera, { recursive: true });
+    for (let i = 0; i < 1000; i += 1) writeFileSync(join(camera, `IMG_${i}.jpg`), 'x');
+    const started = h.detector.start();
+    await waitFor(() => waiting === 1, { message: 'the scan waits for room' });
+    await writeSentinel(h); // its lstat queues behind the scan's: those in flight have landed
+    const fromScan = h.candidates.filter((c) => c.path.startsWith(camera)).length;
+    expect(fromScan).toBeLessThanOrEqual(10 + 2 * 64);
+    open();
+    await started;
+    await waitFor(() => h.candidates.filter((c) => c.path.startsWith(camera)).length === 1000);
+  });
+
+  it('handles events while a folder moved in waits for room, and walks a folder replaced meanwhile', async () => {
+    // Room for the start (an empty watch folder), none after it until the gate opens.
+    let full = false;
+    let waiting = 0;
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const h = await makeHarness({
+      room: async (signal) => {
+        if (!full) return;
+        waiting += 1;
+        await Promise.race([gate, new Promise((resolve) => signal.addEventListener('abort', resolve))]);
+      },
+    });
+    await h.detector.start();
+    full = true;
+
+    const album = join(h.root.path, 'album');
+    await mkdir(join(h.outside, 'album'));
+    for (let i = 0; i < 5; i += 1) await writeFile(join(h.outside, 'album', `${i}.jpg`), 'x');
+    await rename(join(h.outside, 'album'), album);
+    await waitFor(() => waiting === 1, { message: 'the walk of the moved-in folder waits for room' });
+
+    // Events are not held back behind that walk: a file written now is reported now.
+    const fresh = join(h.root.path, 'fresh.jpg');
+    await writeFile(fresh, 'x');
+    await waitFor(() => h.seen.has(fresh), { message: 'a new file reported while the walk waits' });
+
+    // The folder is replaced at its path while its walk waits: the new one is walked too.
+    await rename(album, join(h.outside, 'old-album'));
+    await mkdir(join(h.outside, 'album2'));
+    await writeFile(join(h.outside, 'album2', 'other.jpg'), 'x');
+    await rename(join(h.outside, 'album2'), album);
+    await writeSentinel(h); // the events before it are handled: the walk of album is asked again
+    expect(h.seen.has(join(album, 'other.jpg'))).toBe(false);
+    open();
+    await waitFor(() => h.seen.has(join(album, 'other.jpg')), { message: 'the replacing folder walked' });
+  });
+
   it('stops waiting when it is closed', async () => {
     const { h, calls } = await harnessWithGate(0);
     const started = h.detector.start();
