@@ -82,14 +82,14 @@ const SIZES = {
     large: { files: 2, bytes: 256 * MIB },
     latency: 15,
     scale: { files: 10_000, folders: 1_000 },
-    endurance: { rounds: 4, filesPerRound: 500, warmupRounds: 1 },
+    endurance: { rounds: 4, filesPerRound: 500, warmupRounds: 1, burstFiles: 5_000 },
   },
   default: {
     small: { files: 2_000, bytes: 200 * 1024 },
     large: { files: 4, bytes: GIB },
     latency: 50,
     scale: { files: 100_000, folders: 10_000 },
-    endurance: { rounds: 25, filesPerRound: 2_000, warmupRounds: 10 },
+    endurance: { rounds: 25, filesPerRound: 2_000, warmupRounds: 10, burstFiles: 50_000 },
   },
 } as const;
 const sizes = SIZES[mode === 'quick' ? 'quick' : 'default'];

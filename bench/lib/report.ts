@@ -114,11 +114,14 @@ function enduranceText(r: EnduranceResult, markdown = false): string {
   const range = (values: number[]): string => `${fixed(Math.min(...values))}-${fixed(Math.max(...values))}`;
   const title = markdown ? `**${r.title}**` : r.title;
   return (
-    `${title}: ${(r.rounds * r.filesPerRound).toLocaleString('en')} files in all; after the ${r.warmupRounds} warm-up rounds, ` +
+    `${title}: ${(r.rounds * r.filesPerRound).toLocaleString('en')} files in the rounds; after the ${r.warmupRounds} warm-up rounds, ` +
     `RSS ${range(steady.map((s) => s.rssMib))} MB (${range(steady.map((s) => s.rssAfterGcMib))} MB after a full GC), ` +
     `heap ${range(steady.map((s) => s.heapMib))} MB and external ${range(steady.map((s) => s.externalMib))} MB after a full GC; ` +
     `growth per 10,000 files: heap ${fixed(r.heapGrowthMibPer10k, 3)} MB, RSS ${fixed(r.rssGrowthMibPer10k, 2)} MB; peak RSS ${fixed(r.peakRssMib)} MB. ` +
-    `RSS after a full GC per round: ${r.samples.map((s) => fixed(s.rssAfterGcMib, 0)).join(' ')} MB.`
+    `RSS after a full GC per round: ${r.samples.map((s) => fixed(s.rssAfterGcMib, 0)).join(' ')} MB.` +
+    (r.burst
+      ? ` Then one folder of ${r.burst.files.toLocaleString('en')} in ${fixed(r.burst.seconds)} s: heap after a full GC every fifth of the way ${r.burst.heapMib.map((mib) => fixed(mib)).join(', ')} MB.`
+      : '')
   );
 }
 

@@ -123,6 +123,8 @@ export interface EnduranceResult {
   /** Least-squares slopes over the rounds after the warm-up. */
   heapGrowthMibPer10k: number;
   rssGrowthMibPer10k: number;
+  /** The last folder, many times what the pipeline takes in at once: heap after GC every fifth of the way. */
+  burst?: { files: number; seconds: number; heapMib: number[] };
   peakRssMib: number;
   targets: Target[];
   notes: string[];
