@@ -255,12 +255,19 @@ export class Detector {
     return new Promise<void>((resolve) => {
       const queue = [start];
       let active = 0;
+      // The folders listed at once report their files one folder after the other (see #scanFolder).
+      let turns = Promise.resolve();
+      const inTurn = (report: () => Promise<void>): Promise<void> => {
+        const turn = turns.then(report);
+        turns = turn.catch(() => undefined); // a failed turn is its folder's, not the next one's
+        return turn;
+      };
       const pump = (): void => {
         while (active < FOLDER_CONCURRENCY && queue.length > 0) {
           const folder = queue.pop() as string;
           active += 1;
           // #scanFolder never rejects (it logs its own failures), so this chain always settles.
-          void this.#scanFolder(folder, root).then((subfolders) => {
+          void this.#scanFolder(folder, root, inTurn).then((subfolders) => {
             for (const subfolder of subfolders) queue.push(subfolder);
             active -= 1;
             if (active === 0 && queue.length === 0) resolve();
@@ -275,8 +282,12 @@ export class Detector {
   /**
    * Watches `folder` (unless polling), then lists it and reports its files. Returns the
    * sub-folders to scan next (none unless recursive). Never rejects.
+   *
+   * The files are reported in `inTurn`, one folder of the walk at a time: while the pipeline is
+   * full, the walk lets files in as it empties, and eight folders letting theirs in by turns
+   * split the pipeline's groups (files archived into one folder share its fsync) eight ways.
    */
-  async #scanFolder(folder: string, root: WatchRoot): Promise<string[]> {
+  async #scanFolder(folder: string, root: WatchRoot, inTurn: (report: () => Promise<void>) => Promise<void>): Promise<string[]> {
     const subfolders: string[] = [];
     if (this.#closed || this.#isExcluded(folder)) return subfolders;
     try {
@@ -292,27 +303,29 @@ export class Detector {
       this.#listed(folder, root);
 
       const files: Promise<void>[] = [];
-      for (const entry of entries) {
-        if (entry.name.includes(REPLACEMENT) && (await this.#undecodable(join(folder, entry.name)))) continue;
-        // The dirent's type comes from readdir itself (Node lstat-s entries whose type the file
-        // system does not report), so links, sockets and devices are dropped without a syscall.
-        if (entry.isFile()) {
-          const path = join(folder, entry.name);
-          const kind = this.#kindOf(path);
-          if (kind === undefined || this.#isExcluded(path)) continue;
-          await this.#options.room?.(this.#abort.signal);
-          await this.#ahead.acquire();
-          if (this.#closed) {
-            this.#ahead.release();
-            break;
+      await inTurn(async () => {
+        for (const entry of entries) {
+          if (entry.name.includes(REPLACEMENT) && (await this.#undecodable(join(folder, entry.name)))) continue;
+          // The dirent's type comes from readdir itself (Node lstat-s entries whose type the file
+          // system does not report), so links, sockets and devices are dropped without a syscall.
+          if (entry.isFile()) {
+            const path = join(folder, entry.name);
+            const kind = this.#kindOf(path);
+            if (kind === undefined || this.#isExcluded(path)) continue;
+            await this.#options.room?.(this.#abort.signal);
+            await this.#ahead.acquire();
+            if (this.#closed) {
+              this.#ahead.release();
+              break;
+            }
+            files.push(this.#checkFile(path, root, kind).finally(() => this.#ahead.release()));
+          } else if (entry.isDirectory() && this.#options.recursive) {
+            if (folderNameVerdict(entry.name) === 'ok') subfolders.push(join(folder, entry.name));
           }
-          files.push(this.#checkFile(path, root, kind).finally(() => this.#ahead.release()));
-        } else if (entry.isDirectory() && this.#options.recursive) {
-          if (folderNameVerdict(entry.name) === 'ok') subfolders.push(join(folder, entry.name));
+          // Symbolic links are never followed: a link to a folder could loop or leave the root,
+          // and archiving would move the link, not the photo.
         }
-        // Symbolic links are never followed: a link to a folder could loop or leave the root,
-        // and archiving would move the link, not the photo.
-      }
+      });
       await Promise.all(files);
     } catch (error) {
       this.#log.error({ err: error, folder }, 'Scanning a folder failed');
