@@ -256,12 +256,8 @@ export class Detector {
       const queue = [start];
       let active = 0;
       // The folders listed at once report their files one folder after the other (see #scanFolder).
-      let turns = Promise.resolve();
-      const inTurn = (report: () => Promise<void>): Promise<void> => {
-        const turn = turns.then(report);
-        turns = turn.catch(() => undefined); // a failed turn is its folder's, not the next one's
-        return turn;
-      };
+      const turns = new Limiter(1);
+      const inTurn = (report: () => Promise<void>): Promise<void> => turns.run(report);
       const pump = (): void => {
         while (active < FOLDER_CONCURRENCY && queue.length > 0) {
           const folder = queue.pop() as string;
