@@ -29,6 +29,7 @@ import { systemClock, type Clock } from './support/clock.js';
 import { retry } from './support/retry.js';
 import { FsWorker } from './support/fs-worker.js';
 import { limitWhileWaiting } from './support/limit.js';
+import { readMountTable } from './support/mount-table.js';
 
 export type RunMode = 'watch' | 'once';
 
@@ -78,6 +79,8 @@ export function filesInFlight(uploadConcurrency: number): number {
 export const RETRY_REQUEST_FILE = 'retry-request';
 /** How often a running daemon looks for a retry request. */
 const RETRY_REQUEST_POLL_MS = 2_000;
+/** How often a running daemon reads the mount table (a few KB) for cards mounted into its folders. */
+const MOUNT_TABLE_INTERVAL_MS = 2_000;
 
 /**
  * The composition root: builds the parts, connects, runs until done (once) or stopped (watch),
@@ -250,6 +253,8 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     onCandidate: (candidate) => coordinator.offer(candidate),
     onSidecar: lateSidecars && ((candidate) => lateSidecars.offer(candidate)),
     room: (signal) => coordinator.room(signal),
+    // A card mounted into a watch folder brings no file event.
+    mountTable: mode === 'watch' ? { read: () => readMountTable(), intervalMs: MOUNT_TABLE_INTERVAL_MS } : undefined,
   });
 
   coordinator.start();

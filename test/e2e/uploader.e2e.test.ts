@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startFakeImmich, type FakeAsset, type FakeImmich } from '../fakes/immich-server.js';
 import { runCli, startCli, type CliRun } from '../helpers/cli.js';
+import { bindMount, canMount, unmount } from '../helpers/mount.js';
 import { readIfExists, sha1, writeMedia } from '../helpers/media.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -162,6 +163,27 @@ describe('watch', () => {
     await expectUploadedAndArchived(all);
     expect(await stopGracefully(run)).toBe(0);
     expectNoSecret(run.stdout(), run.stderr());
+  });
+
+  it.skipIf(!canMount())('uploads what is on a card mounted into the watch folder, and empties the card', async () => {
+    await startServer();
+    const card = join(watchDir, 'card');
+    await mkdir(card);
+    const run = watch();
+    await run.waitForLog((line) => line.msg.startsWith('watching'));
+    const onCard = join(temp.path, 'card-contents');
+    const files = await writeMedia(onCard, ['DCIM/100CANON/IMG_0001.jpg', 'DCIM/100CANON/IMG_0002.jpg', 'DCIM/101CANON/MVI_0003.mp4']);
+    bindMount(onCard, card);
+    try {
+      await waitFor(() => server.assets.length === files.size && [...files.keys()].every((name) => !existsSync(join(onCard, name))), {
+        timeoutMs: 20_000,
+        message: 'every file on the card uploaded and archived',
+      });
+    } finally {
+      unmount(card);
+    }
+    await expectUploadedAndArchived(new Map([...files].map(([name, bytes]) => [`card/${name}`, bytes])));
+    expect(await stopGracefully(run)).toBe(0);
   });
 
   it('moves a sidecar that arrives after its photo went into the archive beside it, and warns that Immich did not get it', async () => {

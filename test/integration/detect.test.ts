@@ -7,7 +7,9 @@ import type { WatchRoot } from '../../src/config.js';
 import { Detector, type DetectorOptions } from '../../src/pipeline/detect.js';
 import type { Candidate } from '../../src/pipeline/types.js';
 import { systemClock, abortReason, type Clock } from '../../src/support/clock.js';
+import { readMountTable } from '../../src/support/mount-table.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
+import { bindMount, canMount, unmount } from '../helpers/mount.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const EXTENSIONS: ReadonlySet<string> = new Set(['.jpg', '.jpeg', '.heic', '.mp4', '.mov']);
@@ -630,6 +632,72 @@ describe('Detector: rescans and polling', () => {
 
     await h.detector.close();
     expect(sleepers[1]?.signal?.aborted).toBe(true);
+  });
+});
+
+describe.skipIf(!canMount())('Detector: disks mounted into a watch folder', () => {
+  /** With no periodic rescan: only the mount table can make the detector look. */
+  const followingMounts: Partial<DetectorOptions> = {
+    rescanIntervalMs: 0,
+    mountTable: { read: () => readMountTable(), intervalMs: 50 },
+  };
+
+  /** A folder beside the root with a photo in it, as a card holds them. */
+  async function makeDisk(h: Harness, photo: string): Promise<string> {
+    const disk = join(h.outside, `disk-${basename(photo)}`);
+    await mkdir(join(disk, dirname(photo)), { recursive: true });
+    await writeFile(join(disk, photo), 'photo');
+    return disk;
+  }
+
+  /** Mounts `disk` at `target`; returns what unmounts it. Unmounted at the latest before the test's folders are removed. */
+  function mount(disk: string, target: string): () => void {
+    bindMount(disk, target);
+    let mounted = true;
+    const unmountNow = (): void => {
+      if (mounted) unmount(target);
+      mounted = false;
+    };
+    cleanups.push(async () => unmountNow());
+    return unmountNow;
+  }
+
+  it('walks a folder when a disk is mounted on it, and again when it is taken away', async () => {
+    const h = await makeHarness(followingMounts);
+    const card = join(h.root.path, 'card');
+    await mkdir(card);
+    const disk = await makeDisk(h, 'DCIM/100CANON/IMG_0001.jpg');
+    await h.detector.start();
+
+    const takeAway = mount(disk, card);
+    await waitFor(() => h.seen.has(join(card, 'DCIM', '100CANON', 'IMG_0001.jpg')), { message: 'the photo on the card' });
+    // Its folders are watched now: a photo written to the card later is seen at once.
+    await writeSentinel(h, join(card, 'DCIM', '100CANON'));
+
+    // Taken away, the folder it covered is back, and watched again (the watches on the card are gone).
+    takeAway();
+    await writeSentinel(h, card);
+  });
+
+  it('walks a watch folder when a disk is mounted on it, or on a folder that holds it', async () => {
+    const h = await makeHarness(followingMounts);
+    const disk = await makeDisk(h, 'IMG_0002.jpg');
+    await h.detector.start();
+    const takeAway = mount(disk, h.root.path);
+    await waitFor(() => h.seen.has(join(h.root.path, 'IMG_0002.jpg')), { message: 'the photo on the disk' });
+    await writeSentinel(h);
+    takeAway();
+    await writeSentinel(h);
+
+    // /mnt/usb/photos watched, a disk mounted at /mnt/usb.
+    const usb = join(h.outside, 'usb');
+    await mkdir(join(usb, 'photos'), { recursive: true });
+    const inUsb = await makeHarness(followingMounts, { path: join(usb, 'photos'), archivePath: join(h.outside, 'archive') });
+    const usbDisk = await makeDisk(h, 'photos/IMG_0003.jpg');
+    await inUsb.detector.start();
+    mount(usbDisk, usb);
+    await waitFor(() => inUsb.seen.has(join(usb, 'photos', 'IMG_0003.jpg')), { message: 'the photo on the USB disk' });
+    await writeSentinel(inUsb);
   });
 });
 

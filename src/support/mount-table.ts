@@ -1,0 +1,81 @@
+/**
+ * The system's mount table, for the detector: a card or a disk mounted into a watch folder brings
+ * no file event. A watch on a folder stays on the folder it was made on, and a mount covers that
+ * folder with another file system whose files the watch never sees (the same when it is
+ * unmounted again). So the detector reads the table now and then and walks the folders whose
+ * mounts changed.
+ *
+ * Linux only: `/proc/self/mountinfo` (proc(5)). Elsewhere there is no table to read, and the
+ * periodic rescan finds what a mount brought.
+ */
+import { readFile } from 'node:fs/promises';
+import { sep } from 'node:path';
+
+export const MOUNT_TABLE_PATH = '/proc/self/mountinfo';
+
+/** The table's text, or undefined where there is none (not Linux, no /proc). */
+export async function readMountTable(path = MOUNT_TABLE_PATH): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The mounts in a mountinfo text, each as its mount ID and mount point (`"37 /media/card"`).
+ * The ID is new for every mount, so a card taken out and put back in is a change; remounting
+ * with other options (read-only, say) keeps it, and is none.
+ */
+export function mountsOf(mountinfo: string): Set<string> {
+  const mounts = new Set<string>();
+  for (const line of mountinfo.split('\n')) {
+    // mount ID, parent ID, major:minor, root, mount point, ...; fields are separated by spaces,
+    // and a space, tab, newline or backslash in a path is written as an octal escape.
+    const [id, , , , point] = line.split(' ');
+    if (id === undefined || point === undefined) continue;
+    mounts.add(`${id} ${unescapeOctal(point)}`);
+  }
+  return mounts;
+}
+
+/** The mount points of mounts in one set and not the other, each once. */
+export function changedMountPoints(before: ReadonlySet<string>, after: ReadonlySet<string>): string[] {
+  const points = new Set<string>();
+  for (const mount of before) if (!after.has(mount)) points.add(pointOf(mount));
+  for (const mount of after) if (!before.has(mount)) points.add(pointOf(mount));
+  return [...points];
+}
+
+/**
+ * Which folders to walk again after the mounts at `points` changed, for watch folders `roots`:
+ * a mount point in a watch folder (itself, or below it when `recursive`), or the watch folder
+ * itself when the mount holds it (a disk mounted at /mnt/usb for /mnt/usb/photos).
+ */
+export function foldersToWalk(points: readonly string[], roots: readonly string[], recursive: boolean): { folder: string; root: string }[] {
+  const walks: { folder: string; root: string }[] = [];
+  for (const root of roots) {
+    for (const point of points) {
+      if (point === root || isBelow(root, point)) {
+        walks.push({ folder: root, root });
+        break;
+      }
+    }
+    if (walks.at(-1)?.root === root || !recursive) continue;
+    for (const point of points) if (isBelow(point, root)) walks.push({ folder: point, root });
+  }
+  return walks;
+}
+
+/** Whether `path` lies strictly inside `folder`. */
+function isBelow(path: string, folder: string): boolean {
+  return path.startsWith(folder.endsWith(sep) ? folder : folder + sep);
+}
+
+function pointOf(mount: string): string {
+  return mount.slice(mount.indexOf(' ') + 1);
+}
+
+function unescapeOctal(text: string): string {
+  return text.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
+}

@@ -1,0 +1,27 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** Mounts folder `source` at `target` as well (a bind mount): a card or disk appearing there. */
+export function bindMount(source: string, target: string): void {
+  execFileSync('mount', ['--bind', source, target], { stdio: 'ignore' });
+}
+
+export function unmount(target: string): void {
+  execFileSync('umount', [target], { stdio: 'ignore' });
+}
+
+/** Whether this process may mount (root, with the right to mount): tests that need it are skipped without. */
+export function canMount(): boolean {
+  const base = mkdtempSync(join(tmpdir(), 'iau-can-mount-'));
+  try {
+    bindMount(base, base);
+    unmount(base);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    rmSync(base, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,67 @@
+import { describe, expect, it } from 'vitest';
+import { changedMountPoints, foldersToWalk, mountsOf, readMountTable } from '../../src/support/mount-table.js';
+
+const TABLE = [
+  '22 27 0:21 / /proc rw,relatime - proc proc rw',
+  '27 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw',
+  '40 27 8:17 / /media/pi/EOS_DIGITAL rw,nosuid,nodev - vfat /dev/sdb1 rw,uid=1000',
+  '41 27 8:33 / /media/pi/My\\040Card rw - exfat /dev/sdc1 rw',
+  '',
+].join('\n');
+
+describe('mountsOf', () => {
+  it('reads each mount as its ID and mount point, with escaped spaces undone', () => {
+    expect([...mountsOf(TABLE)]).toEqual(['22 /proc', '27 /', '40 /media/pi/EOS_DIGITAL', '41 /media/pi/My Card']);
+  });
+
+  it('undoes the escapes of tabs, newlines and backslashes too', () => {
+    expect([...mountsOf('50 27 8:1 / /srv/a\\011b\\012c\\134d rw - ext4 /dev/sdd1 rw')]).toEqual(['50 /srv/a\tb\nc\\d']);
+  });
+});
+
+describe('changedMountPoints', () => {
+  const before = mountsOf(TABLE);
+
+  it('names the points of mounts added and removed', () => {
+    const after = mountsOf(
+      TABLE.replace('41 27 8:33 / /media/pi/My\\040Card rw - exfat /dev/sdc1 rw\n', '') + '42 27 8:49 / /srv/inbox/card rw - vfat /dev/sdd1 rw\n',
+    );
+    expect(changedMountPoints(before, after).sort()).toEqual(['/media/pi/My Card', '/srv/inbox/card']);
+  });
+
+  it('counts a card taken out and put back in (a new mount ID) as a change, a remount with other options not', () => {
+    const reinserted = mountsOf(TABLE.replace('40 27 8:17 / /media/pi/EOS_DIGITAL', '43 27 8:17 / /media/pi/EOS_DIGITAL'));
+    expect(changedMountPoints(before, reinserted)).toEqual(['/media/pi/EOS_DIGITAL']);
+    const readOnly = mountsOf(TABLE.replace('/media/pi/EOS_DIGITAL rw,nosuid', '/media/pi/EOS_DIGITAL ro,nosuid'));
+    expect(changedMountPoints(before, readOnly)).toEqual([]);
+  });
+});
+
+describe('foldersToWalk', () => {
+  const roots = ['/srv/inbox', '/media/pi/EOS_DIGITAL/DCIM'];
+
+  it('walks a mount point inside a watch folder, at any depth when recursive', () => {
+    expect(foldersToWalk(['/srv/inbox/card', '/srv/inbox/a/b'], roots, true)).toEqual([
+      { folder: '/srv/inbox/card', root: '/srv/inbox' },
+      { folder: '/srv/inbox/a/b', root: '/srv/inbox' },
+    ]);
+    expect(foldersToWalk(['/srv/inbox/card'], roots, false)).toEqual([]);
+  });
+
+  it('walks the whole watch folder when the mount is the folder itself or holds it', () => {
+    expect(foldersToWalk(['/srv/inbox'], roots, false)).toEqual([{ folder: '/srv/inbox', root: '/srv/inbox' }]);
+    expect(foldersToWalk(['/media/pi/EOS_DIGITAL', '/media/pi/EOS_DIGITAL/DCIM/x'], roots, true)).toEqual([
+      { folder: '/media/pi/EOS_DIGITAL/DCIM', root: '/media/pi/EOS_DIGITAL/DCIM' },
+    ]);
+  });
+
+  it('leaves out mounts elsewhere, and folders that only share the start of a name', () => {
+    expect(foldersToWalk(['/var/lib/docker/overlay2/x/merged', '/srv/inbox2', '/srv/in'], roots, true)).toEqual([]);
+  });
+});
+
+describe('readMountTable', () => {
+  it('is undefined where there is no table', async () => {
+    expect(await readMountTable('/nonexistent/mountinfo')).toBeUndefined();
+  });
+});
