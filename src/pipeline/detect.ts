@@ -266,18 +266,12 @@ export class Detector {
       const before = mounts;
       mounts = mountsOf(now);
       const points = changedMountPoints(before, mounts);
-      for (const { folder, root } of foldersToWalk(points, [...this.#rootPaths], this.#options.recursive)) {
+      for (const { folder, root } of foldersToWalk(points, this.#options.roots, this.#options.recursive)) {
         if (this.#isExcluded(folder)) continue;
         this.#log.debug({ folder, mountPoints: points }, 'Mounts changed in a watch folder: walking it');
-        this.#walkBeside(folder, this.#rootOf(root));
+        this.#walkBeside(folder, root);
       }
     }
-  }
-
-  #rootOf(path: string): WatchRoot {
-    const root = this.#options.roots.find((candidate) => candidate.path === path);
-    if (root === undefined) throw new Error(`${path} is not a watch folder`);
-    return root;
   }
 
   async #runPass(): Promise<void> {

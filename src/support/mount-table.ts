@@ -52,17 +52,18 @@ export function changedMountPoints(before: ReadonlySet<string>, after: ReadonlyS
  * a mount point in a watch folder (itself, or below it when `recursive`), or the watch folder
  * itself when the mount holds it (a disk mounted at /mnt/usb for /mnt/usb/photos).
  */
-export function foldersToWalk(points: readonly string[], roots: readonly string[], recursive: boolean): { folder: string; root: string }[] {
-  const walks: { folder: string; root: string }[] = [];
+export function foldersToWalk<Root extends { path: string }>(
+  points: readonly string[],
+  roots: readonly Root[],
+  recursive: boolean,
+): { folder: string; root: Root }[] {
+  const walks: { folder: string; root: Root }[] = [];
   for (const root of roots) {
-    for (const point of points) {
-      if (point === root || isBelow(root, point)) {
-        walks.push({ folder: root, root });
-        break;
-      }
+    if (points.some((point) => point === root.path || isBelow(root.path, point))) {
+      walks.push({ folder: root.path, root });
+    } else if (recursive) {
+      for (const point of points) if (isBelow(point, root.path)) walks.push({ folder: point, root });
     }
-    if (walks.at(-1)?.root === root || !recursive) continue;
-    for (const point of points) if (isBelow(point, root)) walks.push({ folder: point, root });
   }
   return walks;
 }

@@ -38,20 +38,22 @@ describe('changedMountPoints', () => {
 });
 
 describe('foldersToWalk', () => {
-  const roots = ['/srv/inbox', '/media/pi/EOS_DIGITAL/DCIM'];
+  const inbox = { path: '/srv/inbox' };
+  const dcim = { path: '/media/pi/EOS_DIGITAL/DCIM' };
+  const roots = [inbox, dcim];
 
   it('walks a mount point inside a watch folder, at any depth when recursive', () => {
     expect(foldersToWalk(['/srv/inbox/card', '/srv/inbox/a/b'], roots, true)).toEqual([
-      { folder: '/srv/inbox/card', root: '/srv/inbox' },
-      { folder: '/srv/inbox/a/b', root: '/srv/inbox' },
+      { folder: '/srv/inbox/card', root: inbox },
+      { folder: '/srv/inbox/a/b', root: inbox },
     ]);
     expect(foldersToWalk(['/srv/inbox/card'], roots, false)).toEqual([]);
   });
 
   it('walks the whole watch folder when the mount is the folder itself or holds it', () => {
-    expect(foldersToWalk(['/srv/inbox'], roots, false)).toEqual([{ folder: '/srv/inbox', root: '/srv/inbox' }]);
+    expect(foldersToWalk(['/srv/inbox'], roots, false)).toEqual([{ folder: '/srv/inbox', root: inbox }]);
     expect(foldersToWalk(['/media/pi/EOS_DIGITAL', '/media/pi/EOS_DIGITAL/DCIM/x'], roots, true)).toEqual([
-      { folder: '/media/pi/EOS_DIGITAL/DCIM', root: '/media/pi/EOS_DIGITAL/DCIM' },
+      { folder: '/media/pi/EOS_DIGITAL/DCIM', root: dcim },
     ]);
   });
 
