@@ -1,6 +1,6 @@
 import { lstat, watch, type Dirent, type FSWatcher, type Stats } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
-import { basename, extname, join, resolve, sep } from 'node:path';
+import { basename, extname, join, relative, resolve, sep } from 'node:path';
 import type { Logger } from 'pino';
 import type { WatchRoot } from '../config.js';
 import type { Clock } from '../support/clock.js';
@@ -267,7 +267,10 @@ export class Detector {
       mounts = mountsOf(now);
       const points = changedMountPoints(before, mounts);
       for (const { folder, root } of foldersToWalk(points, this.#options.roots, this.#options.recursive)) {
-        if (this.#isExcluded(folder)) continue;
+        // A snapshot mounted in a hidden folder (ZFS's `.zfs/snapshot/...`) is no more ours than
+        // the hidden folder is.
+        const names = relative(root.path, folder).split(sep);
+        if (this.#isExcluded(folder) || names.some((name) => name !== '' && folderNameVerdict(name) !== 'ok')) continue;
         this.#log.debug({ folder, mountPoints: points }, 'Mounts changed in a watch folder: walking it');
         this.#walkBeside(folder, root);
       }

@@ -679,6 +679,31 @@ describe.skipIf(!canMount())('Detector: disks mounted into a watch folder', () =
     await writeSentinel(h, card);
   });
 
+  it('leaves a disk mounted in a hidden folder alone, as the folder itself (a ZFS snapshot in .zfs)', async () => {
+    let reads = 0;
+    const h = await makeHarness({
+      ...followingMounts,
+      mountTable: {
+        read: () => {
+          reads += 1;
+          return readMountTable();
+        },
+        intervalMs: 50,
+      },
+    });
+    const snapshot = join(h.root.path, '.zfs', 'snapshot', 'daily');
+    await mkdir(snapshot, { recursive: true });
+    const disk = await makeDisk(h, 'IMG_0004.jpg');
+    await h.detector.start();
+    mount(disk, snapshot);
+    // Two readings later the mount was seen, and a walk of it begun; the sentinels then take
+    // longer than that walk's three file-system calls.
+    const seenAt = reads;
+    await waitFor(() => reads >= seenAt + 2, { message: 'two readings of the mount table' });
+    await writeSentinel(h);
+    expect(seenPaths(h).filter((path) => path.includes('.zfs'))).toEqual([]);
+  });
+
   it('walks a watch folder when a disk is mounted on it, or on a folder that holds it', async () => {
     const h = await makeHarness(followingMounts);
     const disk = await makeDisk(h, 'IMG_0002.jpg');
