@@ -10,7 +10,7 @@ import { createImmichClient } from './immich/http-client.js';
 import { raceAbort, ResilientImmich, ServerGate } from './immich/resilient.js';
 import { Journal } from './journal/journal.js';
 import { acquireLock } from './journal/lock.js';
-import { nodeArchiveFs, threadedArchiveFs, type ArchiveFs } from './pipeline/archive.js';
+import { keepingArchiveDirectory, nodeArchiveFs, threadedArchiveFs, type ArchiveFs } from './pipeline/archive.js';
 import { ArchiveTemporaries } from './pipeline/archive-temporaries.js';
 import { WHOLE_FILE_MAX_BYTES } from './pipeline/hash.js';
 import { lstatForSettle, settleStatFrom } from './pipeline/settle.js';
@@ -156,7 +156,8 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   // A second thread hashes large files (a 1 GiB hash takes about a second): the main thread
   // uploads meanwhile, and the first thread's small calls never wait behind a hash.
   const hashing = new FsWorker();
-  const tracked = (fs: ArchiveFs): ArchiveFs => temporaries?.track(fs) ?? fs;
+  // In move mode (where there are temporaries), the archive folder made above is never made again.
+  const tracked = (fs: ArchiveFs): ArchiveFs => (temporaries ? keepingArchiveDirectory(temporaries.track(fs), config.archiveDirectory) : fs);
   const smallArchiveFs = tracked(options.archiveFs ?? threadedArchiveFs(files));
   const archiveFs = tracked(options.archiveFs ?? nodeArchiveFs);
   const threadedStat = settleStatFrom((path) => files.lstat(path));

@@ -88,6 +88,34 @@ export function threadedArchiveFs(files: FsWorker, base: ArchiveFs = nodeArchive
 }
 
 /**
+ * The archive's file system, refusing to make the archive folder (`archiveDirectory`, made at
+ * start) again. Gone while the uploader runs, it was on a disk taken away (unmounted, or a USB
+ * disk that reset), and made again at its path it would be on the disk beneath: the originals
+ * moved there would be hidden once the disk is mounted again, and could fill the system's disk
+ * (a Raspberry Pi's SD card). The archive fails instead, and the files wait in the watch folder
+ * for their next try.
+ */
+export function keepingArchiveDirectory(base: ArchiveFs, archiveDirectory: string): ArchiveFs {
+  return {
+    ...base,
+    mkdir: async (path, options) => {
+      try {
+        await base.lstat(archiveDirectory);
+      } catch (error) {
+        const code = codeOf(error);
+        if (code !== 'ENOENT' && code !== 'ENOTDIR') throw error;
+        throw errnoError(
+          'ENOENT',
+          `the archive folder ${archiveDirectory} is gone (its disk unmounted?). It is not made again, which would put ` +
+            'the originals on the disk beneath: mount it again, and the files waiting are archived at their next try',
+        );
+      }
+      return base.mkdir(path, options);
+    },
+  };
+}
+
+/**
  * The real file system, except that moving an original answers EXDEV, as if the archive were on
  * another disk; placing our own temporary copy still works. Lets the crash tests run the
  * cross-device path on a machine with one file system.

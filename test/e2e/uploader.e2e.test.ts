@@ -186,6 +186,41 @@ describe('watch', () => {
     expect(await stopGracefully(run)).toBe(0);
   });
 
+  it.skipIf(!canMount())('leaves files in place while the archive disk is away, never making the archive on the disk beneath', async () => {
+    await startServer();
+    const usb = join(temp.path, 'usb');
+    const disk = join(temp.path, 'disk');
+    await mkdir(usb);
+    await mkdir(disk);
+    bindMount(disk, usb);
+    let mounted = true;
+    try {
+      const run = watch({ ARCHIVE_DIRECTORY: join(usb, 'archive') });
+      await run.waitForLog((line) => line.msg.startsWith('watching'));
+      const before = await writeMedia(watchDir, ['before.jpg']);
+      await waitFor(() => existsSync(join(disk, 'archive', 'before.jpg')), { message: 'before.jpg archived on the disk' });
+
+      unmount(usb);
+      mounted = false;
+      const away = await writeMedia(watchDir, ['while-away.jpg']);
+      await run.waitForLog((line) => JSON.stringify(line).includes('is gone (its disk unmounted?)'), { message: 'the archive failed' });
+      expect(server.assets).toHaveLength(2);
+      expect(existsSync(join(watchDir, 'while-away.jpg')), 'the original waits in the watch folder').toBe(true);
+      expect(await readdir(usb), 'nothing made on the disk beneath').toEqual([]);
+
+      // The disk is back: a retry archives the file, onto the disk.
+      bindMount(disk, usb);
+      mounted = true;
+      expect((await runCli(['retry'], { env: env({ ARCHIVE_DIRECTORY: join(usb, 'archive') }) })).code).toBe(0);
+      await waitFor(() => !existsSync(join(watchDir, 'while-away.jpg')), { message: 'while-away.jpg archived after the retry' });
+      archiveDir = join(usb, 'archive');
+      await expectUploadedAndArchived(new Map([...before, ...away]));
+      expect(await stopGracefully(run)).toBe(0);
+    } finally {
+      if (mounted) unmount(usb);
+    }
+  });
+
   it('moves a sidecar that arrives after its photo went into the archive beside it, and warns that Immich did not get it', async () => {
     await startServer();
     // The archive already holds another IMG_1.JPG: the photo is archived as IMG_1 (1).JPG.

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { mkdtempSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,19 +32,24 @@ export interface CliRun {
  * the developer's own environment or `.env` cannot leak into a test.
  */
 export function startCli(args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): CliRun {
+  // A home of its own, so no test reads or writes the developer's journal; removed when it ends.
+  const home = mkdtempSync(join(tmpdir(), 'iau-home-'));
   const child = spawn(process.execPath, [CLI_PATH, ...args], {
     cwd: options.cwd ?? process.cwd(),
     env: {
       PATH: process.env.PATH ?? '',
-      // A home of its own, so no test reads or writes the developer's journal.
-      HOME: mkdtempSync(join(tmpdir(), 'iau-home-')),
+      HOME: home,
       LOG_FORMAT: 'json',
       LOG_LEVEL: 'debug',
       ...options.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const { stdout, stderr, exited } = captureOutput(child);
+  const { stdout, stderr, exited: closed } = captureOutput(child);
+  const exited = closed.then(async (how) => {
+    await rm(home, { recursive: true, force: true });
+    return how;
+  });
   const logs = (): LogLine[] =>
     stdout()
       .split('\n')

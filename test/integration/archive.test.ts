@@ -8,6 +8,7 @@ import {
   ArchiveError,
   archiveFile,
   isArchiveTemporary,
+  keepingArchiveDirectory,
   nodeArchiveFs,
   numberedName,
   removeStaleTemporaries,
@@ -348,6 +349,31 @@ describe('archiveFile on one file system', () => {
     await expect(attempt).rejects.toThrow(/EACCES/);
     expect(await exists(source.path)).toBe(true);
     expect(await tree(root.archivePath)).toEqual([]);
+  });
+
+  it('never makes the archive folder again once it is gone (a disk taken away), with keepingArchiveDirectory', async () => {
+    const fs = keepingArchiveDirectory(nodeArchiveFs, root.archivePath);
+    await mkdir(root.archivePath);
+    const first = await put(join(root.path, 'sub', 'a.jpg'), 'one');
+    const second = await put(join(root.path, 'sub', 'b.jpg'), 'two');
+    const archive = (file: typeof first) =>
+      archiveFile({ source: file.path, root, checksum: file.checksum, expected: file.expected, fs });
+    await archive(first);
+    expect(await tree(root.archivePath)).toEqual(['sub/a.jpg']);
+
+    await rm(root.archivePath, { recursive: true });
+    await expect(archive(second)).rejects.toMatchObject({
+      step: 'create-folder',
+      code: 'ENOENT',
+      message: expect.stringContaining(`the archive folder ${root.archivePath} is gone (its disk unmounted?)`) as unknown,
+    });
+    expect(await exists(root.archivePath)).toBe(false);
+    expect(await exists(second.path)).toBe(true);
+
+    // The disk is back: the next try archives it.
+    await mkdir(root.archivePath);
+    await archive(second);
+    expect(await tree(root.archivePath)).toEqual(['sub/b.jpg']);
   });
 
   it('fails with ArchiveError naming the folder when it cannot be created', async () => {
