@@ -29,7 +29,8 @@ import { systemClock, type Clock } from './support/clock.js';
 import { retry } from './support/retry.js';
 import { FsWorker } from './support/fs-worker.js';
 import { limitWhileWaiting } from './support/limit.js';
-import { readMountTable } from './support/mount-table.js';
+import { MountTable, readMountTable } from './support/mount-table.js';
+import { isInside } from './support/paths.js';
 
 export type RunMode = 'watch' | 'once';
 
@@ -79,8 +80,12 @@ export function filesInFlight(uploadConcurrency: number): number {
 export const RETRY_REQUEST_FILE = 'retry-request';
 /** How often a running daemon looks for a retry request. */
 const RETRY_REQUEST_POLL_MS = 2_000;
-/** How often a running daemon reads the mount table (a few KB) for cards mounted into its folders. */
-const MOUNT_TABLE_INTERVAL_MS = 2_000;
+/**
+ * How often a running daemon reads the mount table (a few KB) for cards mounted into its folders.
+ * A card taken out and another put in between two readings may get the same mount ID, and look
+ * like no change at all (the rescan then finds its photos): a second is shorter than a swap.
+ */
+const MOUNT_TABLE_INTERVAL_MS = 1_000;
 
 /**
  * The composition root: builds the parts, connects, runs until done (once) or stopped (watch),
@@ -254,20 +259,31 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     onCandidate: (candidate) => coordinator.offer(candidate),
     onSidecar: lateSidecars && ((candidate) => lateSidecars.offer(candidate)),
     room: (signal) => coordinator.room(signal),
-    // A card mounted into a watch folder brings no file event.
-    mountTable: mode === 'watch' ? { read: () => readMountTable(), intervalMs: MOUNT_TABLE_INTERVAL_MS } : undefined,
   });
 
   coordinator.start();
   lateSidecars?.start();
   emptyFolders?.start();
   const background = new AbortController();
+  let mounts: MountTable | undefined;
   try {
     if (mode === 'watch') {
       // Started before the initial scan, which on a first run over a large backlog lasts until
       // most of it is uploaded (the scan waits for room in the pipeline).
       void logSummaries(coordinator, logger, clock, background.signal);
       void watchRetryRequests(config.stateDirectory, journal, coordinator, logger, clock, background.signal);
+      // A card mounted into a watch folder brings no file event; nor does the archive's disk
+      // when it is back, which files may be waiting for.
+      mounts = await MountTable.follow({
+        read: () => readMountTable(),
+        clock,
+        intervalMs: MOUNT_TABLE_INTERVAL_MS,
+        onChange: (points) => {
+          logger.debug({ points }, 'mounts changed');
+          detector.mountsChanged(points);
+          if (temporaries) void retryWhenArchiveIsBack(points, config.archiveDirectory, coordinator, logger);
+        },
+      });
     }
     await detector.start();
     coordinator.initialScanDone();
@@ -288,6 +304,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     }
   } finally {
     background.abort();
+    await mounts?.close();
     await detector.close();
     await shutdown(coordinator, abortRequests, stop.aborted ? config.shutdownGraceMs : 0, clock, logger);
     await lateSidecars?.close();
@@ -348,6 +365,22 @@ async function watchRetryRequests(
   } catch {
     // Aborted at shutdown.
   }
+}
+
+/**
+ * After the mounts at `points` changed: when one of them holds the archive folder and the folder
+ * is there (its disk is back), the files that failed to be archived meanwhile go on now instead
+ * of at their next try (up to an hour away). Never rejects.
+ */
+async function retryWhenArchiveIsBack(points: readonly string[], archiveDirectory: string, coordinator: Coordinator, logger: Logger): Promise<void> {
+  if (!points.some((point) => point === archiveDirectory || isInside(archiveDirectory, point))) return;
+  const there = await stat(archiveDirectory).then(
+    () => true,
+    () => false,
+  );
+  if (!there) return;
+  const count = coordinator.retryWaitingNow();
+  if (count > 0) logger.info({ count }, `the archive folder is there again: trying the ${count} file(s) waiting for a retry now`);
 }
 
 /**

@@ -137,14 +137,15 @@ export class Coordinator {
 
   /** Makes every failed file eligible now (the `retry` command), whatever its retry time. */
   retryFailedNow(): number {
-    let count = 0;
-    for (const entry of [...this.entries.values()]) {
-      if (entry.state !== 'failed') continue;
-      entry.retryAt = 0;
-      count++;
-      void this.reoffer(entry.file);
-    }
-    return count;
+    return this.retryNow(() => true);
+  }
+
+  /**
+   * Makes the failed files that wait for a retry eligible now, not those refused for good: what
+   * they waited for is back (the archive's disk). Returns how many.
+   */
+  retryWaitingNow(): number {
+    return this.retryNow((entry) => Number.isFinite(entry.retryAt ?? Number.POSITIVE_INFINITY));
   }
 
   /** Settling, queued or being processed. */
@@ -291,6 +292,17 @@ export class Coordinator {
     this.deps.logger.info({ file: this.display(candidate), bytes: 0 }, `skipped ${this.display(candidate)}: empty file`);
     entry.file = candidate;
     this.park(candidate.path, 'skipped', Number.POSITIVE_INFINITY);
+  }
+
+  private retryNow(which: (entry: Entry) => boolean): number {
+    let count = 0;
+    for (const entry of [...this.entries.values()]) {
+      if (entry.state !== 'failed' || !which(entry)) continue;
+      entry.retryAt = 0;
+      count++;
+      void this.reoffer(entry.file);
+    }
+    return count;
   }
 
   private retryLater(file: Candidate, delayMs: number): void {

@@ -4,7 +4,7 @@ import { basename, extname, join, relative, resolve, sep } from 'node:path';
 import type { Logger } from 'pino';
 import type { WatchRoot } from '../config.js';
 import type { Clock } from '../support/clock.js';
-import { changedMountPoints, foldersToWalk, mountsOf } from '../support/mount-table.js';
+import { foldersToWalk } from '../support/mount-table.js';
 import { fileNameVerdict, folderNameVerdict, isImmichMedia } from './filter.js';
 import { isSidecarName } from './sidecar.js';
 import type { Candidate } from './types.js';
@@ -62,13 +62,6 @@ export interface DetectorOptions {
    * queued behind a walk that waits.
    */
   room?: (signal: AbortSignal) => Promise<void>;
-  /**
-   * Reads the system's mount table (mount-table.ts) every `intervalMs`, and walks the folders of
-   * the watch folders whose mounts changed: a card or disk mounted there (or taken away) brings
-   * no file event. `read` resolves to undefined where there is no table. None: only the rescans
-   * find what a mount brought.
-   */
-  mountTable?: { read: () => Promise<string | undefined>; intervalMs: number };
 }
 
 /** Concurrent file-system calls (readdir, lstat) per detector: enough to keep a disk busy, few enough for NFS. */
@@ -149,7 +142,6 @@ export class Detector {
   #pass: Promise<void> | undefined;
   #followUpPass: Promise<void> | undefined;
   #loop: Promise<void> | undefined;
-  #mountLoop: Promise<void> | undefined;
   #started = false;
   #closed = false;
 
@@ -182,13 +174,6 @@ export class Detector {
     if (this.#started) throw new Error('Detector.start() was called twice; create a new Detector instead');
     this.#started = true;
     if (this.#closed) return;
-    const mountTable = this.#options.mountTable;
-    // Its first reading is made before the first pass lists anything, so that a card mounted
-    // meanwhile is a change; it runs beside that pass, which on a large backlog lasts long.
-    if (mountTable && hasTimer(mountTable.intervalMs)) {
-      const first = await mountTable.read();
-      if (first !== undefined) this.#mountLoop = this.#followMounts(first, mountTable.read, mountTable.intervalMs);
-    }
     await this.rescan();
     if (this.#closed) return;
     const intervalMs = this.#options.polling ? this.#options.pollIntervalMs : this.#options.rescanIntervalMs;
@@ -215,6 +200,23 @@ export class Detector {
   }
 
   /**
+   * The mounts at `points` changed (support/mount-table.ts): walks the folders of the watch
+   * folders they concern. A card or disk mounted there, or taken away, brings no file event: the
+   * watches stay on the folders beneath, or on the card's folders that are gone.
+   */
+  mountsChanged(points: readonly string[]): void {
+    if (this.#closed) return;
+    for (const { folder, root } of foldersToWalk(points, this.#options.roots, this.#options.recursive)) {
+      // A snapshot mounted in a hidden folder (ZFS's `.zfs/snapshot/...`) is no more ours than
+      // the hidden folder is.
+      const names = relative(root.path, folder).split(sep);
+      if (this.#isExcluded(folder) || names.some((name) => name !== '' && folderNameVerdict(name) !== 'ok')) continue;
+      this.#log.debug({ folder, mountPoints: points }, 'Mounts changed in a watch folder: walking it');
+      this.#walkBeside(folder, root);
+    }
+  }
+
+  /**
    * Stops the timer and every fs.watch handle and waits for work in flight; after it resolves no
    * callback fires and the detector holds nothing that keeps the process alive.
    */
@@ -227,7 +229,7 @@ export class Detector {
     this.#pending.clear();
     // None of these reject (each catches and logs its own failures); awaiting them means no
     // lstat finishes after close() and reports a file.
-    await Promise.all([this.#loop, this.#mountLoop, this.#pass, this.#followUpPass, this.#draining]);
+    await Promise.all([this.#loop, this.#pass, this.#followUpPass, this.#draining]);
     await Promise.all([...this.#eventWalks.values()].map((walk) => walk.done));
   }
 
@@ -243,37 +245,6 @@ export class Detector {
         return;
       }
       await this.rescan();
-    }
-  }
-
-  // ---- mounts ----------------------------------------------------------------------------------
-
-  async #followMounts(first: string, read: () => Promise<string | undefined>, intervalMs: number): Promise<void> {
-    const signal = this.#abort.signal;
-    let text = first;
-    let mounts = mountsOf(first);
-    for (;;) {
-      try {
-        await this.#options.clock.sleep(intervalMs, signal);
-      } catch (error) {
-        if (!signal.aborted) this.#log.error({ err: error }, 'Following the mount table stopped: the clock failed');
-        return;
-      }
-      const now = await read().catch(() => undefined);
-      if (this.#closed) return;
-      if (now === undefined || now === text) continue;
-      text = now;
-      const before = mounts;
-      mounts = mountsOf(now);
-      const points = changedMountPoints(before, mounts);
-      for (const { folder, root } of foldersToWalk(points, this.#options.roots, this.#options.recursive)) {
-        // A snapshot mounted in a hidden folder (ZFS's `.zfs/snapshot/...`) is no more ours than
-        // the hidden folder is.
-        const names = relative(root.path, folder).split(sep);
-        if (this.#isExcluded(folder) || names.some((name) => name !== '' && folderNameVerdict(name) !== 'ok')) continue;
-        this.#log.debug({ folder, mountPoints: points }, 'Mounts changed in a watch folder: walking it');
-        this.#walkBeside(folder, root);
-      }
     }
   }
 

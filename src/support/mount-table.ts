@@ -9,9 +9,69 @@
  * periodic rescan finds what a mount brought.
  */
 import { readFile } from 'node:fs/promises';
-import { sep } from 'node:path';
+import type { Clock } from './clock.js';
+import { isInside } from './paths.js';
 
 export const MOUNT_TABLE_PATH = '/proc/self/mountinfo';
+
+export interface MountTableOptions {
+  /** The table's text, undefined where there is none ({@link readMountTable}). */
+  read: () => Promise<string | undefined>;
+  clock: Clock;
+  intervalMs: number;
+  /** The mount points whose mounts changed since the last reading. Must not throw. */
+  onChange: (points: string[]) => void;
+}
+
+/**
+ * Reads the mount table every `intervalMs` and reports what changed, until closed. Made by
+ * {@link MountTable.follow}, after its first reading, so that a mount made after the call is a
+ * change.
+ */
+export class MountTable {
+  readonly #options: MountTableOptions;
+  readonly #abort = new AbortController();
+  #loop: Promise<void> = Promise.resolve();
+
+  private constructor(options: MountTableOptions) {
+    this.#options = options;
+  }
+
+  /** Undefined where there is no table to read (not Linux). */
+  static async follow(options: MountTableOptions): Promise<MountTable | undefined> {
+    const first = await options.read().catch(() => undefined);
+    if (first === undefined) return undefined;
+    const table = new MountTable(options);
+    table.#loop = table.#follow(first);
+    return table;
+  }
+
+  async close(): Promise<void> {
+    this.#abort.abort();
+    await this.#loop;
+  }
+
+  async #follow(first: string): Promise<void> {
+    const { read, clock, intervalMs, onChange } = this.#options;
+    let text = first;
+    let mounts = mountsOf(first);
+    for (;;) {
+      try {
+        await clock.sleep(intervalMs, this.#abort.signal);
+      } catch {
+        return; // closed
+      }
+      const now = await read().catch(() => undefined);
+      if (this.#abort.signal.aborted) return;
+      if (now === undefined || now === text) continue;
+      text = now;
+      const before = mounts;
+      mounts = mountsOf(now);
+      const points = changedMountPoints(before, mounts);
+      if (points.length > 0) onChange(points);
+    }
+  }
+}
 
 /** The table's text, or undefined where there is none (not Linux, no /proc). */
 export async function readMountTable(path = MOUNT_TABLE_PATH): Promise<string | undefined> {
@@ -59,18 +119,13 @@ export function foldersToWalk<Root extends { path: string }>(
 ): { folder: string; root: Root }[] {
   const walks: { folder: string; root: Root }[] = [];
   for (const root of roots) {
-    if (points.some((point) => point === root.path || isBelow(root.path, point))) {
+    if (points.some((point) => point === root.path || isInside(root.path, point))) {
       walks.push({ folder: root.path, root });
     } else if (recursive) {
-      for (const point of points) if (isBelow(point, root.path)) walks.push({ folder: point, root });
+      for (const point of points) if (isInside(point, root.path)) walks.push({ folder: point, root });
     }
   }
   return walks;
-}
-
-/** Whether `path` lies strictly inside `folder`. */
-function isBelow(path: string, folder: string): boolean {
-  return path.startsWith(folder.endsWith(sep) ? folder : folder + sep);
 }
 
 function pointOf(mount: string): string {

@@ -7,7 +7,7 @@ import type { WatchRoot } from '../../src/config.js';
 import { Detector, type DetectorOptions } from '../../src/pipeline/detect.js';
 import type { Candidate } from '../../src/pipeline/types.js';
 import { systemClock, abortReason, type Clock } from '../../src/support/clock.js';
-import { readMountTable } from '../../src/support/mount-table.js';
+import { MountTable, readMountTable } from '../../src/support/mount-table.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 import { bindMount, canMount, unmount } from '../helpers/mount.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -637,10 +637,24 @@ describe('Detector: rescans and polling', () => {
 
 describe.skipIf(!canMount())('Detector: disks mounted into a watch folder', () => {
   /** With no periodic rescan: only the mount table can make the detector look. */
-  const followingMounts: Partial<DetectorOptions> = {
-    rescanIntervalMs: 0,
-    mountTable: { read: () => readMountTable(), intervalMs: 50 },
-  };
+  const noRescans: Partial<DetectorOptions> = { rescanIntervalMs: 0 };
+
+  /** Tells the detector of mount changes, as the daemon does; returns how many readings were made so far. */
+  async function followMounts(h: Harness): Promise<() => number> {
+    let reads = 0;
+    const table = await MountTable.follow({
+      read: () => {
+        reads += 1;
+        return readMountTable();
+      },
+      clock: systemClock,
+      intervalMs: 50,
+      onChange: (points) => h.detector.mountsChanged(points),
+    });
+    if (table === undefined) throw new Error('no mount table to read');
+    cleanups.push(() => table.close());
+    return () => reads;
+  }
 
   /** A folder beside the root with a photo in it, as a card holds them. */
   async function makeDisk(h: Harness, photo: string): Promise<string> {
@@ -663,10 +677,11 @@ describe.skipIf(!canMount())('Detector: disks mounted into a watch folder', () =
   }
 
   it('walks a folder when a disk is mounted on it, and again when it is taken away', async () => {
-    const h = await makeHarness(followingMounts);
+    const h = await makeHarness(noRescans);
     const card = join(h.root.path, 'card');
     await mkdir(card);
     const disk = await makeDisk(h, 'DCIM/100CANON/IMG_0001.jpg');
+    await followMounts(h);
     await h.detector.start();
 
     const takeAway = mount(disk, card);
@@ -680,17 +695,8 @@ describe.skipIf(!canMount())('Detector: disks mounted into a watch folder', () =
   });
 
   it('leaves a disk mounted in a hidden folder alone, as the folder itself (a ZFS snapshot in .zfs)', async () => {
-    let reads = 0;
-    const h = await makeHarness({
-      ...followingMounts,
-      mountTable: {
-        read: () => {
-          reads += 1;
-          return readMountTable();
-        },
-        intervalMs: 50,
-      },
-    });
+    const h = await makeHarness(noRescans);
+    const reads = await followMounts(h);
     const snapshot = join(h.root.path, '.zfs', 'snapshot', 'daily');
     await mkdir(snapshot, { recursive: true });
     const disk = await makeDisk(h, 'IMG_0004.jpg');
@@ -698,15 +704,16 @@ describe.skipIf(!canMount())('Detector: disks mounted into a watch folder', () =
     mount(disk, snapshot);
     // Two readings later the mount was seen, and a walk of it begun; the sentinels then take
     // longer than that walk's three file-system calls.
-    const seenAt = reads;
-    await waitFor(() => reads >= seenAt + 2, { message: 'two readings of the mount table' });
+    const seenAt = reads();
+    await waitFor(() => reads() >= seenAt + 2, { message: 'two readings of the mount table' });
     await writeSentinel(h);
     expect(seenPaths(h).filter((path) => path.includes('.zfs'))).toEqual([]);
   });
 
   it('walks a watch folder when a disk is mounted on it, or on a folder that holds it', async () => {
-    const h = await makeHarness(followingMounts);
+    const h = await makeHarness(noRescans);
     const disk = await makeDisk(h, 'IMG_0002.jpg');
+    await followMounts(h);
     await h.detector.start();
     const takeAway = mount(disk, h.root.path);
     await waitFor(() => h.seen.has(join(h.root.path, 'IMG_0002.jpg')), { message: 'the photo on the disk' });
@@ -717,8 +724,9 @@ describe.skipIf(!canMount())('Detector: disks mounted into a watch folder', () =
     // /mnt/usb/photos watched, a disk mounted at /mnt/usb.
     const usb = join(h.outside, 'usb');
     await mkdir(join(usb, 'photos'), { recursive: true });
-    const inUsb = await makeHarness(followingMounts, { path: join(usb, 'photos'), archivePath: join(h.outside, 'archive') });
+    const inUsb = await makeHarness(noRescans, { path: join(usb, 'photos'), archivePath: join(h.outside, 'archive') });
     const usbDisk = await makeDisk(h, 'photos/IMG_0003.jpg');
+    await followMounts(inUsb);
     await inUsb.detector.start();
     mount(usbDisk, usb);
     await waitFor(() => inUsb.seen.has(join(usb, 'photos', 'IMG_0003.jpg')), { message: 'the photo on the USB disk' });

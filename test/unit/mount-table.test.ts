@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { changedMountPoints, foldersToWalk, mountsOf, readMountTable } from '../../src/support/mount-table.js';
+import { changedMountPoints, foldersToWalk, MountTable, mountsOf, readMountTable } from '../../src/support/mount-table.js';
+import { FakeClock } from '../helpers/fake-clock.js';
 
 const TABLE = [
   '22 27 0:21 / /proc rw,relatime - proc proc rw',
@@ -65,5 +66,33 @@ describe('foldersToWalk', () => {
 describe('readMountTable', () => {
   it('is undefined where there is no table', async () => {
     expect(await readMountTable('/nonexistent/mountinfo')).toBeUndefined();
+  });
+});
+
+describe('MountTable', () => {
+  it('reports the points that changed at each reading, nothing for a reading that failed or changed nothing', async () => {
+    const clock = new FakeClock();
+    const readings: (string | undefined)[] = [
+      TABLE,
+      TABLE, // unchanged
+      undefined, // failed
+      TABLE + '42 27 8:49 / /srv/inbox/card rw - vfat /dev/sdd1 rw\n',
+      TABLE,
+    ];
+    const changes: string[][] = [];
+    const table = await MountTable.follow({
+      read: async () => readings.shift(),
+      clock,
+      intervalMs: 2_000,
+      onChange: (points) => changes.push(points),
+    });
+    for (let i = 0; i < 4; i += 1) await clock.advance(2_000);
+    expect(changes).toEqual([['/srv/inbox/card'], ['/srv/inbox/card']]);
+    await table?.close();
+  });
+
+  it('is not followed where there is no table', async () => {
+    const table = await MountTable.follow({ read: async () => undefined, clock: new FakeClock(), intervalMs: 2_000, onChange: () => undefined });
+    expect(table).toBeUndefined();
   });
 });
