@@ -145,7 +145,7 @@ export class Coordinator {
    * they waited for is back (the archive's disk). Returns how many.
    */
   retryWaitingNow(): number {
-    return this.retryNow((entry) => Number.isFinite(entry.retryAt ?? Number.POSITIVE_INFINITY));
+    return this.retryNow((entry) => Number.isFinite(entry.retryAt));
   }
 
   /** Settling, queued or being processed. */

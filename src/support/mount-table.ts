@@ -1,9 +1,9 @@
 /**
- * The system's mount table, for the detector: a card or a disk mounted into a watch folder brings
- * no file event. A watch on a folder stays on the folder it was made on, and a mount covers that
- * folder with another file system whose files the watch never sees (the same when it is
- * unmounted again). So the detector reads the table now and then and walks the folders whose
- * mounts changed.
+ * The system's mount table: a card or a disk mounted into a watch folder brings no file event. A
+ * watch on a folder stays on the folder it was made on, and a mount covers that folder with
+ * another file system whose files the watch never sees (the same when it is unmounted again).
+ * So a running daemon reads the table every second and has the detector walk the folders whose
+ * mounts changed; the archive's disk coming back lets the files that waited for it go on.
  *
  * Linux only: `/proc/self/mountinfo` (proc(5)). Elsewhere there is no table to read, and the
  * periodic rescan finds what a mount brought.

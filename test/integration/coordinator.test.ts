@@ -172,6 +172,33 @@ describe('Coordinator retries', () => {
     }
     expect(warnings).toEqual([]);
   });
+
+  it('tries the files waiting for a retry at once when asked (the archive is back), not those refused', async () => {
+    const tries = new Map<string, number>();
+    const failing = coordinatorFor(
+      pino({ level: 'silent' }),
+      (file) => {
+        tries.set(file.path, (tries.get(file.path) ?? 0) + 1);
+        const refused = file.path.endsWith('refused.jpg');
+        return Promise.resolve({ kind: 'failed', stage: refused ? 'upload' : 'archive', message: 'no', retryable: !refused });
+      },
+      undefined,
+      true,
+    );
+    failing.start();
+    const root = { path: temp.path, archivePath: join(temp.path, 'archive') };
+    const waits = join(temp.path, 'waits.jpg');
+    const refused = join(temp.path, 'refused.jpg');
+    for (const path of [waits, refused]) {
+      await writeFile(path, 'x');
+      failing.offer({ path, root, size: 1, mtimeMs: 0 });
+    }
+    await waitFor(() => failing.stats.snapshot(0).failed === 2, { message: 'both failed' });
+    expect(failing.retryWaitingNow()).toBe(1);
+    await waitFor(() => tries.get(waits) === 2, { message: 'waits.jpg tried again' });
+    expect(tries.get(refused)).toBe(1);
+    await failing.stop();
+  });
 });
 
 describe('Coordinator logging', () => {
