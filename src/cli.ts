@@ -190,6 +190,8 @@ async function runCommand(name: RunMode | 'check', flags: Record<string, unknown
       abortNow: abortNow.signal,
       // Test hook, not a user option: the crash tests run the cross-device archive path on one disk.
       archiveFs: process.env.IMMICH_AUTO_UPLOADER_SIMULATE_EXDEV === '1' ? simulatedCrossDeviceFs() : undefined,
+      // Test hook too: a mount table of the test's own, with a watch folder on a network share.
+      mountTable: process.env.IMMICH_AUTO_UPLOADER_MOUNT_TABLE,
     });
     return name === 'once' && summary.failed > 0 ? EXIT.failure : EXIT.ok;
   } catch (error) {

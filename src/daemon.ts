@@ -29,7 +29,7 @@ import { systemClock, type Clock } from './support/clock.js';
 import { retry } from './support/retry.js';
 import { FsWorker } from './support/fs-worker.js';
 import { limitWhileWaiting } from './support/limit.js';
-import { MountTable, readMountTable } from './support/mount-table.js';
+import { MountTable, networkFileSystemOf, readMountTable } from './support/mount-table.js';
 import { isInside } from './support/paths.js';
 
 export type RunMode = 'watch' | 'once';
@@ -57,6 +57,8 @@ export interface RunOptions {
   client?: ImmichClient;
   /** The archive's file operations; tests inject a simulated cross-device file system. */
   archiveFs?: ArchiveFs;
+  /** A mountinfo file to read instead of the system's; tests give one of their own. */
+  mountTable?: string;
 }
 
 /** How often a running daemon logs its counts (only when they changed). */
@@ -274,8 +276,10 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
       void watchRetryRequests(config.stateDirectory, journal, coordinator, logger, clock, background.signal);
       // A card mounted into a watch folder brings no file event; nor does the archive's disk
       // when it is back, which files may be waiting for.
+      const readTable = (): Promise<string | undefined> => readMountTable(options.mountTable);
+      if (!config.watchPolling) warnOfNetworkShares(config, await readTable(), logger);
       mounts = await MountTable.follow({
-        read: () => readMountTable(),
+        read: readTable,
         clock,
         intervalMs: MOUNT_TABLE_INTERVAL_MS,
         onChange: (points) => {
@@ -364,6 +368,24 @@ async function watchRetryRequests(
     }
   } catch {
     // Aborted at shutdown.
+  }
+}
+
+/**
+ * Warns once at start of each watch folder on a network share: what other machines put there
+ * brings no file event here, and only the rescans would find it.
+ */
+function warnOfNetworkShares(config: Config, mountTable: string | undefined, logger: Logger): void {
+  if (mountTable === undefined) return;
+  for (const root of config.watchRoots) {
+    const type = networkFileSystemOf(mountTable, root.path);
+    if (type === undefined) continue;
+    logger.warn(
+      { folder: root.path, fileSystem: type },
+      `Watch folder ${root.path} is on a network share (${type}): files put there from other machines bring no file event, ` +
+        `so they are found only by the rescan every ${Math.round(config.rescanIntervalMs / 1000)} s. Set WATCH_POLLING=true ` +
+        `to look for them every ${Math.round(config.watchPollIntervalMs / 1000)} s instead`,
+    );
   }
 }
 

@@ -99,6 +99,31 @@ export function mountsOf(mountinfo: string): Set<string> {
   return mounts;
 }
 
+/**
+ * File systems on which changes made elsewhere (another machine, the Windows side of WSL) bring
+ * no file event here: inotify sees only what this machine's kernel writes.
+ */
+const NETWORK_FILE_SYSTEMS = new Set(['nfs', 'nfs4', 'cifs', 'smb3', 'smbfs', '9p', 'fuse.sshfs', 'fuse.rclone']);
+
+/**
+ * The network file system that holds `path`, such as `nfs4` or `cifs`, from the mount whose
+ * point is the longest that holds it; undefined on any other file system.
+ */
+export function networkFileSystemOf(mountinfo: string, path: string): string | undefined {
+  let best: { point: string; type: string } | undefined;
+  for (const line of mountinfo.split('\n')) {
+    // ... mount point, options, optional fields, '-', file system type, source, super options.
+    const [, , , , escaped] = line.split(' ');
+    const type = line.split(' - ')[1]?.split(' ')[0];
+    if (escaped === undefined || type === undefined) continue;
+    const point = unescapeOctal(escaped);
+    if (point !== path && !isInside(path, point)) continue;
+    // Of mounts at the same point, the last one listed is on top.
+    if (best === undefined || point.length >= best.point.length) best = { point, type };
+  }
+  return best !== undefined && NETWORK_FILE_SYSTEMS.has(best.type) ? best.type : undefined;
+}
+
 /** The mount points of mounts in one set and not the other, each once. */
 export function changedMountPoints(before: ReadonlySet<string>, after: ReadonlySet<string>): string[] {
   const points = new Set<string>();

@@ -222,6 +222,23 @@ describe('watch', () => {
     }
   });
 
+  it('warns at start of a watch folder on a network share, unless WATCH_POLLING is on', async () => {
+    await startServer();
+    const table = join(temp.path, 'mountinfo');
+    await writeFile(table, `27 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n60 27 0:50 / ${watchDir} rw,relatime - nfs4 nas:/photos rw\n`);
+    const onShare = (line: { msg: string }): boolean => line.msg.includes('is on a network share (nfs4)');
+
+    const polling = watch({ IMMICH_AUTO_UPLOADER_MOUNT_TABLE: table, WATCH_POLLING: 'true' });
+    await polling.waitForLog((line) => line.msg.startsWith('watching'));
+    expect(polling.logs().filter(onShare)).toEqual([]);
+    expect(await stopGracefully(polling)).toBe(0);
+
+    const watching = watch({ IMMICH_AUTO_UPLOADER_MOUNT_TABLE: table });
+    await watching.waitForLog((line) => line.msg.startsWith('watching'));
+    expect(watching.logs().filter(onShare)).toMatchObject([{ level: 40, msg: expect.stringContaining('Set WATCH_POLLING=true') as unknown }]);
+    expect(await stopGracefully(watching)).toBe(0);
+  });
+
   it('moves a sidecar that arrives after its photo went into the archive beside it, and warns that Immich did not get it', async () => {
     await startServer();
     // The archive already holds another IMG_1.JPG: the photo is archived as IMG_1 (1).JPG.

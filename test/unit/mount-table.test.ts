@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { changedMountPoints, foldersToWalk, MountTable, mountsOf, readMountTable } from '../../src/support/mount-table.js';
+import { changedMountPoints, foldersToWalk, MountTable, mountsOf, networkFileSystemOf, readMountTable } from '../../src/support/mount-table.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 
 const TABLE = [
@@ -94,5 +94,30 @@ describe('MountTable', () => {
   it('is not followed where there is no table', async () => {
     const table = await MountTable.follow({ read: async () => undefined, clock: new FakeClock(), intervalMs: 2_000, onChange: () => undefined });
     expect(table).toBeUndefined();
+  });
+});
+
+describe('networkFileSystemOf', () => {
+  const table = [
+    '27 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw',
+    '60 27 0:50 / /mnt/nas rw,relatime shared:30 - nfs4 nas:/volume1/photos rw,vers=4.2',
+    '61 60 8:17 / /mnt/nas/usb rw - vfat /dev/sdb1 rw',
+    '62 27 0:51 / /srv/My\\040Share rw - cifs //nas/share rw',
+    '63 27 0:52 / /srv/local rw - cifs //nas/old rw',
+    '64 27 8:2 / /srv/local rw - ext4 /dev/sda2 rw',
+    '',
+  ].join('\n');
+
+  it('names the network file system holding a folder, from the innermost mount', () => {
+    expect(networkFileSystemOf(table, '/mnt/nas')).toBe('nfs4');
+    expect(networkFileSystemOf(table, '/mnt/nas/inbox/2024')).toBe('nfs4');
+    expect(networkFileSystemOf(table, '/srv/My Share/inbox')).toBe('cifs');
+  });
+
+  it('is undefined on a local disk: the root, a disk mounted inside a share, the top of mounts stacked at one point', () => {
+    expect(networkFileSystemOf(table, '/home/pi/inbox')).toBeUndefined();
+    expect(networkFileSystemOf(table, '/mnt/nas/usb/DCIM')).toBeUndefined();
+    expect(networkFileSystemOf(table, '/mnt/nasty')).toBeUndefined();
+    expect(networkFileSystemOf(table, '/srv/local/inbox')).toBeUndefined();
   });
 });
