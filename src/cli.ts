@@ -207,7 +207,7 @@ async function check(config: Config, notes: string[]): Promise<number> {
   process.stdout.write('ok      configuration valid\n');
   const client = createImmichClient({ apiUrl: config.apiUrl, apiKey: config.apiKey, inactivityTimeoutMs: 15_000 });
   try {
-    const report = await runChecks(config, client);
+    const report = await runChecks(config, client, process.env.IMMICH_AUTO_UPLOADER_MOUNT_TABLE);
     for (const line of report.lines) process.stdout.write(`${formatCheckLine(line)}\n`);
     if (report.keyRejected) return EXIT.keyRejected;
     return report.lines.every((line) => line.ok) ? EXIT.ok : EXIT.failure;

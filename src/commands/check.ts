@@ -5,6 +5,7 @@ import type { Config } from '../config.js';
 import type { ImmichClient } from '../immich/client.js';
 import { isImmichError } from '../immich/errors.js';
 import { messageOf } from '../support/message.js';
+import { networkFileSystemOf, readMountTable } from '../support/mount-table.js';
 
 export interface CheckLine {
   ok: boolean;
@@ -23,7 +24,7 @@ export interface CheckReport {
  * (with `GET /api/api-keys/me`, which a least-privilege key may call, unlike `users/me`), and
  * looks at the folders. Never prints the key.
  */
-export async function runChecks(config: Config, client: ImmichClient): Promise<CheckReport> {
+export async function runChecks(config: Config, client: ImmichClient, mountTable?: string): Promise<CheckReport> {
   const lines: CheckLine[] = [];
   let keyRejected = false;
   const add = (ok: boolean, what: string, detail: string): void => void lines.push({ ok, what, detail });
@@ -54,11 +55,14 @@ export async function runChecks(config: Config, client: ImmichClient): Promise<C
     add(false, 'server reachable', messageOf(error));
   }
 
+  const table = config.watchPolling ? undefined : await readMountTable(mountTable);
   for (const root of config.watchRoots) {
     try {
       await access(root.path, constants.R_OK | constants.X_OK);
       await readdir(root.path);
-      add(true, 'watch folder readable', root.path);
+      const share = table === undefined ? undefined : networkFileSystemOf(table, root.path);
+      const note = share === undefined ? '' : ` (on a network share, ${share}: set WATCH_POLLING=true, or files put there from other machines are found only by the rescan every ${Math.round(config.rescanIntervalMs / 1000)} s)`;
+      add(true, 'watch folder readable', root.path + note);
     } catch (error) {
       add(false, 'watch folder readable', `${root.path}: ${messageOf(error)}`);
     }

@@ -494,6 +494,17 @@ describe('check', () => {
     expectNoSecret(result.stdout, result.stderr);
   });
 
+  it('says of a watch folder on a network share that WATCH_POLLING is needed', async () => {
+    await startServer();
+    const table = join(temp.path, 'mountinfo');
+    await writeFile(table, `27 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n60 27 0:50 / ${watchDir} rw,relatime - cifs //nas/photos rw\n`);
+    const result = await runCli(['check'], { env: env({ IMMICH_AUTO_UPLOADER_MOUNT_TABLE: table }) });
+    expect(result.code, result.stdout).toBe(0);
+    expect(result.stdout).toContain(`watch folder readable: ${watchDir} (on a network share, cifs: set WATCH_POLLING=true`);
+    const polling = await runCli(['check'], { env: env({ IMMICH_AUTO_UPLOADER_MOUNT_TABLE: table, WATCH_POLLING: 'true' }) });
+    expect(polling.stdout).toContain(`watch folder readable: ${watchDir}\n`);
+  });
+
   it('fails (exit 1) for a key without asset.upload, and exits 3 for a rejected key', async () => {
     await startServer(3, ['album.read']);
     const weak = await runCli(['check'], { env: env() });
