@@ -22,7 +22,7 @@ import { makeRecorder, type Recorder } from './pipeline/states.js';
 import type { Candidate } from './pipeline/types.js';
 import { CheckBatcher } from './pipeline/check.js';
 import { Coordinator } from './pipeline/coordinator.js';
-import { Detector } from './pipeline/detect.js';
+import { Detector, networkShareAdvice } from './pipeline/detect.js';
 import { processFile } from './pipeline/process-file.js';
 import { formatSummary, type StatsSnapshot } from './pipeline/stats.js';
 import { systemClock, type Clock } from './support/clock.js';
@@ -380,12 +380,8 @@ function warnOfNetworkShares(config: Config, mountTable: string | undefined, log
   for (const root of config.watchRoots) {
     const type = networkFileSystemOf(mountTable, root.path);
     if (type === undefined) continue;
-    logger.warn(
-      { folder: root.path, fileSystem: type },
-      `Watch folder ${root.path} is on a network share (${type}): files put there from other machines bring no file event, ` +
-        `so they are found only by the rescan every ${Math.round(config.rescanIntervalMs / 1000)} s. Set WATCH_POLLING=true ` +
-        `to look for them every ${Math.round(config.watchPollIntervalMs / 1000)} s instead`,
-    );
+    const advice = networkShareAdvice(type, config.rescanIntervalMs, config.watchPollIntervalMs);
+    logger.warn({ folder: root.path, fileSystem: type }, `Watch folder ${root.path} is ${advice}`);
   }
 }
 

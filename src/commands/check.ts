@@ -4,6 +4,7 @@ import { dirname } from 'node:path';
 import type { Config } from '../config.js';
 import type { ImmichClient } from '../immich/client.js';
 import { isImmichError } from '../immich/errors.js';
+import { networkShareAdvice } from '../pipeline/detect.js';
 import { messageOf } from '../support/message.js';
 import { networkFileSystemOf, readMountTable } from '../support/mount-table.js';
 
@@ -61,8 +62,8 @@ export async function runChecks(config: Config, client: ImmichClient, mountTable
       await access(root.path, constants.R_OK | constants.X_OK);
       await readdir(root.path);
       const share = table === undefined ? undefined : networkFileSystemOf(table, root.path);
-      const note = share === undefined ? '' : ` (on a network share, ${share}: set WATCH_POLLING=true, or files put there from other machines are found only by the rescan every ${Math.round(config.rescanIntervalMs / 1000)} s)`;
-      add(true, 'watch folder readable', root.path + note);
+      const advice = share === undefined ? '' : `, ${networkShareAdvice(share, config.rescanIntervalMs, config.watchPollIntervalMs)}`;
+      add(true, 'watch folder readable', root.path + advice);
     } catch (error) {
       add(false, 'watch folder readable', `${root.path}: ${messageOf(error)}`);
     }

@@ -623,13 +623,8 @@ export class Detector {
     this.#log.warn(
       { err: error, folder, code },
       `Cannot watch folder ${folder}: ${watchFailureHint(code)}. Carrying on: new files in folders that ` +
-        `cannot be watched are still found by ${this.#rescanDescription()}.`,
+        `cannot be watched are still found by ${rescanDescription(this.#options.rescanIntervalMs)}.`,
     );
-  }
-
-  #rescanDescription(): string {
-    const ms = this.#options.rescanIntervalMs;
-    return hasTimer(ms) ? `the periodic rescan (every ${formatSeconds(ms)})` : 'a rescan (periodic rescans are off)';
   }
 
   #warnTooLarge(path: string, bytes: number): void {
@@ -716,6 +711,21 @@ function lstatFast(path: string): Promise<Stats> {
   return new Promise((resolve, reject) => {
     lstat(path, (error, stats) => (error ? reject(error) : resolve(stats)));
   });
+}
+
+/**
+ * What to say of a watch folder on a network file system `type` (networkFileSystemOf) while
+ * polling is off, at start and in `check`: inotify sees only what this machine writes.
+ */
+export function networkShareAdvice(type: string, rescanIntervalMs: number, pollIntervalMs: number): string {
+  return (
+    `on a network share (${type}): files put there from other machines bring no file event, so they are found ` +
+    `only by ${rescanDescription(rescanIntervalMs)}. Set WATCH_POLLING=true to look for them every ${formatSeconds(pollIntervalMs)} instead`
+  );
+}
+
+function rescanDescription(rescanIntervalMs: number): string {
+  return hasTimer(rescanIntervalMs) ? `the periodic rescan (every ${formatSeconds(rescanIntervalMs)})` : 'a rescan (periodic rescans are off)';
 }
 
 /** Longest delay setTimeout honours; a longer one fires after 1 ms (with a TimeoutOverflowWarning). */

@@ -500,7 +500,8 @@ describe('check', () => {
     await writeFile(table, `27 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n60 27 0:50 / ${watchDir} rw,relatime - cifs //nas/photos rw\n`);
     const result = await runCli(['check'], { env: env({ IMMICH_AUTO_UPLOADER_MOUNT_TABLE: table }) });
     expect(result.code, result.stdout).toBe(0);
-    expect(result.stdout).toContain(`watch folder readable: ${watchDir} (on a network share, cifs: set WATCH_POLLING=true`);
+    expect(result.stdout).toContain(`watch folder readable: ${watchDir}, on a network share (cifs): files put there from other machines`);
+    expect(result.stdout).toContain('Set WATCH_POLLING=true to look for them every 10 s instead');
     const polling = await runCli(['check'], { env: env({ IMMICH_AUTO_UPLOADER_MOUNT_TABLE: table, WATCH_POLLING: 'true' }) });
     expect(polling.stdout).toContain(`watch folder readable: ${watchDir}\n`);
   });
