@@ -276,10 +276,8 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
       void watchRetryRequests(config.stateDirectory, journal, coordinator, logger, clock, background.signal);
       // A card mounted into a watch folder brings no file event; nor does the archive's disk
       // when it is back, which files may be waiting for.
-      const readTable = (): Promise<string | undefined> => readMountTable(options.mountTable);
-      if (!config.watchPolling) warnOfNetworkShares(config, await readTable(), logger);
       mounts = await MountTable.follow({
-        read: readTable,
+        read: () => readMountTable(options.mountTable),
         clock,
         intervalMs: MOUNT_TABLE_INTERVAL_MS,
         onChange: (points) => {
@@ -288,6 +286,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
           if (temporaries) void retryWhenArchiveIsBack(points, config.archiveDirectory, coordinator, logger);
         },
       });
+      if (mounts && !config.watchPolling) warnOfNetworkShares(config, mounts.text, logger);
     }
     await detector.start();
     coordinator.initialScanDone();
@@ -375,8 +374,7 @@ async function watchRetryRequests(
  * Warns once at start of each watch folder on a network share: what other machines put there
  * brings no file event here, and only the rescans would find it.
  */
-function warnOfNetworkShares(config: Config, mountTable: string | undefined, logger: Logger): void {
-  if (mountTable === undefined) return;
+function warnOfNetworkShares(config: Config, mountTable: string, logger: Logger): void {
   for (const root of config.watchRoots) {
     const type = networkFileSystemOf(mountTable, root.path);
     if (type === undefined) continue;

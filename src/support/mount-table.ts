@@ -31,19 +31,26 @@ export interface MountTableOptions {
 export class MountTable {
   readonly #options: MountTableOptions;
   readonly #abort = new AbortController();
+  #text: string;
   #loop: Promise<void> = Promise.resolve();
 
-  private constructor(options: MountTableOptions) {
+  private constructor(options: MountTableOptions, first: string) {
     this.#options = options;
+    this.#text = first;
   }
 
   /** Undefined where there is no table to read (not Linux). */
   static async follow(options: MountTableOptions): Promise<MountTable | undefined> {
     const first = await options.read().catch(() => undefined);
     if (first === undefined) return undefined;
-    const table = new MountTable(options);
-    table.#loop = table.#follow(first);
+    const table = new MountTable(options, first);
+    table.#loop = table.#follow();
     return table;
+  }
+
+  /** The latest reading's text. */
+  get text(): string {
+    return this.#text;
   }
 
   async close(): Promise<void> {
@@ -51,10 +58,9 @@ export class MountTable {
     await this.#loop;
   }
 
-  async #follow(first: string): Promise<void> {
+  async #follow(): Promise<void> {
     const { read, clock, intervalMs, onChange } = this.#options;
-    let text = first;
-    let mounts = mountsOf(first);
+    let mounts = mountsOf(this.#text);
     for (;;) {
       try {
         await clock.sleep(intervalMs, this.#abort.signal);
@@ -63,8 +69,8 @@ export class MountTable {
       }
       const now = await read().catch(() => undefined);
       if (this.#abort.signal.aborted) return;
-      if (now === undefined || now === text) continue;
-      text = now;
+      if (now === undefined || now === this.#text) continue;
+      this.#text = now;
       const before = mounts;
       mounts = mountsOf(now);
       const points = changedMountPoints(before, mounts);
