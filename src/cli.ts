@@ -18,7 +18,7 @@ import { isLocked } from './journal/lock.js';
 import { JournalError } from './journal/states.js';
 import { createImmichClient } from './immich/http-client.js';
 import { addOptions } from './options.js';
-import { simulatedCrossDeviceFs } from './pipeline/archive.js';
+import { ArchiveUnmountedError, simulatedCrossDeviceFs } from './pipeline/archive.js';
 import { createLogger, type Logger } from './support/logger.js';
 import { messageOf } from './support/message.js';
 
@@ -190,8 +190,9 @@ async function runCommand(name: RunMode | 'check', flags: Record<string, unknown
       abortNow: abortNow.signal,
       // Test hook, not a user option: the crash tests run the cross-device archive path on one disk.
       archiveFs: process.env.IMMICH_AUTO_UPLOADER_SIMULATE_EXDEV === '1' ? simulatedCrossDeviceFs() : undefined,
-      // Test hook too: a mount table of the test's own, with a watch folder on a network share.
+      // Test hooks too: a mount table and an fstab of the test's own (a network share, a disk not mounted).
       mountTable: process.env.IMMICH_AUTO_UPLOADER_MOUNT_TABLE,
+      fstab: process.env.IMMICH_AUTO_UPLOADER_FSTAB,
     });
     return name === 'once' && summary.failed > 0 ? EXIT.failure : EXIT.ok;
   } catch (error) {
@@ -228,8 +229,9 @@ function reportRunError(error: unknown, logger: Logger): number {
     logger.fatal(error.message);
     return EXIT.keyRejected;
   }
-  if (error instanceof JournalError) {
-    // Another instance holds the journal, or it was written by a newer version: say so plainly.
+  if (error instanceof JournalError || error instanceof ArchiveUnmountedError) {
+    // Another instance holds the journal, it was written by a newer version, or the archive's
+    // disk is not mounted: say so plainly.
     logger.fatal(error.message);
     return EXIT.failure;
   }

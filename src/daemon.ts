@@ -1,5 +1,5 @@
 import { setMaxListeners } from 'node:events';
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
@@ -10,7 +10,7 @@ import { createImmichClient } from './immich/http-client.js';
 import { raceAbort, ResilientImmich, ServerGate } from './immich/resilient.js';
 import { Journal } from './journal/journal.js';
 import { acquireLock } from './journal/lock.js';
-import { keepingArchiveDirectory, nodeArchiveFs, threadedArchiveFs, type ArchiveFs } from './pipeline/archive.js';
+import { ArchiveUnmountedError, keepingArchiveDirectory, nodeArchiveFs, threadedArchiveFs, type ArchiveFs } from './pipeline/archive.js';
 import { ArchiveTemporaries } from './pipeline/archive-temporaries.js';
 import { WHOLE_FILE_MAX_BYTES } from './pipeline/hash.js';
 import { lstatForSettle, settleStatFrom } from './pipeline/settle.js';
@@ -29,7 +29,7 @@ import { systemClock, type Clock } from './support/clock.js';
 import { retry } from './support/retry.js';
 import { FsWorker } from './support/fs-worker.js';
 import { limitWhileWaiting } from './support/limit.js';
-import { MountTable, networkFileSystemOf, readMountTable } from './support/mount-table.js';
+import { FSTAB_PATH, MountTable, networkFileSystemOf, readMountTable, unmountedMountPointOf } from './support/mount-table.js';
 import { isInside } from './support/paths.js';
 
 export type RunMode = 'watch' | 'once';
@@ -59,6 +59,8 @@ export interface RunOptions {
   archiveFs?: ArchiveFs;
   /** A mountinfo file to read instead of the system's; tests give one of their own. */
   mountTable?: string;
+  /** An fstab to read instead of /etc/fstab; tests give one of their own. */
+  fstab?: string;
 }
 
 /** How often a running daemon logs its counts (only when they changed). */
@@ -152,6 +154,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   // Temporaries of cross-device copies are looked for only when a run may have left some.
   const temporaries = config.afterUpload === 'move' ? new ArchiveTemporaries(config.stateDirectory, config.archiveDirectory) : undefined;
   if (temporaries) {
+    if (!(await archiveDiskMounted(options, clock, logger, stopWaiting))) return emptySnapshot();
     await mkdir(config.archiveDirectory, { recursive: true });
     const leftovers = await temporaries.removeLeftovers();
     if (leftovers) logger.info({ count: leftovers }, 'removed temporary files left by an interrupted archive copy');
@@ -368,6 +371,38 @@ async function watchRetryRequests(
   } catch {
     // Aborted at shutdown.
   }
+}
+
+/**
+ * Whether the archive folder's disk is there. An archive on a disk that /etc/fstab mounts with
+ * nothing mounted there yet (a USB disk with `nofail`, still being mounted when the uploader
+ * starts) would be made on the disk beneath, and the originals moved there hidden once the disk
+ * is mounted. `once` stops with an error; `watch` waits for the mount, and resolves false when
+ * stopped meanwhile.
+ */
+async function archiveDiskMounted(options: RunOptions, clock: Clock, logger: Logger, signal: AbortSignal): Promise<boolean> {
+  const { config, mode } = options;
+  const fstab = await readFile(options.fstab ?? FSTAB_PATH, 'utf8').catch(() => undefined);
+  if (fstab === undefined) return true;
+  const unmounted = async (): Promise<string | undefined> => {
+    const table = await readMountTable(options.mountTable);
+    return table === undefined ? undefined : unmountedMountPointOf(config.archiveDirectory, fstab, table);
+  };
+  const point = await unmounted();
+  if (point === undefined) return true;
+  if (mode === 'once') throw new ArchiveUnmountedError(config.archiveDirectory, point);
+  logger.warn(
+    { archive: config.archiveDirectory, mountPoint: point },
+    `ARCHIVE_DIRECTORY ${config.archiveDirectory} is on ${point}, which /etc/fstab mounts, but nothing is mounted there yet: waiting for it before anything is uploaded`,
+  );
+  try {
+    do await clock.sleep(MOUNT_TABLE_INTERVAL_MS, signal);
+    while ((await unmounted()) !== undefined);
+  } catch {
+    return false; // stopped
+  }
+  logger.info({ mountPoint: point }, `${point} is mounted: going on`);
+  return true;
 }
 
 /**

@@ -130,6 +130,35 @@ export function networkFileSystemOf(mountinfo: string, path: string): string | u
   return best !== undefined && NETWORK_FILE_SYSTEMS.has(best.type) ? best.type : undefined;
 }
 
+export const FSTAB_PATH = '/etc/fstab';
+
+/** The mount points that an fstab(5) text lists (swap and `none` left out). */
+export function fstabMountPoints(fstab: string): string[] {
+  const points: string[] = [];
+  for (const line of fstab.split('\n')) {
+    const fields = line.trim().split(/\s+/);
+    const point = fields[1];
+    if (fields[0] === undefined || fields[0].startsWith('#') || point === undefined || !point.startsWith('/')) continue;
+    points.push(unescapeOctal(point));
+  }
+  return points;
+}
+
+/**
+ * The mount point that fstab lists for `path` (the innermost that holds it, `/` aside) when
+ * nothing is mounted there: a disk not mounted yet, or that failed to mount.
+ */
+export function unmountedMountPointOf(path: string, fstab: string, mountinfo: string): string | undefined {
+  let innermost: string | undefined;
+  for (const point of fstabMountPoints(fstab)) {
+    if (point === '/' || (point !== path && !isInside(path, point))) continue;
+    if (innermost === undefined || point.length > innermost.length) innermost = point;
+  }
+  if (innermost === undefined) return undefined;
+  const mounted = new Set([...mountsOf(mountinfo)].map(pointOf));
+  return mounted.has(innermost) ? undefined : innermost;
+}
+
 /** The mount points of mounts in one set and not the other, each once. */
 export function changedMountPoints(before: ReadonlySet<string>, after: ReadonlySet<string>): string[] {
   const points = new Set<string>();

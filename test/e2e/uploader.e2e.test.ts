@@ -239,6 +239,28 @@ describe('watch', () => {
     expect(await stopGracefully(watching)).toBe(0);
   });
 
+  it('waits for an archive disk that /etc/fstab mounts and is not mounted yet, then goes on', async () => {
+    await startServer();
+    const usb = join(temp.path, 'usb');
+    await mkdir(usb);
+    const fstab = join(temp.path, 'fstab');
+    await writeFile(fstab, `UUID=1 / ext4 defaults 0 1\nUUID=2 ${usb} ext4 defaults,nofail 0 2\n`);
+    const table = join(temp.path, 'mountinfo');
+    const rootOnly = '27 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n';
+    await writeFile(table, rootOnly);
+    archiveDir = join(usb, 'archive');
+    const files = await writeMedia(watchDir, ['IMG_0001.jpg']);
+    const run = watch({ ARCHIVE_DIRECTORY: archiveDir, IMMICH_AUTO_UPLOADER_FSTAB: fstab, IMMICH_AUTO_UPLOADER_MOUNT_TABLE: table });
+    await run.waitForLog((line) => line.level === 40 && line.msg.includes(`is on ${usb}, which /etc/fstab mounts, but nothing is mounted there yet`));
+    expect(existsSync(archiveDir), 'no archive made on the disk beneath').toBe(false);
+
+    await writeFile(table, `${rootOnly}70 27 8:17 / ${usb} rw - ext4 /dev/sdb1 rw\n`);
+    await run.waitForLog((line) => line.msg === `${usb} is mounted: going on`);
+    await waitFor(() => !existsSync(join(watchDir, 'IMG_0001.jpg')), { message: 'IMG_0001.jpg archived' });
+    await expectUploadedAndArchived(files);
+    expect(await stopGracefully(run)).toBe(0);
+  });
+
   it('moves a sidecar that arrives after its photo went into the archive beside it, and warns that Immich did not get it', async () => {
     await startServer();
     // The archive already holds another IMG_1.JPG: the photo is archived as IMG_1 (1).JPG.
@@ -361,6 +383,26 @@ describe('watch: a second signal', () => {
 });
 
 describe('once', () => {
+  it('stops (exit 1) when the archive is on a disk that /etc/fstab mounts and nothing is mounted there, touching nothing', async () => {
+    await startServer();
+    const usb = join(temp.path, 'usb');
+    await mkdir(usb);
+    const fstab = join(temp.path, 'fstab');
+    await writeFile(fstab, `UUID=2 ${usb} ext4 defaults,nofail 0 2\n`);
+    const table = join(temp.path, 'mountinfo');
+    await writeFile(table, '27 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n');
+    await writeMedia(watchDir, ['IMG_0001.jpg']);
+    const result = await runCli(['once'], {
+      env: env({ ARCHIVE_DIRECTORY: join(usb, 'archive'), IMMICH_AUTO_UPLOADER_FSTAB: fstab, IMMICH_AUTO_UPLOADER_MOUNT_TABLE: table }),
+    });
+    expect(result.code).toBe(1);
+    expect(result.logs.some((line) => line.msg.endsWith(`which /etc/fstab mounts, but nothing is mounted there: mount it (mount ${usb}) and run again`))).toBe(true);
+    expect(result.stderr + result.stdout).not.toContain('    at ');
+    expect(existsSync(join(usb, 'archive'))).toBe(false);
+    expect(existsSync(join(watchDir, 'IMG_0001.jpg'))).toBe(true);
+    expect(server.assets).toHaveLength(0);
+  });
+
   it('uploads a file exactly once when the connection drops mid-upload', async () => {
     await startServer();
     server.dropNextUpload({ afterBytes: 100 * 1024 });

@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { changedMountPoints, foldersToWalk, MountTable, mountsOf, networkFileSystemOf, readMountTable } from '../../src/support/mount-table.js';
+import {
+  changedMountPoints,
+  foldersToWalk,
+  fstabMountPoints,
+  MountTable,
+  mountsOf,
+  networkFileSystemOf,
+  readMountTable,
+  unmountedMountPointOf,
+} from '../../src/support/mount-table.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 
 const TABLE = [
@@ -119,5 +128,31 @@ describe('networkFileSystemOf', () => {
     expect(networkFileSystemOf(table, '/mnt/nas/usb/DCIM')).toBeUndefined();
     expect(networkFileSystemOf(table, '/mnt/nasty')).toBeUndefined();
     expect(networkFileSystemOf(table, '/srv/local/inbox')).toBeUndefined();
+  });
+});
+
+describe('fstab', () => {
+  const fstab = [
+    '# <file system> <mount point> <type> <options> <dump> <pass>',
+    'UUID=1234-abcd  /               ext4  defaults          0 1',
+    'UUID=5678-ef01  /mnt/usb        ext4  defaults,nofail   0 2',
+    'LABEL=photos    /mnt/usb/photos\\040disk  exfat  nofail  0 0',
+    '/swapfile       none            swap  sw                0 0',
+    '',
+    '   # an indented comment',
+  ].join('\n');
+
+  it('lists the mount points, with escaped spaces undone, without swap and comments', () => {
+    expect(fstabMountPoints(fstab)).toEqual(['/', '/mnt/usb', '/mnt/usb/photos disk']);
+  });
+
+  it('names the innermost mount point that fstab lists for a folder when nothing is mounted there', () => {
+    const rootOnly = '27 1 8:1 / / rw - ext4 /dev/sda1 rw\n';
+    const usbMounted = rootOnly + '70 27 8:17 / /mnt/usb rw - ext4 /dev/sdb1 rw\n';
+    expect(unmountedMountPointOf('/mnt/usb/archive', fstab, rootOnly)).toBe('/mnt/usb');
+    expect(unmountedMountPointOf('/mnt/usb/archive', fstab, usbMounted)).toBeUndefined();
+    expect(unmountedMountPointOf('/mnt/usb/photos disk/archive', fstab, usbMounted)).toBe('/mnt/usb/photos disk');
+    expect(unmountedMountPointOf('/home/pi/Pictures/Archived', fstab, rootOnly)).toBeUndefined();
+    expect(unmountedMountPointOf('/mnt/usb2/archive', fstab, rootOnly)).toBeUndefined();
   });
 });
