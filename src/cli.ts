@@ -19,6 +19,7 @@ import { JournalError } from './journal/states.js';
 import { createImmichClient } from './immich/http-client.js';
 import { addOptions } from './options.js';
 import { ArchiveUnmountedError, simulatedCrossDeviceFs } from './pipeline/archive.js';
+import type { SystemFiles } from './support/mount-table.js';
 import { createLogger, type Logger } from './support/logger.js';
 import { messageOf } from './support/message.js';
 
@@ -190,9 +191,7 @@ async function runCommand(name: RunMode | 'check', flags: Record<string, unknown
       abortNow: abortNow.signal,
       // Test hook, not a user option: the crash tests run the cross-device archive path on one disk.
       archiveFs: process.env.IMMICH_AUTO_UPLOADER_SIMULATE_EXDEV === '1' ? simulatedCrossDeviceFs() : undefined,
-      // Test hooks too: a mount table and an fstab of the test's own (a network share, a disk not mounted).
-      mountTable: process.env.IMMICH_AUTO_UPLOADER_MOUNT_TABLE,
-      fstab: process.env.IMMICH_AUTO_UPLOADER_FSTAB,
+      system: systemFiles(),
     });
     return name === 'once' && summary.failed > 0 ? EXIT.failure : EXIT.ok;
   } catch (error) {
@@ -208,13 +207,18 @@ async function check(config: Config, notes: string[]): Promise<number> {
   process.stdout.write('ok      configuration valid\n');
   const client = createImmichClient({ apiUrl: config.apiUrl, apiKey: config.apiKey, inactivityTimeoutMs: 15_000 });
   try {
-    const report = await runChecks(config, client, process.env.IMMICH_AUTO_UPLOADER_MOUNT_TABLE);
+    const report = await runChecks(config, client, systemFiles());
     for (const line of report.lines) process.stdout.write(`${formatCheckLine(line)}\n`);
     if (report.keyRejected) return EXIT.keyRejected;
     return report.lines.every((line) => line.ok) ? EXIT.ok : EXIT.failure;
   } finally {
     client.close();
   }
+}
+
+/** Test hooks, not user options: a mount table and an fstab of a test's own (a network share, a disk not mounted). */
+function systemFiles(): SystemFiles {
+  return { mountTable: process.env.IMMICH_AUTO_UPLOADER_MOUNT_TABLE, fstab: process.env.IMMICH_AUTO_UPLOADER_FSTAB };
 }
 
 function reportRunError(error: unknown, logger: Logger): number {

@@ -1,5 +1,5 @@
 import { setMaxListeners } from 'node:events';
-import { mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
@@ -29,7 +29,7 @@ import { systemClock, type Clock } from './support/clock.js';
 import { retry } from './support/retry.js';
 import { FsWorker } from './support/fs-worker.js';
 import { limitWhileWaiting } from './support/limit.js';
-import { FSTAB_PATH, MountTable, networkFileSystemOf, readMountTable, unmountedMountPointOf } from './support/mount-table.js';
+import { MountTable, networkFileSystemOf, readFstab, readMountTable, unmountedMountPointOf, type SystemFiles } from './support/mount-table.js';
 import { isInside } from './support/paths.js';
 
 export type RunMode = 'watch' | 'once';
@@ -57,10 +57,8 @@ export interface RunOptions {
   client?: ImmichClient;
   /** The archive's file operations; tests inject a simulated cross-device file system. */
   archiveFs?: ArchiveFs;
-  /** A mountinfo file to read instead of the system's; tests give one of their own. */
-  mountTable?: string;
-  /** An fstab to read instead of /etc/fstab; tests give one of their own. */
-  fstab?: string;
+  /** The mount table and fstab to read; tests give their own. */
+  system?: SystemFiles;
 }
 
 /** How often a running daemon logs its counts (only when they changed). */
@@ -280,7 +278,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
       // A card mounted into a watch folder brings no file event; nor does the archive's disk
       // when it is back, which files may be waiting for.
       mounts = await MountTable.follow({
-        read: () => readMountTable(options.mountTable),
+        read: () => readMountTable(options.system?.mountTable),
         clock,
         intervalMs: MOUNT_TABLE_INTERVAL_MS,
         onChange: (points) => {
@@ -382,10 +380,10 @@ async function watchRetryRequests(
  */
 async function archiveDiskMounted(options: RunOptions, clock: Clock, logger: Logger, signal: AbortSignal): Promise<boolean> {
   const { config, mode } = options;
-  const fstab = await readFile(options.fstab ?? FSTAB_PATH, 'utf8').catch(() => undefined);
+  const fstab = await readFstab(options.system?.fstab);
   if (fstab === undefined) return true;
   const unmounted = async (): Promise<string | undefined> => {
-    const table = await readMountTable(options.mountTable);
+    const table = await readMountTable(options.system?.mountTable);
     return table === undefined ? undefined : unmountedMountPointOf(config.archiveDirectory, fstab, table);
   };
   const point = await unmounted();

@@ -4,9 +4,10 @@ import { dirname } from 'node:path';
 import type { Config } from '../config.js';
 import type { ImmichClient } from '../immich/client.js';
 import { isImmichError } from '../immich/errors.js';
+import { ArchiveUnmountedError } from '../pipeline/archive.js';
 import { networkShareAdvice } from '../pipeline/detect.js';
 import { messageOf } from '../support/message.js';
-import { networkFileSystemOf, readMountTable } from '../support/mount-table.js';
+import { networkFileSystemOf, readFstab, readMountTable, unmountedMountPointOf, type SystemFiles } from '../support/mount-table.js';
 
 export interface CheckLine {
   ok: boolean;
@@ -25,7 +26,7 @@ export interface CheckReport {
  * (with `GET /api/api-keys/me`, which a least-privilege key may call, unlike `users/me`), and
  * looks at the folders. Never prints the key.
  */
-export async function runChecks(config: Config, client: ImmichClient, mountTable?: string): Promise<CheckReport> {
+export async function runChecks(config: Config, client: ImmichClient, system: SystemFiles = {}): Promise<CheckReport> {
   const lines: CheckLine[] = [];
   let keyRejected = false;
   const add = (ok: boolean, what: string, detail: string): void => void lines.push({ ok, what, detail });
@@ -56,19 +57,25 @@ export async function runChecks(config: Config, client: ImmichClient, mountTable
     add(false, 'server reachable', messageOf(error));
   }
 
-  const table = config.watchPolling ? undefined : await readMountTable(mountTable);
+  const table = await readMountTable(system.mountTable);
   for (const root of config.watchRoots) {
     try {
       await access(root.path, constants.R_OK | constants.X_OK);
       await readdir(root.path);
-      const share = table === undefined ? undefined : networkFileSystemOf(table, root.path);
+      const share = table === undefined || config.watchPolling ? undefined : networkFileSystemOf(table, root.path);
       const advice = share === undefined ? '' : `, ${networkShareAdvice(share, config.rescanIntervalMs, config.watchPollIntervalMs)}`;
       add(true, 'watch folder readable', root.path + advice);
     } catch (error) {
       add(false, 'watch folder readable', `${root.path}: ${messageOf(error)}`);
     }
   }
-  add(...(await archiveWritable(config.archiveDirectory)));
+  const fstab = await readFstab(system.fstab);
+  const unmounted = fstab === undefined || table === undefined ? undefined : unmountedMountPointOf(config.archiveDirectory, fstab, table);
+  if (config.afterUpload === 'move' && unmounted !== undefined) {
+    add(false, 'archive folder writable', new ArchiveUnmountedError(config.archiveDirectory, unmounted).message);
+  } else {
+    add(...(await archiveWritable(config.archiveDirectory)));
+  }
   return { lines, keyRejected };
 }
 

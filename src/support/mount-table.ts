@@ -13,6 +13,13 @@ import type { Clock } from './clock.js';
 import { isInside } from './paths.js';
 
 export const MOUNT_TABLE_PATH = '/proc/self/mountinfo';
+export const FSTAB_PATH = '/etc/fstab';
+
+/** Files to read instead of {@link MOUNT_TABLE_PATH} and {@link FSTAB_PATH}: tests give their own. */
+export interface SystemFiles {
+  mountTable?: string;
+  fstab?: string;
+}
 
 export interface MountTableOptions {
   /** The table's text, undefined where there is none ({@link readMountTable}). */
@@ -80,12 +87,13 @@ export class MountTable {
 }
 
 /** The table's text, or undefined where there is none (not Linux, no /proc). */
-export async function readMountTable(path = MOUNT_TABLE_PATH): Promise<string | undefined> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch {
-    return undefined;
-  }
+export function readMountTable(path = MOUNT_TABLE_PATH): Promise<string | undefined> {
+  return readFile(path, 'utf8').catch(() => undefined);
+}
+
+/** The fstab's text, or undefined where there is none. */
+export function readFstab(path = FSTAB_PATH): Promise<string | undefined> {
+  return readFile(path, 'utf8').catch(() => undefined);
 }
 
 /**
@@ -129,8 +137,6 @@ export function networkFileSystemOf(mountinfo: string, path: string): string | u
   }
   return best !== undefined && NETWORK_FILE_SYSTEMS.has(best.type) ? best.type : undefined;
 }
-
-export const FSTAB_PATH = '/etc/fstab';
 
 /** The mount points that an fstab(5) text lists (swap and `none` left out). */
 export function fstabMountPoints(fstab: string): string[] {

@@ -548,6 +548,24 @@ describe('check', () => {
     expect(polling.stdout).toContain(`watch folder readable: ${watchDir}\n`);
   });
 
+  it('fails (exit 1) when the archive is on a disk that /etc/fstab mounts and nothing is mounted there', async () => {
+    await startServer();
+    const usb = join(temp.path, 'usb');
+    await mkdir(usb);
+    const fstab = join(temp.path, 'fstab');
+    await writeFile(fstab, `UUID=2 ${usb} ext4 defaults,nofail 0 2\n`);
+    const table = join(temp.path, 'mountinfo');
+    await writeFile(table, '27 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n');
+    const system = { IMMICH_AUTO_UPLOADER_FSTAB: fstab, IMMICH_AUTO_UPLOADER_MOUNT_TABLE: table };
+    const result = await runCli(['check'], { env: env({ ARCHIVE_DIRECTORY: join(usb, 'archive'), ...system }) });
+    expect(result.code).toBe(1);
+    expect(result.stdout).toContain(`FAILED  archive folder writable: ARCHIVE_DIRECTORY ${join(usb, 'archive')} is on ${usb}, which /etc/fstab mounts`);
+
+    await writeFile(table, `27 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n70 27 8:17 / ${usb} rw - ext4 /dev/sdb1 rw\n`);
+    const mounted = await runCli(['check'], { env: env({ ARCHIVE_DIRECTORY: join(usb, 'archive'), ...system }) });
+    expect(mounted.code, mounted.stdout).toBe(0);
+  });
+
   it('fails (exit 1) for a key without asset.upload, and exits 3 for a rejected key', async () => {
     await startServer(3, ['album.read']);
     const weak = await runCli(['check'], { env: env() });
