@@ -88,6 +88,25 @@ function expectNoSecret(...outputs: string[]): void {
   for (const output of outputs) expect(output).not.toContain(KEY);
 }
 
+/**
+ * A USB disk that /etc/fstab mounts at `usb` and nothing is mounted there yet, as the daemon sees
+ * it through the test hooks for fstab and the mount table (`env`); `mount()` mounts it.
+ */
+async function unmountedUsbDisk(): Promise<{ usb: string; env: Record<string, string>; mount: () => Promise<void> }> {
+  const usb = join(temp.path, 'usb');
+  await mkdir(usb);
+  const fstab = join(temp.path, 'fstab');
+  await writeFile(fstab, `UUID=1 / ext4 defaults 0 1\nUUID=2 ${usb} ext4 defaults,nofail 0 2\n`);
+  const table = join(temp.path, 'mountinfo');
+  const rootOnly = '27 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n';
+  await writeFile(table, rootOnly);
+  return {
+    usb,
+    env: { ARCHIVE_DIRECTORY: join(usb, 'archive'), IMMICH_AUTO_UPLOADER_FSTAB: fstab, IMMICH_AUTO_UPLOADER_MOUNT_TABLE: table },
+    mount: () => writeFile(table, `${rootOnly}70 27 8:17 / ${usb} rw - ext4 /dev/sdb1 rw\n`),
+  };
+}
+
 describe.each([2, 3] as const)('against an Immich %i.x server', (major) => {
   it('once: uploads 50 files in nested folders exactly once, archives them with their paths, exits 0', async () => {
     await startServer(major);
@@ -241,21 +260,15 @@ describe('watch', () => {
 
   it('waits for an archive disk that /etc/fstab mounts and is not mounted yet, then goes on', async () => {
     await startServer();
-    const usb = join(temp.path, 'usb');
-    await mkdir(usb);
-    const fstab = join(temp.path, 'fstab');
-    await writeFile(fstab, `UUID=1 / ext4 defaults 0 1\nUUID=2 ${usb} ext4 defaults,nofail 0 2\n`);
-    const table = join(temp.path, 'mountinfo');
-    const rootOnly = '27 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n';
-    await writeFile(table, rootOnly);
-    archiveDir = join(usb, 'archive');
+    const disk = await unmountedUsbDisk();
+    archiveDir = join(disk.usb, 'archive');
     const files = await writeMedia(watchDir, ['IMG_0001.jpg']);
-    const run = watch({ ARCHIVE_DIRECTORY: archiveDir, IMMICH_AUTO_UPLOADER_FSTAB: fstab, IMMICH_AUTO_UPLOADER_MOUNT_TABLE: table });
-    await run.waitForLog((line) => line.level === 40 && line.msg.includes(`is on ${usb}, which /etc/fstab mounts, but nothing is mounted there yet`));
+    const run = watch(disk.env);
+    await run.waitForLog((line) => line.level === 40 && line.msg.includes(`is on ${disk.usb}, which /etc/fstab mounts, but nothing is mounted there yet`));
     expect(existsSync(archiveDir), 'no archive made on the disk beneath').toBe(false);
 
-    await writeFile(table, `${rootOnly}70 27 8:17 / ${usb} rw - ext4 /dev/sdb1 rw\n`);
-    await run.waitForLog((line) => line.msg === `${usb} is mounted: going on`);
+    await disk.mount();
+    await run.waitForLog((line) => line.msg === `${disk.usb} is mounted: going on`);
     await waitFor(() => !existsSync(join(watchDir, 'IMG_0001.jpg')), { message: 'IMG_0001.jpg archived' });
     await expectUploadedAndArchived(files);
     expect(await stopGracefully(run)).toBe(0);
@@ -385,20 +398,13 @@ describe('watch: a second signal', () => {
 describe('once', () => {
   it('stops (exit 1) when the archive is on a disk that /etc/fstab mounts and nothing is mounted there, touching nothing', async () => {
     await startServer();
-    const usb = join(temp.path, 'usb');
-    await mkdir(usb);
-    const fstab = join(temp.path, 'fstab');
-    await writeFile(fstab, `UUID=2 ${usb} ext4 defaults,nofail 0 2\n`);
-    const table = join(temp.path, 'mountinfo');
-    await writeFile(table, '27 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n');
+    const disk = await unmountedUsbDisk();
     await writeMedia(watchDir, ['IMG_0001.jpg']);
-    const result = await runCli(['once'], {
-      env: env({ ARCHIVE_DIRECTORY: join(usb, 'archive'), IMMICH_AUTO_UPLOADER_FSTAB: fstab, IMMICH_AUTO_UPLOADER_MOUNT_TABLE: table }),
-    });
+    const result = await runCli(['once'], { env: env(disk.env) });
     expect(result.code).toBe(1);
-    expect(result.logs.some((line) => line.msg.endsWith(`which /etc/fstab mounts, but nothing is mounted there: mount it (mount ${usb}) and run again`))).toBe(true);
+    expect(result.logs.some((line) => line.msg.endsWith(`which /etc/fstab mounts, but nothing is mounted there: mount it (mount ${disk.usb}) and run again`))).toBe(true);
     expect(result.stderr + result.stdout).not.toContain('    at ');
-    expect(existsSync(join(usb, 'archive'))).toBe(false);
+    expect(existsSync(join(disk.usb, 'archive'))).toBe(false);
     expect(existsSync(join(watchDir, 'IMG_0001.jpg'))).toBe(true);
     expect(server.assets).toHaveLength(0);
   });
@@ -550,19 +556,13 @@ describe('check', () => {
 
   it('fails (exit 1) when the archive is on a disk that /etc/fstab mounts and nothing is mounted there', async () => {
     await startServer();
-    const usb = join(temp.path, 'usb');
-    await mkdir(usb);
-    const fstab = join(temp.path, 'fstab');
-    await writeFile(fstab, `UUID=2 ${usb} ext4 defaults,nofail 0 2\n`);
-    const table = join(temp.path, 'mountinfo');
-    await writeFile(table, '27 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n');
-    const system = { IMMICH_AUTO_UPLOADER_FSTAB: fstab, IMMICH_AUTO_UPLOADER_MOUNT_TABLE: table };
-    const result = await runCli(['check'], { env: env({ ARCHIVE_DIRECTORY: join(usb, 'archive'), ...system }) });
+    const disk = await unmountedUsbDisk();
+    const result = await runCli(['check'], { env: env(disk.env) });
     expect(result.code).toBe(1);
-    expect(result.stdout).toContain(`FAILED  archive folder writable: ARCHIVE_DIRECTORY ${join(usb, 'archive')} is on ${usb}, which /etc/fstab mounts`);
+    expect(result.stdout).toContain(`FAILED  archive folder writable: ARCHIVE_DIRECTORY ${join(disk.usb, 'archive')} is on ${disk.usb}, which /etc/fstab mounts`);
 
-    await writeFile(table, `27 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n70 27 8:17 / ${usb} rw - ext4 /dev/sdb1 rw\n`);
-    const mounted = await runCli(['check'], { env: env({ ARCHIVE_DIRECTORY: join(usb, 'archive'), ...system }) });
+    await disk.mount();
+    const mounted = await runCli(['check'], { env: env(disk.env) });
     expect(mounted.code, mounted.stdout).toBe(0);
   });
 
