@@ -14,7 +14,7 @@ import { basename, dirname, join, resolve, sep } from 'node:path';
 import dotenv from 'dotenv';
 import * as v from 'valibot';
 import { MAX_TIMER_SECONDS, optionSpec, type OptionKey, type OptionOf, type OptionSpec, type ValueKind } from './options.js';
-import { isInside } from './support/paths.js';
+import { isAtOrInside, isInside } from './support/paths.js';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 export type LogFormat = 'auto' | 'pretty' | 'json';
@@ -190,7 +190,7 @@ export function loadConfig(input: LoadConfigInput): LoadedConfig {
   const excludedPaths =
     archive !== undefined && afterUpload === 'move' ? checkArchiveAgainstWatch(ctx, watchFolders.folders, archive) : [];
   // The journal lives outside what is watched, whatever the user chose.
-  if (stateDirectory !== undefined && watchFolders.folders.some((folder) => isInside(stateDirectory, folder) || folder === stateDirectory)) {
+  if (stateDirectory !== undefined && watchFolders.folders.some((folder) => isAtOrInside(stateDirectory, folder))) {
     excludedPaths.push(stateDirectory);
   }
 

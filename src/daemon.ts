@@ -30,7 +30,7 @@ import { retry } from './support/retry.js';
 import { FsWorker } from './support/fs-worker.js';
 import { limitWhileWaiting } from './support/limit.js';
 import { MountTable, networkFileSystemOf, readFstab, readMountTable, unmountedMountPointOf, type SystemFiles } from './support/mount-table.js';
-import { isInside } from './support/paths.js';
+import { isAtOrInside } from './support/paths.js';
 
 export type RunMode = 'watch' | 'once';
 
@@ -422,7 +422,7 @@ function warnOfNetworkShares(config: Config, mountTable: string, logger: Logger)
  * of at their next try (up to an hour away). Never rejects.
  */
 async function retryWhenArchiveIsBack(points: readonly string[], archiveDirectory: string, coordinator: Coordinator, logger: Logger): Promise<void> {
-  if (!points.some((point) => point === archiveDirectory || isInside(archiveDirectory, point))) return;
+  if (!points.some((point) => isAtOrInside(archiveDirectory, point))) return;
   const there = await stat(archiveDirectory).then(
     () => true,
     () => false,

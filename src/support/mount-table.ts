@@ -10,7 +10,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Clock } from './clock.js';
-import { isInside } from './paths.js';
+import { isAtOrInside, isInside } from './paths.js';
 
 export const MOUNT_TABLE_PATH = '/proc/self/mountinfo';
 export const FSTAB_PATH = '/etc/fstab';
@@ -96,21 +96,36 @@ export function readFstab(path = FSTAB_PATH): Promise<string | undefined> {
   return readFile(path, 'utf8').catch(() => undefined);
 }
 
+/** One line of a mountinfo text. */
+interface Mount {
+  id: string;
+  point: string;
+  /** The file system's type (`ext4`, `nfs4`). */
+  type: string | undefined;
+}
+
+/**
+ * The lines of a mountinfo text: mount ID, parent ID, major:minor, root, mount point, options,
+ * optional fields, `-`, file system type, source, super options. Fields are separated by spaces,
+ * and a space, tab, newline or backslash in a path is written as an octal escape.
+ */
+function parseMountInfo(mountinfo: string): Mount[] {
+  const mounts: Mount[] = [];
+  for (const line of mountinfo.split('\n')) {
+    const [id, , , , point] = line.split(' ');
+    if (id === undefined || point === undefined) continue;
+    mounts.push({ id, point: unescapeOctal(point), type: line.split(' - ')[1]?.split(' ')[0] });
+  }
+  return mounts;
+}
+
 /**
  * The mounts in a mountinfo text, each as its mount ID and mount point (`"37 /media/card"`).
  * The ID is new for every mount, so a card taken out and put back in is a change; remounting
  * with other options (read-only, say) keeps it, and is none.
  */
 export function mountsOf(mountinfo: string): Set<string> {
-  const mounts = new Set<string>();
-  for (const line of mountinfo.split('\n')) {
-    // mount ID, parent ID, major:minor, root, mount point, ...; fields are separated by spaces,
-    // and a space, tab, newline or backslash in a path is written as an octal escape.
-    const [id, , , , point] = line.split(' ');
-    if (id === undefined || point === undefined) continue;
-    mounts.add(`${id} ${unescapeOctal(point)}`);
-  }
-  return mounts;
+  return new Set(parseMountInfo(mountinfo).map(({ id, point }) => `${id} ${point}`));
 }
 
 /**
@@ -124,18 +139,13 @@ const NETWORK_FILE_SYSTEMS = new Set(['nfs', 'nfs4', 'cifs', 'smb3', 'smbfs', '9
  * point is the longest that holds it; undefined on any other file system.
  */
 export function networkFileSystemOf(mountinfo: string, path: string): string | undefined {
-  let best: { point: string; type: string } | undefined;
-  for (const line of mountinfo.split('\n')) {
-    // ... mount point, options, optional fields, '-', file system type, source, super options.
-    const [, , , , escaped] = line.split(' ');
-    const type = line.split(' - ')[1]?.split(' ')[0];
-    if (escaped === undefined || type === undefined) continue;
-    const point = unescapeOctal(escaped);
-    if (point !== path && !isInside(path, point)) continue;
+  let best: Mount | undefined;
+  for (const mount of parseMountInfo(mountinfo)) {
+    if (mount.type === undefined || !isAtOrInside(path, mount.point)) continue;
     // Of mounts at the same point, the last one listed is on top.
-    if (best === undefined || point.length >= best.point.length) best = { point, type };
+    if (best === undefined || mount.point.length >= best.point.length) best = mount;
   }
-  return best !== undefined && NETWORK_FILE_SYSTEMS.has(best.type) ? best.type : undefined;
+  return best?.type !== undefined && NETWORK_FILE_SYSTEMS.has(best.type) ? best.type : undefined;
 }
 
 /** The mount points that an fstab(5) text lists (swap and `none` left out). */
@@ -157,12 +167,11 @@ export function fstabMountPoints(fstab: string): string[] {
 export function unmountedMountPointOf(path: string, fstab: string, mountinfo: string): string | undefined {
   let innermost: string | undefined;
   for (const point of fstabMountPoints(fstab)) {
-    if (point === '/' || (point !== path && !isInside(path, point))) continue;
+    if (point === '/' || !isAtOrInside(path, point)) continue;
     if (innermost === undefined || point.length > innermost.length) innermost = point;
   }
-  if (innermost === undefined) return undefined;
-  const mounted = new Set([...mountsOf(mountinfo)].map(pointOf));
-  return mounted.has(innermost) ? undefined : innermost;
+  if (innermost === undefined || parseMountInfo(mountinfo).some((mount) => mount.point === innermost)) return undefined;
+  return innermost;
 }
 
 /** The mount points of mounts in one set and not the other, each once. */
@@ -185,7 +194,7 @@ export function foldersToWalk<Root extends { path: string }>(
 ): { folder: string; root: Root }[] {
   const walks: { folder: string; root: Root }[] = [];
   for (const root of roots) {
-    if (points.some((point) => point === root.path || isInside(root.path, point))) {
+    if (points.some((point) => isAtOrInside(root.path, point))) {
       walks.push({ folder: root.path, root });
     } else if (recursive) {
       for (const point of points) if (isInside(point, root.path)) walks.push({ folder: point, root });

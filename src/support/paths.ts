@@ -8,3 +8,8 @@ export function isInside(child: string, parent: string): boolean {
   const below = relative(parent, child);
   return below !== '' && below !== '..' && !below.startsWith(`..${sep}`) && !isAbsolute(below);
 }
+
+/** Whether `path` is `folder` itself or lies inside it. */
+export function isAtOrInside(path: string, folder: string): boolean {
+  return path === folder || isInside(path, folder);
+}
