@@ -18,8 +18,8 @@ import { isLocked } from './journal/lock.js';
 import { JournalError } from './journal/states.js';
 import { createImmichClient } from './immich/http-client.js';
 import { addOptions } from './options.js';
-import { ArchiveUnmountedError, simulatedCrossDeviceFs } from './pipeline/archive.js';
-import type { SystemFiles } from './support/mount-table.js';
+import { simulatedCrossDeviceFs } from './pipeline/archive.js';
+import { NotMountedError, readUnmountedDisks, type SystemFiles } from './support/mount-table.js';
 import { createLogger, type Logger } from './support/logger.js';
 import { messageOf } from './support/message.js';
 
@@ -154,7 +154,8 @@ async function runCommand(name: RunMode | 'check', flags: Record<string, unknown
   let config: Config;
   let notes: string[];
   try {
-    ({ config, notes } = loadConfig(configInput(flags)));
+    // A watch folder on a disk that /etc/fstab mounts may be missing while the disk is not mounted yet.
+    ({ config, notes } = loadConfig({ ...configInput(flags), unmountedDisk: await readUnmountedDisks(systemFiles()) }));
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     for (const problem of error.problems) process.stderr.write(`configuration error: ${problem}\n`);
@@ -233,9 +234,9 @@ function reportRunError(error: unknown, logger: Logger): number {
     logger.fatal(error.message);
     return EXIT.keyRejected;
   }
-  if (error instanceof JournalError || error instanceof ArchiveUnmountedError) {
-    // Another instance holds the journal, it was written by a newer version, or the archive's
-    // disk is not mounted: say so plainly.
+  if (error instanceof JournalError || error instanceof NotMountedError) {
+    // Another instance holds the journal, it was written by a newer version, or a folder's disk
+    // is not mounted: say so plainly.
     logger.fatal(error.message);
     return EXIT.failure;
   }

@@ -15,6 +15,7 @@ import dotenv from 'dotenv';
 import * as v from 'valibot';
 import { MAX_TIMER_SECONDS, optionSpec, type OptionKey, type OptionOf, type OptionSpec, type ValueKind } from './options.js';
 import { isAtOrInside, isInside } from './support/paths.js';
+import type { UnmountedDisk } from './support/mount-table.js';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 export type LogFormat = 'auto' | 'pretty' | 'json';
@@ -111,6 +112,11 @@ export interface LoadConfigInput {
   homeDir: string;
   /** Default `<cwd>/.env`. A missing file is fine; an unreadable or malformed one is a problem. */
   envFile?: string;
+  /**
+   * Where /etc/fstab mounts a disk that is not mounted yet: a watch folder on it may be missing
+   * (the run says so, and waits for it or stops). By default, no folder is.
+   */
+  unmountedDisk?: UnmountedDisk;
 }
 
 export interface LoadedConfig {
@@ -141,6 +147,7 @@ interface Ctx {
   readonly envFile: string;
   readonly cwd: string;
   readonly homeDir: string;
+  readonly unmountedDisk: UnmountedDisk;
   readonly problems: string[];
   readonly notes: string[];
   /** Every API key value seen, used or not, to be blanked out of all messages. */
@@ -250,6 +257,7 @@ function contextOf(input: LoadConfigInput): Ctx {
     envFile,
     cwd: input.cwd,
     homeDir: input.homeDir,
+    unmountedDisk: input.unmountedDisk ?? (() => undefined),
     problems,
     notes: [],
     secrets: new Set(),
@@ -754,23 +762,26 @@ function readWatchFolders(ctx: Ctx): { folders: string[]; ok: boolean } {
   for (const entry of entries) {
     const path = expandPath(ctx, entry);
     const given = entry === path ? JSON.stringify(entry) : `${JSON.stringify(entry)} (${path})`;
-    let stats: Stats;
+    let stats: Stats | undefined;
     try {
       stats = statSync(path);
     } catch (error) {
       const code = errorCode(error);
-      const fix = code === 'ENOENT' ? `create ${path}, or ${elsewhere}` : `check the permissions of ${path}, or ${elsewhere}`;
-      report(ctx, spec, raw.source, 'existing folders', `${given}, which ${describeFsError(code)}`, fix);
-      ok = false;
-      continue;
+      // A folder on a disk not mounted yet is looked for once the disk is there.
+      if (code !== 'ENOENT' || ctx.unmountedDisk(path) === undefined) {
+        const fix = code === 'ENOENT' ? `create ${path}, or ${elsewhere}` : `check the permissions of ${path}, or ${elsewhere}`;
+        report(ctx, spec, raw.source, 'existing folders', `${given}, which ${describeFsError(code)}`, fix);
+        ok = false;
+        continue;
+      }
     }
-    if (!stats.isDirectory()) {
+    if (stats?.isDirectory() === false) {
       report(ctx, spec, raw.source, 'existing folders', `${given}, which is a file`, `list the folder that holds it, or ${elsewhere}`);
       ok = false;
       continue;
     }
     // realpath, so that a symlink and its target (or /tmp and /private/tmp) count as one folder.
-    const real = realpathSync(path);
+    const real = realpathOfNearest(path);
     if (givenAs.has(real)) {
       ctx.notes.push(`${spec.env} lists ${real} more than once (${givenAs.get(real)} and ${entry}); it is watched once`);
       continue;
@@ -835,6 +846,17 @@ function readCreatableFolder(
     if (parent === existing) return path;
     missing.push(basename(existing));
     existing = parent;
+  }
+}
+
+/** `path` realpath'd; where it does not exist, its nearest existing ancestor, with the rest appended. */
+function realpathOfNearest(path: string): string {
+  const parent = dirname(path);
+  if (parent === path) return path;
+  try {
+    return realpathSync(path);
+  } catch {
+    return join(realpathOfNearest(parent), basename(path));
   }
 }
 

@@ -10,7 +10,7 @@ import { createImmichClient } from './immich/http-client.js';
 import { raceAbort, ResilientImmich, ServerGate } from './immich/resilient.js';
 import { Journal } from './journal/journal.js';
 import { acquireLock } from './journal/lock.js';
-import { ArchiveUnmountedError, keepingArchiveDirectory, nodeArchiveFs, threadedArchiveFs, type ArchiveFs } from './pipeline/archive.js';
+import { keepingArchiveDirectory, nodeArchiveFs, threadedArchiveFs, type ArchiveFs } from './pipeline/archive.js';
 import { ArchiveTemporaries } from './pipeline/archive-temporaries.js';
 import { WHOLE_FILE_MAX_BYTES } from './pipeline/hash.js';
 import { lstatForSettle, settleStatFrom } from './pipeline/settle.js';
@@ -29,7 +29,7 @@ import { systemClock, type Clock } from './support/clock.js';
 import { retry } from './support/retry.js';
 import { FsWorker } from './support/fs-worker.js';
 import { limitWhileWaiting } from './support/limit.js';
-import { MountTable, networkFileSystemOf, readFstab, readMountTable, unmountedMountPointOf, type SystemFiles } from './support/mount-table.js';
+import { MountTable, networkFileSystemOf, NotMountedError, readMountTable, readUnmountedDisks, type SystemFiles } from './support/mount-table.js';
 import { isAtOrInside } from './support/paths.js';
 
 export type RunMode = 'watch' | 'once';
@@ -149,10 +149,10 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   const server = await connect({ client, gate, logger, mode, clock, signal: stopWaiting });
   if (!server) return emptySnapshot();
 
+  if (!(await disksMounted(options, clock, logger, stopWaiting))) return emptySnapshot();
   // Temporaries of cross-device copies are looked for only when a run may have left some.
   const temporaries = config.afterUpload === 'move' ? new ArchiveTemporaries(config.stateDirectory, config.archiveDirectory) : undefined;
   if (temporaries) {
-    if (!(await archiveDiskMounted(options, clock, logger, stopWaiting))) return emptySnapshot();
     await mkdir(config.archiveDirectory, { recursive: true });
     const leftovers = await temporaries.removeLeftovers();
     if (leftovers) logger.info({ count: leftovers }, 'removed temporary files left by an interrupted archive copy');
@@ -372,30 +372,37 @@ async function watchRetryRequests(
 }
 
 /**
- * Whether the archive folder's disk is there. An archive on a disk that /etc/fstab mounts with
- * nothing mounted there yet (a USB disk with `nofail`, still being mounted when the uploader
- * starts) would be made on the disk beneath, and the originals moved there hidden once the disk
- * is mounted. `once` stops with an error; `watch` waits for the mount, and resolves false when
- * stopped meanwhile.
+ * Whether the disks of the watch folders and the archive are mounted, for those that /etc/fstab
+ * mounts (a USB disk with `nofail`, still being mounted when the uploader starts). A watch folder
+ * there would be missing, or empty on the disk beneath; the archive would be made on the disk
+ * beneath, and the originals moved there hidden once the disk is mounted. `once` stops with an
+ * error. `watch` warns of a watch folder (the detector lists it once its disk is mounted) and
+ * waits for the archive's disk, and resolves false when stopped meanwhile.
  */
-async function archiveDiskMounted(options: RunOptions, clock: Clock, logger: Logger, signal: AbortSignal): Promise<boolean> {
+async function disksMounted(options: RunOptions, clock: Clock, logger: Logger, signal: AbortSignal): Promise<boolean> {
   const { config, mode } = options;
-  const fstab = await readFstab(options.system?.fstab);
-  if (fstab === undefined) return true;
-  const unmounted = async (): Promise<string | undefined> => {
-    const table = await readMountTable(options.system?.mountTable);
-    return table === undefined ? undefined : unmountedMountPointOf(config.archiveDirectory, fstab, table);
-  };
-  const point = await unmounted();
+  const unmounted = await readUnmountedDisks(options.system);
+  for (const root of config.watchRoots) {
+    const point = unmounted(root.path);
+    if (point === undefined) continue;
+    if (mode === 'once') throw new NotMountedError('WATCH_DIRECTORIES', root.path, point);
+    logger.warn(
+      { folder: root.path, mountPoint: point },
+      `Watch folder ${root.path} is on ${point}, which /etc/fstab mounts, but nothing is mounted there yet: its files are uploaded once it is mounted`,
+    );
+  }
+  if (config.afterUpload !== 'move') return true;
+  const archive = config.archiveDirectory;
+  const point = unmounted(archive);
   if (point === undefined) return true;
-  if (mode === 'once') throw new ArchiveUnmountedError(config.archiveDirectory, point);
+  if (mode === 'once') throw new NotMountedError('ARCHIVE_DIRECTORY', archive, point);
   logger.warn(
-    { archive: config.archiveDirectory, mountPoint: point },
-    `ARCHIVE_DIRECTORY ${config.archiveDirectory} is on ${point}, which /etc/fstab mounts, but nothing is mounted there yet: waiting for it before anything is uploaded`,
+    { archive, mountPoint: point },
+    `ARCHIVE_DIRECTORY ${archive} is on ${point}, which /etc/fstab mounts, but nothing is mounted there yet: waiting for it before anything is uploaded`,
   );
   try {
     do await clock.sleep(MOUNT_TABLE_INTERVAL_MS, signal);
-    while ((await unmounted()) !== undefined);
+    while ((await readUnmountedDisks(options.system))(archive) !== undefined);
   } catch {
     return false; // stopped
   }

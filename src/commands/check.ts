@@ -4,10 +4,9 @@ import { dirname } from 'node:path';
 import type { Config } from '../config.js';
 import type { ImmichClient } from '../immich/client.js';
 import { isImmichError } from '../immich/errors.js';
-import { ArchiveUnmountedError } from '../pipeline/archive.js';
 import { networkShareAdvice } from '../pipeline/detect.js';
 import { messageOf } from '../support/message.js';
-import { networkFileSystemOf, readFstab, readMountTable, unmountedMountPointOf, type SystemFiles } from '../support/mount-table.js';
+import { networkFileSystemOf, NotMountedError, readMountTable, readUnmountedDisks, type SystemFiles } from '../support/mount-table.js';
 
 export interface CheckLine {
   ok: boolean;
@@ -58,7 +57,13 @@ export async function runChecks(config: Config, client: ImmichClient, system: Sy
   }
 
   const table = await readMountTable(system.mountTable);
+  const unmounted = await readUnmountedDisks(system);
   for (const root of config.watchRoots) {
+    const point = unmounted(root.path);
+    if (point !== undefined) {
+      add(false, 'watch folder readable', new NotMountedError('WATCH_DIRECTORIES', root.path, point).message);
+      continue;
+    }
     try {
       await access(root.path, constants.R_OK | constants.X_OK);
       await readdir(root.path);
@@ -69,10 +74,9 @@ export async function runChecks(config: Config, client: ImmichClient, system: Sy
       add(false, 'watch folder readable', `${root.path}: ${messageOf(error)}`);
     }
   }
-  const fstab = await readFstab(system.fstab);
-  const unmounted = fstab === undefined || table === undefined ? undefined : unmountedMountPointOf(config.archiveDirectory, fstab, table);
-  if (config.afterUpload === 'move' && unmounted !== undefined) {
-    add(false, 'archive folder writable', new ArchiveUnmountedError(config.archiveDirectory, unmounted).message);
+  const archiveDisk = unmounted(config.archiveDirectory);
+  if (config.afterUpload === 'move' && archiveDisk !== undefined) {
+    add(false, 'archive folder writable', new NotMountedError('ARCHIVE_DIRECTORY', config.archiveDirectory, archiveDisk).message);
   } else {
     add(...(await archiveWritable(config.archiveDirectory)));
   }

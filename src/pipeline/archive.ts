@@ -196,20 +196,6 @@ export class ArchiveError extends Error {
 }
 
 /**
- * The archive folder is on a disk that /etc/fstab mounts, and nothing is mounted there: `once`
- * stops rather than make the archive on the disk beneath.
- */
-export class ArchiveUnmountedError extends Error {
-  override readonly name = 'ArchiveUnmountedError';
-  constructor(
-    readonly archiveDirectory: string,
-    readonly mountPoint: string,
-  ) {
-    super(`ARCHIVE_DIRECTORY ${archiveDirectory} is on ${mountPoint}, which /etc/fstab mounts, but nothing is mounted there: mount it (mount ${mountPoint}) and run again`);
-  }
-}
-
-/**
  * The source is not the version that was uploaded (it was modified, replaced or removed since).
  * Nothing was moved; the caller sends the file round the pipeline again.
  */

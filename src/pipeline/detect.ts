@@ -603,7 +603,7 @@ export class Detector {
     this.#missingRoots.add(root.path);
     this.#log.error(
       { folder: root.path },
-      `Watch folder ${root.path} is unavailable (${why}); still looking for it on every rescan`,
+      `Watch folder ${root.path} is unavailable (${why}); its files are detected again once it is back`,
     );
   }
 

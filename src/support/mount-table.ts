@@ -96,6 +96,31 @@ export function readFstab(path = FSTAB_PATH): Promise<string | undefined> {
   return readFile(path, 'utf8').catch(() => undefined);
 }
 
+/**
+ * The mount point that /etc/fstab lists for a path when nothing is mounted there (see
+ * {@link unmountedMountPointOf}); undefined for every path where either file is missing.
+ */
+export type UnmountedDisk = (path: string) => string | undefined;
+
+/** The fstab and the mount table as they are now, for {@link UnmountedDisk}'s questions. */
+export async function readUnmountedDisks(system: SystemFiles = {}): Promise<UnmountedDisk> {
+  const [fstab, table] = await Promise.all([readFstab(system.fstab), readMountTable(system.mountTable)]);
+  if (fstab === undefined || table === undefined) return () => undefined;
+  return (path) => unmountedMountPointOf(path, fstab, table);
+}
+
+/**
+ * A watch folder or the archive is on a disk that /etc/fstab mounts, and nothing is mounted
+ * there: `once` stops rather than make the archive on the disk beneath, or find no watch folder.
+ */
+export class NotMountedError extends Error {
+  override readonly name = 'NotMountedError';
+  /** `variable`: the option that names `path` (`ARCHIVE_DIRECTORY`, `WATCH_DIRECTORIES`). */
+  constructor(variable: string, path: string, mountPoint: string) {
+    super(`${variable} ${path} is on ${mountPoint}, which /etc/fstab mounts, but nothing is mounted there: mount it (mount ${mountPoint}) and run again`);
+  }
+}
+
 /** One line of a mountinfo text. */
 interface Mount {
   id: string;

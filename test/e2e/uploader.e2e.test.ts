@@ -274,6 +274,24 @@ describe('watch', () => {
     expect(await stopGracefully(run)).toBe(0);
   });
 
+  it('uploads from a watch folder on a disk that /etc/fstab mounts once the disk is mounted', async () => {
+    await startServer();
+    const disk = await unmountedUsbDisk();
+    watchDir = join(disk.usb, 'photos');
+    const run = watch({ ...disk.env, ARCHIVE_DIRECTORY: archiveDir });
+    await run.waitForLog((line) => line.msg.startsWith('watching'));
+    expect(run.logs().filter((line) => line.level >= 40 && line.msg.includes(watchDir))).toMatchObject([
+      { level: 40, msg: `Watch folder ${watchDir} is on ${disk.usb}, which /etc/fstab mounts, but nothing is mounted there yet: its files are uploaded once it is mounted` },
+      { level: 50, msg: expect.stringContaining('its files are detected again once it is back') as unknown },
+    ]);
+
+    const files = await writeMedia(watchDir, ['DCIM/IMG_0001.jpg']);
+    await disk.mount();
+    await waitFor(() => !existsSync(join(watchDir, 'DCIM/IMG_0001.jpg')), { message: 'IMG_0001.jpg archived' });
+    await expectUploadedAndArchived(files);
+    expect(await stopGracefully(run)).toBe(0);
+  });
+
   it('moves a sidecar that arrives after its photo went into the archive beside it, and warns that Immich did not get it', async () => {
     await startServer();
     // The archive already holds another IMG_1.JPG: the photo is archived as IMG_1 (1).JPG.
@@ -407,6 +425,17 @@ describe('once', () => {
     expect(existsSync(join(disk.usb, 'archive'))).toBe(false);
     expect(existsSync(join(watchDir, 'IMG_0001.jpg'))).toBe(true);
     expect(server.assets).toHaveLength(0);
+  });
+
+  it('stops (exit 1) when a watch folder is on a disk that /etc/fstab mounts and nothing is mounted there', async () => {
+    await startServer();
+    const disk = await unmountedUsbDisk();
+    const result = await runCli(['once'], { env: env({ ...disk.env, WATCH_DIRECTORIES: `${watchDir},${join(disk.usb, 'photos')}`, ARCHIVE_DIRECTORY: archiveDir }) });
+    expect(result.code).toBe(1);
+    expect(result.logs.map((line) => line.msg)).toContain(
+      `WATCH_DIRECTORIES ${join(disk.usb, 'photos')} is on ${disk.usb}, which /etc/fstab mounts, but nothing is mounted there: mount it (mount ${disk.usb}) and run again`,
+    );
+    expect(result.stderr + result.stdout).not.toContain('    at ');
   });
 
   it('uploads a file exactly once when the connection drops mid-upload', async () => {
@@ -564,6 +593,18 @@ describe('check', () => {
     await disk.mount();
     const mounted = await runCli(['check'], { env: env(disk.env) });
     expect(mounted.code, mounted.stdout).toBe(0);
+  });
+
+  it('fails (exit 1) when a watch folder is on a disk that /etc/fstab mounts and nothing is mounted there', async () => {
+    await startServer();
+    const disk = await unmountedUsbDisk();
+    const photos = join(disk.usb, 'photos');
+    const result = await runCli(['check'], { env: env({ ...disk.env, WATCH_DIRECTORIES: photos, ARCHIVE_DIRECTORY: archiveDir }) });
+    expect(result.code, result.stdout + result.stderr).toBe(1);
+    expect(result.stdout).toContain(`FAILED  watch folder readable: WATCH_DIRECTORIES ${photos} is on ${disk.usb}, which /etc/fstab mounts`);
+    // Not on such a disk, a missing watch folder stays a configuration error.
+    const elsewhere = await runCli(['check'], { env: env({ ...disk.env, WATCH_DIRECTORIES: join(temp.path, 'nowhere'), ARCHIVE_DIRECTORY: archiveDir }) });
+    expect(elsewhere.code).toBe(2);
   });
 
   it('fails (exit 1) for a key without asset.upload, and exits 3 for a rejected key', async () => {

@@ -505,6 +505,17 @@ describe('folders', () => {
     );
   });
 
+  it('takes a missing watch folder on a disk not mounted yet, resolved through its existing parent', async () => {
+    const usb = join(root, 'usb');
+    await mkdir(usb);
+    await symlink(usb, join(home, 'usb'));
+    const unmountedDisk = (path: string): string | undefined => (path.startsWith(join(home, 'usb')) ? join(home, 'usb') : undefined);
+    const { config } = load({ env: env({ WATCH_DIRECTORIES: '~/usb/photos,~/Downloads,~/usb/photos', ARCHIVE_DIRECTORY: join(root, 'archive') }), unmountedDisk });
+    expect(config.watchRoots.map((watched) => watched.path)).toEqual([join(usb, 'photos'), join(home, 'Downloads')]);
+    // Elsewhere, a missing folder is still a problem.
+    expect(problemOf({ env: env({ WATCH_DIRECTORIES: '~/Nope' }), unmountedDisk })).toMatch(/which does not exist/);
+  });
+
   it('reports a missing default watch folder with a fix that does not assume the user set it', async () => {
     const bare = join(root, 'bare-home');
     await mkdir(bare);
