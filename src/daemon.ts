@@ -11,6 +11,7 @@ import { raceAbort, ResilientImmich, ServerGate } from './immich/resilient.js';
 import { Journal } from './journal/journal.js';
 import { acquireLock } from './journal/lock.js';
 import { keepingArchiveDirectory, nodeArchiveFs, threadedArchiveFs, type ArchiveFs } from './pipeline/archive.js';
+import { archiveDiskAway, rememberArchiveDisk } from './pipeline/archive-disk.js';
 import { ArchiveTemporaries } from './pipeline/archive-temporaries.js';
 import { WHOLE_FILE_MAX_BYTES } from './pipeline/hash.js';
 import { lstatForSettle, settleStatFrom } from './pipeline/settle.js';
@@ -154,6 +155,8 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   const temporaries = config.afterUpload === 'move' ? new ArchiveTemporaries(config.stateDirectory, config.archiveDirectory) : undefined;
   if (temporaries) {
     await mkdir(config.archiveDirectory, { recursive: true });
+    const table = await readMountTable(options.system?.mountTable);
+    if (table !== undefined) rememberArchiveDisk(config.stateDirectory, config.archiveDirectory, table);
     const leftovers = await temporaries.removeLeftovers();
     if (leftovers) logger.info({ count: leftovers }, 'removed temporary files left by an interrupted archive copy');
   }
@@ -385,7 +388,7 @@ async function disksMounted(options: RunOptions, clock: Clock, logger: Logger, s
   for (const root of config.watchRoots) {
     const point = unmounted(root.path);
     if (point === undefined) continue;
-    if (mode === 'once') throw new NotMountedError('WATCH_DIRECTORIES', root.path, point);
+    if (mode === 'once') throw NotMountedError.inFstab('WATCH_DIRECTORIES', root.path, point);
     logger.warn(
       { folder: root.path, mountPoint: point },
       `Watch folder ${root.path} is on ${point}, which /etc/fstab mounts, but nothing is mounted there yet: its files are uploaded once it is mounted`,
@@ -393,20 +396,17 @@ async function disksMounted(options: RunOptions, clock: Clock, logger: Logger, s
   }
   if (config.afterUpload !== 'move') return true;
   const archive = config.archiveDirectory;
-  const point = unmounted(archive);
-  if (point === undefined) return true;
-  if (mode === 'once') throw new NotMountedError('ARCHIVE_DIRECTORY', archive, point);
-  logger.warn(
-    { archive, mountPoint: point },
-    `ARCHIVE_DIRECTORY ${archive} is on ${point}, which /etc/fstab mounts, but nothing is mounted there yet: waiting for it before anything is uploaded`,
-  );
+  const away = await archiveDiskAway(config.stateDirectory, archive, options.system);
+  if (away === undefined) return true;
+  if (mode === 'once') throw away;
+  logger.warn({ archive }, away.waiting);
   try {
     do await clock.sleep(MOUNT_TABLE_INTERVAL_MS, signal);
-    while ((await readUnmountedDisks(options.system))(archive) !== undefined);
+    while ((await archiveDiskAway(config.stateDirectory, archive, options.system)) !== undefined);
   } catch {
     return false; // stopped
   }
-  logger.info({ mountPoint: point }, `${point} is mounted: going on`);
+  logger.info({ archive }, `ARCHIVE_DIRECTORY ${archive} is available: going on`);
   return true;
 }
 

@@ -4,6 +4,7 @@ import { dirname } from 'node:path';
 import type { Config } from '../config.js';
 import type { ImmichClient } from '../immich/client.js';
 import { isImmichError } from '../immich/errors.js';
+import { archiveDiskAway } from '../pipeline/archive-disk.js';
 import { networkShareAdvice } from '../pipeline/detect.js';
 import { messageOf } from '../support/message.js';
 import { networkFileSystemOf, NotMountedError, readMountTable, readUnmountedDisks, type SystemFiles } from '../support/mount-table.js';
@@ -61,7 +62,7 @@ export async function runChecks(config: Config, client: ImmichClient, system: Sy
   for (const root of config.watchRoots) {
     const point = unmounted(root.path);
     if (point !== undefined) {
-      add(false, 'watch folder readable', new NotMountedError('WATCH_DIRECTORIES', root.path, point).message);
+      add(false, 'watch folder readable', NotMountedError.inFstab('WATCH_DIRECTORIES', root.path, point).message);
       continue;
     }
     try {
@@ -74,9 +75,9 @@ export async function runChecks(config: Config, client: ImmichClient, system: Sy
       add(false, 'watch folder readable', `${root.path}: ${messageOf(error)}`);
     }
   }
-  const archiveDisk = unmounted(config.archiveDirectory);
-  if (config.afterUpload === 'move' && archiveDisk !== undefined) {
-    add(false, 'archive folder writable', new NotMountedError('ARCHIVE_DIRECTORY', config.archiveDirectory, archiveDisk).message);
+  const away = config.afterUpload === 'move' ? await archiveDiskAway(config.stateDirectory, config.archiveDirectory, system) : undefined;
+  if (away !== undefined) {
+    add(false, 'archive folder writable', away.message);
   } else {
     add(...(await archiveWritable(config.archiveDirectory)));
   }

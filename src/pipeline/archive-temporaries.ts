@@ -9,8 +9,9 @@
  * run makes its first temporary it removes the stamp and syncs the folder, so a crash, a power cut
  * or a temporary that could not be removed leaves no stamp, and the next start walks.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
+import { readStateFile, writeStateFile } from '../support/state-file.js';
 import { folderFsyncUnsupported, removeStaleTemporaries, type ArchiveFs } from './archive.js';
 
 const STAMP_FILE = 'archive-clean.json';
@@ -96,29 +97,14 @@ export class ArchiveTemporaries {
   }
 
   #stamped(): boolean {
-    try {
-      const stamp = JSON.parse(readFileSync(join(this.#stateDirectory, STAMP_FILE), 'utf8')) as { archive?: unknown };
-      return stamp.archive === this.#archiveDirectory;
-    } catch {
-      // None, or unreadable: walk.
-      return false;
-    }
+    // None, or unreadable: walk.
+    const stamp = readStateFile(this.#stateDirectory, STAMP_FILE) as { archive?: unknown } | undefined;
+    return stamp?.archive === this.#archiveDirectory;
   }
 
   /** Best effort: without the stamp, the next start walks the archive, which is only slower. */
   #stamp(): void {
-    const file = join(this.#stateDirectory, STAMP_FILE);
-    const temporary = `${file}.tmp`;
-    try {
-      writeFileSync(temporary, `${JSON.stringify({ archive: this.#archiveDirectory, at: new Date().toISOString() })}\n`, { mode: 0o600 });
-      renameSync(temporary, file);
-    } catch {
-      try {
-        unlinkSync(temporary);
-      } catch {
-        // Nothing was written.
-      }
-    }
+    writeStateFile(this.#stateDirectory, STAMP_FILE, { archive: this.#archiveDirectory, at: new Date().toISOString() });
   }
 
   /**

@@ -110,14 +110,34 @@ export async function readUnmountedDisks(system: SystemFiles = {}): Promise<Unmo
 }
 
 /**
- * A watch folder or the archive is on a disk that /etc/fstab mounts, and nothing is mounted
- * there: `once` stops rather than make the archive on the disk beneath, or find no watch folder.
+ * A watch folder or the archive is on a disk that is not mounted: `once` stops rather than make
+ * the archive on the disk beneath, or find no watch folder.
  */
 export class NotMountedError extends Error {
   override readonly name = 'NotMountedError';
+  /**
+   * `situation`: what is wrong; `fix`: how to mount the disk (`mount it (mount /mnt/usb)`);
+   * `otherwise`: what else may be done about it, if anything.
+   */
+  constructor(
+    readonly situation: string,
+    readonly fix: string,
+    readonly otherwise?: string,
+  ) {
+    super(`${situation}: ${fix} and run again${otherwise === undefined ? '' : `; ${otherwise}`}`);
+  }
+
   /** `variable`: the option that names `path` (`ARCHIVE_DIRECTORY`, `WATCH_DIRECTORIES`). */
-  constructor(variable: string, path: string, mountPoint: string) {
-    super(`${variable} ${path} is on ${mountPoint}, which /etc/fstab mounts, but nothing is mounted there: mount it (mount ${mountPoint}) and run again`);
+  static inFstab(variable: string, path: string, mountPoint: string): NotMountedError {
+    return new NotMountedError(
+      `${variable} ${path} is on ${mountPoint}, which /etc/fstab mounts, but nothing is mounted there`,
+      `mount it (mount ${mountPoint})`,
+    );
+  }
+
+  /** The line `watch` logs while it waits for the disk. */
+  get waiting(): string {
+    return `${this.situation}: waiting for it before anything is uploaded (${this.fix}${this.otherwise === undefined ? '' : `; ${this.otherwise}`})`;
   }
 }
 
@@ -159,18 +179,28 @@ export function mountsOf(mountinfo: string): Set<string> {
  */
 const NETWORK_FILE_SYSTEMS = new Set(['nfs', 'nfs4', 'cifs', 'smb3', 'smbfs', '9p', 'fuse.sshfs', 'fuse.rclone']);
 
-/**
- * The network file system that holds `path`, such as `nfs4` or `cifs`, from the mount whose
- * point is the longest that holds it; undefined on any other file system.
- */
-export function networkFileSystemOf(mountinfo: string, path: string): string | undefined {
+/** The mount that holds `path`: of those whose point holds it, the longest, and of those at one point, the last (on top). */
+function mountOf(mountinfo: string, path: string): Mount | undefined {
   let best: Mount | undefined;
   for (const mount of parseMountInfo(mountinfo)) {
-    if (mount.type === undefined || !isAtOrInside(path, mount.point)) continue;
-    // Of mounts at the same point, the last one listed is on top.
+    if (!isAtOrInside(path, mount.point)) continue;
     if (best === undefined || mount.point.length >= best.point.length) best = mount;
   }
-  return best?.type !== undefined && NETWORK_FILE_SYSTEMS.has(best.type) ? best.type : undefined;
+  return best;
+}
+
+/** The mount point of the file system that holds `path` (`/` for most). */
+export function mountPointOf(mountinfo: string, path: string): string | undefined {
+  return mountOf(mountinfo, path)?.point;
+}
+
+/**
+ * The network file system that holds `path`, such as `nfs4` or `cifs`; undefined on any other
+ * file system.
+ */
+export function networkFileSystemOf(mountinfo: string, path: string): string | undefined {
+  const type = mountOf(mountinfo, path)?.type;
+  return type !== undefined && NETWORK_FILE_SYSTEMS.has(type) ? type : undefined;
 }
 
 /** The mount points that an fstab(5) text lists (swap and `none` left out). */

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { appendFile, mkdir, readdir, rename, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startFakeImmich, type FakeAsset, type FakeImmich } from '../fakes/immich-server.js';
@@ -88,22 +88,35 @@ function expectNoSecret(...outputs: string[]): void {
   for (const output of outputs) expect(output).not.toContain(KEY);
 }
 
+interface UsbDisk {
+  usb: string;
+  /** The test hooks for fstab and the mount table, and the archive on the disk. */
+  env: Record<string, string>;
+  mount: () => Promise<void>;
+  /** Takes the disk out of the mount table (the test removes what was on it). */
+  unmount: () => Promise<void>;
+}
+
 /**
- * A USB disk that /etc/fstab mounts at `usb` and nothing is mounted there yet, as the daemon sees
- * it through the test hooks for fstab and the mount table (`env`); `mount()` mounts it.
+ * A USB disk mounted at `usb`, as the daemon sees it through the test hooks for fstab and the
+ * mount table: by default listed in /etc/fstab and not mounted yet.
  */
-async function unmountedUsbDisk(): Promise<{ usb: string; env: Record<string, string>; mount: () => Promise<void> }> {
+async function usbDisk(options: { inFstab?: boolean; mounted?: boolean } = {}): Promise<UsbDisk> {
   const usb = join(temp.path, 'usb');
   await mkdir(usb);
   const fstab = join(temp.path, 'fstab');
-  await writeFile(fstab, `UUID=1 / ext4 defaults 0 1\nUUID=2 ${usb} ext4 defaults,nofail 0 2\n`);
+  await writeFile(fstab, `UUID=1 / ext4 defaults 0 1
+${options.inFstab === false ? '' : `UUID=2 ${usb} ext4 defaults,nofail 0 2
+`}`);
   const table = join(temp.path, 'mountinfo');
   const rootOnly = '27 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n';
-  await writeFile(table, rootOnly);
+  const mounted = `${rootOnly}70 27 8:17 / ${usb} rw - ext4 /dev/sdb1 rw\n`;
+  await writeFile(table, options.mounted === true ? mounted : rootOnly);
   return {
     usb,
     env: { ARCHIVE_DIRECTORY: join(usb, 'archive'), IMMICH_AUTO_UPLOADER_FSTAB: fstab, IMMICH_AUTO_UPLOADER_MOUNT_TABLE: table },
-    mount: () => writeFile(table, `${rootOnly}70 27 8:17 / ${usb} rw - ext4 /dev/sdb1 rw\n`),
+    mount: () => writeFile(table, mounted),
+    unmount: () => writeFile(table, rootOnly),
   };
 }
 
@@ -260,15 +273,17 @@ describe('watch', () => {
 
   it('waits for an archive disk that /etc/fstab mounts and is not mounted yet, then goes on', async () => {
     await startServer();
-    const disk = await unmountedUsbDisk();
+    const disk = await usbDisk();
     archiveDir = join(disk.usb, 'archive');
     const files = await writeMedia(watchDir, ['IMG_0001.jpg']);
     const run = watch(disk.env);
-    await run.waitForLog((line) => line.level === 40 && line.msg.includes(`is on ${disk.usb}, which /etc/fstab mounts, but nothing is mounted there yet`));
+    await run.waitForLog(
+      (line) => line.level === 40 && line.msg === `ARCHIVE_DIRECTORY ${archiveDir} is on ${disk.usb}, which /etc/fstab mounts, but nothing is mounted there: waiting for it before anything is uploaded (mount it (mount ${disk.usb}))`,
+    );
     expect(existsSync(archiveDir), 'no archive made on the disk beneath').toBe(false);
 
     await disk.mount();
-    await run.waitForLog((line) => line.msg === `${disk.usb} is mounted: going on`);
+    await run.waitForLog((line) => line.msg === `ARCHIVE_DIRECTORY ${archiveDir} is available: going on`);
     await waitFor(() => !existsSync(join(watchDir, 'IMG_0001.jpg')), { message: 'IMG_0001.jpg archived' });
     await expectUploadedAndArchived(files);
     expect(await stopGracefully(run)).toBe(0);
@@ -276,7 +291,7 @@ describe('watch', () => {
 
   it('uploads from a watch folder on a disk that /etc/fstab mounts once the disk is mounted', async () => {
     await startServer();
-    const disk = await unmountedUsbDisk();
+    const disk = await usbDisk();
     watchDir = join(disk.usb, 'photos');
     const run = watch({ ...disk.env, ARCHIVE_DIRECTORY: archiveDir });
     await run.waitForLog((line) => line.msg.startsWith('watching'));
@@ -416,7 +431,7 @@ describe('watch: a second signal', () => {
 describe('once', () => {
   it('stops (exit 1) when the archive is on a disk that /etc/fstab mounts and nothing is mounted there, touching nothing', async () => {
     await startServer();
-    const disk = await unmountedUsbDisk();
+    const disk = await usbDisk();
     await writeMedia(watchDir, ['IMG_0001.jpg']);
     const result = await runCli(['once'], { env: env(disk.env) });
     expect(result.code).toBe(1);
@@ -429,13 +444,46 @@ describe('once', () => {
 
   it('stops (exit 1) when a watch folder is on a disk that /etc/fstab mounts and nothing is mounted there', async () => {
     await startServer();
-    const disk = await unmountedUsbDisk();
+    const disk = await usbDisk();
     const result = await runCli(['once'], { env: env({ ...disk.env, WATCH_DIRECTORIES: `${watchDir},${join(disk.usb, 'photos')}`, ARCHIVE_DIRECTORY: archiveDir }) });
     expect(result.code).toBe(1);
     expect(result.logs.map((line) => line.msg)).toContain(
       `WATCH_DIRECTORIES ${join(disk.usb, 'photos')} is on ${disk.usb}, which /etc/fstab mounts, but nothing is mounted there: mount it (mount ${disk.usb}) and run again`,
     );
     expect(result.stderr + result.stdout).not.toContain('    at ');
+  });
+
+  it('stops (exit 1) when the archive folder is missing and the disk it was on at an earlier start is not mounted', async () => {
+    await startServer();
+    const disk = await usbDisk({ inFstab: false, mounted: true });
+    archiveDir = join(disk.usb, 'archive');
+    const first = await writeMedia(watchDir, ['IMG_0001.jpg']);
+    expect((await runCli(['once'], { env: env(disk.env) })).code).toBe(0);
+    await expectUploadedAndArchived(first);
+
+    // The disk taken away, and the archive with it.
+    await rm(archiveDir, { recursive: true });
+    await disk.unmount();
+    await writeMedia(watchDir, ['IMG_0002.jpg']);
+    const away = await runCli(['once'], { env: env(disk.env) });
+    expect(away.code).toBe(1);
+    expect(away.logs.map((line) => line.msg)).toContain(
+      `ARCHIVE_DIRECTORY ${archiveDir} is missing, and the disk that held it (mounted at ${disk.usb}) is not mounted: mount it and run again; ` +
+        `to archive on the disk beneath from now on, create ${archiveDir}`,
+    );
+    expect(existsSync(archiveDir), 'no archive made on the disk beneath').toBe(false);
+    expect(existsSync(join(watchDir, 'IMG_0002.jpg'))).toBe(true);
+    expect(server.assets).toHaveLength(1);
+
+    // watch waits for it, and goes on when the disk is back with the archive on it.
+    const run = watch(disk.env);
+    await run.waitForLog((line) => line.level === 40 && line.msg.startsWith(`ARCHIVE_DIRECTORY ${archiveDir} is missing`));
+    await mkdir(archiveDir);
+    await disk.mount();
+    await waitFor(() => !existsSync(join(watchDir, 'IMG_0002.jpg')), { message: 'IMG_0002.jpg archived' });
+    expect(server.assets).toHaveLength(2);
+    expect(existsSync(join(archiveDir, 'IMG_0002.jpg'))).toBe(true);
+    expect(await stopGracefully(run)).toBe(0);
   });
 
   it('uploads a file exactly once when the connection drops mid-upload', async () => {
@@ -585,7 +633,7 @@ describe('check', () => {
 
   it('fails (exit 1) when the archive is on a disk that /etc/fstab mounts and nothing is mounted there', async () => {
     await startServer();
-    const disk = await unmountedUsbDisk();
+    const disk = await usbDisk();
     const result = await runCli(['check'], { env: env(disk.env) });
     expect(result.code).toBe(1);
     expect(result.stdout).toContain(`FAILED  archive folder writable: ARCHIVE_DIRECTORY ${join(disk.usb, 'archive')} is on ${disk.usb}, which /etc/fstab mounts`);
@@ -597,7 +645,7 @@ describe('check', () => {
 
   it('fails (exit 1) when a watch folder is on a disk that /etc/fstab mounts and nothing is mounted there', async () => {
     await startServer();
-    const disk = await unmountedUsbDisk();
+    const disk = await usbDisk();
     const photos = join(disk.usb, 'photos');
     const result = await runCli(['check'], { env: env({ ...disk.env, WATCH_DIRECTORIES: photos, ARCHIVE_DIRECTORY: archiveDir }) });
     expect(result.code, result.stdout + result.stderr).toBe(1);

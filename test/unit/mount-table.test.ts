@@ -5,6 +5,7 @@ import {
   fstabMountPoints,
   MountTable,
   mountsOf,
+  mountPointOf,
   networkFileSystemOf,
   readMountTable,
   unmountedMountPointOf,
@@ -128,6 +129,13 @@ describe('networkFileSystemOf', () => {
     expect(networkFileSystemOf(table, '/mnt/nas/usb/DCIM')).toBeUndefined();
     expect(networkFileSystemOf(table, '/mnt/nasty')).toBeUndefined();
     expect(networkFileSystemOf(table, '/srv/local/inbox')).toBeUndefined();
+  });
+
+  it('shares its choice of mount with mountPointOf', () => {
+    expect(mountPointOf(table, '/home/pi/inbox')).toBe('/');
+    expect(mountPointOf(table, '/mnt/nas/usb/DCIM')).toBe('/mnt/nas/usb');
+    expect(mountPointOf(table, '/srv/My Share')).toBe('/srv/My Share');
+    expect(mountPointOf('', '/srv')).toBeUndefined();
   });
 });
 
