@@ -435,7 +435,7 @@ async function retryWhenArchiveIsBack(points: readonly string[], archiveDirector
     () => false,
   );
   if (!there) return;
-  const count = coordinator.retryWaitingNow();
+  const count = coordinator.retryWaitingNow('archive');
   if (count > 0) logger.info({ count }, `the archive folder is there again: trying the ${count} file(s) waiting for a retry now`);
 }
 

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../support/clock.js';
 import { Waiters } from '../support/waiters.js';
 import type { Disposition } from './after-upload.js';
-import type { FileOutcome } from './process-file.js';
+import type { FailedStage, FileOutcome } from './process-file.js';
 import type { Recorder } from './states.js';
 import { Settler, type SettleStatFunction } from './settle.js';
 import { formatBytes, RunStats } from './stats.js';
@@ -21,6 +21,8 @@ interface Entry {
   /** For failed files: when they may be tried again, in `clock.monotonic()` time (Infinity: only once they change). */
   retryAt?: number;
   failures?: number;
+  /** For failed files: the step that failed. */
+  failedAt?: FailedStage;
   /** Another version was seen while this one was queued or processed: looked at once it is done. */
   newerSeen?: boolean;
 }
@@ -141,11 +143,11 @@ export class Coordinator {
   }
 
   /**
-   * Makes the failed files that wait for a retry eligible now, not those refused for good: what
-   * they waited for is back (the archive's disk). Returns how many.
+   * Makes the files that failed at `stage` and wait for a retry eligible now, not those refused
+   * for good: what they waited for is back (the archive's disk). Returns how many.
    */
-  retryWaitingNow(): number {
-    return this.retryNow((entry) => Number.isFinite(entry.retryAt));
+  retryWaitingNow(stage: FailedStage): number {
+    return this.retryNow((entry) => entry.failedAt === stage && Number.isFinite(entry.retryAt));
   }
 
   /** Settling, queued or being processed. */
@@ -270,7 +272,7 @@ export class Coordinator {
           { ...fields, stage: outcome.stage, error: outcome.message, ...(Number.isFinite(retryAt) ? { retryInMs: delayMs } : {}) },
           `failed ${fields.file}: ${outcome.message}`,
         );
-        this.park(file.path, 'failed', retryAt, failures);
+        this.park(file.path, 'failed', retryAt, failures, outcome.stage);
         if (Number.isFinite(retryAt)) this.retryLater(file, delayMs);
         return;
       }
@@ -342,13 +344,14 @@ export class Coordinator {
     this.settler.add(candidate);
   }
 
-  private park(path: string, state: 'skipped' | 'failed', retryAt: number, failures?: number): void {
+  private park(path: string, state: 'skipped' | 'failed', retryAt: number, failures?: number, failedAt?: FailedStage): void {
     const entry = this.entries.get(path);
     if (!entry) return;
     if (isBusy(entry.state)) this.done();
     entry.state = state;
     entry.retryAt = retryAt;
     entry.failures = failures;
+    entry.failedAt = failedAt;
   }
 
   private vanished(path: string): void {

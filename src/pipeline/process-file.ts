@@ -17,6 +17,9 @@ import type { SettledFile } from './types.js';
 import { buildUploadRequest, EarlyUpload } from './upload.js';
 
 /** How one file's trip through the pipeline ended. */
+/** The step of the pipeline at which a file failed. */
+export type FailedStage = 'hash' | 'check' | 'upload' | 'archive';
+
 export type FileOutcome =
   /** `sidecarNotSent`: why the photo's sidecar did not go with it. */
   | { kind: 'uploaded'; assetId: string; disposition: Disposition; ms: number; sidecarNotSent?: string }
@@ -24,7 +27,7 @@ export type FileOutcome =
   | { kind: 'already-on-server'; assetId: string | undefined; disposition: Disposition; ms: number; inTrash?: true }
   | { kind: 'skipped'; reason: string }
   /** `retryable`: the same bytes may succeed later (server trouble, archive folder full). */
-  | { kind: 'failed'; stage: 'hash' | 'check' | 'upload' | 'archive'; message: string; retryable: boolean }
+  | { kind: 'failed'; stage: FailedStage; message: string; retryable: boolean }
   /** The file changed on disk while we worked on it: it goes round again. */
   | { kind: 'changed' }
   /** Shutdown stopped the work; the file stays where it is. */
@@ -59,7 +62,7 @@ export interface ProcessDeps {
  */
 export async function processFile(file: SettledFile, deps: ProcessDeps): Promise<FileOutcome> {
   const started = deps.clock.monotonic();
-  let stage: 'hash' | 'check' | 'upload' | 'archive' = 'hash';
+  let stage: FailedStage = 'hash';
   const small = file.size <= WHOLE_FILE_MAX_BYTES;
   // A large file is uploaded while it is hashed; cancelled if the check finds it on the server.
   const early = small ? undefined : new EarlyUpload();
@@ -182,7 +185,7 @@ export function decide(verdict: ServerVerdict): Decision {
   }
 }
 
-function toOutcome(error: unknown, stage: 'hash' | 'check' | 'upload' | 'archive', signals: CallSignals): FileOutcome {
+function toOutcome(error: unknown, stage: FailedStage, signals: CallSignals): FileOutcome {
   if (signals.wait?.aborted || signals.request?.aborted || isAbortError(error)) return { kind: 'aborted' };
   if (error instanceof FileSizeMismatchError || error instanceof SourceChangedError) return { kind: 'changed' };
   if (isNodeError(error) && error.code === 'ENOENT' && stage !== 'archive') return { kind: 'changed' };

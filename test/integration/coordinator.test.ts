@@ -1,5 +1,5 @@
 import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Coordinator } from '../../src/pipeline/coordinator.js';
@@ -173,30 +173,34 @@ describe('Coordinator retries', () => {
     expect(warnings).toEqual([]);
   });
 
-  it('tries the files waiting for a retry at once when asked (the archive is back), not those refused', async () => {
+  it('tries the files waiting for a retry of one step at once when asked (the archive is back), not those refused or failed elsewhere', async () => {
     const tries = new Map<string, number>();
+    const failures: Record<string, FileOutcome> = {
+      'waits.jpg': { kind: 'failed', stage: 'archive', message: 'no', retryable: true },
+      'refused.jpg': { kind: 'failed', stage: 'archive', message: 'no', retryable: false },
+      'server.jpg': { kind: 'failed', stage: 'upload', message: 'no', retryable: true },
+    };
     const failing = coordinatorFor(
       pino({ level: 'silent' }),
       (file) => {
-        tries.set(file.path, (tries.get(file.path) ?? 0) + 1);
-        const refused = file.path.endsWith('refused.jpg');
-        return Promise.resolve({ kind: 'failed', stage: refused ? 'upload' : 'archive', message: 'no', retryable: !refused });
+        tries.set(basename(file.path), (tries.get(basename(file.path)) ?? 0) + 1);
+        return Promise.resolve(failures[basename(file.path)] ?? { kind: 'skipped', reason: 'unexpected' });
       },
       undefined,
       true,
     );
     failing.start();
     const root = { path: temp.path, archivePath: join(temp.path, 'archive') };
-    const waits = join(temp.path, 'waits.jpg');
-    const refused = join(temp.path, 'refused.jpg');
-    for (const path of [waits, refused]) {
+    for (const name of Object.keys(failures)) {
+      const path = join(temp.path, name);
       await writeFile(path, 'x');
       failing.offer({ path, root, size: 1, mtimeMs: 0 });
     }
-    await waitFor(() => failing.stats.snapshot(0).failed === 2, { message: 'both failed' });
-    expect(failing.retryWaitingNow()).toBe(1);
-    await waitFor(() => tries.get(waits) === 2, { message: 'waits.jpg tried again' });
-    expect(tries.get(refused)).toBe(1);
+    await waitFor(() => failing.stats.snapshot(0).failed === 3, { message: 'all failed' });
+    expect(failing.retryWaitingNow('archive')).toBe(1);
+    await waitFor(() => tries.get('waits.jpg') === 2, { message: 'waits.jpg tried again' });
+    expect(tries.get('refused.jpg')).toBe(1);
+    expect(tries.get('server.jpg')).toBe(1);
     await failing.stop();
   });
 });
