@@ -220,7 +220,9 @@ export class SourceChangedError extends Error {
 const TEMPORARY_PATTERN = /^\..*\.iau-tmp-[0-9a-f]{12}$/;
 /** How many `name (n)` variants we try before giving up (a sign of something badly wrong). */
 const MAX_NAME_ATTEMPTS = 10_000;
-/** File names are limited to 255 bytes; the temporary adds a dot and 21 bytes of suffix. */
+/** The longest file name, in bytes, that Linux file systems take (ext4, btrfs, XFS, ZFS). */
+const MAX_NAME_BYTES = 255;
+/** The temporary adds a dot and 21 bytes of suffix to at most this much of the name. */
 const MAX_TEMPORARY_STEM_BYTES = 200;
 /** link() errors meaning "this file system has no hard links": fall back to rename. */
 const LINK_UNSUPPORTED = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
@@ -331,12 +333,26 @@ export function targetPath(source: string, root: WatchRoot): string {
   return join(root.archivePath, relative(root.path, source));
 }
 
-/** `photo.jpg`, `photo (1).jpg`, `photo (2).jpg`, ... */
+/**
+ * `photo.jpg`, `photo (1).jpg`, `photo (2).jpg`, ... A name near the file systems' limit of 255
+ * bytes loses the end of its stem to make room for the number, and for the `.xmp` of a sidecar
+ * that follows it (`photo (1).jpg.xmp`).
+ */
 export function numberedName(path: string, n: number): string {
   if (n === 0) return path;
   const name = basename(path);
   const extension = extname(name);
-  return join(dirname(path), `${name.slice(0, name.length - extension.length)} (${n})${extension}`);
+  const suffix = ` (${n})${extension}`;
+  const stem = shortenedTo(name.slice(0, name.length - extension.length), MAX_NAME_BYTES - '.xmp'.length - Buffer.byteLength(suffix));
+  return join(dirname(path), `${stem}${suffix}`);
+}
+
+/** `text` without as many characters at its end as it takes to fit in `bytes` bytes of UTF-8. */
+function shortenedTo(text: string, bytes: number): string {
+  if (Buffer.byteLength(text) <= bytes) return text;
+  const characters = Array.from(text);
+  while (characters.length > 0 && Buffer.byteLength(characters.join('')) > bytes) characters.pop();
+  return characters.join('');
 }
 
 interface Job {
@@ -612,9 +628,7 @@ export async function removeIfExists(fs: Pick<ArchiveFs, 'unlink'>, path: string
 
 /** `.<name>.iau-tmp-<12 hex>`: hidden, recognisable, unique, and short enough for 255-byte names. */
 function temporaryName(name: string): string {
-  let stem = name;
-  while (Buffer.byteLength(stem) > MAX_TEMPORARY_STEM_BYTES) stem = Array.from(stem).slice(0, -1).join('');
-  return `.${stem}.iau-tmp-${randomBytes(6).toString('hex')}`;
+  return `.${shortenedTo(name, MAX_TEMPORARY_STEM_BYTES)}.iau-tmp-${randomBytes(6).toString('hex')}`;
 }
 
 /** Runs one file-system step, turning a raw failure into an ArchiveError for that step. */

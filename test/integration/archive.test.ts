@@ -141,6 +141,23 @@ describe('archiveFile on one file system', () => {
     expect(await tree(root.path)).toEqual([]);
   });
 
+  it('shortens a name of 255 bytes to number it, within the file system\'s limit with room for a sidecar\'s .xmp', async () => {
+    // 'é' is two bytes: the shortening counts bytes and never cuts a character in half.
+    const long = `${'é'.repeat(100)}${'x'.repeat(51)}.jpg`;
+    expect(Buffer.byteLength(long)).toBe(255);
+    await put(join(root.archivePath, long), 'old');
+    const source = await put(join(root.path, long), 'newer, same name');
+    for (const fs of [nodeArchiveFs, crossDevice()]) {
+      const result = await archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs });
+      const numbered = `${'é'.repeat(100)}${'x'.repeat(43)} (1).jpg`;
+      expect(Buffer.byteLength(numbered)).toBe(251);
+      expect(result.target).toBe(join(root.archivePath, numbered));
+      expect(await readFile(result.target, 'utf8')).toBe('newer, same name');
+      await rm(result.target);
+      await put(source.path, 'newer, same name');
+    }
+  });
+
   it('recognises the same content under a numbered name, and a same-size file with other bytes as different', async () => {
     await put(join(root.archivePath, 'a.jpg'), 'AAAA'); // same size as the source, other bytes
     await put(join(root.archivePath, 'a (1).jpg'), 'BBBB');
@@ -597,5 +614,6 @@ describe('numberedName', () => {
     expect(numberedName('/a/archive.tar.gz', 1)).toBe('/a/archive.tar (1).gz');
     expect(numberedName('/a/.hidden', 1)).toBe('/a/.hidden (1)');
     expect(numberedName('/a/no extension', 1)).toBe('/a/no extension (1)');
+    expect(numberedName(`/a/${'ü'.repeat(125)}a.jpg`, 12)).toBe(`/a/${'ü'.repeat(121)} (12).jpg`);
   });
 });
