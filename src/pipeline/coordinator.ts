@@ -277,7 +277,18 @@ export class Coordinator {
         return;
       }
       case 'changed':
-        logger.debug(fields, 'file changed while being processed; looking at it again');
+        if (outcome.uploadedAs === undefined) {
+          logger.debug(fields, 'file changed while being processed; looking at it again');
+        } else {
+          // The one sign the user gets of a program that pauses longer than the window while
+          // it writes: the server holds a partial photo, and only the user may delete it.
+          logger.warn(
+            { ...fields, assetId: outcome.uploadedAs },
+            `${fields.file} was written to again after it was uploaded: it is looked at again, and what changed goes to the server as well, ` +
+              `which keeps the upload too. If that upload is incomplete (a program paused while writing the file for longer than ` +
+              `FILE_STABILITY_WAIT_SECONDS=${this.deps.waitMs / 1000}), delete it in Immich and raise FILE_STABILITY_WAIT_SECONDS`,
+          );
+        }
         await this.resettle(file);
         return;
       case 'aborted':

@@ -28,8 +28,11 @@ export type FileOutcome =
   | { kind: 'skipped'; reason: string }
   /** `retryable`: the same bytes may succeed later (server trouble, archive folder full). */
   | { kind: 'failed'; stage: FailedStage; message: string; retryable: boolean }
-  /** The file changed on disk while we worked on it: it goes round again. */
-  | { kind: 'changed' }
+  /**
+   * The file changed on disk while we worked on it: it goes round again. `uploadedAs`: the
+   * version before the change was uploaded already, as this new asset (which the server keeps).
+   */
+  | { kind: 'changed'; uploadedAs?: string }
   /** Shutdown stopped the work; the file stays where it is. */
   | { kind: 'aborted' };
 
@@ -66,6 +69,8 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
   const small = file.size <= WHOLE_FILE_MAX_BYTES;
   // A large file is uploaded while it is hashed; cancelled if the check finds it on the server.
   const early = small ? undefined : new EarlyUpload();
+  // The asset our upload created, once the server confirmed it.
+  let uploadedAs: string | undefined;
   try {
     deps.record(file, 'settled');
     let sidecar: Promise<FoundSidecar | undefined> = NO_SIDECAR;
@@ -144,6 +149,7 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     const found = await sidecar;
     const sent = created && found?.upload ? { path: found.path, size: found.size, mtimeMs: found.mtimeMs } : undefined;
     deps.record(file, 'on-server', { assetId, serverStatus: created ? 'created' : 'duplicate', ...(sent ? { sidecar: sent } : {}) });
+    if (created) uploadedAs = assetId;
 
     // Only what the server confirmed is touched, and only if it is still the version we sent:
     // disposeOriginal checks that and throws SourceChangedError otherwise.
@@ -156,7 +162,10 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
       ? { kind: 'uploaded', assetId: assetId ?? '', disposition, ms, ...notSent }
       : { kind: 'already-on-server', assetId, disposition, ms, ...(inTrash ? { inTrash } : {}) };
   } catch (error) {
-    return toOutcome(error, stage, deps.signals);
+    const outcome = toOutcome(error, stage, deps.signals);
+    // Written to again after the upload (not removed): the server keeps what it got.
+    const rewritten = outcome.kind === 'changed' && uploadedAs !== undefined && error instanceof SourceChangedError && error.actual !== null;
+    return rewritten ? { kind: 'changed', uploadedAs } : outcome;
   } finally {
     // Whichever way the file left (changed, refused, failed, done), no upload of it goes on.
     await early?.cancel();

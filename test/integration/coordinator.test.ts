@@ -230,4 +230,28 @@ describe('Coordinator logging', () => {
     ]);
     expect(lines.some((line) => line.level === 30 && line.msg.startsWith('uploaded d.jpg'))).toBe(true);
   });
+
+  it('warns when a file was written to again after its upload, and looks at it again', async () => {
+    const lines: Array<{ level: number; msg: string; assetId?: string }> = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as (typeof lines)[number]) });
+    let tries = 0;
+    const rewritten = coordinatorFor(logger, () =>
+      Promise.resolve<FileOutcome>(++tries === 1 ? { kind: 'changed', uploadedAs: 'asset-1' } : { kind: 'skipped', reason: 'seen again' }),
+    );
+    rewritten.start();
+    const path = join(temp.path, 'scan.jpg');
+    await writeFile(path, 'half');
+    rewritten.offer({ path, root: { path: temp.path, archivePath: join(temp.path, 'archive') }, size: 4, mtimeMs: 0 });
+    await waitFor(() => tries === 2, { message: 'the file looked at again' });
+    await rewritten.stop();
+    expect(lines.filter((line) => line.level === 40)).toMatchObject([
+      {
+        assetId: 'asset-1',
+        msg:
+          'scan.jpg was written to again after it was uploaded: it is looked at again, and what changed goes to the server as well, which keeps the ' +
+          'upload too. If that upload is incomplete (a program paused while writing the file for longer than FILE_STABILITY_WAIT_SECONDS=0), ' +
+          'delete it in Immich and raise FILE_STABILITY_WAIT_SECONDS',
+      },
+    ]);
+  });
 });

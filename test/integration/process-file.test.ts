@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { appendFile, mkdir, stat, truncate } from 'node:fs/promises';
+import { appendFile, mkdir, rm, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
 import { pino } from 'pino';
@@ -99,9 +99,32 @@ describe('processFile', () => {
     await waitFor(() => states.includes('hashed'), { message: 'hashing to finish' });
     await appendFile(file.path, 'edited while uploading');
     const outcome = await running;
-    expect(outcome.kind).toBe('changed');
+    // The server has the version before the edit, from this upload: the coordinator warns of it.
+    expect(server.assets).toHaveLength(1);
+    expect(outcome).toEqual({ kind: 'changed', uploadedAs: server.assets[0]?.id });
     expect(await readIfExists(join(archiveDir, 'b.jpg'))).toBeUndefined();
     expect(await readIfExists(file.path)).toBeDefined();
+  });
+
+  it('names no upload when a file changed after a check found it on the server, or was removed after its upload', async () => {
+    const files = await writeMedia(watchDir, ['had.jpg', 'removed.jpg']);
+    server.seedAsset({ checksum: sha1(files.get('had.jpg') ?? Buffer.alloc(0)) });
+    const changeAt = (state: string, change: (path: string) => Promise<void>): ProcessDeps => {
+      const base = deps();
+      const record = makeRecorder(
+        async (file, recorded, details) => {
+          await base.record(file, recorded, details);
+          if (recorded === state) await change(file.path);
+        },
+        (file, recorded, details) => base.record(file, recorded, details),
+      );
+      return { ...base, record };
+    };
+    const had = await processFile(await settled('had.jpg'), changeAt('archiving', (path) => appendFile(path, 'edited')));
+    expect(had).toEqual({ kind: 'changed' });
+    const removed = await processFile(await settled('removed.jpg'), changeAt('archiving', (path) => rm(path)));
+    expect(removed).toEqual({ kind: 'changed' });
+    expect(server.uploadCount).toBe(1);
   });
 
   it('fails a file the server refuses, leaving it in place', async () => {
