@@ -11,7 +11,7 @@ import { raceAbort, ResilientImmich, ServerGate } from './immich/resilient.js';
 import { Journal } from './journal/journal.js';
 import { acquireLock } from './journal/lock.js';
 import { keepingArchiveDirectory, nodeArchiveFs, threadedArchiveFs, type ArchiveFs } from './pipeline/archive.js';
-import { archiveDiskAway, rememberArchiveDisk } from './pipeline/archive-disk.js';
+import { ArchiveMount, archiveDiskAway, rememberArchiveDisk } from './pipeline/archive-disk.js';
 import { ArchiveTemporaries } from './pipeline/archive-temporaries.js';
 import { WHOLE_FILE_MAX_BYTES } from './pipeline/hash.js';
 import { lstatForSettle, settleStatFrom } from './pipeline/settle.js';
@@ -31,7 +31,6 @@ import { retry } from './support/retry.js';
 import { FsWorker } from './support/fs-worker.js';
 import { limitWhileWaiting } from './support/limit.js';
 import { MountTable, networkFileSystemOf, NotMountedError, readMountTable, readUnmountedDisks, type SystemFiles } from './support/mount-table.js';
-import { isAtOrInside } from './support/paths.js';
 
 export type RunMode = 'watch' | 'once';
 
@@ -151,12 +150,14 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   if (!server) return emptySnapshot();
 
   if (!(await disksMounted(options, clock, logger, stopWaiting))) return emptySnapshot();
+  // Whether the disk that holds the archive (move mode) is still mounted, where there is a mount table.
+  let archiveMount: ArchiveMount | undefined;
   // Temporaries of cross-device copies are looked for only when a run may have left some.
   const temporaries = config.afterUpload === 'move' ? new ArchiveTemporaries(config.stateDirectory, config.archiveDirectory) : undefined;
   if (temporaries) {
     await mkdir(config.archiveDirectory, { recursive: true });
     const table = await readMountTable(options.system?.mountTable);
-    if (table !== undefined) rememberArchiveDisk(config.stateDirectory, config.archiveDirectory, table);
+    if (table !== undefined) archiveMount = new ArchiveMount(config.archiveDirectory, rememberArchiveDisk(config.stateDirectory, config.archiveDirectory, table));
     const leftovers = await temporaries.removeLeftovers();
     if (leftovers) logger.info({ count: leftovers }, 'removed temporary files left by an interrupted archive copy');
   }
@@ -168,7 +169,8 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   // uploads meanwhile, and the first thread's small calls never wait behind a hash.
   const hashing = new FsWorker();
   // In move mode (where there are temporaries), the archive folder made above is never made again.
-  const tracked = (fs: ArchiveFs): ArchiveFs => (temporaries ? keepingArchiveDirectory(temporaries.track(fs), config.archiveDirectory) : fs);
+  const tracked = (fs: ArchiveFs): ArchiveFs =>
+    temporaries ? keepingArchiveDirectory(temporaries.track(fs), config.archiveDirectory, () => archiveMount?.gone) : fs;
   const smallArchiveFs = tracked(options.archiveFs ?? threadedArchiveFs(files));
   const archiveFs = tracked(options.archiveFs ?? nodeArchiveFs);
   const threadedStat = settleStatFrom((path) => files.lstat(path));
@@ -284,12 +286,14 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
         read: () => readMountTable(options.system?.mountTable),
         clock,
         intervalMs: MOUNT_TABLE_INTERVAL_MS,
-        onChange: (points) => {
+        onChange: (points, mountinfo) => {
           logger.debug({ points }, 'mounts changed');
           detector.mountsChanged(points);
-          if (temporaries) void retryWhenArchiveIsBack(points, config.archiveDirectory, coordinator, logger);
+          if (archiveMount) followArchiveMount(archiveMount, mountinfo, coordinator, logger);
         },
       });
+      // The archive's disk may have gone between its check at start and the first reading.
+      if (mounts && archiveMount) followArchiveMount(archiveMount, mounts.text, coordinator, logger);
       if (mounts && !config.watchPolling) warnOfNetworkShares(config, mounts.text, logger);
     }
     await detector.start();
@@ -424,19 +428,23 @@ function warnOfNetworkShares(config: Config, mountTable: string, logger: Logger)
 }
 
 /**
- * After the mounts at `points` changed: when one of them holds the archive folder and the folder
- * is there (its disk is back), the files that failed to be archived meanwhile go on now instead
- * of at their next try (up to an hour away). Never rejects.
+ * After the mounts changed: the archive's disk gone is warned about (nothing is archived while it
+ * is away); back, the files whose archive failed meanwhile go on now instead of at their next
+ * try (up to an hour away).
  */
-async function retryWhenArchiveIsBack(points: readonly string[], archiveDirectory: string, coordinator: Coordinator, logger: Logger): Promise<void> {
-  if (!points.some((point) => isAtOrInside(archiveDirectory, point))) return;
-  const there = await stat(archiveDirectory).then(
-    () => true,
-    () => false,
-  );
-  if (!there) return;
-  const count = coordinator.retryWaitingNow('archive');
-  if (count > 0) logger.info({ count }, `the archive folder is there again: trying the ${count} file(s) waiting for a retry now`);
+function followArchiveMount(archiveMount: ArchiveMount, mountinfo: string, coordinator: Coordinator, logger: Logger): void {
+  switch (archiveMount.update(mountinfo)) {
+    case 'gone':
+      logger.warn(archiveMount.gone);
+      return;
+    case 'back': {
+      const count = coordinator.retryWaitingNow('archive');
+      logger.info({ count }, `the archive's disk is mounted again: trying the ${count} file(s) waiting for it now`);
+      return;
+    }
+    case undefined:
+      return;
+  }
 }
 
 /**

@@ -1,15 +1,16 @@
 /**
- * The disk the archive folder was on, remembered between runs. An archive on a disk that
- * /etc/fstab does not list (mounted by hand, by a desktop's automounter, by autofs) cannot be
- * told from an ordinary folder: with the disk away, the archive folder is simply missing, and
- * making it again at start would put it on the disk beneath (a Raspberry Pi's SD card), its
- * originals hidden once the disk is back. So each start in move mode notes in the state folder
- * which mount held the archive folder; a later start that finds the folder missing and another
- * mount where that one was does not make it. The user who wants the archive on the disk beneath
- * from then on creates the folder.
+ * The disk that holds the archive folder. An archive on a disk that /etc/fstab does not list
+ * (mounted by hand, by a desktop's automounter, by autofs), or that is mounted at the archive
+ * folder itself, cannot be told from an ordinary folder by looking at it: with the disk away, the
+ * folder is missing, or is the empty folder it was mounted on. Archiving there would put the
+ * originals on the disk beneath (a Raspberry Pi's SD card), hidden once the disk is back.
+ *
+ * So each start in move mode notes in the state folder the mount point that holds the archive
+ * folder. A later start with nothing mounted there does not archive; nor does a running uploader
+ * once the mount table shows that mount gone ({@link ArchiveMount}).
  */
-import { stat } from 'node:fs/promises';
-import { mountPointOf, NotMountedError, readMountTable, readUnmountedDisks, type SystemFiles } from '../support/mount-table.js';
+import { join } from 'node:path';
+import { isMounted, mountPointOf, NotMountedError, readMountTable, readUnmountedDisks, type SystemFiles } from '../support/mount-table.js';
 import { readStateFile, writeStateFile } from '../support/state-file.js';
 
 const DISK_FILE = 'archive-disk.json';
@@ -19,39 +20,69 @@ interface Remembered {
   mountPoint?: unknown;
 }
 
-/** Notes the mount point that holds `archive` now (it exists), if it is not the one noted already. */
-export function rememberArchiveDisk(stateDirectory: string, archive: string, mountinfo: string): void {
+/**
+ * Notes the mount point that holds `archive` now (it exists), if it is not the one noted
+ * already, and returns it.
+ */
+export function rememberArchiveDisk(stateDirectory: string, archive: string, mountinfo: string): string | undefined {
   const mountPoint = mountPointOf(mountinfo, archive);
   const remembered = readStateFile(stateDirectory, DISK_FILE) as Remembered | undefined;
-  if (mountPoint === undefined || (remembered?.archive === archive && remembered.mountPoint === mountPoint)) return;
-  writeStateFile(stateDirectory, DISK_FILE, { archive, mountPoint });
+  if (mountPoint !== undefined && (remembered?.archive !== archive || remembered.mountPoint !== mountPoint)) {
+    writeStateFile(stateDirectory, DISK_FILE, { archive, mountPoint });
+  }
+  return mountPoint;
 }
 
 /**
  * Why the archive folder must not be made or used now, if so: it is on a disk that /etc/fstab
- * mounts and nothing is mounted there, or it is missing and the disk that held it at an earlier
- * start is not mounted. Undefined where there is no mount table (not Linux).
+ * mounts and nothing is mounted there, or nothing is mounted where its disk was at an earlier
+ * start. Undefined where there is no mount table (not Linux).
  */
 export async function archiveDiskAway(stateDirectory: string, archive: string, system: SystemFiles = {}): Promise<NotMountedError | undefined> {
   const [unmounted, table] = await Promise.all([readUnmountedDisks(system), readMountTable(system.mountTable)]);
   const point = unmounted(archive);
   if (point !== undefined) return NotMountedError.inFstab('ARCHIVE_DIRECTORY', archive, point);
-  return table === undefined ? undefined : rememberedDiskAway(stateDirectory, archive, table);
-}
-
-/** The archive folder is missing, and the disk that held it at an earlier start is not mounted. */
-async function rememberedDiskAway(stateDirectory: string, archive: string, mountinfo: string): Promise<NotMountedError | undefined> {
+  if (table === undefined) return undefined;
   const remembered = readStateFile(stateDirectory, DISK_FILE) as Remembered | undefined;
   const was = remembered?.mountPoint;
-  if (remembered?.archive !== archive || typeof was !== 'string' || mountPointOf(mountinfo, archive) === was) return undefined;
-  const missing = await stat(archive).then(
-    () => false,
-    (error: NodeJS.ErrnoException) => error.code === 'ENOENT',
-  );
-  if (!missing) return undefined;
+  if (remembered?.archive !== archive || typeof was !== 'string' || isMounted(table, was)) return undefined;
   return new NotMountedError(
-    `ARCHIVE_DIRECTORY ${archive} is missing, and the disk that held it (mounted at ${was}) is not mounted`,
+    `ARCHIVE_DIRECTORY ${archive} was on the disk mounted at ${was} when the uploader last started, and nothing is mounted there now`,
     'mount it',
-    `to archive on the disk beneath from now on, create ${archive}`,
+    `to archive without that disk from now on, remove ${join(stateDirectory, DISK_FILE)}`,
   );
+}
+
+/**
+ * Whether the disk that held the archive folder at start is still mounted, while the uploader
+ * runs: told of each change of the mount table, it answers when the disk went or came back.
+ */
+export class ArchiveMount {
+  /** The mount point that held the archive folder at start; `/` (or none known) never goes. */
+  readonly #point: string | undefined;
+  readonly #archive: string;
+  #gone = false;
+
+  constructor(archive: string, point: string | undefined) {
+    this.#archive = archive;
+    this.#point = point === '/' ? undefined : point;
+  }
+
+  /** Why nothing may be archived now: the disk is gone; undefined while it is there. */
+  get gone(): string | undefined {
+    if (!this.#gone) return undefined;
+    return (
+      `The disk of the archive folder ${this.#archive} (mounted at ${this.#point ?? '/'}) is gone. Nothing is archived on ` +
+      'the disk beneath: mount it again, and the files waiting in the watch folder are archived then'
+    );
+  }
+
+  /** After the mount table changed: `gone` or `back` when the disk went or came back. */
+  update(mountinfo: string): 'gone' | 'back' | undefined {
+    if (this.#point === undefined) return undefined;
+    const gone = !isMounted(mountinfo, this.#point);
+    if (gone === this.#gone) return undefined;
+    this.#gone = gone;
+    return gone ? 'gone' : 'back';
+  }
 }

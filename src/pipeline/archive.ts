@@ -32,6 +32,7 @@ import { messageOf } from '../support/message.js';
 import { hashFile } from './hash.js';
 import { sameVersion, type FileVersion } from './types.js';
 import { closeFd, fsyncFd, openFd } from '../support/fd.js';
+import { isAtOrInside } from '../support/paths.js';
 import type { FsWorker } from '../support/fs-worker.js';
 import { isInside } from '../support/paths.js';
 
@@ -94,11 +95,32 @@ export function threadedArchiveFs(files: FsWorker, base: ArchiveFs = nodeArchive
  * moved there would be hidden once the disk is mounted again, and could fill the system's disk
  * (a Raspberry Pi's SD card). The archive fails instead, and the files wait in the watch folder
  * for their next try.
+ *
+ * `diskGone` says why the archive's disk is known to be gone (the mount table no longer has it),
+ * if it is: then nothing is put in the archive at all, which also covers a disk mounted at the
+ * archive folder itself, whose empty folder stays when it goes.
  */
-export function keepingArchiveDirectory(base: ArchiveFs, archiveDirectory: string): ArchiveFs {
+export function keepingArchiveDirectory(base: ArchiveFs, archiveDirectory: string, diskGone: () => string | undefined = () => undefined): ArchiveFs {
+  const guard = (target: string): void => {
+    const gone = isAtOrInside(target, archiveDirectory) ? diskGone() : undefined;
+    if (gone !== undefined) throw errnoError('ENODEV', gone);
+  };
   return {
     ...base,
+    link: async (existingPath, newPath) => {
+      guard(newPath);
+      return base.link(existingPath, newPath);
+    },
+    rename: async (oldPath, newPath) => {
+      guard(newPath);
+      return base.rename(oldPath, newPath);
+    },
+    copyFile: async (source, destination, mode) => {
+      guard(destination);
+      return base.copyFile(source, destination, mode);
+    },
     mkdir: async (path, options) => {
+      guard(path);
       try {
         await base.lstat(archiveDirectory);
       } catch (error) {

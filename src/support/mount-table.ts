@@ -26,8 +26,8 @@ export interface MountTableOptions {
   read: () => Promise<string | undefined>;
   clock: Clock;
   intervalMs: number;
-  /** The mount points whose mounts changed since the last reading. Must not throw. */
-  onChange: (points: string[]) => void;
+  /** The mount points whose mounts changed since the last reading, and the new reading. Must not throw. */
+  onChange: (points: string[], mountinfo: string) => void;
 }
 
 /**
@@ -81,7 +81,7 @@ export class MountTable {
       const before = mounts;
       mounts = mountsOf(now);
       const points = changedMountPoints(before, mounts);
-      if (points.length > 0) onChange(points);
+      if (points.length > 0) onChange(points, now);
     }
   }
 }
@@ -225,8 +225,13 @@ export function unmountedMountPointOf(path: string, fstab: string, mountinfo: st
     if (point === '/' || !isAtOrInside(path, point)) continue;
     if (innermost === undefined || point.length > innermost.length) innermost = point;
   }
-  if (innermost === undefined || parseMountInfo(mountinfo).some((mount) => mount.point === innermost)) return undefined;
+  if (innermost === undefined || isMounted(mountinfo, innermost)) return undefined;
   return innermost;
+}
+
+/** Whether something is mounted at `point`. */
+export function isMounted(mountinfo: string, point: string): boolean {
+  return parseMountInfo(mountinfo).some((mount) => mount.point === point);
 }
 
 /** The mount points of mounts in one set and not the other, each once. */

@@ -237,7 +237,8 @@ describe('watch', () => {
       // Seen, so that the mount made again below is a change (it may get the same mount ID).
       await run.waitForLog((line) => line.msg === 'mounts changed' && JSON.stringify(line).includes(usb), { message: 'the unmount seen' });
       const away = await writeMedia(watchDir, ['while-away.jpg']);
-      await run.waitForLog((line) => JSON.stringify(line).includes('is gone (its disk unmounted?)'), { message: 'the archive failed' });
+      await run.waitForLog((line) => line.level === 40 && line.msg.startsWith(`The disk of the archive folder ${join(usb, 'archive')} (mounted at ${usb}) is gone`));
+      await run.waitForLog((line) => line.level === 50 && line.file === 'while-away.jpg', { message: 'the archive failed' });
       expect(server.assets).toHaveLength(2);
       expect(existsSync(join(watchDir, 'while-away.jpg')), 'the original waits in the watch folder').toBe(true);
       expect(await readdir(usb), 'nothing made on the disk beneath').toEqual([]);
@@ -251,6 +252,44 @@ describe('watch', () => {
       expect(await stopGracefully(run)).toBe(0);
     } finally {
       if (mounted) unmount(usb);
+    }
+  });
+
+  it.skipIf(!canMount())('archives nothing into the empty folder that a disk mounted at the archive folder leaves when it goes', async () => {
+    await startServer();
+    const disk = join(temp.path, 'disk');
+    await mkdir(disk);
+    await mkdir(archiveDir);
+    bindMount(disk, archiveDir);
+    let mounted = true;
+    try {
+      const run = watch();
+      await run.waitForLog((line) => line.msg.startsWith('watching'));
+      const before = await writeMedia(watchDir, ['before.jpg']);
+      await waitFor(() => existsSync(join(disk, 'before.jpg')), { message: 'before.jpg archived on the disk' });
+
+      unmount(archiveDir);
+      mounted = false;
+      await run.waitForLog((line) => line.level === 40 && line.msg.startsWith(`The disk of the archive folder ${archiveDir} (mounted at ${archiveDir}) is gone`));
+      const away = await writeMedia(watchDir, ['while-away.jpg']);
+      await run.waitForLog((line) => line.level === 50 && line.file === 'while-away.jpg', { message: 'the archive failed' });
+      expect(existsSync(join(watchDir, 'while-away.jpg')), 'the original waits in the watch folder').toBe(true);
+      expect(await readdir(archiveDir), 'nothing put in the folder beneath').toEqual([]);
+
+      bindMount(disk, archiveDir);
+      mounted = true;
+      await waitFor(() => !existsSync(join(watchDir, 'while-away.jpg')), { message: 'while-away.jpg archived', timeoutMs: 15_000 });
+      await expectUploadedAndArchived(new Map([...before, ...away]));
+      expect(await stopGracefully(run)).toBe(0);
+
+      // Started again with the disk away, the uploader waits for it rather than fill the empty folder.
+      unmount(archiveDir);
+      mounted = false;
+      const again = watch();
+      await again.waitForLog((line) => line.level === 40 && line.msg.startsWith(`ARCHIVE_DIRECTORY ${archiveDir} was on the disk mounted at ${archiveDir}`));
+      expect(await stopGracefully(again)).toBe(0);
+    } finally {
+      if (mounted) unmount(archiveDir);
     }
   });
 
@@ -453,7 +492,7 @@ describe('once', () => {
     expect(result.stderr + result.stdout).not.toContain('    at ');
   });
 
-  it('stops (exit 1) when the archive folder is missing and the disk it was on at an earlier start is not mounted', async () => {
+  it('stops (exit 1) when nothing is mounted where the archive\'s disk was at an earlier start', async () => {
     await startServer();
     const disk = await usbDisk({ inFstab: false, mounted: true });
     archiveDir = join(disk.usb, 'archive');
@@ -468,8 +507,8 @@ describe('once', () => {
     const away = await runCli(['once'], { env: env(disk.env) });
     expect(away.code).toBe(1);
     expect(away.logs.map((line) => line.msg)).toContain(
-      `ARCHIVE_DIRECTORY ${archiveDir} is missing, and the disk that held it (mounted at ${disk.usb}) is not mounted: mount it and run again; ` +
-        `to archive on the disk beneath from now on, create ${archiveDir}`,
+      `ARCHIVE_DIRECTORY ${archiveDir} was on the disk mounted at ${disk.usb} when the uploader last started, and nothing is mounted there now: ` +
+        `mount it and run again; to archive without that disk from now on, remove ${join(temp.path, 'state', 'archive-disk.json')}`,
     );
     expect(existsSync(archiveDir), 'no archive made on the disk beneath').toBe(false);
     expect(existsSync(join(watchDir, 'IMG_0002.jpg'))).toBe(true);
@@ -477,7 +516,7 @@ describe('once', () => {
 
     // watch waits for it, and goes on when the disk is back with the archive on it.
     const run = watch(disk.env);
-    await run.waitForLog((line) => line.level === 40 && line.msg.startsWith(`ARCHIVE_DIRECTORY ${archiveDir} is missing`));
+    await run.waitForLog((line) => line.level === 40 && line.msg.startsWith(`ARCHIVE_DIRECTORY ${archiveDir} was on the disk mounted at ${disk.usb}`));
     await mkdir(archiveDir);
     await disk.mount();
     await waitFor(() => !existsSync(join(watchDir, 'IMG_0002.jpg')), { message: 'IMG_0002.jpg archived' });

@@ -1,7 +1,7 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { archiveDiskAway, rememberArchiveDisk } from '../../src/pipeline/archive-disk.js';
+import { ArchiveMount, archiveDiskAway, rememberArchiveDisk } from '../../src/pipeline/archive-disk.js';
 import type { SystemFiles } from '../../src/support/mount-table.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 
@@ -37,42 +37,40 @@ async function unplug(): Promise<void> {
 }
 
 describe('the archive disk remembered between runs', () => {
-  it('refuses a missing archive folder whose disk, seen at an earlier start, is not mounted', async () => {
-    rememberArchiveDisk(state, archive, usbMounted);
+  it('refuses the archive when nothing is mounted where its disk was at an earlier start, saying how to go on without it', async () => {
+    expect(rememberArchiveDisk(state, archive, usbMounted)).toBe(usb);
     await unplug();
     const away = await archiveDiskAway(state, archive, system);
     expect(away?.message).toBe(
-      `ARCHIVE_DIRECTORY ${archive} is missing, and the disk that held it (mounted at ${usb}) is not mounted: mount it and run again; ` +
-        `to archive on the disk beneath from now on, create ${archive}`,
+      `ARCHIVE_DIRECTORY ${archive} was on the disk mounted at ${usb} when the uploader last started, and nothing is mounted there now: ` +
+        `mount it and run again; to archive without that disk from now on, remove ${join(state, 'archive-disk.json')}`,
     );
+    // The folder made again on the disk beneath changes nothing: the disk is still away.
+    await mkdir(archive, { recursive: true });
+    expect(await archiveDiskAway(state, archive, system)).toBeDefined();
   });
 
-  it('lets the archive be used again once the disk is back, or once the user made the folder', async () => {
+  it('lets the archive be used again once the disk is back, or once the note is removed', async () => {
     rememberArchiveDisk(state, archive, usbMounted);
     await unplug();
     await writeFile(system.mountTable, usbMounted);
     expect(await archiveDiskAway(state, archive, system)).toBeUndefined();
 
     await writeFile(system.mountTable, ROOT_ONLY);
-    await mkdir(archive);
+    await rm(join(state, 'archive-disk.json'));
     expect(await archiveDiskAway(state, archive, system)).toBeUndefined();
   });
 
-  it('lets a missing archive folder be made when its disk is there (the folder was removed), or it was never seen', async () => {
+  it('says nothing of another archive folder than the one noted, nor before the first note', async () => {
     rememberArchiveDisk(state, archive, usbMounted);
-    await rm(archive, { recursive: true });
-    expect(await archiveDiskAway(state, archive, system)).toBeUndefined();
-    // Another archive folder than the one remembered.
-    await writeFile(system.mountTable, ROOT_ONLY);
+    await unplug();
     expect(await archiveDiskAway(state, join(dir.path, 'elsewhere'), system)).toBeUndefined();
-    // Nothing remembered yet: the first start.
     expect(await archiveDiskAway(join(dir.path, 'new-state'), archive, system)).toBeUndefined();
   });
 
-  it('remembers the disk anew when the archive moved to another', async () => {
+  it('notes the disk anew when the archive is on another one', async () => {
     rememberArchiveDisk(state, archive, usbMounted);
-    // The archive now on the root file system (the user made the folder there): that is what is remembered.
-    rememberArchiveDisk(state, archive, ROOT_ONLY);
+    expect(rememberArchiveDisk(state, archive, ROOT_ONLY)).toBe('/');
     await unplug();
     expect(await archiveDiskAway(state, archive, system)).toBeUndefined();
   });
@@ -89,5 +87,27 @@ describe('the archive disk remembered between runs', () => {
     rememberArchiveDisk(state, archive, usbMounted);
     await unplug();
     expect(await archiveDiskAway(state, archive, { ...system, mountTable: join(dir.path, 'none') })).toBeUndefined();
+  });
+});
+
+describe('ArchiveMount', () => {
+  it('says when the disk of the archive went and came back, once each', () => {
+    const mount = new ArchiveMount(archive, usb);
+    expect(mount.gone).toBeUndefined();
+    expect(mount.update(usbMounted)).toBeUndefined();
+    expect(mount.update(ROOT_ONLY)).toBe('gone');
+    expect(mount.update(ROOT_ONLY)).toBeUndefined();
+    expect(mount.gone).toBe(
+      `The disk of the archive folder ${archive} (mounted at ${usb}) is gone. Nothing is archived on the disk beneath: ` +
+        'mount it again, and the files waiting in the watch folder are archived then',
+    );
+    expect(mount.update(usbMounted)).toBe('back');
+    expect(mount.gone).toBeUndefined();
+  });
+
+  it('never calls the root file system gone', () => {
+    const mount = new ArchiveMount(archive, '/');
+    expect(mount.update('')).toBeUndefined();
+    expect(mount.gone).toBeUndefined();
   });
 });

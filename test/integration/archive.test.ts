@@ -393,6 +393,23 @@ describe('archiveFile on one file system', () => {
     expect(await tree(root.archivePath)).toEqual(['sub/b.jpg']);
   });
 
+  it('puts nothing in the archive while its disk is known to be gone, on one disk or across two', async () => {
+    await mkdir(root.archivePath);
+    let gone: string | undefined = 'the disk is gone';
+    const source = await put(join(root.path, 'a.jpg'), 'one');
+    for (const base of [nodeArchiveFs, crossDevice()]) {
+      const fs = keepingArchiveDirectory(base, root.archivePath, () => gone);
+      const attempt = archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs });
+      await expect(attempt).rejects.toMatchObject({ code: 'ENODEV', message: expect.stringContaining('the disk is gone') as unknown });
+      expect(await tree(root.archivePath)).toEqual([]);
+      expect(await exists(source.path)).toBe(true);
+    }
+    gone = undefined;
+    const fs = keepingArchiveDirectory(crossDevice(), root.archivePath, () => gone);
+    await archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs });
+    expect(await tree(root.archivePath)).toEqual(['a.jpg']);
+  });
+
   it('fails with ArchiveError naming the folder when it cannot be created', async () => {
     const source = await put(join(root.path, 'sub', 'a.jpg'), 'x');
     const fs = fsWith({ mkdir: (path) => Promise.reject(errno('EACCES', 'mkdir', path)) });
