@@ -149,7 +149,8 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   const server = await connect({ client, gate, logger, mode, clock, signal: stopWaiting });
   if (!server) return emptySnapshot();
 
-  if (!(await disksMounted(options, clock, logger, stopWaiting))) return emptySnapshot();
+  const disks = await disksMounted(options, clock, logger, stopWaiting);
+  if (!disks) return emptySnapshot();
   // Whether the disk that holds the archive (move mode) is still mounted, where there is a mount table.
   let archiveMount: ArchiveMount | undefined;
   // Temporaries of cross-device copies are looked for only when a run may have left some.
@@ -260,6 +261,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     pollIntervalMs: mode === 'once' ? Number.MAX_SAFE_INTEGER : config.watchPollIntervalMs,
     rescanIntervalMs: mode === 'once' ? Number.MAX_SAFE_INTEGER : config.rescanIntervalMs,
     excludedPaths: config.excludedPaths,
+    missingAtStart: disks.watchFoldersMissing,
     supportedExtensions: config.supportedExtensions,
     maxFileSizeBytes: config.maxFileSizeBytes,
     clock,
@@ -384,11 +386,18 @@ async function watchRetryRequests(
  * there would be missing, or empty on the disk beneath; the archive would be made on the disk
  * beneath, and the originals moved there hidden once the disk is mounted. `once` stops with an
  * error. `watch` warns of a watch folder (the detector lists it once its disk is mounted) and
- * waits for the archive's disk, and resolves false when stopped meanwhile.
+ * waits for the archive's disk. Resolves the watch folders missing for that reason, or undefined
+ * when stopped while waiting.
  */
-async function disksMounted(options: RunOptions, clock: Clock, logger: Logger, signal: AbortSignal): Promise<boolean> {
+async function disksMounted(
+  options: RunOptions,
+  clock: Clock,
+  logger: Logger,
+  signal: AbortSignal,
+): Promise<{ watchFoldersMissing: string[] } | undefined> {
   const { config, mode } = options;
   const unmounted = await readUnmountedDisks(options.system);
+  const watchFoldersMissing: string[] = [];
   for (const root of config.watchRoots) {
     const point = unmounted(root.path);
     if (point === undefined) continue;
@@ -397,21 +406,27 @@ async function disksMounted(options: RunOptions, clock: Clock, logger: Logger, s
       { folder: root.path, mountPoint: point },
       `Watch folder ${root.path} is on ${point}, which /etc/fstab mounts, but nothing is mounted there yet: its files are uploaded once it is mounted`,
     );
+    // Reported here: the detector need not say again that it is missing (not on the disk beneath).
+    const missing = await stat(root.path).then(
+      () => false,
+      () => true,
+    );
+    if (missing) watchFoldersMissing.push(root.path);
   }
-  if (config.afterUpload !== 'move') return true;
+  if (config.afterUpload !== 'move') return { watchFoldersMissing };
   const archive = config.archiveDirectory;
   const away = await archiveDiskAway(config.stateDirectory, archive, options.system);
-  if (away === undefined) return true;
+  if (away === undefined) return { watchFoldersMissing };
   if (mode === 'once') throw away;
   logger.warn({ archive }, away.waiting);
   try {
     do await clock.sleep(MOUNT_TABLE_INTERVAL_MS, signal);
     while ((await archiveDiskAway(config.stateDirectory, archive, options.system)) !== undefined);
   } catch {
-    return false; // stopped
+    return undefined; // stopped
   }
   logger.info({ archive }, `ARCHIVE_DIRECTORY ${archive} is available: going on`);
-  return true;
+  return { watchFoldersMissing };
 }
 
 /**

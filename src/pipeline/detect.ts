@@ -36,6 +36,11 @@ export interface DetectorOptions {
   rescanIntervalMs: number;
   /** Folders (and everything under them) never scanned or watched, e.g. the archive inside a root. */
   excludedPaths: readonly string[];
+  /**
+   * Roots known to be missing at start, already reported (on a disk not mounted yet): their
+   * absence is not logged again, their arrival is. Default none.
+   */
+  missingAtStart?: readonly string[];
   /** Lower-case extensions with their dot (`.jpg`). */
   supportedExtensions: ReadonlySet<string>;
   /** Larger files are skipped, with one warning per path and size. */
@@ -159,6 +164,7 @@ export class Detector {
     this.#log = options.logger;
     this.#excluded = options.excludedPaths.map((path) => resolve(path));
     this.#rootPaths = new Set(options.roots.map((root) => root.path));
+    for (const path of options.missingAtStart ?? []) this.#missingRoots.add(path);
   }
 
   /** Number of folders with a live fs.watch handle (0 in polling mode). */

@@ -334,13 +334,17 @@ describe('watch', () => {
     watchDir = join(disk.usb, 'photos');
     const run = watch({ ...disk.env, ARCHIVE_DIRECTORY: archiveDir });
     await run.waitForLog((line) => line.msg.startsWith('watching'));
-    expect(run.logs().filter((line) => line.level >= 40 && line.msg.includes(watchDir))).toMatchObject([
-      { level: 40, msg: `Watch folder ${watchDir} is on ${disk.usb}, which /etc/fstab mounts, but nothing is mounted there yet: its files are uploaded once it is mounted` },
-      { level: 50, msg: expect.stringContaining('its files are detected again once it is back') as unknown },
+    // Said once, as a warning: the detector does not call it an error again.
+    expect(run.logs().filter((line) => line.level >= 40 && line.msg.includes(watchDir))).toEqual([
+      expect.objectContaining({
+        level: 40,
+        msg: `Watch folder ${watchDir} is on ${disk.usb}, which /etc/fstab mounts, but nothing is mounted there yet: its files are uploaded once it is mounted`,
+      }),
     ]);
 
     const files = await writeMedia(watchDir, ['DCIM/IMG_0001.jpg']);
     await disk.mount();
+    await run.waitForLog((line) => line.msg === `Watch folder ${watchDir} is back; detecting files in it again`);
     await waitFor(() => !existsSync(join(watchDir, 'DCIM/IMG_0001.jpg')), { message: 'IMG_0001.jpg archived' });
     await expectUploadedAndArchived(files);
     expect(await stopGracefully(run)).toBe(0);
