@@ -454,7 +454,7 @@ function followArchiveMount(archiveMount: ArchiveMount, mountinfo: string, coord
       return;
     case 'back': {
       const count = coordinator.retryWaitingNow('archive');
-      logger.info({ count }, `the archive's disk is mounted again: trying the ${count} file(s) waiting for it now`);
+      logger.info({ count }, `the archive's disk is mounted again${count > 0 ? `: trying the ${count} file(s) waiting for it now` : ''}`);
       return;
     }
     case undefined:

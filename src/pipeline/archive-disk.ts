@@ -10,7 +10,7 @@
  * once the mount table shows that mount gone ({@link ArchiveMount}).
  */
 import { join } from 'node:path';
-import { isMounted, mountPointOf, NotMountedError, readMountTable, readUnmountedDisks, type SystemFiles } from '../support/mount-table.js';
+import { isMounted, mountPointOf, NotMountedError, readFstab, readMountTable, unmountedMountPointOf, type SystemFiles } from '../support/mount-table.js';
 import { readStateFile, writeStateFile } from '../support/state-file.js';
 
 const DISK_FILE = 'archive-disk.json';
@@ -39,10 +39,10 @@ export function rememberArchiveDisk(stateDirectory: string, archive: string, mou
  * start. Undefined where there is no mount table (not Linux).
  */
 export async function archiveDiskAway(stateDirectory: string, archive: string, system: SystemFiles = {}): Promise<NotMountedError | undefined> {
-  const [unmounted, table] = await Promise.all([readUnmountedDisks(system), readMountTable(system.mountTable)]);
-  const point = unmounted(archive);
-  if (point !== undefined) return NotMountedError.inFstab('ARCHIVE_DIRECTORY', archive, point);
+  const [fstab, table] = await Promise.all([readFstab(system.fstab), readMountTable(system.mountTable)]);
   if (table === undefined) return undefined;
+  const point = fstab === undefined ? undefined : unmountedMountPointOf(archive, fstab, table);
+  if (point !== undefined) return NotMountedError.inFstab('ARCHIVE_DIRECTORY', archive, point);
   const remembered = readStateFile(stateDirectory, DISK_FILE) as Remembered | undefined;
   const was = remembered?.mountPoint;
   if (remembered?.archive !== archive || typeof was !== 'string' || isMounted(table, was)) return undefined;

@@ -32,9 +32,8 @@ import { messageOf } from '../support/message.js';
 import { hashFile } from './hash.js';
 import { sameVersion, type FileVersion } from './types.js';
 import { closeFd, fsyncFd, openFd } from '../support/fd.js';
-import { isAtOrInside } from '../support/paths.js';
 import type { FsWorker } from '../support/fs-worker.js';
-import { isInside } from '../support/paths.js';
+import { isAtOrInside, isInside } from '../support/paths.js';
 
 /**
  * The file-system operations of moving (and deleting, after-upload.ts) an original; the real ones

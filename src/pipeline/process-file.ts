@@ -16,10 +16,10 @@ import type { Decision, Recorder } from './states.js';
 import type { SettledFile } from './types.js';
 import { buildUploadRequest, EarlyUpload } from './upload.js';
 
-/** How one file's trip through the pipeline ended. */
 /** The step of the pipeline at which a file failed. */
 export type FailedStage = 'hash' | 'check' | 'upload' | 'archive';
 
+/** How one file's trip through the pipeline ended. */
 export type FileOutcome =
   /** `sidecarNotSent`: why the photo's sidecar did not go with it. */
   | { kind: 'uploaded'; assetId: string; disposition: Disposition; ms: number; sidecarNotSent?: string }

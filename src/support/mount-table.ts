@@ -115,16 +115,20 @@ export async function readUnmountedDisks(system: SystemFiles = {}): Promise<Unmo
  */
 export class NotMountedError extends Error {
   override readonly name = 'NotMountedError';
+  /** The fix (how to mount the disk), and what else may be done about it if anything. */
+  readonly #fixes: string;
+
   /**
    * `situation`: what is wrong; `fix`: how to mount the disk (`mount it (mount /mnt/usb)`);
    * `otherwise`: what else may be done about it, if anything.
    */
   constructor(
     readonly situation: string,
-    readonly fix: string,
-    readonly otherwise?: string,
+    fix: string,
+    otherwise?: string,
   ) {
     super(`${situation}: ${fix} and run again${otherwise === undefined ? '' : `; ${otherwise}`}`);
+    this.#fixes = otherwise === undefined ? fix : `${fix}; ${otherwise}`;
   }
 
   /** `variable`: the option that names `path` (`ARCHIVE_DIRECTORY`, `WATCH_DIRECTORIES`). */
@@ -137,7 +141,7 @@ export class NotMountedError extends Error {
 
   /** The line `watch` logs while it waits for the disk. */
   get waiting(): string {
-    return `${this.situation}: waiting for it before anything is uploaded (${this.fix}${this.otherwise === undefined ? '' : `; ${this.otherwise}`})`;
+    return `${this.situation}: waiting for it before anything is uploaded (${this.#fixes})`;
   }
 }
 
