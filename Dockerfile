@@ -1,0 +1,28 @@
+# immich-auto-uploader in a container, for a NAS or a server that runs Immich in Docker.
+# See "Run it in Docker" in README.md; deploy/compose.yaml shows the folders to give it.
+
+# Build: the TypeScript compiler and the other development packages stay in this stage.
+FROM node:24-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build && npm prune --omit=dev
+
+# Run: the built program and the packages it needs, as the unprivileged user `node` (uid 1000).
+FROM node:24-bookworm-slim
+WORKDIR /app
+ENV NODE_ENV=production \
+    WATCH_DIRECTORIES=/watch \
+    ARCHIVE_DIRECTORY=/archive \
+    STATE_DIRECTORY=/state
+COPY --from=build /app/package.json ./
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+RUN mkdir -p /watch /archive /state && chown node:node /watch /archive /state
+USER node
+# The journal: keep it in a volume, or every file is read again after the container is made anew.
+VOLUME ["/state"]
+# The flag keeps Node 24 from growing a young heap of 64 MB per half (see README.md).
+CMD ["node", "--max-semi-space-size=16", "dist/cli.js", "watch"]
