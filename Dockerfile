@@ -3,6 +3,8 @@
 
 # Build: the TypeScript compiler and the other development packages stay in this stage.
 FROM node:24-bookworm-slim AS build
+# To compile SQLite's binding where no prebuilt one is published for the machine.
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci
