@@ -228,8 +228,13 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     retryFailed: mode === 'watch',
     record,
     isDone: (candidate) => isDone(journal, candidate, config.afterUpload),
-    process: (file) =>
-      processFile(file, {
+    process: async (file) => {
+      // While the archive's disk is gone, nothing is uploaded: the files wait in the watch folder.
+      if (archiveMount?.gone !== undefined) {
+        logger.debug({ file: file.path }, "waiting for the archive's disk");
+        if (!(await archiveMount.whenThere(stopWaiting))) return { kind: 'aborted' };
+      }
+      return processFile(file, {
         immich,
         checker,
         serverMajor: server.major,
@@ -246,7 +251,8 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
         archiveFs: isSmall(file.size) ? smallArchiveFs : archiveFs,
         record: traced,
         signals,
-      }),
+      });
+    },
     onFatal: (error) => {
       fatalError ??= error instanceof Error ? error : new Error(String(error));
       fatal.abort(error);

@@ -12,6 +12,7 @@
 import { join } from 'node:path';
 import { isMounted, mountPointOf, NotMountedError, readFstab, readMountTable, unmountedMountPointOf, type SystemFiles } from '../support/mount-table.js';
 import { readStateFile, writeStateFile } from '../support/state-file.js';
+import { Waiters } from '../support/waiters.js';
 
 const DISK_FILE = 'archive-disk.json';
 
@@ -55,12 +56,14 @@ export async function archiveDiskAway(stateDirectory: string, archive: string, s
 
 /**
  * Whether the disk that held the archive folder at start is still mounted, while the uploader
- * runs: told of each change of the mount table, it answers when the disk went or came back.
+ * runs: told of each change of the mount table, it answers when the disk went or came back, and
+ * holds the files that wait for it.
  */
 export class ArchiveMount {
   /** The mount point that held the archive folder at start; `/` (or none known) never goes. */
   readonly #point: string | undefined;
   readonly #archive: string;
+  readonly #waiting = new Waiters();
   #gone = false;
 
   constructor(archive: string, point: string | undefined) {
@@ -72,9 +75,28 @@ export class ArchiveMount {
   get gone(): string | undefined {
     if (!this.#gone) return undefined;
     return (
-      `The disk of the archive folder ${this.#archive} (mounted at ${this.#point ?? '/'}) is gone. Nothing is archived on ` +
-      'the disk beneath: mount it again, and the files waiting in the watch folder are archived then'
+      `The disk of the archive folder ${this.#archive} (mounted at ${this.#point ?? '/'}) is gone. Nothing is uploaded ` +
+      'or archived until it is mounted again, and nothing is put on the disk beneath: the files wait in the watch folder'
     );
+  }
+
+  /**
+   * Resolves true at once while the disk is there, or when it is back; false when `signal`
+   * aborts first. A file waits here before it is uploaded, so that none is sent while its
+   * original could not be archived.
+   */
+  async whenThere(signal: AbortSignal): Promise<boolean> {
+    while (this.#gone && !signal.aborted) {
+      await new Promise<void>((resolve) => {
+        const wake = (): void => {
+          signal.removeEventListener('abort', wake);
+          resolve();
+        };
+        signal.addEventListener('abort', wake);
+        this.#waiting.add(wake);
+      });
+    }
+    return !signal.aborted;
   }
 
   /** After the mount table changed: `gone` or `back` when the disk went or came back. */
@@ -83,6 +105,7 @@ export class ArchiveMount {
     const gone = !isMounted(mountinfo, this.#point);
     if (gone === this.#gone) return undefined;
     this.#gone = gone;
+    if (!gone) this.#waiting.wakeAll();
     return gone ? 'gone' : 'back';
   }
 }

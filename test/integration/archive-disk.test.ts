@@ -98,11 +98,32 @@ describe('ArchiveMount', () => {
     expect(mount.update(ROOT_ONLY)).toBe('gone');
     expect(mount.update(ROOT_ONLY)).toBeUndefined();
     expect(mount.gone).toBe(
-      `The disk of the archive folder ${archive} (mounted at ${usb}) is gone. Nothing is archived on the disk beneath: ` +
-        'mount it again, and the files waiting in the watch folder are archived then',
+      `The disk of the archive folder ${archive} (mounted at ${usb}) is gone. Nothing is uploaded or archived until it is ` +
+        'mounted again, and nothing is put on the disk beneath: the files wait in the watch folder',
     );
     expect(mount.update(usbMounted)).toBe('back');
     expect(mount.gone).toBeUndefined();
+  });
+
+  it('holds the files that wait for the disk until it is back, or until they are stopped', async () => {
+    const mount = new ArchiveMount(archive, usb);
+    const stop = new AbortController();
+    expect(await mount.whenThere(stop.signal)).toBe(true);
+    mount.update(ROOT_ONLY);
+    let settled: boolean | undefined;
+    const waiting = mount.whenThere(stop.signal).then((there) => (settled = there));
+    const stopped = new AbortController();
+    const abandoned = mount.whenThere(stopped.signal);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(settled).toBeUndefined();
+    stopped.abort();
+    expect(await abandoned).toBe(false);
+    // Another change that leaves the disk away wakes nobody for good.
+    mount.update(ROOT_ONLY);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(settled).toBeUndefined();
+    mount.update(usbMounted);
+    expect(await waiting).toBe(true);
   });
 
   it('never calls the root file system gone', () => {
