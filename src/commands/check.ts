@@ -75,17 +75,18 @@ export async function runChecks(config: Config, client: ImmichClient, system: Sy
       add(false, 'watch folder readable', `${root.path}: ${messageOf(error)}`);
     }
   }
-  const away = config.afterUpload === 'move' ? await archiveDiskAway(config.stateDirectory, config.archiveDirectory, system) : undefined;
-  if (away !== undefined) {
-    add(false, 'archive folder writable', away.message);
-  } else {
-    add(...(await archiveWritable(config.archiveDirectory)));
+  // The archive is used in move mode only.
+  if (config.afterUpload === 'move') {
+    const away = await archiveDiskAway(config.stateDirectory, config.archiveDirectory, system);
+    if (away === undefined) add(...(await writableFolder('archive folder writable', config.archiveDirectory)));
+    else add(false, 'archive folder writable', away.message);
   }
+  // The journal is written there (a Docker volume or a folder owned by another user is the usual trouble).
+  add(...(await writableFolder('state folder writable', config.stateDirectory)));
   return { lines, keyRejected };
 }
 
-async function archiveWritable(path: string): Promise<[boolean, string, string]> {
-  const what = 'archive folder writable';
+async function writableFolder(what: string, path: string): Promise<[boolean, string, string]> {
   // It need not exist yet: then its nearest existing parent must let us create it.
   let probe = path;
   for (;;) {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startFakeImmich, type FakeAsset, type FakeImmich } from '../fakes/immich-server.js';
 import { runCli, startCli, type CliRun } from '../helpers/cli.js';
-import { bindMount, canMount, unmount } from '../helpers/mount.js';
+import { bindMount, canMount, remountReadOnly, unmount } from '../helpers/mount.js';
 import { readIfExists, sha1, writeMedia } from '../helpers/media.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -660,7 +660,27 @@ describe('check', () => {
     expect(result.stdout).toMatch(/ok\s+API key accepted: "e2e key"/);
     expect(result.stdout).toMatch(/ok\s+permission asset.upload/);
     expect(result.stdout).toMatch(/ok\s+archive folder writable/);
+    expect(result.stdout).toMatch(/ok\s+state folder writable/);
     expectNoSecret(result.stdout, result.stderr);
+    // The archive is looked at in move mode only.
+    const keep = await runCli(['check'], { env: env({ AFTER_UPLOAD: 'keep' }) });
+    expect(keep.code, keep.stdout).toBe(0);
+    expect(keep.stdout).not.toContain('archive folder');
+  });
+
+  it.skipIf(!canMount())('fails (exit 1) when the state folder cannot be written, which would stop the uploader at start', async () => {
+    await startServer();
+    const state = join(temp.path, 'state');
+    await mkdir(state);
+    bindMount(state, state);
+    try {
+      remountReadOnly(state);
+      const result = await runCli(['check'], { env: env() });
+      expect(result.code, result.stdout).toBe(1);
+      expect(result.stdout).toMatch(new RegExp(`FAILED\\s+state folder writable: ${state}: .*read-only file system`));
+    } finally {
+      unmount(state);
+    }
   });
 
   it('says of a watch folder on a network share that WATCH_POLLING is needed', async () => {

@@ -8,6 +8,11 @@ export function bindMount(source: string, target: string): void {
   execFileSync('mount', ['--bind', source, target], { stdio: 'ignore' });
 }
 
+/** Makes the mount at `target` read-only: a disk the kernel remounted read-only after errors. */
+export function remountReadOnly(target: string): void {
+  execFileSync('mount', ['-o', 'remount,ro,bind', target], { stdio: 'ignore' });
+}
+
 export function unmount(target: string): void {
   execFileSync('umount', [target], { stdio: 'ignore' });
 }
