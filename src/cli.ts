@@ -19,7 +19,8 @@ import { JournalError } from './journal/states.js';
 import { createImmichClient } from './immich/http-client.js';
 import { addOptions } from './options.js';
 import { simulatedCrossDeviceFs } from './pipeline/archive.js';
-import { NotMountedError, readUnmountedDisks, type SystemFiles } from './support/mount-table.js';
+import { readAwayDisks } from './pipeline/disks.js';
+import { NotMountedError, type SystemFiles } from './support/mount-table.js';
 import { createLogger, type Logger } from './support/logger.js';
 import { messageOf } from './support/message.js';
 
@@ -101,6 +102,15 @@ function configInput(flags: Record<string, unknown>): LoadConfigInput {
   return { flags, env: process.env, cwd: process.cwd(), homeDir: homedir() };
 }
 
+/** STATE_DIRECTORY, or undefined when it is not valid (the configuration then says why). */
+function stateDirectoryIfValid(flags: Record<string, unknown>): string | undefined {
+  try {
+    return loadStateDirectory(configInput(flags));
+  } catch {
+    return undefined;
+  }
+}
+
 /** `status`, `history`, `retry`: they need only the journal, not the server or the folders. */
 function runJournalCommand(name: JournalCommand, flags: Record<string, unknown>): number {
   let directory: string;
@@ -154,8 +164,9 @@ async function runCommand(name: RunMode | 'check', flags: Record<string, unknown
   let config: Config;
   let notes: string[];
   try {
-    // A watch folder on a disk that /etc/fstab mounts may be missing while the disk is not mounted yet.
-    ({ config, notes } = loadConfig({ ...configInput(flags), unmountedDisk: await readUnmountedDisks(systemFiles()) }));
+    // A watch folder on a disk that /etc/fstab mounts, or that an earlier start noted, may be
+    // missing while the disk is not mounted yet.
+    ({ config, notes } = loadConfig({ ...configInput(flags), unmountedDisk: await readAwayDisks(systemFiles(), stateDirectoryIfValid(flags)) }));
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     for (const problem of error.problems) process.stderr.write(`configuration error: ${problem}\n`);

@@ -11,7 +11,7 @@ import { raceAbort, ResilientImmich, ServerGate } from './immich/resilient.js';
 import { Journal } from './journal/journal.js';
 import { acquireLock } from './journal/lock.js';
 import { keepingArchiveDirectory, nodeArchiveFs, threadedArchiveFs, type ArchiveFs } from './pipeline/archive.js';
-import { ArchiveMount, archiveDiskAway, rememberArchiveDisk } from './pipeline/archive-disk.js';
+import { ArchiveMount, archiveDiskAway, notMountedError, readAwayDisks, rememberDisk } from './pipeline/disks.js';
 import { ArchiveTemporaries } from './pipeline/archive-temporaries.js';
 import { WHOLE_FILE_MAX_BYTES } from './pipeline/hash.js';
 import { lstatForSettle, settleStatFrom } from './pipeline/settle.js';
@@ -30,7 +30,7 @@ import { systemClock, type Clock } from './support/clock.js';
 import { retry } from './support/retry.js';
 import { FsWorker } from './support/fs-worker.js';
 import { limitWhileWaiting } from './support/limit.js';
-import { MountTable, networkFileSystemOf, NotMountedError, readMountTable, readUnmountedDisks, type SystemFiles } from './support/mount-table.js';
+import { MountTable, networkFileSystemOf, readMountTable, type SystemFiles } from './support/mount-table.js';
 
 export type RunMode = 'watch' | 'once';
 
@@ -158,7 +158,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   if (temporaries) {
     await mkdir(config.archiveDirectory, { recursive: true });
     const table = await readMountTable(options.system?.mountTable);
-    if (table !== undefined) archiveMount = new ArchiveMount(config.archiveDirectory, rememberArchiveDisk(config.stateDirectory, config.archiveDirectory, table));
+    if (table !== undefined) archiveMount = new ArchiveMount(config.archiveDirectory, rememberDisk(config.stateDirectory, config.archiveDirectory, table));
     const leftovers = await temporaries.removeLeftovers();
     if (leftovers) logger.info({ count: leftovers }, 'removed temporary files left by an interrupted archive copy');
   }
@@ -388,7 +388,8 @@ async function watchRetryRequests(
 
 /**
  * Whether the disks of the watch folders and the archive are mounted, for those that /etc/fstab
- * mounts (a USB disk with `nofail`, still being mounted when the uploader starts). A watch folder
+ * mounts (a USB disk with `nofail`, still being mounted when the uploader starts) or that were
+ * noted at an earlier start (disks.ts), and notes those of the watch folders. A watch folder
  * there would be missing, or empty on the disk beneath; the archive would be made on the disk
  * beneath, and the originals moved there hidden once the disk is mounted. `once` stops with an
  * error. `watch` warns of a watch folder (the detector lists it once its disk is mounted) and
@@ -402,21 +403,23 @@ async function disksMounted(
   signal: AbortSignal,
 ): Promise<{ watchFoldersMissing: string[] } | undefined> {
   const { config, mode } = options;
-  const unmounted = await readUnmountedDisks(options.system);
+  const [unmounted, table] = await Promise.all([readAwayDisks(options.system ?? {}, config.stateDirectory), readMountTable(options.system?.mountTable)]);
   const watchFoldersMissing: string[] = [];
   for (const root of config.watchRoots) {
-    const point = unmounted(root.path);
-    if (point === undefined) continue;
-    if (mode === 'once') throw NotMountedError.inFstab('WATCH_DIRECTORIES', root.path, point);
-    logger.warn(
-      { folder: root.path, mountPoint: point },
-      `Watch folder ${root.path} is on ${point}, which /etc/fstab mounts, but nothing is mounted there yet: its files are uploaded once it is mounted`,
-    );
-    // Reported here: the detector need not say again that it is missing (not on the disk beneath).
+    const away = unmounted(root.path);
     const missing = await stat(root.path).then(
       () => false,
       () => true,
     );
+    if (away === undefined) {
+      // Noted for the next start, which may find the disk not mounted yet.
+      if (table !== undefined && !missing) rememberDisk(config.stateDirectory, root.path, table);
+      continue;
+    }
+    const error = notMountedError('WATCH_DIRECTORIES', root.path, away, config.stateDirectory);
+    if (mode === 'once') throw error;
+    logger.warn({ folder: root.path, mountPoint: away.point }, `${error.situation}: its files are uploaded once it is mounted`);
+    // Reported here: the detector need not say again that it is missing (not on the disk beneath).
     if (missing) watchFoldersMissing.push(root.path);
   }
   if (config.afterUpload !== 'move') return { watchFoldersMissing };

@@ -4,10 +4,10 @@ import { dirname } from 'node:path';
 import type { Config } from '../config.js';
 import type { ImmichClient } from '../immich/client.js';
 import { isImmichError } from '../immich/errors.js';
-import { archiveDiskAway } from '../pipeline/archive-disk.js';
+import { archiveDiskAway, notMountedError, readAwayDisks } from '../pipeline/disks.js';
 import { networkShareAdvice } from '../pipeline/detect.js';
 import { messageOf } from '../support/message.js';
-import { networkFileSystemOf, NotMountedError, readMountTable, readUnmountedDisks, type SystemFiles } from '../support/mount-table.js';
+import { networkFileSystemOf, readMountTable, type SystemFiles } from '../support/mount-table.js';
 
 export interface CheckLine {
   ok: boolean;
@@ -58,11 +58,11 @@ export async function runChecks(config: Config, client: ImmichClient, system: Sy
   }
 
   const table = await readMountTable(system.mountTable);
-  const unmounted = await readUnmountedDisks(system);
+  const unmounted = await readAwayDisks(system, config.stateDirectory);
   for (const root of config.watchRoots) {
-    const point = unmounted(root.path);
-    if (point !== undefined) {
-      add(false, 'watch folder readable', NotMountedError.inFstab('WATCH_DIRECTORIES', root.path, point).message);
+    const away = unmounted(root.path);
+    if (away !== undefined) {
+      add(false, 'watch folder readable', notMountedError('WATCH_DIRECTORIES', root.path, away, config.stateDirectory).message);
       continue;
     }
     try {

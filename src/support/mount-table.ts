@@ -96,17 +96,32 @@ export function readFstab(path = FSTAB_PATH): Promise<string | undefined> {
   return readFile(path, 'utf8').catch(() => undefined);
 }
 
-/**
- * The mount point that /etc/fstab lists for a path when nothing is mounted there (see
- * {@link unmountedMountPointOf}); undefined for every path where either file is missing.
- */
-export type UnmountedDisk = (path: string) => string | undefined;
+/** A folder's disk that is not mounted: where it is mounted, and whether that was noted at an earlier start rather than read from /etc/fstab. */
+export interface AwayDisk {
+  point: string;
+  noted: boolean;
+}
 
-/** The fstab and the mount table as they are now, for {@link UnmountedDisk}'s questions. */
-export async function readUnmountedDisks(system: SystemFiles = {}): Promise<UnmountedDisk> {
+/** The disk of a folder when it is not mounted; undefined for every folder where there is no mount table. */
+export type UnmountedDisk = (folder: string) => AwayDisk | undefined;
+
+/**
+ * The fstab and the mount table as they are now, for {@link UnmountedDisk}'s questions: the
+ * mount point that /etc/fstab lists for a folder with nothing mounted there
+ * ({@link unmountedMountPointOf}), else the one `noted` for it, if given.
+ */
+export async function readUnmountedDisks(
+  system: SystemFiles = {},
+  noted?: (folder: string, mountinfo: string) => string | undefined,
+): Promise<UnmountedDisk> {
   const [fstab, table] = await Promise.all([readFstab(system.fstab), readMountTable(system.mountTable)]);
-  if (fstab === undefined || table === undefined) return () => undefined;
-  return (path) => unmountedMountPointOf(path, fstab, table);
+  if (table === undefined) return () => undefined;
+  return (folder) => {
+    const inFstab = fstab === undefined ? undefined : unmountedMountPointOf(folder, fstab, table);
+    if (inFstab !== undefined) return { point: inFstab, noted: false };
+    const point = noted?.(folder, table);
+    return point === undefined ? undefined : { point, noted: true };
+  };
 }
 
 /**

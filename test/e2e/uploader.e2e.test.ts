@@ -339,7 +339,7 @@ describe('watch', () => {
     expect(run.logs().filter((line) => line.level >= 40 && line.msg.includes(watchDir))).toEqual([
       expect.objectContaining({
         level: 40,
-        msg: `Watch folder ${watchDir} is on ${disk.usb}, which /etc/fstab mounts, but nothing is mounted there yet: its files are uploaded once it is mounted`,
+        msg: `WATCH_DIRECTORIES ${watchDir} is on ${disk.usb}, which /etc/fstab mounts, but nothing is mounted there: its files are uploaded once it is mounted`,
       }),
     ]);
 
@@ -513,7 +513,7 @@ describe('once', () => {
     expect(away.code).toBe(1);
     expect(away.logs.map((line) => line.msg)).toContain(
       `ARCHIVE_DIRECTORY ${archiveDir} was on the disk mounted at ${disk.usb} when the uploader last started, and nothing is mounted there now: ` +
-        `mount it and run again; to archive without that disk from now on, remove ${join(temp.path, 'state', 'archive-disk.json')}`,
+        `mount it and run again; to go on without that disk from now on, remove ${join(temp.path, 'state', 'disks.json')}`,
     );
     expect(existsSync(archiveDir), 'no archive made on the disk beneath').toBe(false);
     expect(existsSync(join(watchDir, 'IMG_0002.jpg'))).toBe(true);
@@ -527,6 +527,35 @@ describe('once', () => {
     await waitFor(() => !existsSync(join(watchDir, 'IMG_0002.jpg')), { message: 'IMG_0002.jpg archived' });
     expect(server.assets).toHaveLength(2);
     expect(existsSync(join(archiveDir, 'IMG_0002.jpg'))).toBe(true);
+    expect(await stopGracefully(run)).toBe(0);
+  });
+
+  it('stops (exit 1) when nothing is mounted where a watch folder\'s disk was at an earlier start, and watch waits for it', async () => {
+    await startServer();
+    const disk = await usbDisk({ inFstab: false, mounted: true });
+    watchDir = join(disk.usb, 'photos');
+    const first = await writeMedia(watchDir, ['IMG_0001.jpg']);
+    const settings = { ...disk.env, WATCH_DIRECTORIES: watchDir, ARCHIVE_DIRECTORY: archiveDir };
+    expect((await runCli(['once'], { env: env(settings) })).code).toBe(0);
+    await expectUploadedAndArchived(first);
+
+    // The stick taken away, and its folders with it.
+    await rm(watchDir, { recursive: true });
+    await disk.unmount();
+    const away = await runCli(['once'], { env: env(settings) });
+    expect(away.code, away.stdout + away.stderr).toBe(1);
+    expect(away.logs.map((line) => line.msg)).toContain(
+      `WATCH_DIRECTORIES ${watchDir} was on the disk mounted at ${disk.usb} when the uploader last started, and nothing is mounted there now: ` +
+        `mount it and run again; to go on without that disk from now on, remove ${join(temp.path, 'state', 'disks.json')}`,
+    );
+
+    const run = watch(settings);
+    await run.waitForLog((line) => line.level === 40 && line.msg.endsWith('its files are uploaded once it is mounted'));
+    const second = await writeMedia(watchDir, ['IMG_0002.jpg']);
+    await disk.mount();
+    await waitFor(() => !existsSync(join(watchDir, 'IMG_0002.jpg')), { message: 'IMG_0002.jpg archived' });
+    await expectUploadedAndArchived(second);
+    expect(run.logs().filter((line) => line.level >= 50)).toEqual([]);
     expect(await stopGracefully(run)).toBe(0);
   });
 

@@ -5,6 +5,7 @@ import { Command } from 'commander';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, redactedConfig, type LoadConfigInput, type LoadedConfig } from '../../src/config.js';
 import { addOptions, MAX_TIMER_SECONDS, OPTIONS } from '../../src/options.js';
+import type { AwayDisk } from '../../src/support/mount-table.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 
 /** Distinctive, so that a leak anywhere is easy to spot. */
@@ -509,7 +510,7 @@ describe('folders', () => {
     const usb = join(root, 'usb');
     await mkdir(usb);
     await symlink(usb, join(home, 'usb'));
-    const unmountedDisk = (path: string): string | undefined => (path.startsWith(join(home, 'usb')) ? join(home, 'usb') : undefined);
+    const unmountedDisk = (path: string): AwayDisk | undefined => (path.startsWith(join(home, 'usb')) ? { point: join(home, 'usb'), noted: false } : undefined);
     const { config } = load({ env: env({ WATCH_DIRECTORIES: '~/usb/photos,~/Downloads,~/usb/photos', ARCHIVE_DIRECTORY: join(root, 'archive') }), unmountedDisk });
     expect(config.watchRoots.map((watched) => watched.path)).toEqual([join(usb, 'photos'), join(home, 'Downloads')]);
     // Elsewhere, a missing folder is still a problem.

@@ -1,7 +1,7 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ArchiveMount, archiveDiskAway, rememberArchiveDisk } from '../../src/pipeline/archive-disk.js';
+import { ArchiveMount, archiveDiskAway, notedDiskAway, notMountedError, readAwayDisks, rememberDisk } from '../../src/pipeline/disks.js';
 import type { SystemFiles } from '../../src/support/mount-table.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 
@@ -14,7 +14,7 @@ const ROOT_ONLY = '27 1 8:1 / / rw - ext4 /dev/sda1 rw\n';
 let usbMounted: string;
 
 beforeEach(async () => {
-  dir = await makeTempDir('iau-archive-disk-');
+  dir = await makeTempDir('iau-disks-');
   state = join(dir.path, 'state');
   usb = join(dir.path, 'usb');
   archive = join(usb, 'archive');
@@ -38,12 +38,12 @@ async function unplug(): Promise<void> {
 
 describe('the archive disk remembered between runs', () => {
   it('refuses the archive when nothing is mounted where its disk was at an earlier start, saying how to go on without it', async () => {
-    expect(rememberArchiveDisk(state, archive, usbMounted)).toBe(usb);
+    expect(rememberDisk(state, archive, usbMounted)).toBe(usb);
     await unplug();
     const away = await archiveDiskAway(state, archive, system);
     expect(away?.message).toBe(
       `ARCHIVE_DIRECTORY ${archive} was on the disk mounted at ${usb} when the uploader last started, and nothing is mounted there now: ` +
-        `mount it and run again; to archive without that disk from now on, remove ${join(state, 'archive-disk.json')}`,
+        `mount it and run again; to go on without that disk from now on, remove ${join(state, 'disks.json')}`,
     );
     // The folder made again on the disk beneath changes nothing: the disk is still away.
     await mkdir(archive, { recursive: true });
@@ -51,26 +51,26 @@ describe('the archive disk remembered between runs', () => {
   });
 
   it('lets the archive be used again once the disk is back, or once the note is removed', async () => {
-    rememberArchiveDisk(state, archive, usbMounted);
+    rememberDisk(state, archive, usbMounted);
     await unplug();
     await writeFile(system.mountTable, usbMounted);
     expect(await archiveDiskAway(state, archive, system)).toBeUndefined();
 
     await writeFile(system.mountTable, ROOT_ONLY);
-    await rm(join(state, 'archive-disk.json'));
+    await rm(join(state, 'disks.json'));
     expect(await archiveDiskAway(state, archive, system)).toBeUndefined();
   });
 
   it('says nothing of another archive folder than the one noted, nor before the first note', async () => {
-    rememberArchiveDisk(state, archive, usbMounted);
+    rememberDisk(state, archive, usbMounted);
     await unplug();
     expect(await archiveDiskAway(state, join(dir.path, 'elsewhere'), system)).toBeUndefined();
     expect(await archiveDiskAway(join(dir.path, 'new-state'), archive, system)).toBeUndefined();
   });
 
   it('notes the disk anew when the archive is on another one', async () => {
-    rememberArchiveDisk(state, archive, usbMounted);
-    expect(rememberArchiveDisk(state, archive, ROOT_ONLY)).toBe('/');
+    rememberDisk(state, archive, usbMounted);
+    expect(rememberDisk(state, archive, ROOT_ONLY)).toBe('/');
     await unplug();
     expect(await archiveDiskAway(state, archive, system)).toBeUndefined();
   });
@@ -84,9 +84,33 @@ describe('the archive disk remembered between runs', () => {
   });
 
   it('says nothing where there is no mount table (not Linux)', async () => {
-    rememberArchiveDisk(state, archive, usbMounted);
+    rememberDisk(state, archive, usbMounted);
     await unplug();
     expect(await archiveDiskAway(state, archive, { ...system, mountTable: join(dir.path, 'none') })).toBeUndefined();
+  });
+});
+
+describe('the disks of the watch folders, noted likewise', () => {
+  it('keeps a note per folder, and names a noted disk that is away, fstab first', async () => {
+    const stick = join(usb, 'photos');
+    const home = join(dir.path, 'home', 'inbox');
+    expect(rememberDisk(state, stick, usbMounted)).toBe(usb);
+    expect(rememberDisk(state, home, usbMounted)).toBe('/');
+    expect(notedDiskAway(state, stick, usbMounted)).toBeUndefined();
+    expect(notedDiskAway(state, stick, ROOT_ONLY)).toBe(usb);
+    expect(notedDiskAway(state, home, ROOT_ONLY)).toBeUndefined();
+
+    await writeFile(system.mountTable, ROOT_ONLY);
+    const away = await readAwayDisks(system, state);
+    expect(away(stick)).toEqual({ point: usb, noted: true });
+    expect(away(home)).toBeUndefined();
+    expect(notMountedError('WATCH_DIRECTORIES', stick, { point: usb, noted: true }, state).situation).toBe(
+      `WATCH_DIRECTORIES ${stick} was on the disk mounted at ${usb} when the uploader last started, and nothing is mounted there now`,
+    );
+    // Without a state folder to read, only fstab counts.
+    expect((await readAwayDisks(system, undefined))(stick)).toBeUndefined();
+    await writeFile(system.fstab, `UUID=1 / ext4 defaults 0 1\nUUID=2 ${usb} ext4 defaults,nofail 0 2\n`);
+    expect((await readAwayDisks(system, state))(stick)).toEqual({ point: usb, noted: false });
   });
 });
 
