@@ -288,6 +288,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
       // most of it is uploaded (the scan waits for room in the pipeline).
       void logSummaries(coordinator, logger, clock, background.signal);
       void watchRetryRequests(config.stateDirectory, journal, coordinator, logger, clock, background.signal);
+      void lookForMissingWatchFolders(detector, clock, background.signal);
       // A card mounted into a watch folder brings no file event; nor does the archive's disk
       // when it is back, which files may be waiting for.
       mounts = await MountTable.follow({
@@ -383,6 +384,18 @@ async function watchRetryRequests(
     }
   } catch {
     // Aborted at shutdown.
+  }
+}
+
+/** Every second, until `signal` aborts: a missing watch folder that is there again is walked (detect.ts). Never rejects. */
+async function lookForMissingWatchFolders(detector: Detector, clock: Clock, signal: AbortSignal): Promise<void> {
+  for (;;) {
+    try {
+      await clock.sleep(MOUNT_TABLE_INTERVAL_MS, signal);
+    } catch {
+      return; // stopped
+    }
+    await detector.lookForMissingRoots();
   }
 }
 

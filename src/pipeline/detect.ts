@@ -223,6 +223,25 @@ export class Detector {
   }
 
   /**
+   * Looks whether the watch folders that are missing are there again, and walks those that are.
+   * A folder made on a disk just after the disk was mounted, or made again after it was removed,
+   * brings no event (nothing watches its parent): the daemon calls this every second, so that
+   * such a folder is seen then rather than at the next rescan. Costs nothing while none is
+   * missing; never rejects.
+   */
+  async lookForMissingRoots(): Promise<void> {
+    if (this.#closed || this.#missingRoots.size === 0) return;
+    for (const root of this.#options.roots) {
+      if (!this.#missingRoots.has(root.path)) continue;
+      const there = await stat(root.path).then(
+        (stats) => stats.isDirectory(),
+        () => false,
+      );
+      if (there && !this.#closed) this.#walkBeside(root.path, root);
+    }
+  }
+
+  /**
    * Stops the timer and every fs.watch handle and waits for work in flight; after it resolves no
    * callback fires and the detector holds nothing that keeps the process alive.
    */

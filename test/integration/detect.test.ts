@@ -558,6 +558,28 @@ describe('Detector: watching', () => {
     await waitFor(() => h.seen.has(live), { message: 'file in the re-watched root' });
   });
 
+  it('finds a root missing at start once it is there, when asked to look, without calling it an error', async () => {
+    const temp = await makeTempDir('iau-detect-');
+    cleanups.push(temp.remove);
+    const base = await realpath(temp.path);
+    const root = { path: join(base, 'stick', 'photos'), archivePath: join(base, 'archive') };
+    const h = await makeHarness({ missingAtStart: [root.path] }, root);
+    await h.detector.start();
+    await h.detector.lookForMissingRoots();
+    expect(h.seen.size).toBe(0);
+
+    // Made on a disk a moment after it was mounted: no event, and no mount change after it.
+    await mkdir(root.path, { recursive: true });
+    await writeFile(join(root.path, 'IMG_1.jpg'), 'x');
+    await h.detector.lookForMissingRoots();
+    await waitFor(() => h.seen.has(join(root.path, 'IMG_1.jpg')), { message: 'the file in the folder that appeared' });
+    expect(h.logs.filter((line) => line.level >= 50)).toEqual([]);
+    expect(h.logs.map((line) => line.msg)).toContain(`Watch folder ${root.path} is back; detecting files in it again`);
+    const live = join(root.path, 'live.jpg');
+    await writeFile(live, 'x');
+    await waitFor(() => h.seen.has(live), { message: 'a file in the folder, now watched' });
+  });
+
   it.skipIf(process.getuid?.() === 0)('warns once about a folder it cannot read and carries on', async () => {
     const h = await makeHarness();
     const locked = join(h.root.path, 'locked');
