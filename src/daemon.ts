@@ -17,6 +17,7 @@ import { WHOLE_FILE_MAX_BYTES } from './pipeline/hash.js';
 import { lstatForSettle, settleStatFrom } from './pipeline/settle.js';
 import { EmptyFolders } from './pipeline/empty-folders.js';
 import { LateSidecars } from './pipeline/late-sidecars.js';
+import { LateWrites } from './pipeline/late-writes.js';
 import { recoverUnfinished } from './pipeline/recover.js';
 import { sentSidecarOf } from './pipeline/sidecar.js';
 import { makeRecorder, type Recorder } from './pipeline/states.js';
@@ -213,6 +214,15 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
           display: (file) => relative(file.root.path, file.path),
           onMoved: (file) => emptyFolders?.note(file.path, file.root),
         });
+  // A writer that comes back after its file was uploaded: the complete file goes round again.
+  const lateWrites = new LateWrites({
+    clock,
+    logger: logger.child({ stage: 'archive' }),
+    waitMs: config.fileStabilityWaitMs,
+    intervalMs: config.fileStabilityCheckIntervalMs,
+    fs: archiveFs,
+    display: (file) => relative(file.root.path, file.path),
+  });
   const originalGone = (file: Candidate): void => {
     lateSidecars?.photoGone(file.path);
     emptyFolders?.note(file.path, file.root);
@@ -249,6 +259,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
         limitUpload,
         afterUpload: config.afterUpload,
         archiveFs: isSmall(file.size) ? smallArchiveFs : archiveFs,
+        lateWrites,
         record: traced,
         signals,
       });
@@ -279,6 +290,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
 
   coordinator.start();
   lateSidecars?.start();
+  lateWrites.start();
   emptyFolders?.start();
   const background = new AbortController();
   let mounts: MountTable | undefined;
@@ -328,6 +340,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     await detector.close();
     await shutdown(coordinator, abortRequests, stop.aborted ? config.shutdownGraceMs : 0, clock, logger);
     await lateSidecars?.close();
+    await lateWrites.close();
     await emptyFolders?.close();
     await Promise.all([files.close(), hashing.close()]);
     temporaries?.finish();

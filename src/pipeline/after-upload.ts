@@ -1,3 +1,4 @@
+import type { FileHandle } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { AfterUpload, WatchRoot } from '../config.js';
 import { messageOf } from '../support/message.js';
@@ -12,6 +13,7 @@ import {
   type ArchiveFs,
 } from './archive.js';
 import { hashFile } from './hash.js';
+import type { Bytes, Disposed, LateWrites } from './late-writes.js';
 import { isShared, sharesStem, sidecarFollowing, sidecarNames, stemOf, type SentSidecar } from './sidecar.js';
 import type { RecordedFile, Recorder } from './states.js';
 import { sameVersion, type FileVersion } from './types.js';
@@ -25,6 +27,8 @@ export interface ConfirmedFile extends FileVersion {
   sidecar?: SentSidecar;
   /** False when no sidecar was beside it when it was read: a move then does not look for one. */
   mayHaveSidecars?: boolean;
+  /** The asset the server has of it, when known (for a warning about a late write). */
+  assetId?: string;
 }
 
 /** What became of the original; `sidecarsLeft`: why a sidecar could not follow it into the archive. */
@@ -35,33 +39,62 @@ export type Disposition = { mode: 'move'; archivedTo: string; sidecarsLeft?: str
  * before the side effect (write-ahead), so that a crash between the two is finished on the
  * next start by {@link finishInterrupted}. Throws SourceChangedError when the file is no longer
  * the version that was uploaded: then nothing is touched and the file goes round again.
+ *
+ * `lateWrites` then watches the bytes the server got, for a writer that comes back: by the name
+ * that still leads to them, or, where their last name goes, through a descriptor it holds open.
  */
 export async function disposeOriginal(
   file: ConfirmedFile,
   mode: AfterUpload,
   record: Recorder,
   fs: ArchiveFs = nodeArchiveFs,
+  lateWrites?: LateWrites,
 ): Promise<Disposition> {
   switch (mode) {
     case 'move': {
       // Committed before the link: a crash after it is finished at the next start.
       await record(file, 'archiving', { archivePath: targetPath(file.path, file.root) });
-      const archived = await archiveFile({ source: file.path, root: file.root, checksum: file.checksum, expected: file, fs });
-      const sidecarsLeft = await archiveSidecars(file, archived.target, fs);
-      record(file, 'archived', { archivePath: archived.target });
-      return { mode, archivedTo: archived.target, ...(sidecarsLeft ? { sidecarsLeft } : {}) };
+      const held: { handle?: FileHandle } = {};
+      try {
+        const archived = await archiveFile({
+          ...{ source: file.path, root: file.root, checksum: file.checksum, expected: file, fs },
+          beforeOrphaning: lateWrites && (async () => void (held.handle = await lateWrites.hold(file.path, file))),
+        });
+        const sidecarsLeft = await archiveSidecars(file, archived.target, fs);
+        record(file, 'archived', { archivePath: archived.target });
+        // A link or a rename keeps the bytes under the archive's name.
+        const bytes: Bytes | undefined = held.handle
+          ? { kind: 'held', handle: held.handle }
+          : archived.method === 'link' || archived.method === 'rename'
+            ? { kind: 'named', path: archived.target }
+            : undefined;
+        if (bytes) lateWrites?.watch(disposed(file, mode, bytes, archived.target));
+        delete held.handle;
+        return { mode, archivedTo: archived.target, ...(sidecarsLeft ? { sidecarsLeft } : {}) };
+      } finally {
+        await held.handle?.close();
+      }
     }
-    case 'delete':
+    case 'delete': {
       await assertUnchanged(fs, file);
       await record(file, 'deleting');
       // Again, as the commit took a moment: a new file put at the path meanwhile stays.
       await assertUnchanged(fs, file);
-      await deleteWithSidecar(fs, file.path, file.sidecar);
+      const handle = await lateWrites?.hold(file.path, file);
+      try {
+        await deleteWithSidecar(fs, file.path, file.sidecar);
+      } catch (error) {
+        await handle?.close();
+        throw error;
+      }
       record(file, 'deleted');
+      if (handle) lateWrites?.watch(disposed(file, mode, { kind: 'held', handle }));
       return { mode };
+    }
     case 'keep':
       await assertUnchanged(fs, file);
       record(file, 'kept');
+      lateWrites?.watch(disposed(file, mode, { kind: 'named', path: file.path }));
       return { mode };
     default: {
       const unhandled: never = mode;
@@ -103,6 +136,11 @@ export async function finishInterrupted(
   const sidecarsLeft = await archiveSidecars(file, copy, fs);
   record(file, 'archived', { archivePath: copy });
   return { mode: 'move', archivedTo: copy, ...(sidecarsLeft ? { sidecarsLeft } : {}) };
+}
+
+function disposed(file: ConfirmedFile, afterUpload: AfterUpload, bytes: Bytes, archivedTo?: string): Disposed {
+  const { path, root, size, mtimeMs, assetId } = file;
+  return { path, root, size, mtimeMs, assetId, afterUpload, bytes, ...(archivedTo === undefined ? {} : { archivedTo }) };
 }
 
 /** The archived copy of a file: its target name or a numbered variant with the same bytes. */

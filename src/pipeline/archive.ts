@@ -166,6 +166,11 @@ export interface ArchiveInput {
   signal?: AbortSignal;
   /** The name wanted in the archive, if not the source's own (a sidecar takes its photo's). */
   target?: string;
+  /**
+   * Called just before the source's name goes where no other name keeps its bytes (they were
+   * copied across disks, or the archive had them already): late-writes.ts holds them open then.
+   */
+  beforeOrphaning?: () => Promise<void>;
 }
 
 export interface ArchiveResult {
@@ -264,7 +269,7 @@ export async function archiveFile(input: ArchiveInput): Promise<ArchiveResult> {
 
   // No look at the source first: a hard link is checked before the source's name goes
   // (removeLinkedSource), and the other ways of placing a file check before they move anything.
-  const job: Job = { fs, source, expected, checksum: checksum.toLowerCase(), signal, canLink: true };
+  const job: Job = { fs, source, expected, checksum: checksum.toLowerCase(), signal, canLink: true, beforeOrphaning: input.beforeOrphaning };
   let claim: Claim;
   try {
     claim = await claimName(job, source, wanted, 0);
@@ -277,7 +282,7 @@ export async function archiveFile(input: ArchiveInput): Promise<ArchiveResult> {
 
   if (claim.kind === 'identical') {
     await assertUnchanged(fs, source, expected);
-    await removeSource(job, claim.target);
+    await removeSource(job, claim.target, true);
     return { outcome: 'already-archived', target: claim.target, method: 'none' };
   }
   await syncFolder(fs, folder, claim.target);
@@ -298,7 +303,7 @@ export async function archiveFile(input: ArchiveInput): Promise<ArchiveResult> {
  */
 async function removeLinkedSource(job: Job, target: string): Promise<void> {
   const source = await versionOf(job.fs, job.source);
-  if (sameVersion(source, job.expected)) return removeSource(job, target);
+  if (sameVersion(source, job.expected)) return removeSource(job, target, false);
   const archived = await versionOf(job.fs, target);
   if (source !== null && sameVersion(archived, source)) {
     await attempt('move', target, () => job.fs.unlink(target));
@@ -384,6 +389,7 @@ interface Job {
   signal: AbortSignal | undefined;
   /** Cleared the first time link() says the file system has no hard links. */
   canLink: boolean;
+  beforeOrphaning: (() => Promise<void>) | undefined;
 }
 
 type Claim =
@@ -476,7 +482,7 @@ async function copyAcross(job: Job, wanted: string): Promise<ArchiveResult> {
     const name = numberedName(wanted, start);
     const found = await inspect(job, name);
     if (found === 'identical') {
-      await removeSource(job, name);
+      await removeSource(job, name, true);
       return { outcome: 'already-archived', target: name, method: 'none' };
     }
     if (found === 'absent') break;
@@ -506,7 +512,7 @@ async function copyAcross(job: Job, wanted: string): Promise<ArchiveResult> {
   if (claim.kind === 'identical') {
     // Someone placed the same content under this name while we copied.
     await removeIfExists(fs, temporary).catch(() => undefined);
-    await removeSource(job, claim.target);
+    await removeSource(job, claim.target, true);
     return { outcome: 'already-archived', target: claim.target, method: 'none' };
   }
   if (claim.method === 'link') {
@@ -523,7 +529,7 @@ async function copyAcross(job: Job, wanted: string): Promise<ArchiveResult> {
     await attempt('place', claim.target, () => fs.unlink(claim.target));
     throw new SourceChangedError(source, job.expected, actual);
   }
-  await removeSource(job, claim.target);
+  await removeSource(job, claim.target, true);
   return { outcome: 'moved', target: claim.target, method: 'copy' };
 }
 
@@ -543,7 +549,9 @@ async function verifyCopy(job: Job, temporary: string): Promise<void> {
   );
 }
 
-async function removeSource(job: Job, target: string): Promise<void> {
+/** `orphans`: no other name keeps the source's bytes (the target is a copy). */
+async function removeSource(job: Job, target: string, orphans: boolean): Promise<void> {
+  if (orphans) await job.beforeOrphaning?.();
   try {
     await removeIfExists(job.fs, job.source);
   } catch (error) {
@@ -648,7 +656,7 @@ export async function removeIfExists(fs: Pick<ArchiveFs, 'unlink'>, path: string
 }
 
 /** `.<name>.iau-tmp-<12 hex>`: hidden, recognisable, unique, and short enough for 255-byte names. */
-function temporaryName(name: string): string {
+export function temporaryName(name: string): string {
   return `.${shortenedTo(name, MAX_TEMPORARY_STEM_BYTES)}.iau-tmp-${randomBytes(6).toString('hex')}`;
 }
 

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../support/clock.js';
 import { Waiters } from '../support/waiters.js';
 import type { Disposition } from './after-upload.js';
+import { incompleteUploadAdvice } from './late-writes.js';
 import type { FailedStage, FileOutcome } from './process-file.js';
 import type { Recorder } from './states.js';
 import { Settler, type SettleStatFunction } from './settle.js';
@@ -284,9 +285,7 @@ export class Coordinator {
           // it writes: the server holds a partial photo, and only the user may delete it.
           logger.warn(
             { ...fields, assetId: outcome.uploadedAs },
-            `${fields.file} was written to again after it was uploaded: it is looked at again, and what changed goes to the server as well, ` +
-              `which keeps the upload too. If that upload is incomplete (a program paused while writing the file for longer than ` +
-              `FILE_STABILITY_WAIT_SECONDS=${this.deps.waitMs / 1000}), delete it in Immich and raise FILE_STABILITY_WAIT_SECONDS`,
+            `${fields.file} was written to again after it was uploaded: it goes round again. ${incompleteUploadAdvice(outcome.uploadedAs, this.deps.waitMs)}`,
           );
         }
         await this.resettle(file);

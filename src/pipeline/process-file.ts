@@ -10,6 +10,7 @@ import { messageOf } from '../support/message.js';
 import { disposeOriginal, type Disposition } from './after-upload.js';
 import { ArchiveError, SourceChangedError, type ArchiveFs } from './archive.js';
 import type { CheckBatcher, ServerVerdict } from './check.js';
+import type { LateWrites } from './late-writes.js';
 import { hashSettledFile, WHOLE_FILE_MAX_BYTES, type FileHash } from './hash.js';
 import { findSidecar, type FoundSidecar } from './sidecar.js';
 import type { Decision, Recorder } from './states.js';
@@ -53,6 +54,8 @@ export interface ProcessDeps {
   afterUpload: AfterUpload;
   /** The file operations of the move; the real ones unless a test simulates another disk. */
   archiveFs?: ArchiveFs;
+  /** Watches the bytes uploaded for a writer that comes back once the original was taken care of. */
+  lateWrites?: LateWrites;
   /** Called at each state change, before the step that depends on it. */
   record: Recorder;
   signals: CallSignals;
@@ -154,8 +157,8 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     // Only what the server confirmed is touched, and only if it is still the version we sent:
     // disposeOriginal checks that and throws SourceChangedError otherwise.
     stage = 'archive';
-    const confirmed = { ...file, checksum, mayHaveSidecars: found !== undefined, ...(sent ? { sidecar: sent } : {}) };
-    const disposition = await disposeOriginal(confirmed, deps.afterUpload, deps.record, deps.archiveFs);
+    const confirmed = { ...file, checksum, mayHaveSidecars: found !== undefined, ...(sent ? { sidecar: sent } : {}), ...(assetId === undefined ? {} : { assetId }) };
+    const disposition = await disposeOriginal(confirmed, deps.afterUpload, deps.record, deps.archiveFs, deps.lateWrites);
     const ms = Math.round(deps.clock.monotonic() - started);
     const notSent = created && found?.notSent !== undefined ? { sidecarNotSent: found.notSent } : {};
     return created

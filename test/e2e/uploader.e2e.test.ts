@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { appendFile, mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, open, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startFakeImmich, type FakeAsset, type FakeImmich } from '../fakes/immich-server.js';
@@ -407,6 +407,32 @@ describe('watch', () => {
     expect(await readIfExists(join(watchDir, 'IMG_1.JPG.xmp'))).toEqual(sidecars.get('IMG_1.JPG.xmp'));
     expect(await stopGracefully(run)).toBe(0);
   });
+
+  for (const mode of ['move', 'delete'] as const) {
+    it(`${mode} mode: a file written to again after it was uploaded and ${mode === 'move' ? 'archived' : 'deleted'} goes round again, complete`, async () => {
+      await startServer();
+      const run = watch({ AFTER_UPLOAD: mode });
+      await run.waitForLog((line) => line.msg.startsWith('watching'));
+      const path = join(watchDir, 'VID_1.MP4');
+      const [first, rest] = [randomBytes(300_000), randomBytes(200_000)];
+      const writer = await open(path, 'w');
+      try {
+        await writer.write(first);
+        // The program pauses for longer than the window: what it wrote so far is uploaded and taken care of.
+        await waitFor(() => server.assets.length === 1 && !existsSync(path), { timeoutMs: 20_000, message: 'the first part uploaded' });
+        await writer.write(rest);
+      } finally {
+        await writer.close();
+      }
+      const whole = Buffer.concat([first, rest]);
+      await waitFor(() => server.assetByChecksum(sha1(whole)) !== undefined && !existsSync(path), { timeoutMs: 20_000, message: 'the complete file uploaded' });
+      expect(server.assets).toHaveLength(2);
+      const warning = await run.waitForLog((line) => line.level === 40 && /written to again after it was uploaded and/.test(line.msg));
+      expect(warning.assetId).toBe(server.assetByChecksum(sha1(first))?.id);
+      if (mode === 'move') expect(await readIfExists(join(archiveDir, 'VID_1.MP4'))).toEqual(whole);
+      expect(await stopGracefully(run)).toBe(0);
+    });
+  }
 
   it('REMOVE_EMPTY_FOLDERS: removes a folder it emptied, quietly, and still sees a new one of the same name', async () => {
     await startServer();

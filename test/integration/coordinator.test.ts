@@ -248,9 +248,8 @@ describe('Coordinator logging', () => {
       {
         assetId: 'asset-1',
         msg:
-          'scan.jpg was written to again after it was uploaded: it is looked at again, and what changed goes to the server as well, which keeps the ' +
-          'upload too. If that upload is incomplete (a program paused while writing the file for longer than FILE_STABILITY_WAIT_SECONDS=0), ' +
-          'delete it in Immich and raise FILE_STABILITY_WAIT_SECONDS',
+          'scan.jpg was written to again after it was uploaded: it goes round again. The server keeps what it got first (asset asset-1): if that is ' +
+          'incomplete, delete it in Immich. A program paused while writing the file for longer than FILE_STABILITY_WAIT_SECONDS=0: raise it',
       },
     ]);
   });

@@ -1,0 +1,224 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, open, readdir, rename, rmdir, stat, utimes, writeFile, type FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { pino, type Logger } from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { AfterUpload, WatchRoot } from '../../src/config.js';
+import { disposeOriginal } from '../../src/pipeline/after-upload.js';
+import { nodeArchiveFs, simulatedCrossDeviceFs, type ArchiveFs } from '../../src/pipeline/archive.js';
+import { judgeLateWrite, LateWrites, MAX_WATCHED } from '../../src/pipeline/late-writes.js';
+import { makeRecorder } from '../../src/pipeline/states.js';
+import { systemClock } from '../../src/support/clock.js';
+import { readIfExists, sha1 } from '../helpers/media.js';
+import { makeTempDir } from '../helpers/temp-dir.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+describe('judgeLateWrite', () => {
+  const uploaded = { size: 100, mtimeMs: 1_000 };
+  const grown = { size: 150, mtimeMs: 2_000 };
+
+  it('follows the bytes from the upload to a change, and calls them complete once the change held for the window', () => {
+    expect(judgeLateWrite(uploaded, undefined, uploaded, 0, 500)).toEqual({ kind: 'unchanged' });
+    expect(judgeLateWrite(uploaded, undefined, grown, 0, 500)).toEqual({ kind: 'changing', version: grown });
+    const changed = { version: grown, since: 10_000 };
+    expect(judgeLateWrite(uploaded, changed, grown, 10_499, 500)).toEqual({ kind: 'settling' });
+    expect(judgeLateWrite(uploaded, changed, grown, 10_500, 500)).toEqual({ kind: 'complete', version: grown });
+    // Written to again while it settled: its wait starts over.
+    const again = { size: 200, mtimeMs: 3_000 };
+    expect(judgeLateWrite(uploaded, changed, again, 10_600, 500)).toEqual({ kind: 'changing', version: again });
+    // Back to its uploaded size and time is still a change from the last one seen.
+    expect(judgeLateWrite(uploaded, changed, uploaded, 10_600, 500)).toEqual({ kind: 'changing', version: uploaded });
+  });
+
+  it('lets go of bytes whose name leads nowhere any more', () => {
+    expect(judgeLateWrite(uploaded, undefined, null, 0, 500)).toEqual({ kind: 'gone' });
+    expect(judgeLateWrite(uploaded, { version: grown, since: 0 }, null, 10_000, 500)).toEqual({ kind: 'gone' });
+  });
+});
+
+describe('LateWrites', () => {
+  let temp: { path: string; remove: () => Promise<void> };
+  let root: WatchRoot;
+  let lines: Array<{ level: number; msg: string; assetId?: string; putBack?: string }>;
+  let logger: Logger;
+  let watcher: LateWrites | undefined;
+  /** Writers the test opened: closed after it. */
+  const writers: FileHandle[] = [];
+  const record = makeRecorder(
+    async () => undefined,
+    () => undefined,
+  );
+
+  beforeEach(async () => {
+    temp = await makeTempDir('iau-late-writes-');
+    root = { path: join(temp.path, 'inbox'), archivePath: join(temp.path, 'archive') };
+    await mkdir(root.path);
+    lines = [];
+    logger = pino({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line) as (typeof lines)[number]) });
+  });
+
+  afterEach(async () => {
+    await watcher?.close();
+    watcher = undefined;
+    for (const writer of writers.splice(0)) await writer.close().catch(() => undefined);
+    await temp.remove();
+  });
+
+  function lateWrites(fs: ArchiveFs = nodeArchiveFs, watchMs?: number): LateWrites {
+    watcher = new LateWrites({
+      clock: systemClock,
+      logger,
+      waitMs: 150,
+      intervalMs: 20,
+      fs,
+      display: (file) => file.path.slice(root.path.length + 1),
+      ...(watchMs === undefined ? {} : { watchMs }),
+    });
+    watcher.start();
+    return watcher;
+  }
+
+  /**
+   * A program writing `name` that pauses after its first part: the part is taken care of
+   * (`mode`) while the program still has the file open. Returns the program's handle.
+   */
+  async function pausedWriter(name: string, first: Buffer, mode: AfterUpload, late: LateWrites, fs: ArchiveFs = nodeArchiveFs): Promise<FileHandle> {
+    const path = join(root.path, name);
+    await mkdir(dirname(path), { recursive: true });
+    const writer = await open(path, 'w');
+    writers.push(writer);
+    await writer.write(first);
+    const info = await stat(path);
+    const file = { path, root, size: info.size, mtimeMs: info.mtimeMs, checksum: sha1(first), assetId: 'asset-1' };
+    await disposeOriginal(file, mode, record, fs, late);
+    return writer;
+  }
+
+  const warnings = (): typeof lines => lines.filter((line) => line.level === 40);
+
+  it('move by hard link: the complete file goes back from the archive into the watch folder, and the incomplete asset is named', async () => {
+    const late = lateWrites();
+    const [first, rest] = [randomBytes(3000), randomBytes(2000)];
+    const writer = await pausedWriter('VID_1.MP4', first, 'move', late);
+    expect(await readIfExists(join(root.archivePath, 'VID_1.MP4'))).toEqual(first);
+    await writer.write(rest);
+    await writer.close();
+
+    const whole = Buffer.concat([first, rest]);
+    await waitFor(async () => (await readIfExists(join(root.path, 'VID_1.MP4')))?.equals(whole), { message: 'the complete file back in the watch folder' });
+    expect(existsSync(join(root.archivePath, 'VID_1.MP4'))).toBe(false);
+    expect(warnings()).toMatchObject([{ assetId: 'asset-1', putBack: join(root.path, 'VID_1.MP4') }]);
+    expect(warnings()[0]?.msg).toMatch(
+      /^VID_1\.MP4 was written to again after it was uploaded and archived: its complete version was moved out of the archive, back into the watch folder, and goes round again\. The server keeps what it got first \(asset asset-1\)/,
+    );
+    await waitFor(() => late.size === 0, { message: 'the watch over' });
+  });
+
+  it('delete mode: the complete file is saved from the deleted one, which the uploader held open', async () => {
+    const late = lateWrites();
+    const [first, rest] = [randomBytes(3000), randomBytes(70_000)];
+    const writer = await pausedWriter('sub/IMG_1.JPG', first, 'delete', late);
+    expect(existsSync(join(root.path, 'sub/IMG_1.JPG'))).toBe(false);
+    // Its folder went with it (REMOVE_EMPTY_FOLDERS).
+    await rmdir(join(root.path, 'sub'));
+    await writer.write(rest);
+    await writer.close();
+
+    const whole = Buffer.concat([first, rest]);
+    await waitFor(async () => (await readIfExists(join(root.path, 'sub/IMG_1.JPG')))?.equals(whole), { message: 'the complete file back in the watch folder' });
+    // No temporary is left beside it.
+    expect(await readdir(join(root.path, 'sub'))).toEqual(['IMG_1.JPG']);
+    expect(warnings()).toHaveLength(1);
+    expect(warnings()[0]?.msg).toMatch(/uploaded and deleted: its complete version was saved from the deleted file, back into the watch folder/);
+  });
+
+  it('a move across disks: the archive keeps the copy of what was uploaded, the complete file goes back to the watch folder', async () => {
+    const fs = simulatedCrossDeviceFs();
+    const late = lateWrites(fs);
+    const [first, rest] = [randomBytes(3000), randomBytes(2000)];
+    const writer = await pausedWriter('VID_2.MP4', first, 'move', late, fs);
+    await writer.write(rest);
+    await writer.close();
+
+    await waitFor(async () => (await readIfExists(join(root.path, 'VID_2.MP4')))?.equals(Buffer.concat([first, rest])), {
+      message: 'the complete file back in the watch folder',
+    });
+    expect(await readIfExists(join(root.archivePath, 'VID_2.MP4'))).toEqual(first);
+    expect(warnings()[0]?.msg).toContain(`The archive's copy ${join(root.archivePath, 'VID_2.MP4')} holds what was uploaded.`);
+  });
+
+  it('keep mode: only a warning, since the original in place goes round by itself', async () => {
+    const late = lateWrites();
+    const writer = await pausedWriter('IMG_2.JPG', randomBytes(1000), 'keep', late);
+    await writer.write(randomBytes(1000));
+    await writer.close();
+    await waitFor(() => warnings().length === 1, { message: 'the warning' });
+    expect(warnings()[0]?.msg).toMatch(/^IMG_2\.JPG was written to again after it was uploaded: its new version is uploaded as well\./);
+    expect(await readdir(root.path)).toEqual(['IMG_2.JPG']);
+  });
+
+  it('puts the complete file back under a numbered name when a new file took its name', async () => {
+    const late = lateWrites();
+    const writer = await pausedWriter('IMG_3.JPG', randomBytes(1000), 'move', late);
+    const newcomer = randomBytes(500);
+    await writeFile(join(root.path, 'IMG_3.JPG'), newcomer);
+    await writer.write(randomBytes(1000));
+    await writer.close();
+    await waitFor(() => existsSync(join(root.path, 'IMG_3 (1).JPG')), { message: 'the complete file under a numbered name' });
+    expect(await readIfExists(join(root.path, 'IMG_3.JPG'))).toEqual(newcomer);
+    expect((await stat(join(root.path, 'IMG_3 (1).JPG'))).size).toBe(2000);
+  });
+
+  it('makes nothing where the watch folder itself is gone (a disk taken away), and says where the file is', async () => {
+    const late = lateWrites();
+    const writer = await pausedWriter('IMG_6.JPG', randomBytes(1000), 'move', late);
+    await rename(root.path, `${root.path}.away`);
+    await writer.write(randomBytes(1000));
+    await writer.close();
+    const error = await waitFor(() => lines.find((line) => line.level === 50), { message: 'the error' });
+    expect(error.msg).toBe(
+      `IMG_6.JPG was written to again after it was uploaded, and its complete version could not be put back into the watch folder: ` +
+        `the watch folder ${root.path} is gone (ENOENT: no such file or directory, lstat '${root.path}'). It is tried again every minute. ` +
+        `It is at ${join(root.archivePath, 'IMG_6.JPG')}.`,
+    );
+    expect(existsSync(root.path)).toBe(false);
+    expect((await stat(join(root.archivePath, 'IMG_6.JPG'))).size).toBe(2000);
+  });
+
+  it('saves at close a change it has not seen settle yet', async () => {
+    const late = lateWrites();
+    const [first, rest] = [randomBytes(1000), randomBytes(1000)];
+    const writer = await pausedWriter('IMG_4.JPG', first, 'delete', late);
+    await writer.write(rest);
+    await late.close();
+    expect(await readIfExists(join(root.path, 'IMG_4.JPG'))).toEqual(Buffer.concat([first, rest]));
+  });
+
+  it('does not watch a file last written before its watch, and ends a watch when its time is up', async () => {
+    const late = lateWrites(nodeArchiveFs, 600);
+    const old = join(root.path, 'old.jpg');
+    await writeFile(old, randomBytes(100));
+    const hourAgo = new Date(Date.now() - 60 * 60_000);
+    await utimes(old, hourAgo, hourAgo);
+    const info = await stat(old);
+    expect(await late.hold(old, info)).toBeUndefined();
+    await disposeOriginal({ path: old, root, size: info.size, mtimeMs: info.mtimeMs, checksum: 'x' }, 'keep', record, nodeArchiveFs, late);
+    expect(late.size).toBe(0);
+
+    await pausedWriter('IMG_5.JPG', randomBytes(100), 'delete', late);
+    expect(late.size).toBe(1);
+    await waitFor(() => late.size === 0, { message: 'the watch over', timeoutMs: 5_000 });
+    expect(warnings()).toEqual([]);
+  });
+
+  it(`watches at most ${MAX_WATCHED} files, ending the oldest watch first`, async () => {
+    const late = lateWrites();
+    const now = Date.now();
+    for (let n = 0; n <= MAX_WATCHED; n++) {
+      const path = join(root.path, `${n}.jpg`);
+      late.watch({ path, root, size: 1, mtimeMs: now, assetId: undefined, afterUpload: 'keep', bytes: { kind: 'named', path } });
+    }
+    expect(late.size).toBe(MAX_WATCHED);
+  });
+});
