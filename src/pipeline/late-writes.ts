@@ -182,12 +182,12 @@ export class LateWrites {
       void release(file.bytes);
       return;
     }
-    const { clock, intervalMs } = this.#options;
+    const { clock } = this.#options;
     const now = clock.monotonic();
     // Measured from the last write on the system's clock; never longer than a whole watch from now
     // (a file dated in the future by a wrong clock).
     const left = Math.min(this.#watchMs, file.mtimeMs + this.#watchMs - clock.now());
-    const gap = Math.max(intervalMs, 1_000);
+    const gap = this.#firstGap();
     this.#watched.add({ ...file, deadline: now + left, nextLook: now + gap, gap });
     if (this.#watched.size > MAX_WATCHED) {
       const oldest = this.#watched.values().next().value;
@@ -271,17 +271,31 @@ export class LateWrites {
         return;
       case 'complete': {
         const result = await this.#putBack(watch, verdict.version);
-        if (result === 'changing') {
-          watch.nextLook = now + intervalMs;
-          if (!final) return;
+        if (final) return this.#end(watch);
+        switch (result) {
+          case 'changing':
+            watch.nextLook = now + intervalMs;
+            return;
+          case 'failed':
+            watch.nextLook = now + RETRY_MS;
+            return;
+          case 'done':
+            // The writer still has the file it wrote, not the copy put back: what it writes after
+            // another pause goes there, and is put back again. A name that led to the bytes now
+            // leads to them from the watch folder, and they are watched again when they leave it.
+            if (watch.bytes.kind === 'named') return this.#end(watch);
+            Object.assign(watch, verdict.version, { assetId: undefined, changed: undefined, failed: undefined });
+            watch.gap = this.#firstGap();
+            watch.nextLook = now + watch.gap;
+            watch.deadline = now + this.#watchMs;
+            return;
         }
-        if (result === 'failed' && !final) {
-          watch.nextLook = now + RETRY_MS;
-          return;
-        }
-        return this.#end(watch);
       }
     }
+  }
+
+  #firstGap(): number {
+    return Math.max(this.#options.intervalMs, 1_000);
   }
 
   #end(watch: Watch): void {

@@ -123,7 +123,6 @@ describe('LateWrites', () => {
     // Its folder went with it (REMOVE_EMPTY_FOLDERS).
     await rmdir(join(root.path, 'sub'));
     await writer.write(rest);
-    await writer.close();
 
     const whole = Buffer.concat([first, rest]);
     await waitFor(async () => (await readIfExists(join(root.path, 'sub/IMG_1.JPG')))?.equals(whole), { message: 'the complete file back in the watch folder' });
@@ -131,6 +130,14 @@ describe('LateWrites', () => {
     expect(await readdir(join(root.path, 'sub'))).toEqual(['IMG_1.JPG']);
     expect(warnings()).toHaveLength(1);
     expect(warnings()[0]?.msg).toMatch(/uploaded and deleted: its complete version was saved from the deleted file, back into the watch folder/);
+
+    // The program pauses again: what it writes goes into the file it has, not the copy put back.
+    const more = randomBytes(1000);
+    await writer.write(more);
+    await writer.close();
+    await waitFor(async () => (await readIfExists(join(root.path, 'sub/IMG_1 (1).JPG')))?.equals(Buffer.concat([whole, more])), {
+      message: 'the file put back again',
+    });
   });
 
   it('a move across disks: the archive keeps the copy of what was uploaded, the complete file goes back to the watch folder', async () => {
