@@ -290,7 +290,8 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
 
   coordinator.start();
   lateSidecars?.start();
-  lateWrites.start();
+  // `once` looks at the files it took care of when it ends, which sees any change since as well.
+  if (mode === 'watch') lateWrites.start();
   emptyFolders?.start();
   const background = new AbortController();
   let mounts: MountTable | undefined;
