@@ -12,7 +12,9 @@
  * stability window, the complete file is put back at its place in the watch folder, moved out of
  * the archive or copied out of the descriptor, and goes round the pipeline again; a warning names
  * the incomplete asset the server keeps, which only the user may delete. Keep mode's original is
- * in place already: it goes round by itself, and gets the warning only.
+ * in place already: it goes round by itself, and gets the warning only. Nothing is held open on
+ * removable media (a card in a reader), which nobody writes to while it is emptied, and which a
+ * descriptor would keep from being ejected.
  */
 import { createWriteStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
@@ -23,6 +25,7 @@ import type { Logger } from 'pino';
 import type { AfterUpload, WatchRoot } from '../config.js';
 import type { Clock } from '../support/clock.js';
 import { messageOf } from '../support/message.js';
+import { RemovableMedia } from '../support/removable.js';
 import { Waiters } from '../support/waiters.js';
 import { archiveFile, currentVersion, removeIfExists, SourceChangedError, temporaryName, type ArchiveFs } from './archive.js';
 import { hashFile } from './hash.js';
@@ -117,6 +120,8 @@ export interface LateWritesOptions {
   fs: ArchiveFs;
   /** Shows a path in log lines (relative to its watch folder). */
   display: (file: { path: string; root: WatchRoot }) => string;
+  /** Which disks are removable media, where nothing is held (default: as sysfs says). */
+  removable?: RemovableMedia;
 }
 
 interface Watch extends Disposed {
@@ -136,6 +141,7 @@ interface Watch extends Disposed {
 export class LateWrites {
   readonly #options: LateWritesOptions;
   readonly #watchMs: number;
+  readonly #removable: RemovableMedia;
   /** In the order they were added: the first is the oldest. */
   readonly #watched = new Set<Watch>();
   readonly #stop = new AbortController();
@@ -147,6 +153,7 @@ export class LateWrites {
   constructor(options: LateWritesOptions) {
     this.#options = options;
     this.#watchMs = options.watchMs ?? lateWriteWatchMs(options.waitMs);
+    this.#removable = options.removable ?? new RemovableMedia();
   }
 
   start(): void {
@@ -168,7 +175,9 @@ export class LateWrites {
     try {
       handle = await fsp.open(path, 'r');
       const stats = await handle.stat();
-      if (stats.isFile() && sameVersion(stats, version)) return handle;
+      // Nobody writes to a card in a reader while it is emptied, and a descriptor held on it
+      // would keep it from being ejected (umount: "target is busy").
+      if (stats.isFile() && sameVersion(stats, version) && !(await this.#removable.has(stats.dev))) return handle;
     } catch {
       // Not there, or not readable: there is nothing to hold, and the caller's own checks say why.
     }

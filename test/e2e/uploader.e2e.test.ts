@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { appendFile, mkdir, open, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, open, readdir, rename, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startFakeImmich, type FakeAsset, type FakeImmich } from '../fakes/immich-server.js';
@@ -205,6 +205,11 @@ describe('watch', () => {
     await run.waitForLog((line) => line.msg.startsWith('watching'));
     const onCard = join(temp.path, 'card-contents');
     const files = await writeMedia(onCard, ['DCIM/100CANON/IMG_0001.jpg', 'DCIM/100CANON/IMG_0002.jpg', 'DCIM/101CANON/MVI_0003.mp4']);
+    // Taken an hour ago. A photo written a moment ago would be held open for a while after it
+    // went (late writes), and the card could not be unmounted meanwhile; a real card is removable
+    // media, where nothing is held (not so this bind mount).
+    const hourAgo = new Date(Date.now() - 60 * 60_000);
+    for (const name of files.keys()) await utimes(join(onCard, name), hourAgo, hourAgo);
     bindMount(onCard, card);
     try {
       await waitFor(() => server.assets.length === files.size && [...files.keys()].every((name) => !existsSync(join(onCard, name))), {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readdir, rename, rmdir, stat, utimes, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rmdir, stat, symlink, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -10,6 +10,7 @@ import { nodeArchiveFs, simulatedCrossDeviceFs, type ArchiveFs } from '../../src
 import { judgeLateWrite, LateWrites, MAX_WATCHED } from '../../src/pipeline/late-writes.js';
 import { makeRecorder } from '../../src/pipeline/states.js';
 import { systemClock } from '../../src/support/clock.js';
+import { deviceNumbers, RemovableMedia } from '../../src/support/removable.js';
 import { readIfExists, sha1 } from '../helpers/media.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -217,6 +218,22 @@ describe('LateWrites', () => {
     expect(late.size).toBe(1);
     await waitFor(() => late.size === 0, { message: 'the watch over', timeoutMs: 5_000 });
     expect(warnings()).toEqual([]);
+  });
+
+  it('holds nothing open on removable media (a card in a reader), which would keep it from being ejected', async () => {
+    // A fake sysfs in which the disk of the temporary folder is removable.
+    const sysfs = join(temp.path, 'sys');
+    const { major, minor } = deviceNumbers((await stat(temp.path)).dev);
+    await mkdir(join(sysfs, 'devices/card'), { recursive: true });
+    await writeFile(join(sysfs, 'devices/card/removable'), '1\n');
+    await mkdir(join(sysfs, 'dev/block'), { recursive: true });
+    await symlink('../../devices/card', join(sysfs, 'dev/block', `${major}:${minor}`));
+    watcher = new LateWrites({
+      ...{ clock: systemClock, logger, waitMs: 150, intervalMs: 20, fs: nodeArchiveFs },
+      ...{ display: (file) => file.path, removable: new RemovableMedia(sysfs) },
+    });
+    await pausedWriter('IMG_7.JPG', randomBytes(100), 'delete', watcher);
+    expect(watcher.size).toBe(0);
   });
 
   it(`watches at most ${MAX_WATCHED} files, ending the oldest watch first`, async () => {
