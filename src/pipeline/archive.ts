@@ -164,7 +164,10 @@ export interface ArchiveInput {
   fs?: ArchiveFs;
   /** Stops the work before anything is placed (hashing an existing target can take a while). */
   signal?: AbortSignal;
-  /** The name wanted in the archive, if not the source's own (a sidecar takes its photo's). */
+  /**
+   * The name wanted, if not the source's own place in the archive: a sidecar takes its photo's,
+   * and a file written to after it went is put back at its place in the watch folder (late-writes.ts).
+   */
   target?: string;
   /**
    * Called just before the source's name goes where no other name keeps its bytes (they were
