@@ -13,8 +13,9 @@
  * the archive or copied out of the descriptor, and goes round the pipeline again; a warning names
  * the incomplete asset the server keeps, which only the user may delete. Keep mode's original is
  * in place already: it goes round by itself, and gets the warning only. Nothing is held open on
- * removable media (a card in a reader), which nobody writes to while it is emptied, and which a
- * descriptor would keep from being ejected.
+ * removable media (a card in a reader), which nobody writes to while it is emptied and which a
+ * descriptor would keep from being ejected, nor on network and FUSE file systems, where an open
+ * file's name does not simply go (support/disk-kinds.ts).
  */
 import { createWriteStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
@@ -25,7 +26,7 @@ import type { Logger } from 'pino';
 import type { AfterUpload, WatchRoot } from '../config.js';
 import type { Clock } from '../support/clock.js';
 import { messageOf } from '../support/message.js';
-import { RemovableMedia } from '../support/removable.js';
+import { DiskKinds } from '../support/disk-kinds.js';
 import { Waiters } from '../support/waiters.js';
 import { archiveFile, currentVersion, removeIfExists, SourceChangedError, temporaryName, type ArchiveFs } from './archive.js';
 import { hashFile } from './hash.js';
@@ -120,8 +121,8 @@ export interface LateWritesOptions {
   fs: ArchiveFs;
   /** Shows a path in log lines (relative to its watch folder). */
   display: (file: { path: string; root: WatchRoot }) => string;
-  /** Which disks are removable media, where nothing is held (default: as sysfs says). */
-  removable?: RemovableMedia;
+  /** Which disks a descriptor may be held open on (default: as the kernel says). */
+  disks?: DiskKinds;
 }
 
 interface Watch extends Disposed {
@@ -141,7 +142,7 @@ interface Watch extends Disposed {
 export class LateWrites {
   readonly #options: LateWritesOptions;
   readonly #watchMs: number;
-  readonly #removable: RemovableMedia;
+  readonly #disks: DiskKinds;
   /** In the order they were added: the first is the oldest. */
   readonly #watched = new Set<Watch>();
   readonly #stop = new AbortController();
@@ -153,7 +154,7 @@ export class LateWrites {
   constructor(options: LateWritesOptions) {
     this.#options = options;
     this.#watchMs = options.watchMs ?? lateWriteWatchMs(options.waitMs);
-    this.#removable = options.removable ?? new RemovableMedia();
+    this.#disks = options.disks ?? new DiskKinds();
   }
 
   start(): void {
@@ -175,9 +176,7 @@ export class LateWrites {
     try {
       handle = await fsp.open(path, 'r');
       const stats = await handle.stat();
-      // Nobody writes to a card in a reader while it is emptied, and a descriptor held on it
-      // would keep it from being ejected (umount: "target is busy").
-      if (stats.isFile() && sameVersion(stats, version) && !(await this.#removable.has(stats.dev))) return handle;
+      if (stats.isFile() && sameVersion(stats, version) && (await this.#disks.mayHoldOpen(path, stats.dev))) return handle;
     } catch {
       // Not there, or not readable: there is nothing to hold, and the caller's own checks say why.
     }

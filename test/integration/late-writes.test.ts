@@ -10,7 +10,7 @@ import { nodeArchiveFs, simulatedCrossDeviceFs, type ArchiveFs } from '../../src
 import { judgeLateWrite, LateWrites, MAX_WATCHED } from '../../src/pipeline/late-writes.js';
 import { makeRecorder } from '../../src/pipeline/states.js';
 import { systemClock } from '../../src/support/clock.js';
-import { deviceNumbers, RemovableMedia } from '../../src/support/removable.js';
+import { deviceNumbers, DiskKinds } from '../../src/support/disk-kinds.js';
 import { readIfExists, sha1 } from '../helpers/media.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -230,7 +230,7 @@ describe('LateWrites', () => {
     await symlink('../../devices/card', join(sysfs, 'dev/block', `${major}:${minor}`));
     watcher = new LateWrites({
       ...{ clock: systemClock, logger, waitMs: 150, intervalMs: 20, fs: nodeArchiveFs },
-      ...{ display: (file) => file.path, removable: new RemovableMedia(sysfs) },
+      ...{ display: (file) => file.path, disks: new DiskKinds(sysfs) },
     });
     await pausedWriter('IMG_7.JPG', randomBytes(100), 'delete', watcher);
     expect(watcher.size).toBe(0);

@@ -1,7 +1,7 @@
 import { mkdir, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { deviceNumbers, RemovableMedia } from '../../src/support/removable.js';
+import { deviceNumbers, DiskKinds } from '../../src/support/disk-kinds.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 
 describe('deviceNumbers', () => {
@@ -13,7 +13,7 @@ describe('deviceNumbers', () => {
   });
 });
 
-describe('RemovableMedia', () => {
+describe('DiskKinds', () => {
   let temp: { path: string; remove: () => Promise<void> };
 
   beforeEach(async () => {
@@ -37,15 +37,20 @@ describe('RemovableMedia', () => {
   it("answers from the disk's removable flag, for the disk and its partitions", async () => {
     await disk('sdb', 8, '1');
     await disk('sda', 65, '0');
-    const media = new RemovableMedia(temp.path);
-    expect(await media.has((8 << 8) | 1)).toBe(true);
-    expect(await media.has(8 << 8)).toBe(true);
-    expect(await media.has((65 << 8) | 1)).toBe(false);
+    const disks = new DiskKinds(temp.path);
+    expect(await disks.removable((8 << 8) | 1)).toBe(true);
+    expect(await disks.removable(8 << 8)).toBe(true);
+    expect(await disks.removable((65 << 8) | 1)).toBe(false);
     // No block device behind it (tmpfs, a network share): not removable.
-    expect(await media.has(0x2d)).toBe(false);
+    expect(await disks.removable(0x2d)).toBe(false);
+    // Where the file is, its file system is local: only removable media decide.
+    expect(await disks.mayHoldOpen(temp.path, (8 << 8) | 1)).toBe(false);
+    expect(await disks.mayHoldOpen(temp.path, (65 << 8) | 1)).toBe(true);
   });
 
-  it("says this machine's temporary folder is not on removable media", async () => {
-    expect(await new RemovableMedia().has((await stat(temp.path)).dev)).toBe(false);
+  it("may hold a file open in this machine's temporary folder (a local disk), not where nothing can be looked at", async () => {
+    const disks = new DiskKinds();
+    expect(await disks.mayHoldOpen(temp.path, (await stat(temp.path)).dev)).toBe(true);
+    expect(await new DiskKinds().mayHoldOpen(join(temp.path, 'gone'), 0x1234)).toBe(false);
   });
 });
