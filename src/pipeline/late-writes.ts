@@ -333,7 +333,7 @@ export class LateWrites {
       logger.warn(
         { ...fields, putBack: placed },
         `${shown} was written to again after it was uploaded and ${watch.afterUpload === 'delete' ? 'deleted' : 'archived'}: ` +
-          `its complete version was ${from}, back into the watch folder${as}, and goes round again.${archived} ${advice}`,
+          `its complete version was ${from}, back into the watch folder${as}, to be uploaded again.${archived} ${advice}`,
       );
       return 'done';
     } catch (error) {

@@ -111,7 +111,7 @@ describe('LateWrites', () => {
     expect(existsSync(join(root.archivePath, 'VID_1.MP4'))).toBe(false);
     expect(warnings()).toMatchObject([{ assetId: 'asset-1', putBack: join(root.path, 'VID_1.MP4') }]);
     expect(warnings()[0]?.msg).toMatch(
-      /^VID_1\.MP4 was written to again after it was uploaded and archived: its complete version was moved out of the archive, back into the watch folder, and goes round again\. The server keeps what it got first \(asset asset-1\)/,
+      /^VID_1\.MP4 was written to again after it was uploaded and archived: its complete version was moved out of the archive, back into the watch folder, to be uploaded again\. The server keeps what it got first \(asset asset-1\)/,
     );
     await waitFor(() => late.size === 0, { message: 'the watch over' });
   });
