@@ -167,16 +167,18 @@ export class LateWrites {
   }
 
   /**
-   * Opens a file whose last name is about to go, if it is watched and still the version given, so
-   * that its bytes stay readable: pass the handle to {@link watch} once the name went, or close it.
+   * Opens the file whose last name is about to go, if the version uploaded (`uploaded`) is
+   * watched, so that its bytes stay readable: pass the handle to {@link watch} once the name went,
+   * or close it. Whatever is there is held: written to since the caller's last look, it is then
+   * saved too (the watch finds it changed).
    */
-  async hold(path: string, version: FileVersion): Promise<FileHandle | undefined> {
-    if (!this.watches(version)) return undefined;
+  async hold(path: string, uploaded: FileVersion): Promise<FileHandle | undefined> {
+    if (!this.watches(uploaded)) return undefined;
     let handle: FileHandle | undefined;
     try {
       handle = await fsp.open(path, 'r');
       const stats = await handle.stat();
-      if (stats.isFile() && sameVersion(stats, version) && (await this.#disks.mayHoldOpen(path, stats.dev))) return handle;
+      if (stats.isFile() && (await this.#disks.mayHoldOpen(path, stats.dev))) return handle;
     } catch {
       // Not there, or not readable: there is nothing to hold, and the caller's own checks say why.
     }

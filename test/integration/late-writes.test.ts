@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readdir, rename, rmdir, stat, symlink, utimes, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, rmdir, stat, symlink, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -192,6 +192,21 @@ describe('LateWrites', () => {
     );
     expect(existsSync(root.path)).toBe(false);
     expect((await stat(join(root.archivePath, 'IMG_6.JPG'))).size).toBe(2000);
+  });
+
+  it('saves what was written between the last look at a file and the removal of its name', async () => {
+    const late = lateWrites();
+    const path = join(root.path, 'IMG_8.JPG');
+    const first = randomBytes(1000);
+    await writeFile(path, first);
+    const uploaded = await stat(path);
+    // Written to after the delete's last look: the descriptor holds the new version.
+    await writeFile(path, Buffer.concat([first, first]));
+    const handle = await late.hold(path, uploaded);
+    if (handle === undefined) throw new Error('the file was not held');
+    await rm(path);
+    late.watch({ path, root, size: uploaded.size, mtimeMs: uploaded.mtimeMs, assetId: 'asset-8', afterUpload: 'delete', bytes: { kind: 'held', handle } });
+    await waitFor(async () => (await readIfExists(path))?.length === 2000, { message: 'the newer version saved' });
   });
 
   it('saves at close a change it has not seen settle yet', async () => {
