@@ -29,7 +29,9 @@ import { messageOf } from '../support/message.js';
 import { DiskKinds } from '../support/disk-kinds.js';
 import { Waiters } from '../support/waiters.js';
 import { archiveFile, currentVersion, removeIfExists, SourceChangedError, temporaryName, type ArchiveFs } from './archive.js';
+import { moveSidecar } from './after-upload.js';
 import { hashFile } from './hash.js';
+import { sidecarNames } from './sidecar.js';
 import { sameVersion, type FileVersion } from './types.js';
 
 /**
@@ -329,13 +331,14 @@ export class LateWrites {
     }
     try {
       const placed = watch.bytes.kind === 'named' ? await this.#moveBack(watch, watch.bytes.path, version) : await this.#copyBack(watch, watch.bytes.handle);
+      const sidecars = await this.#sidecarsBack(watch, placed);
       const as = placed === watch.path ? '' : ` as ${basename(placed)}`;
       const from = watch.bytes.kind === 'named' ? 'moved out of the archive' : `saved from the ${watch.afterUpload === 'delete' ? 'deleted' : 'moved'} file`;
       const archived = watch.bytes.kind === 'held' && watch.archivedTo !== undefined ? ` The archive's copy ${watch.archivedTo} holds what was uploaded.` : '';
       logger.warn(
         { ...fields, putBack: placed },
         `${shown} was written to again after it was uploaded and ${watch.afterUpload === 'delete' ? 'deleted' : 'archived'}: ` +
-          `its complete version was ${from}, back into the watch folder${as}, to be uploaded again.${archived} ${advice}`,
+          `its complete version was ${from}, back into the watch folder${as}${sidecars}, to be uploaded again.${archived} ${advice}`,
       );
       return 'done';
     } catch (error) {
@@ -350,6 +353,27 @@ export class LateWrites {
       watch.failed = true;
       return 'failed';
     }
+  }
+
+  /**
+   * The photo's own sidecars (`photo.jpg.xmp`) that followed it into the archive go back beside
+   * it, so that the complete version is sent with them; a shared `photo.xmp` may serve other
+   * files there, and stays. Says which went back, or why one could not, for the warning.
+   */
+  async #sidecarsBack(watch: Watch, placed: string): Promise<string> {
+    const { archivedTo } = watch;
+    if (archivedTo === undefined) return '';
+    const words: string[] = [];
+    for (const sidecar of sidecarNames(archivedTo).own) {
+      const version = await currentVersion(this.#options.fs, sidecar).catch(() => null);
+      if (version === null) continue;
+      try {
+        words.push(`with ${basename(await moveSidecar({ path: sidecar, ...version }, watch.root, archivedTo, placed, this.#options.fs))}`);
+      } catch (error) {
+        words.push(`without ${basename(sidecar)}, which stays in the archive (${messageOf(error)})`);
+      }
+    }
+    return words.length === 0 ? '' : ` ${words.join(' and ')}`;
   }
 
   /** The archive's link goes back to the watch folder (never over a file: a numbered name then). */

@@ -98,20 +98,23 @@ describe('LateWrites', () => {
 
   const warnings = (): typeof lines => lines.filter((line) => line.level === 40);
 
-  it('move by hard link: the complete file goes back from the archive into the watch folder, and the incomplete asset is named', async () => {
+  it('move by hard link: the complete file goes back from the archive into the watch folder with its sidecar, and the incomplete asset is named', async () => {
     const late = lateWrites();
     const [first, rest] = [randomBytes(3000), randomBytes(2000)];
+    await writeFile(join(root.path, 'VID_1.MP4.xmp'), '<xmp/>');
     const writer = await pausedWriter('VID_1.MP4', first, 'move', late);
     expect(await readIfExists(join(root.archivePath, 'VID_1.MP4'))).toEqual(first);
+    expect(await readdir(root.archivePath)).toEqual(['VID_1.MP4', 'VID_1.MP4.xmp']);
     await writer.write(rest);
     await writer.close();
 
     const whole = Buffer.concat([first, rest]);
     await waitFor(async () => (await readIfExists(join(root.path, 'VID_1.MP4')))?.equals(whole), { message: 'the complete file back in the watch folder' });
-    expect(existsSync(join(root.archivePath, 'VID_1.MP4'))).toBe(false);
+    expect(await readdir(root.archivePath)).toEqual([]);
+    expect((await readdir(root.path)).sort()).toEqual(['VID_1.MP4', 'VID_1.MP4.xmp']);
     expect(warnings()).toMatchObject([{ assetId: 'asset-1', putBack: join(root.path, 'VID_1.MP4') }]);
     expect(warnings()[0]?.msg).toMatch(
-      /^VID_1\.MP4 was written to again after it was uploaded and archived: its complete version was moved out of the archive, back into the watch folder, to be uploaded again\. The server keeps what it got first \(asset asset-1\)/,
+      /^VID_1\.MP4 was written to again after it was uploaded and archived: its complete version was moved out of the archive, back into the watch folder with VID_1\.MP4\.xmp, to be uploaded again\. The server keeps what it got first \(asset asset-1\)/,
     );
     await waitFor(() => late.size === 0, { message: 'the watch over' });
   });
