@@ -640,7 +640,8 @@ function folderSyncsOf(fs: ArchiveFs): FolderSyncs {
   return syncs;
 }
 
-async function syncPath(fs: ArchiveFs, path: string): Promise<void> {
+/** Makes a file's content (or a folder's names) durable: open, fsync, close. */
+export async function syncPath(fs: ArchiveFs, path: string): Promise<void> {
   const handle = await fs.open(path, 'r');
   try {
     await handle.sync();

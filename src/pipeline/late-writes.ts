@@ -28,7 +28,7 @@ import type { Clock } from '../support/clock.js';
 import { messageOf } from '../support/message.js';
 import { DiskKinds } from '../support/disk-kinds.js';
 import { Waiters } from '../support/waiters.js';
-import { archiveFile, currentVersion, removeIfExists, SourceChangedError, temporaryName, type ArchiveFs } from './archive.js';
+import { archiveFile, currentVersion, removeIfExists, SourceChangedError, syncPath, temporaryName, type ArchiveFs } from './archive.js';
 import { moveSidecar } from './after-upload.js';
 import { hashFile } from './hash.js';
 import { sidecarNames } from './sidecar.js';
@@ -396,12 +396,7 @@ export class LateWrites {
       const { atimeMs, mtimeMs } = await handle.stat();
       // The writer's time, as a move would have kept it.
       await fs.utimes(temporary, atimeMs, mtimeMs).catch(() => undefined);
-      const copy = await fs.open(temporary, 'r');
-      try {
-        await copy.sync();
-      } finally {
-        await copy.close();
-      }
+      await syncPath(fs, temporary);
       const expected = await currentVersion(fs, temporary);
       if (expected === null) throw new Error(`the copy ${temporary} is gone`);
       const { checksum } = await hashFile(temporary);
