@@ -97,6 +97,8 @@ describe('LateWrites', () => {
   }
 
   const warnings = (): typeof lines => lines.filter((line) => line.level === 40);
+  /** Waits for the warning that ends the `n`th put-back, the last thing it does. */
+  const putBack = (n = 1): Promise<unknown> => waitFor(() => warnings().length >= n, { message: `put-back ${n} over` });
 
   it('move by hard link: the complete file goes back from the archive into the watch folder with its sidecar, and the incomplete asset is named', async () => {
     const late = lateWrites();
@@ -108,8 +110,8 @@ describe('LateWrites', () => {
     await writer.write(rest);
     await writer.close();
 
-    const whole = Buffer.concat([first, rest]);
-    await waitFor(async () => (await readIfExists(join(root.path, 'VID_1.MP4')))?.equals(whole), { message: 'the complete file back in the watch folder' });
+    await putBack();
+    expect(await readIfExists(join(root.path, 'VID_1.MP4'))).toEqual(Buffer.concat([first, rest]));
     expect(await readdir(root.archivePath)).toEqual([]);
     expect((await readdir(root.path)).sort()).toEqual(['VID_1.MP4', 'VID_1.MP4.xmp']);
     expect(warnings()).toMatchObject([{ assetId: 'asset-1', putBack: join(root.path, 'VID_1.MP4') }]);
@@ -128,8 +130,9 @@ describe('LateWrites', () => {
     await rmdir(join(root.path, 'sub'));
     await writer.write(rest);
 
+    await putBack();
     const whole = Buffer.concat([first, rest]);
-    await waitFor(async () => (await readIfExists(join(root.path, 'sub/IMG_1.JPG')))?.equals(whole), { message: 'the complete file back in the watch folder' });
+    expect(await readIfExists(join(root.path, 'sub/IMG_1.JPG'))).toEqual(whole);
     // No temporary is left beside it.
     expect(await readdir(join(root.path, 'sub'))).toEqual(['IMG_1.JPG']);
     expect(warnings()).toHaveLength(1);
@@ -139,9 +142,8 @@ describe('LateWrites', () => {
     const more = randomBytes(1000);
     await writer.write(more);
     await writer.close();
-    await waitFor(async () => (await readIfExists(join(root.path, 'sub/IMG_1 (1).JPG')))?.equals(Buffer.concat([whole, more])), {
-      message: 'the file put back again',
-    });
+    await putBack(2);
+    expect(await readIfExists(join(root.path, 'sub/IMG_1 (1).JPG'))).toEqual(Buffer.concat([whole, more]));
   });
 
   it('a move across disks: the archive keeps the copy of what was uploaded, the complete file goes back to the watch folder', async () => {
@@ -152,9 +154,8 @@ describe('LateWrites', () => {
     await writer.write(rest);
     await writer.close();
 
-    await waitFor(async () => (await readIfExists(join(root.path, 'VID_2.MP4')))?.equals(Buffer.concat([first, rest])), {
-      message: 'the complete file back in the watch folder',
-    });
+    await putBack();
+    expect(await readIfExists(join(root.path, 'VID_2.MP4'))).toEqual(Buffer.concat([first, rest]));
     expect(await readIfExists(join(root.archivePath, 'VID_2.MP4'))).toEqual(first);
     expect(warnings()[0]?.msg).toContain(`The archive's copy ${join(root.archivePath, 'VID_2.MP4')} holds what was uploaded.`);
   });
@@ -164,7 +165,7 @@ describe('LateWrites', () => {
     const writer = await pausedWriter('IMG_2.JPG', randomBytes(1000), 'keep', late);
     await writer.write(randomBytes(1000));
     await writer.close();
-    await waitFor(() => warnings().length === 1, { message: 'the warning' });
+    await putBack();
     expect(warnings()[0]?.msg).toMatch(/^IMG_2\.JPG was written to again after it was uploaded: its new version is uploaded as well\./);
     expect(await readdir(root.path)).toEqual(['IMG_2.JPG']);
   });
