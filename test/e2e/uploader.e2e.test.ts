@@ -413,29 +413,34 @@ describe('watch', () => {
     expect(await stopGracefully(run)).toBe(0);
   });
 
-  for (const mode of ['move', 'delete'] as const) {
-    it(`${mode} mode: a file written to again after it was uploaded and ${mode === 'move' ? 'archived' : 'deleted'} goes round again, complete`, async () => {
+  for (const mode of ['move', 'delete', 'keep'] as const) {
+    it(`${mode} mode: a file written to again after it was uploaded gets to the server complete, and the first upload is named`, async () => {
       await startServer();
       const run = watch({ AFTER_UPLOAD: mode });
       await run.waitForLog((line) => line.msg.startsWith('watching'));
       const path = join(watchDir, 'VID_1.MP4');
+      // Keep mode leaves the original where it is; the others take it away.
+      const taken = (): boolean => mode === 'keep' || !existsSync(path);
       const [first, rest] = [randomBytes(300_000), randomBytes(200_000)];
       const writer = await open(path, 'w');
       try {
         await writer.write(first);
         // The program pauses for longer than the window: what it wrote so far is uploaded and taken care of.
-        await waitFor(() => server.assets.length === 1 && !existsSync(path), { timeoutMs: 20_000, message: 'the first part uploaded' });
+        await waitFor(() => server.assets.length === 1 && taken(), { timeoutMs: 20_000, message: 'the first part uploaded' });
         await writer.write(rest);
       } finally {
         await writer.close();
       }
       const whole = Buffer.concat([first, rest]);
-      await waitFor(() => server.assetByChecksum(sha1(whole)) !== undefined && !existsSync(path), { timeoutMs: 20_000, message: 'the complete file uploaded' });
-      expect(server.assets).toHaveLength(2);
-      const warning = await run.waitForLog((line) => line.level === 40 && /written to again after it was uploaded and/.test(line.msg));
+      await waitFor(() => server.assetByChecksum(sha1(whole)) !== undefined && taken(), { timeoutMs: 20_000, message: 'the complete file uploaded' });
+      const warning = await run.waitForLog((line) => line.level === 40 && /written to again after it was uploaded/.test(line.msg));
       expect(warning.assetId).toBe(server.assetByChecksum(sha1(first))?.id);
+      expect(server.assets).toHaveLength(2);
       if (mode === 'move') expect(await readIfExists(join(archiveDir, 'VID_1.MP4'))).toEqual(whole);
+      if (mode === 'keep') expect(await readIfExists(path)).toEqual(whole);
       expect(await stopGracefully(run)).toBe(0);
+      // Said once.
+      expect(run.logs().filter((line) => line.level === 40)).toHaveLength(1);
     });
   }
 
