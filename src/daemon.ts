@@ -15,7 +15,7 @@ import { ArchiveMount, archiveDiskAway, notMountedError, readAwayDisks, remember
 import { ArchiveTemporaries } from './pipeline/archive-temporaries.js';
 import { WHOLE_FILE_MAX_BYTES } from './pipeline/hash.js';
 import { lstatForSettle, settleStatFrom } from './pipeline/settle.js';
-import { EmptyFolders } from './pipeline/empty-folders.js';
+import { EmptyFolders, readWaitingFolders, saveWaitingFolders } from './pipeline/empty-folders.js';
 import { LateSidecars } from './pipeline/late-sidecars.js';
 import { LateWrites } from './pipeline/late-writes.js';
 import { recoverUnfinished } from './pipeline/recover.js';
@@ -198,6 +198,8 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   const emptyFolders = config.removeEmptyFolders
     ? new EmptyFolders({ clock, logger: logger.child({ stage: 'archive' }), graceMs: config.fileStabilityWaitMs })
     : undefined;
+  // Those that waited when the uploader last stopped wait again.
+  for (const { folder, root } of emptyFolders ? readWaitingFolders(config.stateDirectory, config.watchRoots) : []) emptyFolders?.noteFolder(folder, root);
   // A sidecar that arrives after its photo went: moved after it, or warned about (keep mode
   // leaves every file where it is, and so has nothing to do).
   const lateSidecars =
@@ -343,6 +345,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     await lateSidecars?.close();
     await lateWrites.close();
     await emptyFolders?.close();
+    if (emptyFolders) saveWaitingFolders(config.stateDirectory, emptyFolders.waiting());
     await Promise.all([files.close(), hashing.close()]);
     temporaries?.finish();
   }

@@ -4,7 +4,8 @@
  * that leaves empty, up to the watch folder (never included). `rmdir` removes only an empty
  * folder, so a file put in meanwhile keeps it; a folder the uploader took nothing from is never
  * touched. What file browsers and NAS indexers leave in a folder (see {@link isLeftBehind})
- * counts as empty: it goes with the folder.
+ * counts as empty: it goes with the folder. The folders still waiting when the uploader stops are
+ * kept in the state folder, and wait again at the next start.
  */
 import { readdir, rm, rmdir } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
@@ -13,6 +14,7 @@ import type { WatchRoot } from '../config.js';
 import type { Clock } from '../support/clock.js';
 import { messageOf } from '../support/message.js';
 import { isInside } from '../support/paths.js';
+import { readStateFile, writeStateFile } from '../support/state-file.js';
 import { Waiters } from '../support/waiters.js';
 
 /** What file browsers leave in every folder they show: compared lower-case. */
@@ -26,6 +28,35 @@ const LEFT_BEHIND: ReadonlySet<string> = new Set(['.ds_store', 'thumbs.db', 'eht
  */
 export function isLeftBehind(name: string): boolean {
   return LEFT_BEHIND.has(name.toLowerCase()) || name.startsWith('._');
+}
+
+/** The state file of the folders that waited when the uploader last stopped. */
+const WAITING_FILE = 'emptied-folders.json';
+
+/** A folder waiting to be removed, and its watch folder. */
+export interface WaitingFolder {
+  folder: string;
+  root: WatchRoot;
+}
+
+/**
+ * The folders that waited when the uploader last stopped, of the watch folders it has now (a
+ * folder whose watch folder is no longer watched is not the uploader's to remove any more).
+ */
+export function readWaitingFolders(stateDirectory: string, roots: readonly WatchRoot[]): WaitingFolder[] {
+  const saved = readStateFile(stateDirectory, WAITING_FILE) as { folders?: unknown } | undefined;
+  if (!Array.isArray(saved?.folders)) return [];
+  const waiting: WaitingFolder[] = [];
+  for (const entry of saved.folders as Array<{ folder?: unknown; root?: unknown }>) {
+    const root = roots.find((candidate) => candidate.path === entry?.root);
+    if (root !== undefined && typeof entry.folder === 'string' && isInside(entry.folder, root.path)) waiting.push({ folder: entry.folder, root });
+  }
+  return waiting;
+}
+
+/** Keeps the folders still waiting for the next start (none: an empty list). Best effort. */
+export function saveWaitingFolders(stateDirectory: string, waiting: readonly WaitingFolder[]): void {
+  writeStateFile(stateDirectory, WAITING_FILE, { folders: waiting.map(({ folder, root }) => ({ folder, root: root.path })) });
 }
 
 export interface EmptyFoldersOptions {
@@ -55,7 +86,11 @@ export class EmptyFolders {
 
   /** The uploader took `file` out of its folder (moved or deleted it). */
   note(file: string, root: WatchRoot): void {
-    const folder = dirname(file);
+    this.noteFolder(dirname(file), root);
+  }
+
+  /** `folder` is to be tried once it stayed empty for the grace (one that waited at the last stop). */
+  noteFolder(folder: string, root: WatchRoot): void {
     if (!isInside(folder, root.path) || this.#stop.signal.aborted) return;
     // Another file taken out of it starts its wait again: the last one counts.
     this.#due.delete(folder);
@@ -68,7 +103,12 @@ export class EmptyFolders {
     while (this.#due.size > 0 && !this.#stop.signal.aborted) await this.#idleWaiters.next();
   }
 
-  /** Stops; folders still waiting stay as they are. */
+  /** The folders not tried yet, first due first. */
+  waiting(): WaitingFolder[] {
+    return [...this.#due].map(([folder, { root }]) => ({ folder, root }));
+  }
+
+  /** Stops; folders still waiting stay as they are ({@link waiting} lists them). */
   async close(): Promise<void> {
     this.#stop.abort();
     this.#noted.wakeAll();

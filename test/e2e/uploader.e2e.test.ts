@@ -460,6 +460,23 @@ describe('watch', () => {
     expect(run.stderr()).toBe('');
   });
 
+  it('REMOVE_EMPTY_FOLDERS: a folder emptied just before a stop is removed after the next start', async () => {
+    await startServer();
+    // A long grace, so that the stop comes while the folder waits.
+    const extra = { REMOVE_EMPTY_FOLDERS: 'true', FILE_STABILITY_WAIT_SECONDS: '2' };
+    const run = watch(extra);
+    await run.waitForLog((line) => line.msg.startsWith('watching'));
+    const files = await writeMedia(watchDir, ['card/DCIM/IMG_1.JPG']);
+    await waitFor(() => existsSync(join(archiveDir, 'card/DCIM/IMG_1.JPG')), { timeoutMs: 20_000, message: 'the photo archived' });
+    expect(await stopGracefully(run)).toBe(0);
+    expect(await readdir(join(watchDir, 'card/DCIM'))).toEqual([]);
+    const again = await runCli(['once'], { env: env(extra) });
+    expect(again.code).toBe(0);
+    expect(await readdir(watchDir)).toEqual([]);
+    await expectUploadedAndArchived(files);
+    expect(again.stderr).toBe('');
+  });
+
   it('waits for a server that is down at start, then uploads when it comes up', async () => {
     await startServer();
     await server.down();

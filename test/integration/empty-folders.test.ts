@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { WatchRoot } from '../../src/config.js';
-import { EmptyFolders, isLeftBehind } from '../../src/pipeline/empty-folders.js';
+import { EmptyFolders, isLeftBehind, readWaitingFolders, saveWaitingFolders } from '../../src/pipeline/empty-folders.js';
 import { systemClock, type Clock } from '../../src/support/clock.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
@@ -126,6 +126,38 @@ describe('EmptyFolders', () => {
     await folders.close();
     await folders.whenIdle();
     expect(await readdir(root.path)).toEqual(['a']);
+  });
+
+  it('keeps the folders still waiting at a stop for the next start, of the watch folders watched then', async () => {
+    const state = join(temp.path, 'state');
+    await mkdir(state);
+    const first = emptyFolders(60_000);
+    await write('a/IMG_1.JPG', 'b/c/IMG_2.JPG');
+    await takeOut(first, 'a/IMG_1.JPG');
+    await takeOut(first, 'b/c/IMG_2.JPG');
+    await first.close();
+    saveWaitingFolders(state, first.waiting());
+    const other: WatchRoot = { path: join(temp.path, 'other'), archivePath: root.archivePath };
+    expect(readWaitingFolders(state, [other])).toEqual([]);
+    const waiting = readWaitingFolders(state, [other, root]);
+    expect(waiting).toEqual([
+      { folder: join(root.path, 'a'), root },
+      { folder: join(root.path, 'b', 'c'), root },
+    ]);
+    const next = emptyFolders(20);
+    for (const { folder, root: of } of waiting) next.noteFolder(folder, of);
+    await next.whenIdle();
+    expect(await readdir(root.path)).toEqual([]);
+  });
+
+  it('starts with no folder waiting when the state file is missing, unreadable or of another shape', async () => {
+    const state = join(temp.path, 'state');
+    await mkdir(state);
+    expect(readWaitingFolders(state, [root])).toEqual([]);
+    await writeFile(join(state, 'emptied-folders.json'), '{"folders": [');
+    expect(readWaitingFolders(state, [root])).toEqual([]);
+    await writeFile(join(state, 'emptied-folders.json'), JSON.stringify({ folders: [null, 3, { folder: root.path, root: root.path }, { folder: temp.path, root: root.path }] }));
+    expect(readWaitingFolders(state, [root])).toEqual([]);
   });
 });
 
