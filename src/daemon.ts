@@ -287,6 +287,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     logger: logger.child({ stage: 'detect' }),
     onCandidate: (candidate) => coordinator.offer(candidate),
     onSidecar: lateSidecars && ((candidate) => lateSidecars.offer(candidate)),
+    onTemporary: (path, root) => lateWrites.leftover(path, root),
     room: (signal) => coordinator.room(signal),
   });
 

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { WatchRoot } from '../config.js';
 import type { Clock } from '../support/clock.js';
 import { foldersToWalk } from '../support/mount-table.js';
+import { isArchiveTemporary } from './archive.js';
 import { fileNameVerdict, folderNameVerdict, isImmichMedia } from './filter.js';
 import { isSidecarName } from './sidecar.js';
 import type { Candidate } from './types.js';
@@ -60,6 +61,11 @@ export interface DetectorOptions {
    * that appear after their photo went (late-sidecars.ts). Without it sidecars are not reported.
    */
   onSidecar?: (candidate: Candidate) => void;
+  /**
+   * Called for every temporary of ours (`.name.iau-tmp-…`, archive.ts) a scan lists: in a watch
+   * folder, what a stop left while a file was put back (late-writes.ts). Must not throw.
+   */
+  onTemporary?: (path: string, root: WatchRoot) => void;
   /**
    * Awaited by scans before each file they report, so a scan over a large backlog waits while
    * the next stage is full instead of handing it every file at once. Resolves at once when there
@@ -349,6 +355,7 @@ export class Detector {
           // system does not report), so links, sockets and devices are dropped without a syscall.
           if (entry.isFile()) {
             const path = join(folder, entry.name);
+            if (this.#options.onTemporary && isArchiveTemporary(entry.name)) this.#options.onTemporary(path, root);
             const kind = this.#kindOf(path);
             if (kind === undefined || this.#isExcluded(path)) continue;
             await this.#options.room?.(this.#abort.signal);

@@ -149,8 +149,12 @@ export class LateWrites {
   readonly #watched = new Set<Watch>();
   readonly #stop = new AbortController();
   readonly #added = new Waiters();
-  /** Final looks at watches that ended early. */
+  /** Final looks at watches that ended early, and looks at leftovers. */
   readonly #work = new Set<Promise<void>>();
+  /** Folders a complete version is being put back into, with how many: a temporary seen there may be in use. */
+  readonly #placing = new Map<string, number>();
+  /** Leftover temporaries said already, by path: each rescan lists them again. */
+  readonly #leftoversSaid = new Set<string>();
   #loop: Promise<void> | undefined;
 
   constructor(options: LateWritesOptions) {
@@ -208,6 +212,19 @@ export class LateWrites {
     this.#added.wakeAll();
   }
 
+  /**
+   * A temporary of ours (`.name.iau-tmp-…`) that a scan listed in a watch folder. Outside a
+   * put-back under way, a stop left it while a complete version was copied back. A second name of
+   * a file that was placed (the stop came between the link and the unlink) is removed: the file
+   * keeps its bytes. Any other may be incomplete, or the only complete copy of the file: it stays,
+   * and the user is told once. Never rejects.
+   */
+  leftover(path: string, root: WatchRoot): void {
+    if (this.#placing.has(dirname(path)) || this.#leftoversSaid.has(path)) return;
+    this.#leftoversSaid.add(path);
+    this.#track(this.#leftover(path, root));
+  }
+
   /** Files watched now. */
   get size(): number {
     return this.#watched.size;
@@ -247,9 +264,34 @@ export class LateWrites {
     this.#watched.delete(watch);
     // Named bytes stay where their name is, whatever happens to them.
     if (watch.bytes.kind === 'named') return this.#end(watch);
-    const work = this.#look(watch, true);
+    this.#track(this.#look(watch, true));
+  }
+
+  #track(work: Promise<void>): void {
     this.#work.add(work);
     void work.finally(() => this.#work.delete(work));
+  }
+
+  async #leftover(path: string, root: WatchRoot): Promise<void> {
+    const { logger } = this.#options;
+    const shown = this.#options.display({ path, root });
+    const name = basename(path).replace(/^\./, '').replace(/\.iau-tmp-[0-9a-f]+$/, '');
+    try {
+      const stats = await fsp.lstat(path);
+      if (stats.nlink > 1) {
+        await fsp.unlink(path);
+        logger.info({ file: shown }, `removed ${shown}, a second name of ${name} left by a stop while it was put back into the watch folder`);
+        return;
+      }
+    } catch (error) {
+      // Gone meanwhile: nothing to say. Otherwise it stays, and is told about below.
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    }
+    logger.warn(
+      { file: shown },
+      `${shown} is a copy of ${name} left by a stop while ${name}, written to after its upload, was put back into the watch folder. ` +
+        `It is not uploaded, as it may be incomplete: look at it, then rename it to ${name} to have it uploaded, or delete it`,
+    );
   }
 
   /** One look at a file, after the one in progress; `final`: the last, which puts back any change it finds. */
@@ -329,6 +371,8 @@ export class LateWrites {
       logger.warn(fields, `${shown} was written to again after it was uploaded: its new version is uploaded as well. ${advice}`);
       return 'done';
     }
+    const folder = dirname(watch.path);
+    this.#placing.set(folder, (this.#placing.get(folder) ?? 0) + 1);
     try {
       const placed = watch.bytes.kind === 'named' ? await this.#moveBack(watch, watch.bytes.path, version) : await this.#copyBack(watch, watch.bytes.handle);
       const sidecars = await this.#sidecarsBack(watch, placed);
@@ -352,6 +396,10 @@ export class LateWrites {
       }
       watch.failed = true;
       return 'failed';
+    } finally {
+      const left = (this.#placing.get(folder) ?? 1) - 1;
+      if (left === 0) this.#placing.delete(folder);
+      else this.#placing.set(folder, left);
     }
   }
 

@@ -711,6 +711,20 @@ describe('once', () => {
     expect(result.logs.find((line) => line.msg.startsWith('summary:'))).toMatchObject({ uploaded: 1, skipped: 1, failed: 1 });
   });
 
+  it('tells of a copy a stop left while a file was put back into the watch folder, and neither uploads nor removes it', async () => {
+    await startServer();
+    const good = await writeMedia(watchDir, ['card/good.jpg']);
+    const left = join(watchDir, 'card', '.IMG_7.JPG.iau-tmp-0123456789ab');
+    await writeFile(left, randomBytes(5000));
+    const result = await runCli(['once'], { env: env() });
+    expect(result.code, result.stdout).toBe(0);
+    await expectUploadedAndArchived(good);
+    expect(server.assets).toHaveLength(1);
+    expect(existsSync(left)).toBe(true);
+    const warnings = result.logs.filter((line) => line.level === 40);
+    expect(warnings.map((line) => line.msg)).toEqual([expect.stringMatching(/^card\/\.IMG_7\.JPG\.iau-tmp-0123456789ab is a copy of IMG_7\.JPG left by a stop/)]);
+  });
+
   it('stops with exit 3 when the key is revoked mid-run, archiving nothing unconfirmed', async () => {
     await startServer();
     server.failNext(1, 401, { path: '/api/assets', exact: true });

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, rmdir, stat, symlink, utimes, writeFile, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, readdir, rename, rm, rmdir, stat, symlink, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -263,5 +263,56 @@ describe('LateWrites', () => {
       late.watch({ path, root, size: 1, mtimeMs: now, assetId: undefined, afterUpload: 'keep', bytes: { kind: 'named', path } });
     }
     expect(late.size).toBe(MAX_WATCHED);
+  });
+
+  describe('temporaries a stop left in a watch folder', () => {
+    const temporary = (name: string): string => join(root.path, `.${name}.iau-tmp-0123456789ab`);
+
+    it('removes one that is a second name of the file put back, and keeps and tells of any other, once', async () => {
+      const late = lateWrites();
+      const placed = join(root.path, 'IMG_1.JPG');
+      await writeFile(placed, 'whole');
+      await link(placed, temporary('IMG_1.JPG'));
+      await writeFile(temporary('IMG_2.JPG'), 'only copy');
+      late.leftover(temporary('IMG_1.JPG'), root);
+      late.leftover(temporary('IMG_2.JPG'), root);
+      // Each rescan lists it again.
+      late.leftover(temporary('IMG_2.JPG'), root);
+      await late.close();
+      expect((await readdir(root.path)).sort()).toEqual(['.IMG_2.JPG.iau-tmp-0123456789ab', 'IMG_1.JPG']);
+      expect(await readIfExists(placed)).toEqual(Buffer.from('whole'));
+      expect(lines.filter((line) => line.level === 30).map((line) => line.msg)).toEqual([
+        'removed .IMG_1.JPG.iau-tmp-0123456789ab, a second name of IMG_1.JPG left by a stop while it was put back into the watch folder',
+      ]);
+      expect(warnings().map((line) => line.msg)).toEqual([
+        '.IMG_2.JPG.iau-tmp-0123456789ab is a copy of IMG_2.JPG left by a stop while IMG_2.JPG, written to after its upload, was put back into the watch folder. ' +
+          'It is not uploaded, as it may be incomplete: look at it, then rename it to IMG_2.JPG to have it uploaded, or delete it',
+      ]);
+    });
+
+    it('leaves alone one in a folder a complete version is being put back into', async () => {
+      let blocked = false;
+      let release = (): void => undefined;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      const gated: ArchiveFs = {
+        ...nodeArchiveFs,
+        mkdir: async (path, options) => {
+          blocked = true;
+          await gate;
+          return nodeArchiveFs.mkdir(path, options);
+        },
+      };
+      const late = lateWrites(gated);
+      const writer = await pausedWriter('IMG_3.JPG', randomBytes(1000), 'delete', late, gated);
+      await writer.write(randomBytes(1000));
+      await waitFor(() => blocked, { message: 'the put-back to start' });
+      await writeFile(temporary('IMG_3.JPG'), 'being copied');
+      late.leftover(temporary('IMG_3.JPG'), root);
+      release();
+      await putBack();
+      await late.close();
+      expect(warnings()).toHaveLength(1);
+      expect(warnings()[0]?.msg).toMatch(/its complete version was saved from the deleted file/);
+    });
   });
 });
