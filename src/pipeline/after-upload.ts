@@ -81,14 +81,22 @@ export async function disposeOriginal(
       // Again, as the commit took a moment: a new file put at the path meanwhile stays.
       await assertUnchanged(fs, file);
       const handle = await lateWrites?.hold(file.path, file);
+      // What the sidecar sent with it holds goes back with a complete version, if one comes.
+      let sidecar = handle && file.sidecar ? await lateWrites?.keepSidecar(file.sidecar) : undefined;
       try {
         await deleteWithSidecar(fs, file.path, file.sidecar);
       } catch (error) {
         await handle?.close();
+        lateWrites?.dropSidecar(sidecar);
         throw error;
       }
       record(file, 'deleted');
-      if (handle) lateWrites?.watch(disposed(file, mode, { kind: 'held', handle }));
+      // A shared sidecar that another file of the name still needs stays where it is.
+      if (sidecar && (await currentVersion(fs, sidecar.path)) !== null) {
+        lateWrites?.dropSidecar(sidecar);
+        sidecar = undefined;
+      }
+      if (handle) lateWrites?.watch({ ...disposed(file, mode, { kind: 'held', handle }), ...(sidecar ? { sidecar } : {}) });
       return { mode };
     }
     case 'keep':

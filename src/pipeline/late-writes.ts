@@ -31,7 +31,7 @@ import { Waiters } from '../support/waiters.js';
 import { archiveFile, currentVersion, removeIfExists, SourceChangedError, syncPath, temporaryName, type ArchiveFs } from './archive.js';
 import { moveSidecar } from './after-upload.js';
 import { hashFile } from './hash.js';
-import { sidecarNames } from './sidecar.js';
+import { sidecarFollowing, sidecarNames } from './sidecar.js';
 import { sameVersion, type FileVersion } from './types.js';
 
 /**
@@ -68,6 +68,18 @@ export type Bytes =
   /** Their last name went (deleted, or copied to an archive on another disk): a descriptor opened before keeps them. */
   | { kind: 'held'; handle: FileHandle };
 
+/** A sidecar deleted with its photo (delete mode): what it held, to go back with the complete version. */
+export interface KeptSidecar {
+  path: string;
+  bytes: Buffer;
+}
+
+/**
+ * The bytes of deleted sidecars kept at once at most, in all: XMP files are a few KB, so this
+ * keeps those of every file watched, and a few large ones do not hold much memory.
+ */
+const MAX_KEPT_SIDECAR_BYTES = 16 * 1024 * 1024;
+
 /** A file the server has, as it was uploaded, and where its bytes are now. */
 export interface Disposed extends FileVersion {
   /** Where the original was, in its watch folder: a complete version is put back there. */
@@ -79,6 +91,8 @@ export interface Disposed extends FileVersion {
   /** Move mode: the archive's copy. */
   archivedTo?: string;
   bytes: Bytes;
+  /** Delete mode: the sidecar that went with it ({@link LateWrites.keepSidecar}). */
+  sidecar?: KeptSidecar;
 }
 
 /** What a look at watched bytes found. */
@@ -155,6 +169,8 @@ export class LateWrites {
   readonly #placing = new Map<string, number>();
   /** Leftover temporaries said already, by path: each rescan lists them again. */
   readonly #leftoversSaid = new Set<string>();
+  /** The bytes of the sidecars kept by the watches, in all. */
+  #keptSidecarBytes = 0;
   #loop: Promise<void> | undefined;
 
   constructor(options: LateWritesOptions) {
@@ -192,10 +208,35 @@ export class LateWrites {
     return undefined;
   }
 
-  /** Watches the bytes of a file the server has; takes over a held descriptor, and closes it when the watch ends. */
+  /**
+   * Reads the sidecar that is about to be deleted with a held file (delete mode), so that it can
+   * go back beside the file's complete version: pass it to {@link watch} with the file, or to
+   * {@link dropSidecar}. Undefined when it is not that version any more, cannot be read, or the
+   * sidecars kept already hold as many bytes as they may.
+   */
+  async keepSidecar(sidecar: FileVersion & { path: string }): Promise<KeptSidecar | undefined> {
+    if (this.#keptSidecarBytes + sidecar.size > MAX_KEPT_SIDECAR_BYTES) return undefined;
+    this.#keptSidecarBytes += sidecar.size;
+    try {
+      const bytes = await fsp.readFile(sidecar.path);
+      if (bytes.length === sidecar.size) return { path: sidecar.path, bytes };
+    } catch {
+      // Gone or unreadable: it is not deleted either, or there is nothing to keep.
+    }
+    this.#keptSidecarBytes -= sidecar.size;
+    return undefined;
+  }
+
+  /** A kept sidecar that no watch takes. */
+  dropSidecar(sidecar: KeptSidecar | undefined): void {
+    if (sidecar) this.#keptSidecarBytes -= sidecar.bytes.length;
+  }
+
+  /** Watches the bytes of a file the server has; takes over a held descriptor (and a kept sidecar), and lets go of them when the watch ends. */
   watch(file: Disposed): void {
     if (!this.watches(file)) {
       void release(file.bytes);
+      this.dropSidecar(file.sidecar);
       return;
     }
     const { clock } = this.#options;
@@ -356,6 +397,7 @@ export class LateWrites {
     watch.ended = true;
     this.#watched.delete(watch);
     void release(watch.bytes);
+    this.dropSidecar(watch.sidecar);
   }
 
   /**
@@ -410,6 +452,7 @@ export class LateWrites {
    */
   async #sidecarsBack(watch: Watch, placed: string): Promise<string> {
     const { archivedTo } = watch;
+    if (watch.sidecar) return this.#sidecarRewritten(watch.sidecar, watch.path, placed);
     if (archivedTo === undefined) return '';
     const words: string[] = [];
     for (const sidecar of sidecarNames(archivedTo).own) {
@@ -422,6 +465,27 @@ export class LateWrites {
       }
     }
     return words.length === 0 ? '' : ` ${words.join(' and ')}`;
+  }
+
+  /**
+   * A sidecar deleted with the photo is written again beside the complete version put back (a
+   * temporary, synced, then linked: never over a file, which keeps it from going back).
+   */
+  async #sidecarRewritten(sidecar: KeptSidecar, photo: string, placed: string): Promise<string> {
+    const { fs } = this.#options;
+    const target = sidecarFollowing(sidecar.path, photo, placed);
+    const temporary = join(dirname(target), temporaryName(basename(target)));
+    try {
+      await fsp.writeFile(temporary, sidecar.bytes, { flag: 'wx' });
+      await syncPath(fs, temporary);
+      await fsp.link(temporary, target);
+      return ` with ${basename(target)}`;
+    } catch (error) {
+      const why = (error as NodeJS.ErrnoException).code === 'EEXIST' ? 'another file has its name' : messageOf(error);
+      return ` without its sidecar ${basename(target)}, deleted with the first part (${why})`;
+    } finally {
+      await removeIfExists(fs, temporary).catch(() => undefined);
+    }
   }
 
   /** The archive's link goes back to the watch folder (never over a file: a numbered name then). */

@@ -414,11 +414,13 @@ describe('watch', () => {
   });
 
   for (const mode of ['move', 'delete', 'keep'] as const) {
-    it(`${mode} mode: a file written to again after it was uploaded gets to the server complete, and the first upload is named`, async () => {
+    it(`${mode} mode: a file written to again after it was uploaded gets to the server complete, with its sidecar, and the first upload is named`, async () => {
       await startServer();
       const run = watch({ AFTER_UPLOAD: mode });
       await run.waitForLog((line) => line.msg.startsWith('watching'));
       const path = join(watchDir, 'VID_1.MP4');
+      const xmp = Buffer.from('<x:xmpmeta rating="4"/>');
+      await writeFile(`${path}.xmp`, xmp);
       // Keep mode leaves the original where it is; the others take it away.
       const taken = (): boolean => mode === 'keep' || !existsSync(path);
       const [first, rest] = [randomBytes(300_000), randomBytes(200_000)];
@@ -436,6 +438,7 @@ describe('watch', () => {
       const warning = await run.waitForLog((line) => line.level === 40 && /written to again after it was uploaded/.test(line.msg));
       expect(warning.assetId).toBe(server.assetByChecksum(sha1(first))?.id);
       expect(server.assets).toHaveLength(2);
+      for (const part of [first, whole]) expect(server.assetByChecksum(sha1(part))?.sidecar).toEqual({ filename: 'VID_1.MP4.xmp', bytes: xmp });
       if (mode === 'move') expect(await readIfExists(join(archiveDir, 'VID_1.MP4'))).toEqual(whole);
       if (mode === 'keep') expect(await readIfExists(path)).toEqual(whole);
       expect(await stopGracefully(run)).toBe(0);

@@ -84,14 +84,15 @@ describe('LateWrites', () => {
    * A program writing `name` that pauses after its first part: the part is taken care of
    * (`mode`) while the program still has the file open. Returns the program's handle.
    */
-  async function pausedWriter(name: string, first: Buffer, mode: AfterUpload, late: LateWrites, fs: ArchiveFs = nodeArchiveFs): Promise<FileHandle> {
+  async function pausedWriter(name: string, first: Buffer, mode: AfterUpload, late: LateWrites, fs: ArchiveFs = nodeArchiveFs, sentSidecar?: string): Promise<FileHandle> {
     const path = join(root.path, name);
     await mkdir(dirname(path), { recursive: true });
     const writer = await open(path, 'w');
     writers.push(writer);
     await writer.write(first);
     const info = await stat(path);
-    const file = { path, root, size: info.size, mtimeMs: info.mtimeMs, checksum: sha1(first), assetId: 'asset-1' };
+    const sidecar = sentSidecar === undefined ? {} : { sidecar: { path: sentSidecar, ...(({ size, mtimeMs }) => ({ size, mtimeMs }))(await stat(sentSidecar)) } };
+    const file = { path, root, size: info.size, mtimeMs: info.mtimeMs, checksum: sha1(first), assetId: 'asset-1', ...sidecar };
     await disposeOriginal(file, mode, record, fs, late);
     return writer;
   }
@@ -144,6 +145,33 @@ describe('LateWrites', () => {
     await writer.close();
     await putBack(2);
     expect(await readIfExists(join(root.path, 'sub/IMG_1 (1).JPG'))).toEqual(Buffer.concat([whole, more]));
+  });
+
+  it('delete mode: the sidecar sent with the first part, deleted with it, goes back beside the complete version', async () => {
+    const late = lateWrites();
+    const xmp = join(root.path, 'IMG_5.JPG.xmp');
+    await writeFile(xmp, '<xmp rating="5"/>');
+    const [first, rest] = [randomBytes(3000), randomBytes(2000)];
+    const writer = await pausedWriter('IMG_5.JPG', first, 'delete', late, nodeArchiveFs, xmp);
+    expect(await readdir(root.path)).toEqual([]);
+    await writer.write(rest);
+    await putBack();
+    expect((await readdir(root.path)).sort()).toEqual(['IMG_5.JPG', 'IMG_5.JPG.xmp']);
+    expect(await readIfExists(join(root.path, 'IMG_5.JPG'))).toEqual(Buffer.concat([first, rest]));
+    expect(await readIfExists(xmp)).toEqual(Buffer.from('<xmp rating="5"/>'));
+    expect(warnings()[0]?.msg).toMatch(/back into the watch folder with IMG_5\.JPG\.xmp, to be uploaded again/);
+  });
+
+  it('delete mode: a sidecar that another file of the name still needs is not deleted, and not written again', async () => {
+    const late = lateWrites();
+    const xmp = join(root.path, 'IMG_6.xmp');
+    await writeFile(xmp, '<xmp/>');
+    await writeFile(join(root.path, 'IMG_6.MOV'), 'the video of the live photo');
+    const writer = await pausedWriter('IMG_6.HEIC', randomBytes(3000), 'delete', late, nodeArchiveFs, xmp);
+    await writer.write(randomBytes(2000));
+    await putBack();
+    expect((await readdir(root.path)).sort()).toEqual(['IMG_6.HEIC', 'IMG_6.MOV', 'IMG_6.xmp']);
+    expect(warnings()[0]?.msg).toMatch(/back into the watch folder, to be uploaded again/);
   });
 
   it('a move across disks: the archive keeps the copy of what was uploaded, the complete file goes back to the watch folder', async () => {
