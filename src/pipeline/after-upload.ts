@@ -147,8 +147,8 @@ export async function finishInterrupted(
 }
 
 function disposed(file: ConfirmedFile, afterUpload: AfterUpload, bytes: Bytes, archivedTo?: string): Disposed {
-  const { path, root, size, mtimeMs, assetId } = file;
-  return { path, root, size, mtimeMs, assetId, afterUpload, bytes, ...(archivedTo === undefined ? {} : { archivedTo }) };
+  const { path, root, size, mtimeMs, assetId, checksum } = file;
+  return { path, root, size, mtimeMs, assetId, checksum, afterUpload, bytes, ...(archivedTo === undefined ? {} : { archivedTo }) };
 }
 
 /** The archived copy of a file: its target name or a numbered variant with the same bytes. */

@@ -235,6 +235,12 @@ export class Coordinator {
           { ...fields, ms: outcome.ms, assetId: outcome.assetId, ...dispositionFields(outcome.disposition) },
           `uploaded ${fields.file} (${formatBytes(file.size)} in ${outcome.ms} ms)${describeDisposition(outcome.disposition)}`,
         );
+        if (outcome.completes !== undefined) {
+          logger.warn(
+            { ...fields, assetId: outcome.completes },
+            `${fields.file} was written again from its start after it was uploaded: its complete version is uploaded now. ${incompleteUploadAdvice(outcome.completes, this.deps.waitMs)}`,
+          );
+        }
         this.warnSidecars(fields.file, outcome.disposition, outcome.sidecarNotSent);
         this.originalGone(file, outcome.disposition);
         this.forget(file.path);

@@ -17,7 +17,8 @@
  * descriptor would keep from being ejected, nor on network and FUSE file systems, where an open
  * file's name does not simply go (support/disk-kinds.ts).
  */
-import { createWriteStream } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -85,8 +86,9 @@ export interface Disposed extends FileVersion {
   /** Where the original was, in its watch folder: a complete version is put back there. */
   path: string;
   root: WatchRoot;
-  /** The asset the server has of it, when known. */
+  /** The asset the server has of it, when known, and the checksum of what it got. */
   assetId: string | undefined;
+  checksum: string;
   afterUpload: AfterUpload;
   /** Move mode: the archive's copy. */
   archivedTo?: string;
@@ -161,6 +163,8 @@ export class LateWrites {
   readonly #disks: DiskKinds;
   /** In the order they were added: the first is the oldest. */
   readonly #watched = new Set<Watch>();
+  /** The newest watch of each path in the watch folders. */
+  readonly #byPath = new Map<string, Watch>();
   readonly #stop = new AbortController();
   readonly #added = new Waiters();
   /** Final looks at watches that ended early, and looks at leftovers. */
@@ -245,7 +249,9 @@ export class LateWrites {
     // (a file dated in the future by a wrong clock).
     const left = Math.min(this.#watchMs, file.mtimeMs + this.#watchMs - clock.now());
     const gap = this.#firstGap();
-    this.#watched.add({ ...file, deadline: now + left, nextLook: now + gap, gap });
+    const watch: Watch = { ...file, deadline: now + left, nextLook: now + gap, gap };
+    this.#watched.add(watch);
+    this.#byPath.set(file.path, watch);
     if (this.#watched.size > MAX_WATCHED) {
       const oldest = this.#watched.values().next().value;
       if (oldest) this.#endEarly(oldest);
@@ -264,6 +270,23 @@ export class LateWrites {
     if (this.#placing.has(dirname(path)) || this.#leftoversSaid.has(path)) return;
     this.#leftoversSaid.add(path);
     this.#track(this.#leftover(path, root));
+  }
+
+  /**
+   * The asset of an incomplete version of `file` that the server got: a program that paused
+   * longer than the window, then wrote the file again from its start at the same path (the
+   * original gone meanwhile), makes a new file, whose first bytes are what was uploaded. Read
+   * only when a watch of the path holds a shorter upload, which a new photo of an old name
+   * seldom does (its first bytes then differ).
+   */
+  async incompleteVersionOf(file: FileVersion & { path: string }): Promise<string | undefined> {
+    const watch = this.#byPath.get(file.path);
+    if (watch?.assetId === undefined || watch.size === 0 || watch.size >= file.size) return undefined;
+    try {
+      return (await hashPrefix(file.path, watch.size)) === watch.checksum.toLowerCase() ? watch.assetId : undefined;
+    } catch {
+      return undefined; // gone or unreadable: the pipeline says what became of it
+    }
   }
 
   /** Files watched now. */
@@ -302,7 +325,7 @@ export class LateWrites {
 
   /** The watch of the oldest file ends before its time, with a last look where its bytes have no name. */
   #endEarly(watch: Watch): void {
-    this.#watched.delete(watch);
+    this.#forget(watch);
     // Named bytes stay where their name is, whatever happens to them.
     if (watch.bytes.kind === 'named') return this.#end(watch);
     this.#track(this.#look(watch, true));
@@ -389,13 +412,18 @@ export class LateWrites {
     }
   }
 
+  #forget(watch: Watch): void {
+    this.#watched.delete(watch);
+    if (this.#byPath.get(watch.path) === watch) this.#byPath.delete(watch.path);
+  }
+
   #firstGap(): number {
     return Math.max(this.#options.intervalMs, 1_000);
   }
 
   #end(watch: Watch): void {
     watch.ended = true;
-    this.#watched.delete(watch);
+    this.#forget(watch);
     void release(watch.bytes);
     this.dropSidecar(watch.sidecar);
   }
@@ -537,6 +565,13 @@ async function versionOf(fs: ArchiveFs, bytes: Bytes): Promise<FileVersion | nul
   } catch {
     return null;
   }
+}
+
+/** The SHA-1 of a file's first `length` bytes. */
+async function hashPrefix(path: string, length: number): Promise<string> {
+  const hash = createHash('sha1');
+  await pipeline(createReadStream(path, { start: 0, end: length - 1 }), hash);
+  return hash.digest('hex');
 }
 
 async function release(bytes: Bytes): Promise<void> {

@@ -22,8 +22,11 @@ export type FailedStage = 'hash' | 'check' | 'upload' | 'archive';
 
 /** How one file's trip through the pipeline ended. */
 export type FileOutcome =
-  /** `sidecarNotSent`: why the photo's sidecar did not go with it. */
-  | { kind: 'uploaded'; assetId: string; disposition: Disposition; ms: number; sidecarNotSent?: string }
+  /**
+   * `sidecarNotSent`: why the photo's sidecar did not go with it. `completes`: the asset of an
+   * incomplete version of it uploaded before (LateWrites.incompleteVersionOf).
+   */
+  | { kind: 'uploaded'; assetId: string; disposition: Disposition; ms: number; sidecarNotSent?: string; completes?: string }
   /** `inTrash`: the server's copy is in the user's trash, which Immich empties after a while. */
   | { kind: 'already-on-server'; assetId: string | undefined; disposition: Disposition; ms: number; inTrash?: true }
   | { kind: 'skipped'; reason: string }
@@ -153,6 +156,8 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     const sent = created && found?.upload ? { path: found.path, size: found.size, mtimeMs: found.mtimeMs } : undefined;
     deps.record(file, 'on-server', { assetId, serverStatus: created ? 'created' : 'duplicate', ...(sent ? { sidecar: sent } : {}) });
     if (created) uploadedAs = assetId;
+    // Looked at while the file is still here to read (delete mode removes it next).
+    const completes = created ? await deps.lateWrites?.incompleteVersionOf(file) : undefined;
 
     // Only what the server confirmed is touched, and only if it is still the version we sent:
     // disposeOriginal checks that and throws SourceChangedError otherwise.
@@ -162,7 +167,7 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     const ms = Math.round(deps.clock.monotonic() - started);
     const notSent = created && found?.notSent !== undefined ? { sidecarNotSent: found.notSent } : {};
     return created
-      ? { kind: 'uploaded', assetId: assetId ?? '', disposition, ms, ...notSent }
+      ? { kind: 'uploaded', assetId: assetId ?? '', disposition, ms, ...notSent, ...(completes === undefined ? {} : { completes }) }
       : { kind: 'already-on-server', assetId, disposition, ms, ...(inTrash ? { inTrash } : {}) };
   } catch (error) {
     const outcome = toOutcome(error, stage, deps.signals);

@@ -447,6 +447,28 @@ describe('watch', () => {
     });
   }
 
+  for (const mode of ['move', 'delete'] as const) {
+    it(`${mode} mode: a file written again from its start after it was uploaded gets to the server complete, and the first upload is named`, async () => {
+      await startServer();
+      const run = watch({ AFTER_UPLOAD: mode });
+      await run.waitForLog((line) => line.msg.startsWith('watching'));
+      const path = join(watchDir, 'SCAN_1.JPG');
+      const [first, rest] = [randomBytes(300_000), randomBytes(200_000)];
+      await writeFile(path, first);
+      await waitFor(() => server.assets.length === 1 && !existsSync(path), { timeoutMs: 20_000, message: 'the first part uploaded' });
+      // The program saves the whole file again, at the same path.
+      const whole = Buffer.concat([first, rest]);
+      await writeFile(path, whole);
+      await waitFor(() => server.assetByChecksum(sha1(whole)) !== undefined && !existsSync(path), { timeoutMs: 20_000, message: 'the complete file uploaded' });
+      const warning = await run.waitForLog((line) => line.level === 40 && /written again from its start/.test(line.msg));
+      expect(warning.assetId).toBe(server.assetByChecksum(sha1(first))?.id);
+      expect(server.assets).toHaveLength(2);
+      if (mode === 'move') expect(await readIfExists(join(archiveDir, 'SCAN_1 (1).JPG'))).toEqual(whole);
+      expect(await stopGracefully(run)).toBe(0);
+      expect(run.logs().filter((line) => line.level === 40)).toHaveLength(1);
+    });
+  }
+
   it('REMOVE_EMPTY_FOLDERS: removes a folder it emptied, quietly, and still sees a new one of the same name', async () => {
     await startServer();
     const run = watch({ REMOVE_EMPTY_FOLDERS: 'true' });

@@ -237,7 +237,7 @@ describe('LateWrites', () => {
     const handle = await late.hold(path, uploaded);
     if (handle === undefined) throw new Error('the file was not held');
     await rm(path);
-    late.watch({ path, root, size: uploaded.size, mtimeMs: uploaded.mtimeMs, assetId: 'asset-8', afterUpload: 'delete', bytes: { kind: 'held', handle } });
+    late.watch({ path, root, size: uploaded.size, mtimeMs: uploaded.mtimeMs, assetId: 'asset-8', checksum: sha1(first), afterUpload: 'delete', bytes: { kind: 'held', handle } });
     await waitFor(async () => (await readIfExists(path))?.length === 2000, { message: 'the newer version saved' });
   });
 
@@ -288,9 +288,27 @@ describe('LateWrites', () => {
     const now = Date.now();
     for (let n = 0; n <= MAX_WATCHED; n++) {
       const path = join(root.path, `${n}.jpg`);
-      late.watch({ path, root, size: 1, mtimeMs: now, assetId: undefined, afterUpload: 'keep', bytes: { kind: 'named', path } });
+      late.watch({ path, root, size: 1, mtimeMs: now, assetId: undefined, checksum: '', afterUpload: 'keep', bytes: { kind: 'named', path } });
     }
     expect(late.size).toBe(MAX_WATCHED);
+  });
+
+  it('knows a file written again from its start, at the same path, for one whose first bytes are an upload it watches', async () => {
+    const late = lateWrites();
+    const [first, rest] = [randomBytes(3000), randomBytes(2000)];
+    await pausedWriter('IMG_9.JPG', first, 'move', late);
+    const path = join(root.path, 'IMG_9.JPG');
+    const version = async (): Promise<{ path: string; size: number; mtimeMs: number }> => ({ path, ...(({ size, mtimeMs }) => ({ size, mtimeMs }))(await stat(path)) });
+    // The program opens the path again and writes the whole file.
+    await writeFile(path, Buffer.concat([first, rest]));
+    expect(await late.incompleteVersionOf(await version())).toBe('asset-1');
+    // A new photo of the same name (a camera's counter come round): other first bytes.
+    await writeFile(path, randomBytes(5000));
+    expect(await late.incompleteVersionOf(await version())).toBeUndefined();
+    // Not longer than what was uploaded: not a completion of it.
+    await writeFile(path, first);
+    expect(await late.incompleteVersionOf(await version())).toBeUndefined();
+    expect(await late.incompleteVersionOf({ path: join(root.path, 'other.jpg'), size: 9000, mtimeMs: 0 })).toBeUndefined();
   });
 
   describe('temporaries a stop left in a watch folder', () => {
