@@ -281,7 +281,8 @@ export class LateWrites {
    */
   async incompleteVersionOf(file: FileVersion & { path: string }): Promise<string | undefined> {
     const watch = this.#byPath.get(file.path);
-    if (watch?.assetId === undefined || watch.size === 0 || watch.size >= file.size) return undefined;
+    // Keep mode's watch is of this very path: it tells of any change itself.
+    if (watch?.assetId === undefined || watch.afterUpload === 'keep' || watch.size === 0 || watch.size >= file.size) return undefined;
     try {
       return (await hashPrefix(file.path, watch.size)) === watch.checksum.toLowerCase() ? watch.assetId : undefined;
     } catch {

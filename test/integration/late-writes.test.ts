@@ -309,6 +309,12 @@ describe('LateWrites', () => {
     await writeFile(path, first);
     expect(await late.incompleteVersionOf(await version())).toBeUndefined();
     expect(await late.incompleteVersionOf({ path: join(root.path, 'other.jpg'), size: 9000, mtimeMs: 0 })).toBeUndefined();
+    // Keep mode watches the path itself, and tells of its change.
+    const kept = join(root.path, 'IMG_10.JPG');
+    await writeFile(kept, first);
+    late.watch({ path: kept, root, size: first.length, mtimeMs: Date.now(), assetId: 'asset-10', checksum: sha1(first), afterUpload: 'keep', bytes: { kind: 'named', path: kept } });
+    await writeFile(kept, Buffer.concat([first, rest]));
+    expect(await late.incompleteVersionOf({ path: kept, size: first.length + rest.length, mtimeMs: Date.now() })).toBeUndefined();
   });
 
   describe('temporaries a stop left in a watch folder', () => {
