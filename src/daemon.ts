@@ -4,7 +4,7 @@ import { join, relative } from 'node:path';
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
-import type { ImmichClient, ServerVersion } from './immich/client.js';
+import { MIN_SERVER_MAJOR, type ImmichClient, type ServerVersion } from './immich/client.js';
 import { ImmichError, isImmichError } from './immich/errors.js';
 import { createImmichClient } from './immich/http-client.js';
 import { raceAbort, ResilientImmich, ServerGate } from './immich/resilient.js';
@@ -43,6 +43,14 @@ export class MissingPermissionError extends Error {
       `the API key "${keyName}" lacks the permission ${permission}; ` +
         `fix: in Immich, Account Settings > API Keys, create a key with ${permission}`,
     );
+  }
+}
+
+/** The server is older than {@link MIN_SERVER_MAJOR}. */
+export class ServerTooOldError extends Error {
+  override readonly name = 'ServerTooOldError';
+  constructor(version: ServerVersion) {
+    super(`Immich ${version.major}.${version.minor}.${version.patch} is too old for this uploader, which needs Immich 2.x or 3.x; fix: upgrade Immich`);
   }
 }
 
@@ -520,6 +528,7 @@ async function connect(deps: {
     return await retry(
       async () => {
         const version = await client.serverVersion(signal);
+        if (version.major < MIN_SERVER_MAJOR) throw new ServerTooOldError(version);
         const key = await client.apiKeyInfo(signal);
         const granted = key.permissions.includes('all') || key.permissions.includes('asset.upload');
         if (!granted) throw new MissingPermissionError(key.name, 'asset.upload');

@@ -2,7 +2,7 @@ import { constants } from 'node:fs';
 import { access, readdir, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Config } from '../config.js';
-import type { ImmichClient } from '../immich/client.js';
+import { MIN_SERVER_MAJOR, type ImmichClient } from '../immich/client.js';
 import { isImmichError } from '../immich/errors.js';
 import { archiveDiskAway, notMountedError, readAwayDisks } from '../pipeline/disks.js';
 import { networkShareAdvice } from '../pipeline/detect.js';
@@ -17,7 +17,7 @@ export interface CheckLine {
 
 export interface CheckReport {
   lines: CheckLine[];
-  /** The server refused the key (401): the CLI exits 3. */
+  /** The server refused the key (401), or the key may not upload: the CLI exits 3, as `once` and `watch` do. */
   keyRejected: boolean;
 }
 
@@ -36,7 +36,7 @@ export async function runChecks(config: Config, client: ImmichClient, system: Sy
     add(true, 'server reachable', config.apiUrl);
     try {
       const v = await client.serverVersion();
-      add(true, 'server version', `Immich ${v.major}.${v.minor}.${v.patch}${v.major < 2 ? ' (too old: 2.x or 3.x needed)' : ''}`);
+      add(v.major >= MIN_SERVER_MAJOR, 'server version', `Immich ${v.major}.${v.minor}.${v.patch}${v.major < MIN_SERVER_MAJOR ? ' (too old: 2.x or 3.x needed; fix: upgrade Immich)' : ''}`);
     } catch (error) {
       add(false, 'server version', messageOf(error));
     }
@@ -44,6 +44,7 @@ export async function runChecks(config: Config, client: ImmichClient, system: Sy
       const key = await client.apiKeyInfo();
       add(true, 'API key accepted', `"${key.name}", permissions: ${key.permissions.join(', ') || '(none)'}`);
       const canUpload = key.permissions.includes('all') || key.permissions.includes('asset.upload');
+      keyRejected = !canUpload;
       add(
         canUpload,
         'permission asset.upload',

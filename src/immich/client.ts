@@ -1,4 +1,7 @@
 
+/** The oldest Immich the uploader speaks to: 1.x took other upload fields, and its keys had no permissions to read. */
+export const MIN_SERVER_MAJOR = 2;
+
 /** `GET /api/server/version`. */
 export interface ServerVersion {
   major: number;

@@ -789,6 +789,32 @@ describe('check', () => {
     expect(keep.stdout).not.toContain('archive folder');
   });
 
+  it('exits 3, as once does, for a key that may not upload', async () => {
+    await startServer(3, ['asset.read']);
+    await writeMedia(watchDir, ['x.jpg']);
+    const result = await runCli(['check'], { env: env() });
+    expect(result.code, result.stdout).toBe(3);
+    expect(result.stdout).toMatch(/FAILED\s+permission asset.upload: missing/);
+    const run = await runCli(['once'], { env: env() });
+    expect(run.code, run.stdout).toBe(3);
+    expect(run.stdout).toMatch(/lacks the permission asset.upload/);
+    expect(existsSync(join(watchDir, 'x.jpg'))).toBe(true);
+  });
+
+  it('fails (exit 1), as once does, for an Immich older than 2.x', async () => {
+    server = await startFakeImmich({ major: 2, keys: { [KEY]: { name: 'e2e key', permissions: ['all'] } }, reportedVersion: { major: 1, minor: 118, patch: 2 } });
+    await writeMedia(watchDir, ['x.jpg']);
+    const result = await runCli(['check'], { env: env() });
+    expect(result.code, result.stdout).toBe(1);
+    expect(result.stdout).toMatch(/FAILED\s+server version: Immich 1\.118\.2 \(too old: 2\.x or 3\.x needed; fix: upgrade Immich\)/);
+    const run = await runCli(['once'], { env: env() });
+    expect(run.code, run.stdout).toBe(1);
+    expect(run.stdout).toMatch(/Immich 1\.118\.2 is too old for this uploader, which needs Immich 2\.x or 3\.x; fix: upgrade Immich/);
+    expect(run.stdout).not.toMatch(/stack/);
+    expect(server.assets).toHaveLength(0);
+    expect(existsSync(join(watchDir, 'x.jpg'))).toBe(true);
+  });
+
   it.skipIf(!canMount())('fails (exit 1) when the state folder cannot be written, which would stop the uploader at start', async () => {
     await startServer();
     const state = join(temp.path, 'state');

@@ -45,6 +45,8 @@ export interface FakeImmichOptions {
   port?: number;
   /** API generation to imitate; default 2. */
   major?: 2 | 3;
+  /** The version `server/version` reports instead of the major's own (an Immich 1.x, say); the API stays the major's. */
+  reportedVersion?: { major: number; minor: number; patch: number };
   /** API keys by secret. Default: `test-key` with `all`. */
   keys?: Record<string, FakeKey>;
   /** Keep each upload's bytes in `asset.bytes`. Default true; false still counts and hashes (benchmarks). */
@@ -326,7 +328,7 @@ export async function startFakeImmich(options: FakeImmichOptions = {}): Promise<
       return;
     }
     if (method === 'GET' && path === '/api/server/version') {
-      send(res, entry, 200, VERSIONS[major]);
+      send(res, entry, 200, options.reportedVersion ?? VERSIONS[major]);
       return;
     }
     if (method === 'GET' && path === '/api/server/media-types') {
