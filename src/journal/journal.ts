@@ -759,7 +759,8 @@ function columnsAfter(row: FileRow, to: FileState, details: RecordDetails): Part
   return {
     checksum: details.checksum ?? row.checksum,
     assetId: details.assetId ?? row.assetId,
-    serverStatus: details.serverStatus ?? row.serverStatus,
+    // Uploaded by us, then found on the server at a retry (its archive had failed): still ours.
+    serverStatus: row.serverStatus === 'created' && (details.assetId ?? row.assetId) === row.assetId ? 'created' : (details.serverStatus ?? row.serverStatus),
     archivePath: details.archivePath ?? row.archivePath,
     error: details.error ?? (explains ? (details.reason ?? null) : null),
     attempts: to === 'failed' ? row.attempts + 1 : row.attempts,

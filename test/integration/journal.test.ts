@@ -601,6 +601,22 @@ describe('queries', () => {
     expect(journal.totals(since + 1)).toEqual({ files: 0, bytes: 0 });
   });
 
+  it('totals() still counts an upload whose archive failed, and which a retry then found on the server', () => {
+    const journal = open();
+    const file = { path: '/w/IMG_1.jpg', size: 30, mtimeMs: 1 };
+    drive(journal, file, 'hashed');
+    journal.record(file, 'on-server', { serverStatus: 'created', assetId: 'a1' });
+    journal.record(file, 'archiving', { archivePath: '/a/IMG_1.jpg' });
+    journal.record(file, 'failed', { error: 'archive: no space left' });
+    // The retry, on the same row.
+    drive(journal, file, 'hashed');
+    journal.record(file, 'on-server', { serverStatus: 'duplicate', assetId: 'a1' });
+    journal.record(file, 'archiving', { archivePath: '/a/IMG_1.jpg' });
+    journal.record(file, 'archived', { archivePath: '/a/IMG_1.jpg' });
+    expect(journal.totals()).toEqual({ files: 1, bytes: 30 });
+    expect(journal.current(file.path)?.serverStatus).toBe('created');
+  });
+
   it("keeps the sidecar sent with a file in its 'on-server' transition, for recovery to find", async () => {
     const journal = open();
     const file = { path: '/w/a.jpg', size: 10, mtimeMs: 1.5 };
