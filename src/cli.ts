@@ -11,7 +11,7 @@ import { formatCheckLine, runChecks } from './commands/check.js';
 import { requestRetry } from './commands/retry.js';
 import { buildStatus, formatHistory, formatStatus } from './commands/status.js';
 import { ConfigError, loadConfig, loadStateDirectory, type Config, type LoadConfigInput } from './config.js';
-import { MissingPermissionError, runUploader, ServerTooOldError, type RunMode } from './daemon.js';
+import { MissingPermissionError, runUploader, StartError, type RunMode } from './daemon.js';
 import { isImmichError } from './immich/errors.js';
 import { Journal, JOURNAL_FILE } from './journal/journal.js';
 import { isLocked } from './journal/lock.js';
@@ -245,9 +245,9 @@ function reportRunError(error: unknown, logger: Logger): number {
     logger.fatal(error.message);
     return EXIT.keyRejected;
   }
-  if (error instanceof JournalError || error instanceof NotMountedError || error instanceof ServerTooOldError) {
+  if (error instanceof JournalError || error instanceof NotMountedError || error instanceof StartError) {
     // Another instance holds the journal, it was written by a newer version, a folder's disk
-    // is not mounted, or the server is too old: say so plainly.
+    // is not mounted, the server is too old, or the archive folder cannot be made: say so plainly.
     logger.fatal(error.message);
     return EXIT.failure;
   }

@@ -9,7 +9,7 @@
  * The API key is never part of a message.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { readFileSync, readlinkSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import dotenv from 'dotenv';
 import * as v from 'valibot';
@@ -833,6 +833,11 @@ function readCreatableFolder(
         report(ctx, spec, raw.source, 'a folder', `${given}, where ${existing} ${describeFsError(code)}`, fix);
         return undefined;
       }
+      const target = danglingLinkTarget(existing);
+      if (target !== undefined) {
+        report(ctx, spec, raw.source, 'a folder', `${given}, where ${existing} is a symbolic link to ${target}, which does not exist`, fix);
+        return undefined;
+      }
     }
     if (stats !== undefined) {
       if (!stats.isDirectory()) {
@@ -846,6 +851,15 @@ function readCreatableFolder(
     if (parent === existing) return path;
     missing.push(basename(existing));
     existing = parent;
+  }
+}
+
+/** Where `path` is a symbolic link that leads nowhere (stat found nothing), what it points to. */
+function danglingLinkTarget(path: string): string | undefined {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return undefined;
   }
 }
 

@@ -1,5 +1,5 @@
 import { setMaxListeners } from 'node:events';
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
@@ -31,7 +31,9 @@ import { systemClock, type Clock } from './support/clock.js';
 import { retry } from './support/retry.js';
 import { FsWorker } from './support/fs-worker.js';
 import { limitWhileWaiting } from './support/limit.js';
+import { messageOf } from './support/message.js';
 import { MountTable, networkFileSystemOf, readMountTable, type SystemFiles } from './support/mount-table.js';
+import { makeFoldersSync } from './support/paths.js';
 
 export type RunMode = 'watch' | 'once';
 
@@ -46,8 +48,13 @@ export class MissingPermissionError extends Error {
   }
 }
 
+/** Why the uploader cannot start, said in one line with its fix: no stack trace is of use. */
+export class StartError extends Error {
+  override readonly name: string = 'StartError';
+}
+
 /** The server is older than {@link MIN_SERVER_MAJOR}. */
-export class ServerTooOldError extends Error {
+export class ServerTooOldError extends StartError {
   override readonly name = 'ServerTooOldError';
   constructor(version: ServerVersion) {
     super(`Immich ${version.major}.${version.minor}.${version.patch} is too old for this uploader, which needs Immich 2.x or 3.x; fix: upgrade Immich`);
@@ -165,7 +172,11 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   // Temporaries of cross-device copies are looked for only when a run may have left some.
   const temporaries = config.afterUpload === 'move' ? new ArchiveTemporaries(config.stateDirectory, config.archiveDirectory) : undefined;
   if (temporaries) {
-    await mkdir(config.archiveDirectory, { recursive: true });
+    try {
+      makeFoldersSync(config.archiveDirectory);
+    } catch (error) {
+      throw new StartError(`Cannot use ARCHIVE_DIRECTORY ${config.archiveDirectory}: ${messageOf(error)}. Fix: make it a folder this user can write, or set ARCHIVE_DIRECTORY to one`);
+    }
     const table = await readMountTable(options.system?.mountTable);
     if (table !== undefined) archiveMount = new ArchiveMount(config.archiveDirectory, rememberDisk(config.stateDirectory, config.archiveDirectory, table));
     const leftovers = await temporaries.removeLeftovers();

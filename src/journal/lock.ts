@@ -1,6 +1,7 @@
-import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { makeFoldersSync } from '../support/paths.js';
 import { openDatabase, type Database } from './sqlite.js';
 import { JournalError } from './states.js';
 
@@ -113,7 +114,7 @@ export function isLocked(directory: string): boolean {
  */
 export function preparePrivateDirectory(directory: string): void {
   try {
-    mkdirSync(directory, { recursive: true, mode: 0o700 });
+    makeFoldersSync(directory, 0o700);
   } catch (error) {
     throw unusable(`STATE_DIRECTORY ${directory}`, error);
   }

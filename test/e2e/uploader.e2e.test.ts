@@ -761,6 +761,21 @@ describe('once', () => {
     expectNoSecret(result.stdout, result.stderr);
   });
 
+  it('stops with one line (exit 1) when the archive folder or the state folder cannot be made, touching no file', async () => {
+    await startServer();
+    await writeMedia(watchDir, ['x.jpg']);
+    // Where recursive mkdir would spin for ever, deaf to signals.
+    const archive = await runCli(['once'], { env: env({ ARCHIVE_DIRECTORY: '/proc/iau-no-such/archive' }), timeoutMs: 20_000 });
+    expect(archive.code, archive.stdout).toBe(1);
+    expect(archive.stdout).toMatch(/Cannot use ARCHIVE_DIRECTORY \/proc\/iau-no-such\/archive: ENOENT.*Fix: make it a folder this user can write/);
+    const state = await runCli(['once'], { env: env({ STATE_DIRECTORY: '/proc/iau-no-such/state' }), timeoutMs: 20_000 });
+    expect(state.code, state.stdout).toBe(1);
+    expect(state.stdout + state.stderr).toMatch(/Cannot use STATE_DIRECTORY \/proc\/iau-no-such\/state: ENOENT/);
+    for (const run of [archive, state]) expect(run.stdout + run.stderr).not.toMatch(/stack|\n\s+at /);
+    expect(server.assets).toHaveLength(0);
+    expect(existsSync(join(watchDir, 'x.jpg'))).toBe(true);
+  });
+
   it('exits 3 when the server rejects the key, and never prints it', async () => {
     await startServer();
     await writeMedia(watchDir, ['x.jpg']);

@@ -580,6 +580,14 @@ describe('folders', () => {
       `which cannot be created because ${join(root, 'file')} is a file`,
     );
   });
+
+  it('refuses an archive or state folder that is, or is under, a symbolic link leading nowhere', async () => {
+    await symlink(join(root, 'unplugged', 'photos'), join(root, 'archive-link'));
+    const where = `where ${join(root, 'archive-link')} is a symbolic link to ${join(root, 'unplugged', 'photos')}, which does not exist`;
+    expect(problemOf({ env: env({ ARCHIVE_DIRECTORY: join(root, 'archive-link') }) })).toContain(where);
+    expect(problemOf({ env: env({ ARCHIVE_DIRECTORY: join(root, 'archive-link', 'sub') }) })).toContain(where);
+    expect(problemOf({ env: env({ STATE_DIRECTORY: join(root, 'archive-link') }) })).toContain(where);
+  });
 });
 
 describe('archive layout', () => {
