@@ -205,7 +205,8 @@ async function runCommand(name: RunMode | 'check', flags: Record<string, unknown
       archiveFs: process.env.IMMICH_AUTO_UPLOADER_SIMULATE_EXDEV === '1' ? simulatedCrossDeviceFs() : undefined,
       system: systemFiles(),
     });
-    return name === 'once' && summary.failed > 0 ? EXIT.failure : EXIT.ok;
+    // A folder `once` could not read may hold files it did not see.
+    return name === 'once' && (summary.failed > 0 || (summary.unreadable ?? 0) > 0) ? EXIT.failure : EXIT.ok;
   } catch (error) {
     return reportRunError(error, logger);
   } finally {

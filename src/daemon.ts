@@ -370,7 +370,8 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     temporaries?.finish();
   }
   if (fatalError !== undefined) throw fatalError;
-  const snapshot = coordinator.stats.snapshot(coordinator.queued);
+  const unreadable = detector.unreadableFolders;
+  const snapshot = { ...coordinator.stats.snapshot(coordinator.queued), ...(unreadable > 0 ? { unreadable } : {}) };
   logger.info(snapshot, `summary: ${formatSummary(snapshot)}`);
   return snapshot;
 }

@@ -173,6 +173,11 @@ export class Detector {
     for (const path of options.missingAtStart ?? []) this.#missingRoots.add(path);
   }
 
+  /** Folders that could not be listed (permission denied, say) and have not been since: their files are not seen. */
+  get unreadableFolders(): number {
+    return this.#unreadableWarned.size;
+  }
+
   /** Number of folders with a live fs.watch handle (0 in polling mode). */
   get watchedFolderCount(): number {
     return this.#watchers.size;
@@ -616,7 +621,7 @@ export class Detector {
     const why = code === 'EACCES' || code === 'EPERM' ? 'permission denied' : (code ?? 'unknown error');
     this.#log.warn(
       { err: error, folder, code },
-      `Cannot read folder ${folder} (${why}); files in it are not detected until it becomes readable`,
+      `Cannot read folder ${folder} (${why}); files in it are not detected until it becomes readable (fix: let this user read it)`,
     );
   }
 

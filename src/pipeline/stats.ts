@@ -42,6 +42,8 @@ export interface StatsSnapshot {
   unchanged: number;
   hashed: number;
   queued: number;
+  /** At the end of a run: folders that could not be read, whose files were not seen. */
+  unreadable?: number;
 }
 
 export function formatBytes(bytes: number): string {
@@ -59,6 +61,7 @@ export function formatSummary(s: StatsSnapshot): string {
   return (
     `${s.uploaded} uploaded (${formatBytes(s.uploadedBytes)}), ${s.duplicates} already on server, ` +
     `${s.skipped} skipped, ${s.failed} failed, ${s.queued} queued` +
-    (s.unchanged > 0 ? `, ${s.unchanged} unchanged since they were kept` : '')
+    (s.unchanged > 0 ? `, ${s.unchanged} unchanged since they were kept` : '') +
+    ((s.unreadable ?? 0) > 0 ? `, ${s.unreadable} folder(s) could not be read` : '')
   );
 }

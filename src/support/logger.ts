@@ -18,9 +18,12 @@ export function createLogger(options: {
 }): Logger {
   const destination = options.destination ?? process.stdout;
   const usePretty = options.format === 'pretty' || (options.format === 'auto' && destination.isTTY === true);
+  const verbose = options.level === 'debug' || options.level === 'trace';
   const base = {
     level: options.level,
     base: undefined,
+    // A stack helps a bug report, never a user (a folder it may not read, a full disk): only at debug.
+    serializers: { err: (error: Error) => (verbose ? pino.stdSerializers.err(error) : withoutStack(pino.stdSerializers.err(error))) },
     // The key is never logged on purpose; this is the belt to that braces.
     redact: { paths: ['apiKey', '*.apiKey', 'headers["x-api-key"]', '*.headers["x-api-key"]'], censor: '[hidden]' },
   };
@@ -36,7 +39,7 @@ export function createLogger(options: {
         translateTime: 'SYS:HH:MM:ss',
         ignore: 'pid,hostname',
         // On a terminal the message says it all; the fields are for JSON consumers (and debug).
-        hideObject: options.level !== 'debug' && options.level !== 'trace',
+        hideObject: !verbose,
       }),
     );
   }
@@ -44,4 +47,9 @@ export function createLogger(options: {
     { ...base, timestamp: pino.stdTimeFunctions.isoTime },
     destination === process.stdout ? pino.destination({ dest: 1, sync: true }) : destination,
   );
+}
+
+function withoutStack(serialized: ReturnType<typeof pino.stdSerializers.err>): Record<string, unknown> {
+  const { stack: _stack, ...rest } = serialized;
+  return rest;
 }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { appendFile, mkdir, open, readdir, rename, rm, utimes, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, open, readdir, rename, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startFakeImmich, type FakeAsset, type FakeImmich } from '../fakes/immich-server.js';
@@ -759,6 +759,28 @@ describe('once', () => {
     expect(existsSync(join(watchDir, 'revoked.jpg'))).toBe(true);
     expect(existsSync(join(archiveDir, 'revoked.jpg'))).toBe(false);
     expectNoSecret(result.stdout, result.stderr);
+  });
+
+  it('once: exits 1 when a folder could not be read, whose files it did not see, and says so without a stack', async () => {
+    await startServer();
+    const good = await writeMedia(watchDir, ['good.jpg', 'locked/hidden.jpg']);
+    good.delete('locked/hidden.jpg');
+    const locked = join(watchDir, 'locked');
+    await chmod(locked, 0o000);
+    // Root reads any folder: the uploader then runs as nobody, in folders open to it.
+    const asRoot = process.getuid?.() === 0;
+    if (asRoot) for (const folder of [temp.path, watchDir]) await chmod(folder, 0o777);
+    try {
+      const result = await runCli(['once'], { env: env({ LOG_LEVEL: 'info' }), ...(asRoot ? { user: { uid: 65534, gid: 65534 } } : {}) });
+      expect(result.code, result.stdout).toBe(1);
+      await expectUploadedAndArchived(good);
+      const warning = result.logs.find((line) => line.level === 40);
+      expect(warning?.msg).toBe(`Cannot read folder ${locked} (permission denied); files in it are not detected until it becomes readable (fix: let this user read it)`);
+      expect(JSON.stringify(warning)).not.toContain('stack');
+      expect(result.logs.find((line) => line.msg.startsWith('summary:'))?.msg).toMatch(/, 1 folder\(s\) could not be read$/);
+    } finally {
+      await chmod(locked, 0o755);
+    }
   });
 
   it('stops with one line (exit 1) when the archive folder or the state folder cannot be made, touching no file', async () => {

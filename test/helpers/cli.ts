@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
-import { mkdtempSync } from 'node:fs';
+import { chownSync, mkdtempSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,11 +31,13 @@ export interface CliRun {
  * Starts the CLI as a child process with only the given environment (plus PATH and HOME), so
  * the developer's own environment or `.env` cannot leak into a test.
  */
-export function startCli(args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): CliRun {
+export function startCli(args: string[], options: { env?: Record<string, string>; cwd?: string; user?: { uid: number; gid: number } } = {}): CliRun {
   // A home of its own, so no test reads or writes the developer's journal; removed when it ends.
   const home = mkdtempSync(join(tmpdir(), 'iau-home-'));
+  if (options.user) chownSync(home, options.user.uid, options.user.gid);
   const child = spawn(process.execPath, [CLI_PATH, ...args], {
     cwd: options.cwd ?? process.cwd(),
+    ...(options.user ?? {}),
     env: {
       PATH: process.env.PATH ?? '',
       HOME: home,
@@ -95,7 +97,7 @@ export function captureOutput(child: ChildProcessByStdio<Writable | null, Readab
 /** Runs the CLI to its end. */
 export async function runCli(
   args: string[],
-  options: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {},
+  options: Parameters<typeof startCli>[1] & { timeoutMs?: number } = {},
 ): Promise<{ code: number | null; stdout: string; stderr: string; logs: LogLine[] }> {
   const run = startCli(args, options);
   const timeoutMs = options.timeoutMs ?? 60_000;
