@@ -557,7 +557,7 @@ async function connect(deps: {
         classify: async (error) => {
           if (!isImmichError(error) || !error.retryable) return { retry: false };
           if (error.kind === 'network' && mode === 'watch') return { retry: true, free: await gate.waitUntilUp(signal) };
-          logger.warn({ reason: error.message }, 'cannot reach the Immich server yet; trying again');
+          logger.warn({ reason: error.message }, `cannot reach the Immich server yet (${error.message}); trying again`);
           return { retry: true, atLeastMs: error.details.retryAfterMs };
         },
       },

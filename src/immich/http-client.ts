@@ -521,6 +521,9 @@ function httpError(context: Context, spec: RequestSpec, response: RawResponse): 
     explanation =
       'the upload is larger than a proxy between you and Immich allows ' +
       "(Cloudflare's limit is 100 MB; nginx: client_max_body_size): raise the proxy's limit or upload around it";
+  } else if (status === 404 && (spec.path === 'server/ping' || spec.path === 'server/version')) {
+    // Every Immich answers these: this is another server, or Immich behind another path.
+    explanation += '; fix: set IMMICH_API_URL to the address you open Immich at in a browser';
   } else if (status >= 300 && status < 400) {
     const location = headers.location;
     explanation = `redirected${location ? ` to ${location}` : ''}: use the URL the server redirects to`;

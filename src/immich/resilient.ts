@@ -53,7 +53,7 @@ export class ServerGate {
         const delayMs = backoffDelay(attempt, policy);
         const reason = messageOf(error);
         if (attempt === 1) {
-          logger.warn({ reason }, 'Immich server is not answering; uploads wait until it does');
+          logger.warn({ reason }, `Immich server is not answering (${reason}); uploads wait until it does`);
         } else {
           logger.debug({ reason, retryInMs: delayMs }, 'Immich server still not answering');
         }

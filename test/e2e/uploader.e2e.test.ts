@@ -507,7 +507,7 @@ describe('watch', () => {
     await server.down();
     const files = await writeMedia(watchDir, ['early.jpg']);
     const run = watch();
-    await run.waitForLog((line) => /not answering/.test(line.msg));
+    await run.waitForLog((line) => /not answering \(cannot reach the Immich server at .*\)/.test(line.msg));
     await server.up();
     await waitFor(() => server.assets.length === 1 && !existsSync(join(watchDir, 'early.jpg')), {
       timeoutMs: 30_000,

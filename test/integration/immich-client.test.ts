@@ -409,6 +409,13 @@ describe('answers that are errors', () => {
     expect(error.message).toMatch(/^POST \/api\/assets answered 413: .*proxy between you and Immich.*100 MB/);
   });
 
+  it('404 from the version or the ping says IMMICH_API_URL is not the Immich server', async () => {
+    const { server, immich } = await setup();
+    server.failNext(1, 404, { path: '/api/server/version' });
+    const error = await immichRejection(immich.serverVersion());
+    expect(error.message).toBe('GET /api/server/version answered 404: Not Found; fix: set IMMICH_API_URL to the address you open Immich at in a browser');
+  });
+
   it('parses Retry-After as seconds or an HTTP date', () => {
     const now = Date.parse('2026-01-01T00:00:00Z');
     expect(parseRetryAfter('120', now)).toBe(120_000);
