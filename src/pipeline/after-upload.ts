@@ -7,13 +7,14 @@ import {
   currentVersion,
   nodeArchiveFs,
   numberedName,
-  removeIfExists,
+  removeVerified,
+  restoreAsides,
   SourceChangedError,
   targetPath,
   type ArchiveFs,
 } from './archive.js';
 import { hashFile } from './hash.js';
-import type { Bytes, Disposed, LateWrites } from './late-writes.js';
+import type { Bytes, Disposed, KeptSidecar, LateWrites } from './late-writes.js';
 import { isShared, sharesStem, sidecarFollowing, sidecarNames, stemOf, type SentSidecar } from './sidecar.js';
 import type { RecordedFile, Recorder } from './states.js';
 import { sameVersion, type FileVersion } from './types.js';
@@ -58,7 +59,7 @@ export async function disposeOriginal(
       try {
         const archived = await archiveFile({
           ...{ source: file.path, root: file.root, checksum: file.checksum, expected: file, fs },
-          beforeOrphaning: lateWrites && (async () => void (held.handle = await lateWrites.hold(file.path, file))),
+          beforeOrphaning: lateWrites && (async (aside) => void (held.handle = await lateWrites.hold(aside, file))),
         });
         const sidecarsLeft = await archiveSidecars(file, archived.target, fs);
         record(file, 'archived', { archivePath: archived.target });
@@ -80,16 +81,20 @@ export async function disposeOriginal(
       await record(file, 'deleting');
       // Again, as the commit took a moment: a new file put at the path meanwhile stays.
       await assertUnchanged(fs, file);
-      const handle = await lateWrites?.hold(file.path, file);
-      // What the sidecar sent with it holds goes back with a complete version, if one comes.
-      let sidecar = handle && file.sidecar ? await lateWrites?.keepSidecar(file.sidecar) : undefined;
+      const held: { handle?: FileHandle; sidecar?: KeptSidecar } = {};
       try {
-        await deleteWithSidecar(fs, file.path, file.sidecar);
+        await deleteWithSidecar(fs, file, file.sidecar, async (aside) => {
+          held.handle = await lateWrites?.hold(aside, file);
+          // What the sidecar sent with it holds goes back with a complete version, if one comes.
+          if (held.handle && file.sidecar) held.sidecar = await lateWrites?.keepSidecar(file.sidecar);
+        });
       } catch (error) {
-        await handle?.close();
-        lateWrites?.dropSidecar(sidecar);
+        await held.handle?.close();
+        lateWrites?.dropSidecar(held.sidecar);
         throw error;
       }
+      const { handle } = held;
+      let { sidecar } = held;
       record(file, 'deleted');
       // A shared sidecar that another file of the name still needs stays where it is.
       if (sidecar && (await currentVersion(fs, sidecar.path)) !== null) {
@@ -122,6 +127,8 @@ export async function finishInterrupted(
   record: Recorder,
   fs: ArchiveFs = nodeArchiveFs,
 ): Promise<Disposition | 'lost'> {
+  // A crash between moving the original's name aside and removing it left it there.
+  await restoreAsides(fs, file.path);
   const present = await currentVersion(fs, file.path);
   const uploadedVersion = sameVersion(present, file);
   if (state === 'deleting') {
@@ -130,7 +137,7 @@ export async function finishInterrupted(
     // sidecars, for the scan to find. Either way the uploaded version is gone from the folder.
     // With nothing there, the crash may have come between the photo and its sidecar: the sidecar
     // sent goes too, if it is still that version (the server has what it holds).
-    if (uploadedVersion || present === null) await deleteWithSidecar(fs, file.path, file.sidecar);
+    if (uploadedVersion || present === null) await deleteWithSidecar(fs, file, file.sidecar);
     record(file, 'deleted');
     return { mode: 'delete' };
   }
@@ -171,11 +178,19 @@ async function findArchivedCopy(fs: ArchiveFs, file: ConfirmedFile): Promise<str
  * need it: the folder is listed only then, since a listing per deleted file made deleting a
  * camera's folder of thousands take time in the square of its size.
  */
-async function deleteWithSidecar(fs: ArchiveFs, path: string, sidecar: SentSidecar | undefined): Promise<void> {
-  await removeIfExists(fs, path);
+async function deleteWithSidecar(
+  fs: ArchiveFs,
+  file: FileVersion & { path: string },
+  sidecar: SentSidecar | undefined,
+  beforeRemoving?: (aside: string) => Promise<void>,
+): Promise<void> {
+  const { path } = file;
+  const removal = await removeVerified(fs, path, file, { beforeRemoving });
+  // A new file put at the path meanwhile stays (put back), with its sidecars, and goes round.
+  if (removal.kind === 'other') throw new SourceChangedError(path, file, removal.version);
   if (!sidecar || !sameVersion(await currentVersion(fs, sidecar.path), sidecar)) return;
   if (isShared(path, sidecar.path) && (await stemStillNeeded(fs, path))) return;
-  await removeIfExists(fs, sidecar.path);
+  await removeVerified(fs, sidecar.path, sidecar);
 }
 
 /**

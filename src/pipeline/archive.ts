@@ -40,7 +40,7 @@ import { isAtOrInside, isInside } from '../support/paths.js';
  * by default, injectable in tests.
  */
 export interface ArchiveFs {
-  lstat(path: string): Promise<{ size: number; mtimeMs: number; atimeMs: number; isFile(): boolean }>;
+  lstat(path: string): Promise<{ size: number; mtimeMs: number; atimeMs: number; ino: number; dev: number; isFile(): boolean }>;
   mkdir(path: string, options: { recursive: true }): Promise<unknown>;
   link(existingPath: string, newPath: string): Promise<void>;
   rename(oldPath: string, newPath: string): Promise<void>;
@@ -142,12 +142,13 @@ export function keepingArchiveDirectory(base: ArchiveFs, archiveDirectory: strin
  * cross-device path on a machine with one file system.
  */
 export function simulatedCrossDeviceFs(base: ArchiveFs = nodeArchiveFs): ArchiveFs {
-  const crossing = (from: string): boolean => !isArchiveTemporary(basename(from));
+  // Within a folder (a name moved aside and back) is on one disk.
+  const crossing = (from: string, to: string): boolean => !isArchiveTemporary(basename(from)) && dirname(from) !== dirname(to);
   const exdev = (from: string, to: string): Error => errnoError('EXDEV', `EXDEV: cross-device link not permitted, '${from}' -> '${to}'`);
   return {
     ...base,
-    link: (from, to) => (crossing(from) ? Promise.reject(exdev(from, to)) : base.link(from, to)),
-    rename: (from, to) => (crossing(from) ? Promise.reject(exdev(from, to)) : base.rename(from, to)),
+    link: (from, to) => (crossing(from, to) ? Promise.reject(exdev(from, to)) : base.link(from, to)),
+    rename: (from, to) => (crossing(from, to) ? Promise.reject(exdev(from, to)) : base.rename(from, to)),
   };
 }
 
@@ -171,9 +172,10 @@ export interface ArchiveInput {
   target?: string;
   /**
    * Called just before the source's name goes where no other name keeps its bytes (they were
-   * copied across disks, or the archive had them already): late-writes.ts holds them open then.
+   * copied across disks, or the archive had them already), with the name they have then (moved
+   * aside: {@link removeVerified}): late-writes.ts holds them open.
    */
-  beforeOrphaning?: () => Promise<void>;
+  beforeOrphaning?: (path: string) => Promise<void>;
 }
 
 export interface ArchiveResult {
@@ -294,23 +296,34 @@ export async function archiveFile(input: ArchiveInput): Promise<ArchiveResult> {
 }
 
 /**
- * The last step of a move by hard link: the source's name goes once the archive's is durable.
- * The source is looked at first, after the folder's fsync, which takes a while:
+ * The last step of a move by hard link: the source's name goes once the archive's is durable,
+ * if it still leads to the file linked (the folder's fsync takes a while):
  * - the uploaded version: its name is removed;
- * - written to since it was uploaded (before the link or since), the target shows the same new
- *   version, one inode under two names: the archive takes its name back, the source keeps the
- *   bytes, and the file goes round again;
+ * - written to since it was uploaded (before the link or since), one file under two names: the
+ *   archive takes its name back, the source keeps the bytes, and the file goes round again;
  * - anything else (a new file put at the source path, by a sync tool's rename say, or nothing):
- *   the source path is left alone, since a new file there was never uploaded, and the archive
- *   keeps what its name holds.
+ *   it stays, since it was never uploaded, and the archive keeps what its name holds.
  */
 async function removeLinkedSource(job: Job, target: string): Promise<void> {
-  const source = await versionOf(job.fs, job.source);
-  if (sameVersion(source, job.expected)) return removeSource(job, target, false);
-  const archived = await versionOf(job.fs, target);
-  if (source !== null && sameVersion(archived, source)) {
-    await attempt('move', target, () => job.fs.unlink(target));
-    throw new SourceChangedError(job.source, job.expected, source);
+  const linked = await attempt('inspect-target', target, () => job.fs.lstat(target));
+  await finishMove(job, target, { ino: linked.ino, dev: linked.dev }, false);
+}
+
+/**
+ * Removes the source's name once the archive holds `identity` (the file linked, or the file the
+ * copy was made of) under `target`. Written to since, the archive's name goes and the file goes
+ * round; another file at the source path stays, and the archive keeps what its name holds.
+ */
+async function finishMove(job: Job, target: string, identity: FileIdentity, orphans: boolean): Promise<void> {
+  let removal: Removal;
+  try {
+    removal = await removeVerified(job.fs, job.source, job.expected, { identity, ...(orphans ? { beforeRemoving: job.beforeOrphaning } : {}) });
+  } catch (error) {
+    throw wrap(error, 'remove-source', job.source, target);
+  }
+  if (removal.kind === 'other' && removal.sameFile) {
+    await attempt('place', target, () => job.fs.unlink(target));
+    throw new SourceChangedError(job.source, job.expected, removal.version);
   }
 }
 
@@ -392,7 +405,7 @@ interface Job {
   signal: AbortSignal | undefined;
   /** Cleared the first time link() says the file system has no hard links. */
   canLink: boolean;
-  beforeOrphaning: (() => Promise<void>) | undefined;
+  beforeOrphaning: ((path: string) => Promise<void>) | undefined;
 }
 
 type Claim =
@@ -493,9 +506,11 @@ async function copyAcross(job: Job, wanted: string): Promise<ArchiveResult> {
 
   const temporary = join(folder, temporaryName(basename(wanted)));
   let claim: Claim;
+  let copied: FileIdentity;
   try {
     await attempt('copy', `${source} -> ${temporary}`, () => fs.copyFile(source, temporary, fsConstants.COPYFILE_EXCL));
     const sourceStat = await attempt('copy', source, () => fs.lstat(source));
+    copied = { ino: sourceStat.ino, dev: sourceStat.dev };
     // Keep the original's times: the archive is where people look for their originals. Best
     // effort: some file systems refuse to set times, and that must not stop the file being archived.
     await fs.utimes(temporary, sourceStat.atimeMs, sourceStat.mtimeMs).catch(() => undefined);
@@ -526,13 +541,8 @@ async function copyAcross(job: Job, wanted: string): Promise<ArchiveResult> {
   await syncFolder(fs, folder, claim.target);
 
   // The copy took time; if the source was written to meanwhile, deleting it would lose those
-  // writes. Take our copy back out and let the caller send the new version round.
-  const actual = await versionOf(fs, source);
-  if (!sameVersion(actual, job.expected)) {
-    await attempt('place', claim.target, () => fs.unlink(claim.target));
-    throw new SourceChangedError(source, job.expected, actual);
-  }
-  await removeSource(job, claim.target, true);
+  // writes: our copy comes back out, and the new version goes round.
+  await finishMove(job, claim.target, copied, true);
   return { outcome: 'moved', target: claim.target, method: 'copy' };
 }
 
@@ -552,14 +562,127 @@ async function verifyCopy(job: Job, temporary: string): Promise<void> {
   );
 }
 
-/** `orphans`: no other name keeps the source's bytes (the target is a copy). */
+/**
+ * The source's name goes, if it still leads to the uploaded version; a file put at the source
+ * path meanwhile stays, and goes round (SourceChangedError). `orphans`: no other name keeps the
+ * source's bytes (the target is a copy).
+ */
 async function removeSource(job: Job, target: string, orphans: boolean): Promise<void> {
-  if (orphans) await job.beforeOrphaning?.();
+  let removal: Removal;
   try {
-    await removeIfExists(job.fs, job.source);
+    removal = await removeVerified(job.fs, job.source, job.expected, orphans ? { beforeRemoving: job.beforeOrphaning } : {});
   } catch (error) {
     throw wrap(error, 'remove-source', job.source, target);
   }
+  if (removal.kind === 'other') throw new SourceChangedError(job.source, job.expected, removal.version);
+}
+
+/** Which file a name leads to: the same inode of the same device is the same file. */
+export interface FileIdentity {
+  ino: number;
+  dev: number;
+}
+
+/** What {@link removeVerified} did. */
+export type Removal =
+  | { kind: 'removed' }
+  /** Nothing was at the path. */
+  | { kind: 'gone' }
+  /**
+   * Another version was there (null: not a regular file), or another file than `identity`: it
+   * was put back, at its path or, taken meanwhile, at `restoredAs`. `sameFile`: it is the file
+   * `identity` names (or no identity was given), written to since.
+   */
+  | { kind: 'other'; version: FileVersion | null; restoredAs: string; sameFile: boolean };
+
+/**
+ * Removes the name `path` only if it leads to `expected` (and, with `identity`, to that very
+ * file: the one the archive linked or copied). A check then an unlink by path would remove
+ * whatever is there by then: a sync tool renaming a new version over the original in between
+ * would have that version deleted, never uploaded. So the name is first moved aside, in one
+ * rename, to a hidden name of the same folder ({@link asideName}); what is looked at there is what
+ * goes, and anything else is put back, never over a file (a numbered name then). A crash in
+ * between leaves the aside, which {@link restoreAsides} puts back at the next start.
+ * `beforeRemoving` gets the aside's path, just before the unlink.
+ */
+export async function removeVerified(
+  fs: ArchiveFs,
+  path: string,
+  expected: FileVersion,
+  options: { identity?: FileIdentity; beforeRemoving?: ((aside: string) => Promise<void>) | undefined } = {},
+): Promise<Removal> {
+  const aside = join(dirname(path), asideName(basename(path)));
+  try {
+    await fs.rename(path, aside);
+  } catch (error) {
+    if (codeOf(error) === 'ENOENT') return { kind: 'gone' };
+    throw error;
+  }
+  const found = await fs.lstat(aside);
+  const version = found.isFile() ? { size: found.size, mtimeMs: found.mtimeMs } : null;
+  const { identity } = options;
+  const sameFile = identity === undefined || (identity.ino === found.ino && identity.dev === found.dev);
+  if (sameFile && sameVersion(version, expected)) {
+    try {
+      await options.beforeRemoving?.(aside);
+      await removeIfExists(fs, aside);
+    } catch (error) {
+      // Not left hidden: back where it was, for the next try.
+      await putBack(fs, aside, path).catch(() => undefined);
+      throw error;
+    }
+    return { kind: 'removed' };
+  }
+  return { kind: 'other', version, restoredAs: await putBack(fs, aside, path), sameFile };
+}
+
+/** Puts a file moved aside back at `path`, or at the first free numbered name; returns where. */
+async function putBack(fs: ArchiveFs, aside: string, path: string): Promise<string> {
+  for (let n = 0; n < MAX_NAME_ATTEMPTS; n++) {
+    const name = numberedName(path, n);
+    try {
+      await fs.link(aside, name);
+    } catch (error) {
+      if (codeOf(error) === 'EEXIST') continue;
+      if (!LINK_UNSUPPORTED.has(codeOf(error) ?? '')) throw error;
+      // No hard links here: a rename, after a look (a file made in the moment between is overwritten).
+      if ((await versionOrNull(fs, name)) !== 'absent') continue;
+      await fs.rename(aside, name);
+      return name;
+    }
+    await removeIfExists(fs, aside);
+    return name;
+  }
+  throw new ArchiveError('find-name', path, undefined, `no free name to put ${aside} back at ${path}`);
+}
+
+/** `.<name>.iau-aside-<12 hex>`: where {@link removeVerified} moves a name before it goes. */
+function asideName(name: string): string {
+  return `.${shortenedTo(name, MAX_TEMPORARY_STEM_BYTES)}${ASIDE_MARK}${randomBytes(6).toString('hex')}`;
+}
+
+const ASIDE_MARK = '.iau-aside-';
+
+/**
+ * Puts back what a crash left moved aside from `path` by {@link removeVerified} (at most a few
+ * files, found by listing the folder), so that whatever finishes its removal looks at it again.
+ * Returns where each went.
+ */
+export async function restoreAsides(fs: ArchiveFs, path: string): Promise<string[]> {
+  const folder = dirname(path);
+  const prefix = `.${shortenedTo(basename(path), MAX_TEMPORARY_STEM_BYTES)}${ASIDE_MARK}`;
+  let names: string[];
+  try {
+    names = await fs.readdir(folder);
+  } catch (error) {
+    if (codeOf(error) === 'ENOENT' || codeOf(error) === 'ENOTDIR') return [];
+    throw error;
+  }
+  const restored: string[] = [];
+  for (const name of names) {
+    if (name.startsWith(prefix) && /^[0-9a-f]{12}$/.test(name.slice(prefix.length))) restored.push(await putBack(fs, join(folder, name), path));
+  }
+  return restored;
 }
 
 /** Throws SourceChangedError unless the source is the expected version. */

@@ -44,6 +44,8 @@ function run(request: Exclude<FsRequest, { op: 'readWhole' | 'hash' | 'readFirst
       return {
         size: stats.size,
         mtimeMs: stats.mtimeMs,
+        ino: stats.ino,
+        dev: stats.dev,
         atimeMs: stats.atimeMs,
         birthtimeMs: stats.birthtimeMs,
         isFile: stats.isFile(),

@@ -15,6 +15,9 @@ import { abortReason } from './clock.js';
 export interface PlainStats {
   size: number;
   mtimeMs: number;
+  /** Which file it is: the same inode of the same device is the same file, whatever its names. */
+  ino: number;
+  dev: number;
   atimeMs: number;
   birthtimeMs: number;
   isFile: boolean;

@@ -1,8 +1,8 @@
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { WatchRoot } from '../../src/config.js';
-import { disposeOriginal, type ConfirmedFile } from '../../src/pipeline/after-upload.js';
+import { disposeOriginal, finishInterrupted, type ConfirmedFile } from '../../src/pipeline/after-upload.js';
 import { nodeArchiveFs, SourceChangedError, type ArchiveFs } from '../../src/pipeline/archive.js';
 import { makeRecorder, type FileState } from '../../src/pipeline/states.js';
 import { sha1, writeMedia } from '../helpers/media.js';
@@ -97,6 +97,40 @@ describe('delete mode', () => {
     await expect(disposeOriginal(file, 'delete', replacing, fs)).rejects.toBeInstanceOf(SourceChangedError);
     expect(await readFile(file.path, 'utf8')).toBe('a new version, never uploaded');
     expect(recorded).toEqual(['deleting']);
+  });
+
+  it('leaves a new file renamed over the original in the instant before its name goes (a sync tool), and sends it round', async () => {
+    const files = await writeMedia(root.path, ['a.jpg']);
+    const file = await confirmed('a.jpg', files.get('a.jpg') ?? Buffer.alloc(0));
+    const swapping: ArchiveFs = {
+      ...fs,
+      rename: async (from, to) => {
+        // The last look said "the uploaded version"; a sync tool renames its new version over it now.
+        if (from === file.path) {
+          await writeFile(join(root.path, '.a.jpg.tmp'), 'a new version, never uploaded');
+          await rename(join(root.path, '.a.jpg.tmp'), file.path);
+        }
+        return fs.rename(from, to);
+      },
+    };
+    await expect(disposeOriginal(file, 'delete', record, swapping)).rejects.toBeInstanceOf(SourceChangedError);
+    expect(await readFile(file.path, 'utf8')).toBe('a new version, never uploaded');
+    expect(await readdir(root.path)).toEqual(['a.jpg']);
+    expect(recorded).toEqual(['deleting']);
+  });
+
+  it('finishes a deletion a crash interrupted after the name was moved aside, and puts back anything else moved aside', async () => {
+    const files = await writeMedia(root.path, ['a.jpg', 'b.jpg']);
+    const a = await confirmed('a.jpg', files.get('a.jpg') ?? Buffer.alloc(0));
+    const b = await confirmed('b.jpg', files.get('b.jpg') ?? Buffer.alloc(0));
+    await rename(a.path, join(root.path, '.a.jpg.iau-aside-0123456789ab'));
+    // b's name was moved aside when a new version had just replaced the one uploaded.
+    await writeFile(join(root.path, '.b.jpg.iau-aside-0123456789ab'), 'a new version, never uploaded');
+    await rm(b.path);
+    expect(await finishInterrupted(a, 'deleting', record, fs)).toEqual({ mode: 'delete' });
+    expect(await finishInterrupted(b, 'deleting', record, fs)).toEqual({ mode: 'delete' });
+    expect(await readdir(root.path)).toEqual(['b.jpg']);
+    expect(await readFile(b.path, 'utf8')).toBe('a new version, never uploaded');
   });
 
   it('keeps a shared sidecar while another file of its stem is left, and removes it with the last', async () => {

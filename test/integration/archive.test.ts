@@ -70,11 +70,25 @@ function errno(code: string, syscall: string, path: string): NodeJS.ErrnoExcepti
 /** The real file system with some operations replaced. */
 const fsWith = (overrides: Partial<ArchiveFs>): ArchiveFs => ({ ...nodeArchiveFs, ...overrides });
 
+/**
+ * A rename that, when it moves `path`, first has a sync tool rename a new version over it: the
+ * instant between the last look at a file and the removal of its name.
+ */
+const swappingAt =
+  (path: string, base: ArchiveFs = nodeArchiveFs): ArchiveFs['rename'] =>
+  async (from, to) => {
+    if (from === path) {
+      await writeFile(`${path}.synctmp`, 'a new version, never uploaded');
+      await rename(`${path}.synctmp`, path);
+    }
+    return base.rename(from, to);
+  };
+
 /** A file system where link and rename fail as they do between two devices. */
 const crossDevice = (overrides: Partial<ArchiveFs> = {}): ArchiveFs =>
   fsWith({
     link: (from, to) => (dirname(from) === dirname(to) ? nodeArchiveFs.link(from, to) : Promise.reject(errno('EXDEV', 'link', from))),
-    rename: (from) => Promise.reject(errno('EXDEV', 'rename', from)),
+    rename: (from, to) => (dirname(from) === dirname(to) ? nodeArchiveFs.rename(from, to) : Promise.reject(errno('EXDEV', 'rename', from))),
     ...overrides,
   });
 
@@ -312,7 +326,8 @@ describe('archiveFile on one file system', () => {
       (write) => ({
         link: async (from, to) => {
           await nodeArchiveFs.link(from, to);
-          await write();
+          // Into the archive: not a name put back beside the source.
+          if (dirname(from) !== dirname(to)) await write();
         },
       }),
     ],
@@ -355,6 +370,16 @@ describe('archiveFile on one file system', () => {
     expect(result).toEqual({ outcome: 'moved', target: join(root.archivePath, 'a.jpg'), method: 'link' });
     expect(await readFile(source.path, 'utf8')).toBe('a new version, never uploaded');
     expect(await readFile(join(root.archivePath, 'a.jpg'), 'utf8')).toBe('uploaded');
+  });
+
+  it('leaves a new file renamed over the source in the instant before its name goes, and keeps the uploaded one archived', async () => {
+    const source = await put(join(root.path, 'a.jpg'), 'uploaded');
+    const fs = fsWith({ rename: swappingAt(source.path) });
+    const result = await archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs });
+    expect(result).toEqual({ outcome: 'moved', target: join(root.archivePath, 'a.jpg'), method: 'link' });
+    expect(await readFile(source.path, 'utf8')).toBe('a new version, never uploaded');
+    expect(await readFile(join(root.archivePath, 'a.jpg'), 'utf8')).toBe('uploaded');
+    expect(await readdir(root.path)).toEqual(['a.jpg']);
   });
 
   it('fails with ArchiveError and the errno code when the move is refused, leaving the source', async () => {
@@ -420,8 +445,9 @@ describe('archiveFile on one file system', () => {
 
   it('says the file is archived when only removing the source failed, and a retry finishes the job', async () => {
     const source = await put(join(root.path, 'a.jpg'), 'x');
+    // A watch folder this user may read but not change.
     const fs = fsWith({
-      unlink: (path) => (path === source.path ? Promise.reject(errno('EACCES', 'unlink', path)) : nodeArchiveFs.unlink(path)),
+      rename: (from, to) => (from === source.path ? Promise.reject(errno('EACCES', 'rename', from)) : nodeArchiveFs.rename(from, to)),
     });
     const target = join(root.archivePath, 'a.jpg');
     await expect(
@@ -462,6 +488,33 @@ describe('archiveFile across file systems (EXDEV injected)', () => {
     expect((await stat(target)).mtimeMs).toBe(source.expected.mtimeMs);
     expect(await exists(source.path)).toBe(false);
     expect(await tree(root.archivePath)).toEqual([join('sub dir', 'clip é.mp4')]);
+  });
+
+  it('leaves a new file renamed over the source in the instant before its name goes, and keeps the copy of the uploaded one', async () => {
+    const source = await put(join(root.path, 'a.jpg'), 'uploaded');
+    const base = crossDevice();
+    const fs = { ...base, rename: swappingAt(source.path, base) };
+    const result = await archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs });
+    expect(result).toEqual({ outcome: 'moved', target: join(root.archivePath, 'a.jpg'), method: 'copy' });
+    expect(await readFile(source.path, 'utf8')).toBe('a new version, never uploaded');
+    expect(await readFile(join(root.archivePath, 'a.jpg'), 'utf8')).toBe('uploaded');
+    expect(await readdir(root.path)).toEqual(['a.jpg']);
+  });
+
+  it('takes its copy back out when the source is written to in the instant before its name goes', async () => {
+    const source = await put(join(root.path, 'a.jpg'), 'uploaded');
+    const base = crossDevice();
+    const fs: ArchiveFs = {
+      ...base,
+      rename: async (from, to) => {
+        if (from === source.path) await appendFile(source.path, ' + a late write');
+        return base.rename(from, to);
+      },
+    };
+    await expect(archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs })).rejects.toBeInstanceOf(SourceChangedError);
+    expect(await readFile(source.path, 'utf8')).toBe('uploaded + a late write');
+    expect(await readdir(root.path)).toEqual(['a.jpg']);
+    expect(await tree(root.archivePath)).toEqual([]);
   });
 
   it('copies to the next free name when other content holds the name', async () => {

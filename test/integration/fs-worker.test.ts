@@ -28,6 +28,8 @@ describe('FsWorker', () => {
     expect(await worker.lstat(path)).toEqual({
       size: 12,
       mtimeMs: expected.mtimeMs,
+      ino: expected.ino,
+      dev: expected.dev,
       atimeMs: expected.atimeMs,
       birthtimeMs: expected.birthtimeMs,
       isFile: true,
