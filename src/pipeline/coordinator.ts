@@ -31,6 +31,12 @@ interface Entry {
 /** First wait before a failed file is tried again; it doubles per failure, up to an hour. */
 const RETRY_BASE_MS = 60_000;
 const RETRY_MAX_MS = 60 * 60_000;
+/**
+ * How early a retry's timer may fire and still count as due: a timer counts from the event
+ * loop's cached time, and fires up to a millisecond before `clock.monotonic()` reaches its end.
+ * Without it, one retry in ten was dropped until the next rescan (minutes to hours).
+ */
+const TIMER_SLACK_MS = 10;
 
 /**
  * Takes the detector's candidates and sees each file version through the pipeline once:
@@ -126,7 +132,7 @@ export class Coordinator {
           return;
         case 'skipped':
         case 'failed':
-          if (sameVersion && (entry.retryAt ?? Number.POSITIVE_INFINITY) > this.deps.clock.monotonic()) return;
+          if (sameVersion && (entry.retryAt ?? Number.POSITIVE_INFINITY) > this.deps.clock.monotonic() + TIMER_SLACK_MS) return;
           break;
       }
     }

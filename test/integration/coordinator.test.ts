@@ -6,7 +6,8 @@ import { Coordinator } from '../../src/pipeline/coordinator.js';
 import type { FileOutcome } from '../../src/pipeline/process-file.js';
 import { makeRecorder } from '../../src/pipeline/states.js';
 import type { Candidate, SettledFile } from '../../src/pipeline/types.js';
-import { systemClock } from '../../src/support/clock.js';
+import { systemClock, type Clock } from '../../src/support/clock.js';
+import { FakeClock } from '../helpers/fake-clock.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -171,6 +172,50 @@ describe('Coordinator retries', () => {
       process.off('warning', onWarning);
     }
     expect(warnings).toEqual([]);
+  });
+
+  it('retries a failed file when its timer fires a moment before its time, as timers do', async () => {
+    const fake = new FakeClock();
+    // A timer counts from the event loop's cached time: it may end before the clock reaches its
+    // time. (Only long waits here: a loop's short ones would spin at 0 ms.)
+    const clock: Clock = { now: () => fake.now(), monotonic: () => fake.monotonic(), sleep: (ms, signal) => fake.sleep(ms >= 1_000 ? ms - 1 : ms, signal) };
+    let calls = 0;
+    const retrying = new Coordinator({
+      clock,
+      logger: pino({ level: 'silent' }),
+      waitMs: 0,
+      intervalMs: 20,
+      inFlight: 8,
+      maxInProgress: 3,
+      retryFailed: true,
+      process: () =>
+        Promise.resolve<FileOutcome>(
+          ++calls === 1
+            ? { kind: 'failed', stage: 'archive', message: 'disk full', retryable: true }
+            : { kind: 'uploaded', assetId: 'a', disposition: { mode: 'keep' }, ms: 1 },
+        ),
+      record: makeRecorder(
+        () => Promise.resolve(),
+        () => undefined,
+      ),
+      onFatal: (error) => {
+        throw error;
+      },
+    });
+    retrying.start();
+    try {
+      const path = join(temp.path, 'a.jpg');
+      await writeFile(path, 'x');
+      retrying.offer({ path, root: { path: temp.path, archivePath: join(temp.path, 'archive') }, size: 1, mtimeMs: 0 });
+      await waitFor(async () => (await fake.advance(20), calls === 1), { message: 'the first try' });
+      // The first retry comes a minute later; time moves a millisecond at a time towards it, so
+      // that the timer ends before the retry's time, and nothing but the timer offers the file.
+      await fake.advance(59_000);
+      await waitFor(async () => (await fake.advance(1), calls === 2), { intervalMs: 1, timeoutMs: 20_000, message: 'the retry' });
+      expect(retrying.stats.snapshot(0).uploaded).toBe(1);
+    } finally {
+      await retrying.stop();
+    }
   });
 
   it('tries the files waiting for a retry of one step at once when asked (the archive is back), not those refused or failed elsewhere', async () => {
