@@ -24,7 +24,7 @@ import { makeRecorder, type Recorder } from './pipeline/states.js';
 import type { Candidate } from './pipeline/types.js';
 import { CheckBatcher } from './pipeline/check.js';
 import { Coordinator } from './pipeline/coordinator.js';
-import { Detector, networkShareAdvice } from './pipeline/detect.js';
+import { Detector, networkShareAdvice, tooLarge } from './pipeline/detect.js';
 import { processFile } from './pipeline/process-file.js';
 import { formatSummary, type StatsSnapshot } from './pipeline/stats.js';
 import { systemClock, type Clock } from './support/clock.js';
@@ -260,6 +260,8 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     record,
     isDone: (candidate) => isDone(journal, candidate, config.afterUpload),
     process: async (file) => {
+      // Seen while it was being written, it grew past the limit since (the detector looks at files it lists).
+      if (file.size > config.maxFileSizeBytes) return { kind: 'skipped', reason: tooLarge(file.size, config.maxFileSizeBytes) };
       // While the archive's disk is gone, nothing is uploaded: the files wait in the watch folder.
       if (archiveMount?.gone !== undefined) {
         logger.debug({ file: file.path }, "waiting for the archive's disk");

@@ -363,6 +363,7 @@ export class Coordinator {
       failures,
     });
     this.deps.record(candidate, 'discovered');
+    this.deps.logger.trace({ file: candidate.path, bytes: candidate.size }, 'settling');
     this.settler.add(candidate);
   }
 

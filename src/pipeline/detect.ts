@@ -668,8 +668,7 @@ export class Detector {
     const key = `${bytes}:${path}`;
     if (this.#tooLargeWarned.has(key)) return;
     this.#tooLargeWarned.add(key);
-    const limitMb = toMb(this.#options.maxFileSizeBytes);
-    this.#log.warn({ file: path, bytes }, `Skipping ${path}: ${toMb(bytes)} MB is over the ${limitMb} MB size limit`);
+    this.#log.warn({ file: path, bytes }, `Skipping ${path}: ${tooLarge(bytes, this.#options.maxFileSizeBytes)}`);
   }
 
   /** A photo or video Immich would take, of an extension SUPPORTED_EXTENSIONS leaves out: once per extension. */
@@ -810,8 +809,10 @@ function errorCode(error: unknown): string | undefined {
   return undefined;
 }
 
-function toMb(bytes: number): string {
-  return (bytes / (1024 * 1024)).toFixed(1);
+/** Why a file is not uploaded: its size against MAX_FILE_SIZE_MB, exact where rounding would blur them. */
+export function tooLarge(bytes: number, maxBytes: number): string {
+  const mb = (value: number): number => Number((value / (1024 * 1024)).toFixed(3));
+  return `it is ${mb(bytes)} MB (${bytes} bytes), over MAX_FILE_SIZE_MB=${mb(maxBytes)}; raise it to upload the file`;
 }
 
 function formatSeconds(ms: number): string {

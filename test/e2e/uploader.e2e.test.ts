@@ -469,6 +469,26 @@ describe('watch', () => {
     });
   }
 
+  it('MAX_FILE_SIZE_MB: skips a file that grew past the limit after it was first seen', async () => {
+    await startServer();
+    const run = watch({ MAX_FILE_SIZE_MB: '1', LOG_LEVEL: 'trace', FILE_STABILITY_WAIT_SECONDS: '1' });
+    await run.waitForLog((line) => line.msg.startsWith('watching'));
+    const path = join(watchDir, 'clip.mp4');
+    const writer = await open(path, 'w');
+    try {
+      await writer.write(randomBytes(600_000));
+      await run.waitForLog((line) => line.file === path && line.msg === 'settling', { message: 'the file seen while small' });
+      await writer.write(randomBytes(900_000));
+    } finally {
+      await writer.close();
+    }
+    const skipped = await run.waitForLog((line) => line.msg.startsWith('skipped clip.mp4'));
+    expect(skipped.msg).toBe('skipped clip.mp4: it is 1.431 MB (1500000 bytes), over MAX_FILE_SIZE_MB=1; raise it to upload the file');
+    expect(server.assets).toHaveLength(0);
+    expect(existsSync(path)).toBe(true);
+    expect(await stopGracefully(run)).toBe(0);
+  });
+
   it('REMOVE_EMPTY_FOLDERS: removes a folder it emptied, quietly, and still sees a new one of the same name', async () => {
     await startServer();
     const run = watch({ REMOVE_EMPTY_FOLDERS: 'true' });
@@ -826,18 +846,6 @@ describe('check', () => {
     expect(keep.stdout).not.toContain('archive folder');
   });
 
-  it('exits 3, as once does, for a key that may not upload', async () => {
-    await startServer(3, ['asset.read']);
-    await writeMedia(watchDir, ['x.jpg']);
-    const result = await runCli(['check'], { env: env() });
-    expect(result.code, result.stdout).toBe(3);
-    expect(result.stdout).toMatch(/FAILED\s+permission asset.upload: missing/);
-    const run = await runCli(['once'], { env: env() });
-    expect(run.code, run.stdout).toBe(3);
-    expect(run.stdout).toMatch(/lacks the permission asset.upload/);
-    expect(existsSync(join(watchDir, 'x.jpg'))).toBe(true);
-  });
-
   it('fails (exit 1), as once does, for an Immich older than 2.x', async () => {
     server = await startFakeImmich({ major: 2, keys: { [KEY]: { name: 'e2e key', permissions: ['all'] } }, reportedVersion: { major: 1, minor: 118, patch: 2 } });
     await writeMedia(watchDir, ['x.jpg']);
@@ -903,11 +911,16 @@ describe('check', () => {
     expect(elsewhere.code).toBe(2);
   });
 
-  it('fails (exit 1) for a key without asset.upload, and exits 3 for a rejected key', async () => {
+  it('exits 3, as once does, for a key without asset.upload, and for a rejected key', async () => {
     await startServer(3, ['album.read']);
+    await writeMedia(watchDir, ['x.jpg']);
     const weak = await runCli(['check'], { env: env() });
-    expect(weak.code).toBe(1);
-    expect(weak.stdout).toMatch(/FAILED\s+permission asset.upload/);
+    expect(weak.code).toBe(3);
+    expect(weak.stdout).toMatch(/FAILED\s+permission asset.upload: missing/);
+    const run = await runCli(['once'], { env: env() });
+    expect(run.code, run.stdout).toBe(3);
+    expect(run.stdout).toMatch(/lacks the permission asset.upload/);
+    expect(existsSync(join(watchDir, 'x.jpg'))).toBe(true);
     const wrong = await runCli(['check'], { env: env({ IMMICH_API_KEY: 'not-the-key' }) });
     expect(wrong.code).toBe(3);
     expectNoSecret(weak.stdout, weak.stderr, wrong.stdout, wrong.stderr);

@@ -465,8 +465,7 @@ describe('Detector: watching', () => {
     const warnings = h.logs.filter((line) => line.level === 40 && line.file === big);
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toMatchObject({ bytes: 5 * 1024 * 1024 });
-    expect(warnings[0]?.msg).toContain(big);
-    expect(warnings[0]?.msg).toContain('5.0 MB');
+    expect(warnings[0]?.msg).toBe(`Skipping ${big}: it is 5 MB (5242880 bytes), over MAX_FILE_SIZE_MB=3; raise it to upload the file`);
   });
 
   it('warns once per extension about photos and videos SUPPORTED_EXTENSIONS leaves out, and only those', async () => {
@@ -501,7 +500,7 @@ describe('Detector: watching', () => {
     expect(sidecars.findLast((candidate) => candidate.path.endsWith('later.jpg.xmp'))).toMatchObject({ root: h.root, size: 22 });
     expect(paths(h.candidates).filter((path) => !path.startsWith('sentinel'))).toEqual([]);
     expect(h.logs.filter((line) => line.level >= 40)).toEqual([
-      expect.objectContaining({ msg: expect.stringContaining('a.jpg: 0.0 MB is over the 0.0 MB size limit') as unknown }),
+      expect.objectContaining({ msg: expect.stringContaining('a.jpg: it is 0 MB (20 bytes), over MAX_FILE_SIZE_MB=0; raise it') as unknown }),
     ]);
   });
 
