@@ -72,7 +72,7 @@ export const nodeArchiveFs: ArchiveFs = {
 };
 
 /**
- * The real file system with the calls every archived file makes (lstat, link, unlink) run on the
+ * The real file system with the calls every archived file makes (lstat, link, rename, unlink) run on the
  * file-system thread, which costs the main thread a fraction of a thread-pool call.
  */
 export function threadedArchiveFs(files: FsWorker, base: ArchiveFs = nodeArchiveFs): ArchiveFs {
@@ -83,6 +83,7 @@ export function threadedArchiveFs(files: FsWorker, base: ArchiveFs = nodeArchive
       return { ...stats, isFile: () => stats.isFile };
     },
     link: (existingPath, newPath) => files.link(existingPath, newPath),
+    rename: (oldPath, newPath) => files.rename(oldPath, newPath),
     unlink: (path) => files.unlink(path),
   };
 }

@@ -3,7 +3,7 @@
  * answers it. Requests are answered in order; a failure is answered as a plain errno record.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, linkSync, type Stats, lstatSync, openSync, readFileSync, readSync, unlinkSync } from 'node:fs';
+import { closeSync, linkSync, type Stats, lstatSync, openSync, readFileSync, readSync, renameSync, unlinkSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import type { FirstFile, FsAnswer, FsRequest, PlainStats } from './fs-worker.js';
 
@@ -56,6 +56,9 @@ function run(request: Exclude<FsRequest, { op: 'readWhole' | 'hash' | 'readFirst
       return null;
     case 'unlink':
       unlinkSync(request.path);
+      return null;
+    case 'rename':
+      renameSync(request.from, request.to);
       return null;
   }
 }

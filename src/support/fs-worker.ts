@@ -27,6 +27,7 @@ export interface PlainStats {
 export type FsRequest = { id: number } & (
   | { op: 'lstat'; path: string }
   | { op: 'link'; from: string; to: string }
+  | { op: 'rename'; from: string; to: string }
   | { op: 'unlink'; path: string }
   /** `into`: memory to read into (at least `size + 1` bytes), transferred there and back. */
   | { op: 'readWhole'; path: string; size: number; into: ArrayBuffer }
@@ -132,6 +133,10 @@ export class FsWorker {
 
   async unlink(path: string): Promise<void> {
     await this.#ask({ op: 'unlink', path });
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    await this.#ask({ op: 'rename', from, to });
   }
 
   /**

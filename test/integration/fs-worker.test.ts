@@ -46,13 +46,15 @@ describe('FsWorker', () => {
     await expect(worker.unlink(join(temp.path, 'missing'))).rejects.toBeInstanceOf(Error);
   });
 
-  it('links and unlinks', async () => {
+  it('links, renames and unlinks', async () => {
     const path = join(temp.path, 'a.jpg');
     await writeFile(path, 'content');
     await worker.link(path, join(temp.path, 'b.jpg'));
     await worker.unlink(path);
-    expect(await readFile(join(temp.path, 'b.jpg'), 'utf8')).toBe('content');
+    await worker.rename(join(temp.path, 'b.jpg'), join(temp.path, 'c.jpg'));
+    expect(await readFile(join(temp.path, 'c.jpg'), 'utf8')).toBe('content');
     await expect(lstat(path)).rejects.toMatchObject({ code: 'ENOENT' });
+    await expect(lstat(join(temp.path, 'b.jpg'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
   it('reads a file whole with its SHA-1, and one byte more when it grew', async () => {
