@@ -40,7 +40,7 @@ import { isAtOrInside, isInside } from '../support/paths.js';
  * by default, injectable in tests.
  */
 export interface ArchiveFs {
-  lstat(path: string): Promise<{ size: number; mtimeMs: number; atimeMs: number; ino: number; dev: number; isFile(): boolean }>;
+  lstat(path: string): Promise<{ size: number; mtimeMs: number; atimeMs: number; ino: number; dev: number; nlink: number; isFile(): boolean }>;
   mkdir(path: string, options: { recursive: true }): Promise<unknown>;
   link(existingPath: string, newPath: string): Promise<void>;
   rename(oldPath: string, newPath: string): Promise<void>;
@@ -325,6 +325,17 @@ async function finishMove(job: Job, target: string, identity: FileIdentity, orph
   if (removal.kind === 'other' && removal.sameFile) {
     await attempt('place', target, () => job.fs.unlink(target));
     throw new SourceChangedError(job.source, job.expected, removal.version);
+  }
+  if (removal.kind === 'gone') {
+    // Its name went meanwhile. Moved (its folder renamed, or taken out of the watch folder), the
+    // file lives on under another name, which the archive's link would share: an edit there
+    // would change the archived original. The archive takes its name back; the file is looked
+    // at where it is now, if that is in a watch folder. Deleted, the archive's is its last name.
+    const archived = await attempt('inspect-target', target, () => job.fs.lstat(target));
+    if (archived.ino === identity.ino && archived.dev === identity.dev && archived.nlink > 1) {
+      await attempt('place', target, () => job.fs.unlink(target));
+      throw new SourceChangedError(job.source, job.expected, null);
+    }
   }
 }
 

@@ -382,6 +382,36 @@ describe('archiveFile on one file system', () => {
     expect(await readdir(root.path)).toEqual(['a.jpg']);
   });
 
+  it("takes the archive's link back when the source's folder is renamed before its name goes: no archived original shares a file with the user's", async () => {
+    const source = await put(join(root.path, 'holiday', 'a.jpg'), 'uploaded');
+    const fs = fsWith({
+      rename: async (from, to) => {
+        if (from === source.path) await rename(join(root.path, 'holiday'), join(root.path, 'Holiday 2025'));
+        return nodeArchiveFs.rename(from, to);
+      },
+    });
+    await expect(archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs })).rejects.toMatchObject({
+      name: 'SourceChangedError',
+      actual: null,
+    });
+    expect(await tree(root.archivePath)).toEqual([]);
+    expect(await readFile(join(root.path, 'Holiday 2025', 'a.jpg'), 'utf8')).toBe('uploaded');
+    expect((await lstat(join(root.path, 'Holiday 2025', 'a.jpg'))).nlink).toBe(1);
+  });
+
+  it('keeps the archived original when the source was deleted before its name went', async () => {
+    const source = await put(join(root.path, 'a.jpg'), 'uploaded');
+    const fs = fsWith({
+      rename: async (from, to) => {
+        if (from === source.path) await rm(source.path);
+        return nodeArchiveFs.rename(from, to);
+      },
+    });
+    const result = await archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs });
+    expect(result).toEqual({ outcome: 'moved', target: join(root.archivePath, 'a.jpg'), method: 'link' });
+    expect(await readFile(join(root.archivePath, 'a.jpg'), 'utf8')).toBe('uploaded');
+  });
+
   it('fails with ArchiveError and the errno code when the move is refused, leaving the source', async () => {
     const source = await put(join(root.path, 'a.jpg'), 'x');
     const fs = fsWith({ link: (from) => Promise.reject(errno('EACCES', 'link', from)) });
