@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { join } from 'node:path';
 import { formatCheckLine, runChecks } from './commands/check.js';
 import { requestRetry } from './commands/retry.js';
@@ -23,6 +23,7 @@ import { readAwayDisks } from './pipeline/disks.js';
 import { NotMountedError, type SystemFiles } from './support/mount-table.js';
 import { createLogger, type Logger } from './support/logger.js';
 import { messageOf } from './support/message.js';
+import { closestName } from './support/similar.js';
 
 /** Exit codes, documented in the README. */
 export const EXIT = {
@@ -61,7 +62,7 @@ async function main(argv: string[]): Promise<number> {
     .command('status')
     .description('what the journal knows: counts per state, failures, recent outcomes, totals')
     .option('--json', 'print JSON for scripts')
-    .option('--recent <n>', 'how many recent outcomes to list', '10')
+    .option('--recent <n>', 'how many recent outcomes to list (a whole number, 0 or more)', wholeNumber, 10)
     .exitOverride()
     .action((flags: Record<string, unknown>) => {
       exitCode = runJournalCommand('status', flags);
@@ -86,6 +87,14 @@ async function main(argv: string[]): Promise<number> {
     // They read the journal only: the one option that matters is where it is.
     if (command) addOptions(command, ['stateDirectory']);
   }
+  // `watch` is the default command, so commander would take a mistyped command for its argument.
+  const first = argv[2];
+  const names = program.commands.map((command) => command.name());
+  if (first !== undefined && !first.startsWith('-') && first !== 'help' && !names.includes(first)) {
+    const near = closestName(first, names);
+    process.stderr.write(`error: unknown command '${first}'${near === undefined ? '' : ` (did you mean '${near}'?)`}; the commands are ${names.join(', ')}\n`);
+    return EXIT.usage;
+  }
   try {
     await program.parseAsync(argv);
   } catch (error) {
@@ -96,6 +105,13 @@ async function main(argv: string[]): Promise<number> {
     throw error;
   }
   return exitCode;
+}
+
+/** `--recent`'s value: commander says what is wrong with anything else, and the CLI exits 2. */
+function wholeNumber(text: string): number {
+  const value = Number(text);
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(value)) throw new InvalidArgumentError('expected a whole number, 0 or more (e.g. --recent 20).');
+  return value;
 }
 
 function configInput(flags: Record<string, unknown>): LoadConfigInput {
@@ -138,13 +154,12 @@ function runJournalCommand(name: JournalCommand, flags: Record<string, unknown>)
         process.stdout.write(formatHistory(journal.history(query), query));
         return EXIT.ok;
       }
-      const recent = Number(flags.recent);
       const report = buildStatus({
         journal,
         file: join(directory, JOURNAL_FILE),
         running: isLocked(directory),
         now: new Date(),
-        recent: Number.isInteger(recent) && recent >= 0 ? recent : 10,
+        recent: Number(flags.recent),
       });
       process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : formatStatus(report));
       return EXIT.ok;

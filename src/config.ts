@@ -13,7 +13,8 @@ import { readFileSync, readlinkSync, realpathSync, statSync, type Stats } from '
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import dotenv from 'dotenv';
 import * as v from 'valibot';
-import { MAX_TIMER_SECONDS, optionSpec, type OptionKey, type OptionOf, type OptionSpec, type ValueKind } from './options.js';
+import { MAX_TIMER_SECONDS, OPTIONS, optionSpec, type OptionKey, type OptionOf, type OptionSpec, type ValueKind } from './options.js';
+import { closestName } from './support/similar.js';
 import { isAtOrInside, isInside } from './support/paths.js';
 import type { UnmountedDisk } from './support/mount-table.js';
 
@@ -167,6 +168,7 @@ const LAYERS: readonly Layer[] = ['flag', 'env', 'dotenv'];
 export function loadConfig(input: LoadConfigInput): LoadedConfig {
   const ctx = contextOf(input);
   const { problems, notes } = ctx;
+  noteMistypedNames(ctx);
 
   const apiUrl = readUrl(ctx);
   const apiKey = readApiKey(ctx);
@@ -871,6 +873,26 @@ function realpathOfNearest(path: string): string {
     return realpathSync(path);
   } catch {
     return join(realpathOfNearest(parent), basename(path));
+  }
+}
+
+/**
+ * A variable set in `.env` or the environment that is not an option but looks like one mistyped
+ * (`WATCH_DIRECTORY`, `AFTER_UPLAOD`, `ARCHIVE_DIR`) is ignored, and the default applies in its
+ * place without a word: say so. Other variables (PATH, TZ) are none of the uploader's business.
+ */
+function noteMistypedNames(ctx: Ctx): void {
+  const known = OPTIONS.map((spec) => spec.env);
+  const layers: [string, Readonly<Record<string, string | undefined>>][] = [
+    [ctx.envFile, ctx.dotenv],
+    ['the environment', ctx.env],
+  ];
+  for (const [where, variables] of layers) {
+    for (const name of Object.keys(variables)) {
+      if (!/^[A-Z][A-Z0-9_]*$/.test(name) || (known as readonly string[]).includes(name)) continue;
+      const near = closestName(name, known) ?? (name.length >= 6 ? known.find((option) => option.startsWith(name)) : undefined);
+      if (near !== undefined) ctx.notes.push(`${where} sets ${name}, which is not an option, and is ignored: did you mean ${near}?`);
+    }
   }
 }
 

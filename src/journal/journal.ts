@@ -748,9 +748,18 @@ function moveAside(file: string, cause: unknown, logger: Logger, clock: Clock): 
   );
 }
 
-/** An 'unusable' JournalError about the journal file `file` (lock.ts, unusable()). */
+/**
+ * An 'unusable' JournalError about the journal file `file` (lock.ts, unusable()); a damaged one
+ * (the commands that only read it) is not the folder's fault, and the next run repairs it.
+ */
 function unusableJournal(file: string, cause: unknown): JournalError {
-  return unusable(`the journal ${file}`, cause);
+  if (!isCorruption(cause)) return unusable(`the journal ${file}`, cause);
+  return new JournalError(
+    'unusable',
+    `Cannot read the journal ${file}: it is damaged (${messageOf(cause)}). The next \`once\` or \`watch\` moves it aside and starts a new one; ` +
+      "files already on the server are not uploaded again, as the server's duplicate check recognises them.",
+    { cause },
+  );
 }
 
 /** The stored columns after moving `row` to `to` with `details`. */

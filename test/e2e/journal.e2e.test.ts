@@ -533,6 +533,10 @@ describe('a journal this program cannot use as it is', () => {
     const garbage = randomBytes(16 * 1024);
     await writeFile(join(stateDir, 'journal.db'), garbage);
     const files = await writeMedia(watchDir, ['after-damage.jpg']);
+    // The commands that only read it say what the next run does about it.
+    const readOnly = await cli(['status']);
+    expect(readOnly.code).toBe(1);
+    expect(readOnly.stderr).toMatch(/Cannot read the journal .*: it is damaged \(.*\)\. The next `once` or `watch` moves it aside and starts a new one/);
 
     const run = await cli(['once']);
     expect(run.code, run.stdout.slice(-3000) + run.stderr).toBe(0);

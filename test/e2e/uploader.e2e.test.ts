@@ -940,8 +940,18 @@ describe('usage errors', () => {
     expectNoSecret(result.stdout, result.stderr);
   });
 
-  it('exits 2 for an unknown command or flag', async () => {
-    expect((await runCli(['upload-everything'])).code).toBe(2);
+  it('exits 2 for an unknown command, flag or value, and says which', async () => {
+    const unknown = await runCli(['upload-everything']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toBe("error: unknown command 'upload-everything'; the commands are watch, once, check, status, history, retry\n");
+    const typo = await runCli(['statsu']);
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toContain("unknown command 'statsu' (did you mean 'status'?)");
     expect((await runCli(['once', '--no-such-flag'])).code).toBe(2);
+    for (const value of ['abc', '-1', '2.7']) {
+      const recent = await runCli(['status', '--recent', value, '--state-directory', join(temp.path, 'state')]);
+      expect(recent.code, value).toBe(2);
+      expect(recent.stderr).toContain('expected a whole number, 0 or more');
+    }
   });
 });

@@ -159,6 +159,18 @@ describe('precedence: flag > environment > .env > default', () => {
     expect(notes).toEqual([]);
   });
 
+  it('notes a mistyped option in .env or the environment, which is ignored, and names the option meant', async () => {
+    await writeFile(join(cwd, '.env'), 'WATCH_DIRECTORY=/photos\nAFTER_UPLAOD=keep\nARCHIVE_DIR=/archive\nTZ=Europe/Paris\nUPLOAD_LOCATION=./library\n');
+    const { config, notes } = load({ env: env({ LOG_LEVLE: 'debug', PATH: '/usr/bin', HOME: '/home/me' }) });
+    expect(config.afterUpload).toBe('move');
+    expect(notes).toEqual([
+      `${join(cwd, '.env')} sets WATCH_DIRECTORY, which is not an option, and is ignored: did you mean WATCH_DIRECTORIES?`,
+      `${join(cwd, '.env')} sets AFTER_UPLAOD, which is not an option, and is ignored: did you mean AFTER_UPLOAD?`,
+      `${join(cwd, '.env')} sets ARCHIVE_DIR, which is not an option, and is ignored: did you mean ARCHIVE_DIRECTORY?`,
+      'the environment sets LOG_LEVLE, which is not an option, and is ignored: did you mean LOG_LEVEL?',
+    ]);
+  });
+
   it('reads the .env named by envFile instead of <cwd>/.env', async () => {
     const other = join(root, 'other.env');
     await writeFile(other, 'UPLOAD_CONCURRENCY=7\n');
