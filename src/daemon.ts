@@ -191,7 +191,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   const hashing = new FsWorker();
   // In move mode (where there are temporaries), the archive folder made above is never made again.
   const tracked = (fs: ArchiveFs): ArchiveFs =>
-    temporaries ? keepingArchiveDirectory(temporaries.track(fs), config.archiveDirectory, () => archiveMount?.gone) : fs;
+    temporaries ? keepingArchiveDirectory(temporaries.track(fs), config.archiveDirectory, () => archiveMount?.gone, () => archiveMount?.device) : fs;
   const smallArchiveFs = tracked(options.archiveFs ?? threadedArchiveFs(files));
   const archiveFs = tracked(options.archiveFs ?? nodeArchiveFs);
   const threadedStat = settleStatFrom((path) => files.lstat(path));

@@ -40,7 +40,7 @@ import { isAtOrInside, isInside } from '../support/paths.js';
  * by default, injectable in tests.
  */
 export interface ArchiveFs {
-  lstat(path: string): Promise<{ size: number; mtimeMs: number; atimeMs: number; ino: number; dev: number; nlink: number; isFile(): boolean }>;
+  lstat(path: string): Promise<{ size: number; mtimeMs: number; atimeMs: number; ino: number; dev: number; isFile(): boolean }>;
   mkdir(path: string, options: { recursive: true }): Promise<unknown>;
   link(existingPath: string, newPath: string): Promise<void>;
   rename(oldPath: string, newPath: string): Promise<void>;
@@ -100,27 +100,44 @@ export function threadedArchiveFs(files: FsWorker, base: ArchiveFs = nodeArchive
  * if it is: then nothing is put in the archive at all, which also covers a disk mounted at the
  * archive folder itself, whose empty folder stays when it goes.
  */
-export function keepingArchiveDirectory(base: ArchiveFs, archiveDirectory: string, diskGone: () => string | undefined = () => undefined): ArchiveFs {
-  const guard = (target: string): void => {
-    const gone = isAtOrInside(target, archiveDirectory) ? diskGone() : undefined;
+export function keepingArchiveDirectory(
+  base: ArchiveFs,
+  archiveDirectory: string,
+  diskGone: () => string | undefined = () => undefined,
+  device: () => number | undefined = () => undefined,
+): ArchiveFs {
+  const guard = async (target: string): Promise<void> => {
+    if (!isAtOrInside(target, archiveDirectory)) return;
+    const gone = diskGone();
     if (gone !== undefined) throw errnoError('ENODEV', gone);
+    // Unmounted since the mount table was last read, the disk left the folder it was mounted at.
+    const expected = device();
+    if (expected === undefined) return;
+    const found = await base.lstat(archiveDirectory).catch(() => undefined);
+    if (found?.dev !== expected) {
+      throw errnoError(
+        'ENODEV',
+        `the archive folder ${archiveDirectory} is no longer on its disk (unmounted?). Nothing is put on the disk beneath: ` +
+          'the files wait in the watch folder until it is mounted again',
+      );
+    }
   };
   return {
     ...base,
     link: async (existingPath, newPath) => {
-      guard(newPath);
+      await guard(newPath);
       return base.link(existingPath, newPath);
     },
     rename: async (oldPath, newPath) => {
-      guard(newPath);
+      await guard(newPath);
       return base.rename(oldPath, newPath);
     },
     copyFile: async (source, destination, mode) => {
-      guard(destination);
+      await guard(destination);
       return base.copyFile(source, destination, mode);
     },
     mkdir: async (path, options) => {
-      guard(path);
+      await guard(path);
       try {
         await base.lstat(archiveDirectory);
       } catch (error) {
@@ -325,17 +342,6 @@ async function finishMove(job: Job, target: string, identity: FileIdentity, orph
   if (removal.kind === 'other' && removal.sameFile) {
     await attempt('place', target, () => job.fs.unlink(target));
     throw new SourceChangedError(job.source, job.expected, removal.version);
-  }
-  if (removal.kind === 'gone') {
-    // Its name went meanwhile. Moved (its folder renamed, or taken out of the watch folder), the
-    // file lives on under another name, which the archive's link would share: an edit there
-    // would change the archived original. The archive takes its name back; the file is looked
-    // at where it is now, if that is in a watch folder. Deleted, the archive's is its last name.
-    const archived = await attempt('inspect-target', target, () => job.fs.lstat(target));
-    if (archived.ino === identity.ino && archived.dev === identity.dev && archived.nlink > 1) {
-      await attempt('place', target, () => job.fs.unlink(target));
-      throw new SourceChangedError(job.source, job.expected, null);
-    }
   }
 }
 

@@ -11,6 +11,7 @@
  * yet, as for a disk in /etc/fstab; and a running uploader stops archiving once the mount table
  * shows the archive's mount gone ({@link ArchiveMount}).
  */
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { isMounted, mountPointOf, NotMountedError, readUnmountedDisks, type AwayDisk, type SystemFiles } from '../support/mount-table.js';
 import { readStateFile, writeStateFile } from '../support/state-file.js';
@@ -77,10 +78,31 @@ export class ArchiveMount {
   readonly #archive: string;
   readonly #waiting = new Waiters();
   #gone = false;
+  /** The device the archive folder is on while its disk is there (read at start and when it is back). */
+  #device: number | undefined;
 
   constructor(archive: string, point: string | undefined) {
     this.#archive = archive;
     this.#point = point === '/' ? undefined : point;
+    this.#readDevice();
+  }
+
+  /**
+   * The device the archive folder must be on, where it has a disk of its own: the mount table is
+   * read once a second, and a disk unmounted in between would leave the folder it was mounted
+   * at, on the disk beneath.
+   */
+  get device(): number | undefined {
+    return this.#device;
+  }
+
+  #readDevice(): void {
+    if (this.#point === undefined) return;
+    try {
+      this.#device = statSync(this.#archive).dev;
+    } catch {
+      this.#device = undefined;
+    }
   }
 
   /** Why nothing may be archived now: the disk is gone; undefined while it is there. */
@@ -117,7 +139,11 @@ export class ArchiveMount {
     const gone = !isMounted(mountinfo, this.#point);
     if (gone === this.#gone) return undefined;
     this.#gone = gone;
-    if (!gone) this.#waiting.wakeAll();
+    if (!gone) {
+      // Mounted again, maybe as another device (a USB disk plugged into another port).
+      this.#readDevice();
+      this.#waiting.wakeAll();
+    }
     return gone ? 'gone' : 'back';
   }
 }

@@ -46,7 +46,6 @@ function run(request: Exclude<FsRequest, { op: 'readWhole' | 'hash' | 'readFirst
         mtimeMs: stats.mtimeMs,
         ino: stats.ino,
         dev: stats.dev,
-        nlink: stats.nlink,
         atimeMs: stats.atimeMs,
         birthtimeMs: stats.birthtimeMs,
         isFile: stats.isFile(),

@@ -18,8 +18,6 @@ export interface PlainStats {
   /** Which file it is: the same inode of the same device is the same file, whatever its names. */
   ino: number;
   dev: number;
-  /** How many names the file has. */
-  nlink: number;
   atimeMs: number;
   birthtimeMs: number;
   isFile: boolean;

@@ -382,21 +382,17 @@ describe('archiveFile on one file system', () => {
     expect(await readdir(root.path)).toEqual(['a.jpg']);
   });
 
-  it("takes the archive's link back when the source's folder is renamed before its name goes: no archived original shares a file with the user's", async () => {
-    const source = await put(join(root.path, 'holiday', 'a.jpg'), 'uploaded');
-    const fs = fsWith({
-      rename: async (from, to) => {
-        if (from === source.path) await rename(join(root.path, 'holiday'), join(root.path, 'Holiday 2025'));
-        return nodeArchiveFs.rename(from, to);
-      },
-    });
-    await expect(archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs })).rejects.toMatchObject({
-      name: 'SourceChangedError',
-      actual: null,
-    });
-    expect(await tree(root.archivePath)).toEqual([]);
-    expect(await readFile(join(root.path, 'Holiday 2025', 'a.jpg'), 'utf8')).toBe('uploaded');
-    expect((await lstat(join(root.path, 'Holiday 2025', 'a.jpg'))).nlink).toBe(1);
+  it('loses nothing when two moves of one file run at once (a sidecar two photos share)', async () => {
+    for (let round = 0; round < 20; round++) {
+      const source = await put(join(root.path, `IMG_${round}.xmp`), `sidecar ${round}`);
+      const move = (): Promise<unknown> =>
+        archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected }).catch((error: unknown) => {
+          if (!(error instanceof SourceChangedError)) throw error;
+        });
+      await Promise.all([move(), move()]);
+      expect(await readFile(join(root.archivePath, `IMG_${round}.xmp`), 'utf8')).toBe(`sidecar ${round}`);
+    }
+    expect(await readdir(root.path)).toEqual([]);
   });
 
   it('keeps the archived original when the source was deleted before its name went', async () => {
@@ -461,6 +457,25 @@ describe('archiveFile on one file system', () => {
     }
     gone = undefined;
     const fs = keepingArchiveDirectory(crossDevice(), root.archivePath, () => gone);
+    await archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs });
+    expect(await tree(root.archivePath)).toEqual(['a.jpg']);
+  });
+
+  it('puts nothing in an archive folder that is no longer on its disk (unmounted since the mount table was read)', async () => {
+    await mkdir(root.archivePath);
+    const source = await put(join(root.path, 'a.jpg'), 'one');
+    const here = (await lstat(root.archivePath)).dev;
+    // The disk mounted at the archive folder went: the folder is the empty one beneath, on another device.
+    let device = here + 1;
+    for (const base of [nodeArchiveFs, crossDevice()]) {
+      const fs = keepingArchiveDirectory(base, root.archivePath, () => undefined, () => device);
+      const attempt = archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs });
+      await expect(attempt).rejects.toMatchObject({ code: 'ENODEV', message: expect.stringContaining('is no longer on its disk') as unknown });
+      expect(await tree(root.archivePath)).toEqual([]);
+      expect(await exists(source.path)).toBe(true);
+    }
+    device = here;
+    const fs = keepingArchiveDirectory(nodeArchiveFs, root.archivePath, () => undefined, () => device);
     await archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs });
     expect(await tree(root.archivePath)).toEqual(['a.jpg']);
   });

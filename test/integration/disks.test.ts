@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -154,5 +155,17 @@ describe('ArchiveMount', () => {
     const mount = new ArchiveMount(archive, '/');
     expect(mount.update('')).toBeUndefined();
     expect(mount.gone).toBeUndefined();
+    expect(mount.device).toBeUndefined();
+  });
+
+  it("knows the archive folder's device where it has a disk of its own, and reads it again when the disk is back", async () => {
+    await mkdir(archive, { recursive: true });
+    const mount = new ArchiveMount(archive, usb);
+    expect(mount.device).toBe(statSync(archive).dev);
+    mount.update(ROOT_ONLY);
+    await rm(archive, { recursive: true });
+    mount.update(usbMounted);
+    // Not there to be read: nothing to compare with (the archive's own checks then say why).
+    expect(mount.device).toBeUndefined();
   });
 });

@@ -30,7 +30,6 @@ describe('FsWorker', () => {
       mtimeMs: expected.mtimeMs,
       ino: expected.ino,
       dev: expected.dev,
-      nlink: 1,
       atimeMs: expected.atimeMs,
       birthtimeMs: expected.birthtimeMs,
       isFile: true,
