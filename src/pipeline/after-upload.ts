@@ -83,7 +83,7 @@ export async function disposeOriginal(
       await assertUnchanged(fs, file);
       const held: { handle?: FileHandle; sidecar?: KeptSidecar } = {};
       try {
-        await deleteWithSidecar(fs, file, file.sidecar, async (aside) => {
+        await deleteWithSidecar(fs, file, async (aside) => {
           held.handle = await lateWrites?.hold(aside, file);
           // What the sidecar sent with it holds goes back with a complete version, if one comes.
           if (held.handle && file.sidecar) held.sidecar = await lateWrites?.keepSidecar(file.sidecar);
@@ -137,7 +137,7 @@ export async function finishInterrupted(
     // sidecars, for the scan to find. Either way the uploaded version is gone from the folder.
     // With nothing there, the crash may have come between the photo and its sidecar: the sidecar
     // sent goes too, if it is still that version (the server has what it holds).
-    if (uploadedVersion || present === null) await deleteWithSidecar(fs, file, file.sidecar);
+    if (uploadedVersion || present === null) await deleteWithSidecar(fs, file);
     record(file, 'deleted');
     return { mode: 'delete' };
   }
@@ -178,13 +178,8 @@ async function findArchivedCopy(fs: ArchiveFs, file: ConfirmedFile): Promise<str
  * need it: the folder is listed only then, since a listing per deleted file made deleting a
  * camera's folder of thousands take time in the square of its size.
  */
-async function deleteWithSidecar(
-  fs: ArchiveFs,
-  file: FileVersion & { path: string },
-  sidecar: SentSidecar | undefined,
-  beforeRemoving?: (aside: string) => Promise<void>,
-): Promise<void> {
-  const { path } = file;
+async function deleteWithSidecar(fs: ArchiveFs, file: ConfirmedFile, beforeRemoving?: (aside: string) => Promise<void>): Promise<void> {
+  const { path, sidecar } = file;
   const removal = await removeVerified(fs, path, file, { beforeRemoving });
   // A new file put at the path meanwhile stays (put back), with its sidecars, and goes round.
   if (removal.kind === 'other') throw new SourceChangedError(path, file, removal.version);
