@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { lstat, watch, type Dirent, type FSWatcher, type Stats } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { basename, extname, join, relative, resolve, sep } from 'node:path';
@@ -74,6 +75,9 @@ export interface DetectorOptions {
    */
   room?: (signal: AbortSignal) => Promise<void>;
 }
+
+/** Walks that may wait for room at once before Node warns (a warning only: nothing is refused). */
+const MAX_WAITING_WALKS = 10_000;
 
 /** Concurrent file-system calls (readdir, lstat) per detector: enough to keep a disk busy, few enough for NFS. */
 const IO_CONCURRENCY = 32;
@@ -171,6 +175,9 @@ export class Detector {
     this.#excluded = options.excludedPaths.map((path) => resolve(path));
     this.#rootPaths = new Set(options.roots.map((root) => root.path));
     for (const path of options.missingAtStart ?? []) this.#missingRoots.add(path);
+    // Each walk waiting for room listens on it: a folder tree copied in starts one walk per folder.
+    // Node warns of "a possible memory leak" past ten, in the user's log.
+    setMaxListeners(MAX_WAITING_WALKS, this.#abort.signal);
   }
 
   /** Folders that could not be listed (permission denied, say) and have not been since: their files are not seen. */
