@@ -305,42 +305,8 @@ describe('Detector: a scan waits for room', () => {
     expect(switches).toBeLessThan(12);
   });
 
-  it('lets many folders moved in wait for room at once without a listener warning in the log', async () => {
-    const warnings: string[] = [];
-    const onWarning = (warning: Error): void => void warnings.push(warning.name);
-    process.on('warning', onWarning);
-    try {
-      let full = false;
-      let waiting = 0;
-      let open: () => void = () => undefined;
-      const gate = new Promise<void>((resolve) => (open = resolve));
-      const h = await makeHarness({
-        room: async (signal) => {
-          if (!full) return;
-          waiting += 1;
-          await Promise.race([gate, new Promise((resolve) => signal.addEventListener('abort', resolve))]);
-        },
-      });
-      await h.detector.start();
-      full = true;
-      // A tree copied in: one walk per folder, each waiting for room.
-      for (let i = 0; i < 15; i += 1) {
-        await mkdir(join(h.outside, `album${i}`));
-        await writeFile(join(h.outside, `album${i}`, 'a.jpg'), 'x');
-        await rename(join(h.outside, `album${i}`), join(h.root.path, `album${i}`));
-      }
-      await waitFor(() => waiting === 15, { message: 'every walk waits for room' });
-      await new Promise((resolve) => setImmediate(resolve));
-      open();
-      await waitFor(() => h.seen.size === 15, { message: 'every file reported' });
-    } finally {
-      process.off('warning', onWarning);
-    }
-    expect(warnings).toEqual([]);
-  });
-
-  it('handles events while a folder moved in waits for room, and walks a folder replaced meanwhile', async () => {
-    // Room for the start (an empty watch folder), none after it until the gate opens.
+  /** A detector started with room for its start (an empty watch folder), and none after it until `open`. */
+  async function startedThenFull(): Promise<{ h: Harness; waiting: () => number; open: () => void }> {
     let full = false;
     let waiting = 0;
     let open: () => void = () => undefined;
@@ -354,12 +320,39 @@ describe('Detector: a scan waits for room', () => {
     });
     await h.detector.start();
     full = true;
+    return { h, waiting: () => waiting, open };
+  }
+
+  it('lets many folders moved in wait for room at once without a listener warning in the log', async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error): void => void warnings.push(warning.name);
+    process.on('warning', onWarning);
+    try {
+      const { h, waiting, open } = await startedThenFull();
+      // A tree copied in: one walk per folder, each waiting for room.
+      for (let i = 0; i < 15; i += 1) {
+        await mkdir(join(h.outside, `album${i}`));
+        await writeFile(join(h.outside, `album${i}`, 'a.jpg'), 'x');
+        await rename(join(h.outside, `album${i}`), join(h.root.path, `album${i}`));
+      }
+      await waitFor(() => waiting() === 15, { message: 'every walk waits for room' });
+      await new Promise((resolve) => setImmediate(resolve));
+      open();
+      await waitFor(() => h.seen.size === 15, { message: 'every file reported' });
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(warnings).toEqual([]);
+  });
+
+  it('handles events while a folder moved in waits for room, and walks a folder replaced meanwhile', async () => {
+    const { h, waiting, open } = await startedThenFull();
 
     const album = join(h.root.path, 'album');
     await mkdir(join(h.outside, 'album'));
     for (let i = 0; i < 5; i += 1) await writeFile(join(h.outside, 'album', `${i}.jpg`), 'x');
     await rename(join(h.outside, 'album'), album);
-    await waitFor(() => waiting === 1, { message: 'the walk of the moved-in folder waits for room' });
+    await waitFor(() => waiting() === 1, { message: 'the walk of the moved-in folder waits for room' });
 
     // Events are not held back behind that walk: a file written now is reported now.
     const fresh = join(h.root.path, 'fresh.jpg');
