@@ -1,9 +1,10 @@
 import { constants } from 'node:fs';
 import { access, readdir, stat } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Config } from '../config.js';
 import { MIN_SERVER_MAJOR, type ImmichClient } from '../immich/client.js';
 import { isImmichError } from '../immich/errors.js';
+import { Journal, JOURNAL_FILE } from '../journal/journal.js';
 import { archiveDiskAway, notMountedError, readAwayDisks } from '../pipeline/disks.js';
 import { networkShareAdvice } from '../pipeline/detect.js';
 import { messageOf } from '../support/message.js';
@@ -84,7 +85,20 @@ export async function runChecks(config: Config, client: ImmichClient, system: Sy
   }
   // The journal is written there (a Docker volume or a folder owned by another user is the usual trouble).
   add(...(await writableFolder('state folder writable', config.stateDirectory)));
+  // One written by a newer release stops `once` and `watch`; a damaged one is moved aside by them.
+  add(...journalReadable(config.stateDirectory));
   return { lines, keyRejected };
+}
+
+function journalReadable(directory: string): [boolean, string, string] {
+  try {
+    const journal = Journal.openReadOnly(directory);
+    if (journal === undefined) return [true, 'journal readable', 'none yet: the first run makes it'];
+    journal.close();
+    return [true, 'journal readable', join(directory, JOURNAL_FILE)];
+  } catch (error) {
+    return [false, 'journal readable', messageOf(error)];
+  }
 }
 
 async function writableFolder(what: string, path: string): Promise<[boolean, string, string]> {

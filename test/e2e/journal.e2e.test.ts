@@ -516,6 +516,9 @@ describe('a journal this program cannot use as it is', () => {
     const readOnly = await cli(['status']);
     expect(readOnly.code).toBe(1);
     expect(readOnly.stderr).toMatch(/schema version 99/);
+    const checked = await cli(['check']);
+    expect(checked.code).toBe(1);
+    expect(checked.stdout).toMatch(/FAILED\s+journal readable: .*schema version 99/);
     const retry = await cli(['retry']);
     expect(retry.code).toBe(1);
     expect(retry.stdout + retry.stderr).toMatch(/schema version 99/);

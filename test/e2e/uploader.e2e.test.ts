@@ -839,6 +839,7 @@ describe('check', () => {
     expect(result.stdout).toMatch(/ok\s+permission asset.upload/);
     expect(result.stdout).toMatch(/ok\s+archive folder writable/);
     expect(result.stdout).toMatch(/ok\s+state folder writable/);
+    expect(result.stdout).toMatch(/ok\s+journal readable: none yet: the first run makes it/);
     expectNoSecret(result.stdout, result.stderr);
     // The archive is looked at in move mode only.
     const keep = await runCli(['check'], { env: env({ AFTER_UPLOAD: 'keep' }) });
