@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess, type ChildProcessByStdio } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { chownSync, mkdtempSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
@@ -9,6 +9,17 @@ import { waitFor } from './wait-for.js';
 
 /** The built CLI: end-to-end tests run exactly what users run. */
 export const CLI_PATH = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
+
+/** The unprivileged user root's tests run the CLI as, where root's powers would hide a fault. */
+export const NOBODY = { uid: 65534, gid: 65534 };
+
+/**
+ * Whether the CLI starts as `user` here: not where the checkout is in a folder only its owner
+ * may enter (a private temporary folder, root's home).
+ */
+export function cliRunsAs(user: { uid: number; gid: number }): boolean {
+  return spawnSync(process.execPath, [CLI_PATH, '--version'], { ...user, stdio: 'ignore' }).status === 0;
+}
 
 export interface LogLine {
   level: number;
