@@ -608,10 +608,10 @@ export type Removal =
   | { kind: 'gone' }
   /**
    * Another version was there (null: not a regular file), or another file than `identity`: it
-   * was put back, at its path or, taken meanwhile, at `restoredAs`. `sameFile`: it is the file
-   * `identity` names (or no identity was given), written to since.
+   * was put back, at its path or, taken meanwhile, at a numbered name beside it. `sameFile`: it is
+   * the file `identity` names (or no identity was given), written to since.
    */
-  | { kind: 'other'; version: FileVersion | null; restoredAs: string; sameFile: boolean };
+  | { kind: 'other'; version: FileVersion | null; sameFile: boolean };
 
 /**
  * Removes the name `path` only if it leads to `expected` (and, with `identity`, to that very
@@ -651,7 +651,8 @@ export async function removeVerified(
     }
     return { kind: 'removed' };
   }
-  return { kind: 'other', version, restoredAs: await putBack(fs, aside, path), sameFile };
+  await putBack(fs, aside, path);
+  return { kind: 'other', version, sameFile };
 }
 
 /** Puts a file moved aside back at `path`, or at the first free numbered name; returns where. */
