@@ -266,7 +266,7 @@ export class SourceChangedError extends Error {
 }
 
 /** Temporaries of an interrupted cross-device copy: `.<name>.iau-tmp-<12 hex>`. */
-const TEMPORARY_PATTERN = /^\..*\.iau-tmp-[0-9a-f]{12}$/;
+const TEMPORARY_PATTERN = /^\.(.*)\.iau-tmp-[0-9a-f]{12}$/;
 /** How many `name (n)` variants we try before giving up (a sign of something badly wrong). */
 const MAX_NAME_ATTEMPTS = 10_000;
 /** The longest file name, in bytes, that Linux file systems take (ext4, btrfs, XFS, ZFS). */
@@ -799,6 +799,11 @@ export async function removeIfExists(fs: Pick<ArchiveFs, 'unlink'>, path: string
   } catch (error) {
     if (codeOf(error) !== 'ENOENT') throw error;
   }
+}
+
+/** The name a temporary of {@link temporaryName} stands for (shortened as it was); itself if it is none. */
+export function nameOfTemporary(temporary: string): string {
+  return TEMPORARY_PATTERN.exec(temporary)?.[1] ?? temporary;
 }
 
 /** `.<name>.iau-tmp-<12 hex>`: hidden, recognisable, unique, and short enough for 255-byte names. */

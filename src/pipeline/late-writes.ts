@@ -29,7 +29,7 @@ import type { Clock } from '../support/clock.js';
 import { messageOf } from '../support/message.js';
 import { DiskKinds } from '../support/disk-kinds.js';
 import { Waiters } from '../support/waiters.js';
-import { archiveFile, currentVersion, removeIfExists, SourceChangedError, syncPath, temporaryName, type ArchiveFs } from './archive.js';
+import { archiveFile, currentVersion, nameOfTemporary, removeIfExists, SourceChangedError, syncPath, temporaryName, type ArchiveFs } from './archive.js';
 import { moveSidecar } from './after-upload.js';
 import { hashFile } from './hash.js';
 import { sidecarFollowing, sidecarNames } from './sidecar.js';
@@ -340,7 +340,7 @@ export class LateWrites {
   async #leftover(path: string, root: WatchRoot): Promise<void> {
     const { logger } = this.#options;
     const shown = this.#options.display({ path, root });
-    const name = basename(path).replace(/^\./, '').replace(/\.iau-tmp-[0-9a-f]+$/, '');
+    const name = nameOfTemporary(basename(path));
     try {
       const stats = await fsp.lstat(path);
       if (stats.nlink > 1) {
