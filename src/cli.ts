@@ -221,7 +221,7 @@ async function runCommand(name: RunMode | 'check', flags: Record<string, unknown
       system: systemFiles(),
     });
     // A folder `once` could not read may hold files it did not see.
-    return name === 'once' && (summary.failed > 0 || (summary.unreadable ?? 0) > 0) ? EXIT.failure : EXIT.ok;
+    return name === 'once' && (summary.failed > 0 || summary.left > 0 || (summary.unreadable ?? 0) > 0) ? EXIT.failure : EXIT.ok;
   } catch (error) {
     return reportRunError(error, logger);
   } finally {

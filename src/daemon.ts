@@ -26,7 +26,7 @@ import { CheckBatcher } from './pipeline/check.js';
 import { Coordinator } from './pipeline/coordinator.js';
 import { Detector, networkShareAdvice, tooLarge } from './pipeline/detect.js';
 import { processFile } from './pipeline/process-file.js';
-import { formatSummary, type StatsSnapshot } from './pipeline/stats.js';
+import { formatSummary, RunStats, type StatsSnapshot } from './pipeline/stats.js';
 import { systemClock, type Clock } from './support/clock.js';
 import { retry } from './support/retry.js';
 import { FsWorker } from './support/fs-worker.js';
@@ -615,5 +615,5 @@ function untilAborted(signal: AbortSignal): Promise<void> {
 }
 
 function emptySnapshot(): StatsSnapshot {
-  return { uploaded: 0, uploadedBytes: 0, duplicates: 0, skipped: 0, failed: 0, unchanged: 0, hashed: 0, queued: 0 };
+  return new RunStats().snapshot(0);
 }

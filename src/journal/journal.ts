@@ -770,7 +770,8 @@ function columnsAfter(row: FileRow, to: FileState, details: RecordDetails): Part
     assetId: details.assetId ?? row.assetId,
     // Uploaded by us, then found on the server at a retry (its archive had failed): still ours.
     serverStatus: row.serverStatus === 'created' && (details.assetId ?? row.assetId) === row.assetId ? 'created' : (details.serverStatus ?? row.serverStatus),
-    archivePath: details.archivePath ?? row.archivePath,
+    // Kept after `archiving`: its folder could not be written to, and nothing is in the archive.
+    archivePath: to === 'kept' ? null : (details.archivePath ?? row.archivePath),
     error: details.error ?? (explains ? (details.reason ?? null) : null),
     attempts: to === 'failed' ? row.attempts + 1 : row.attempts,
     nextRetryAt: to === 'failed' ? (details.nextRetryAt ?? null) : null,

@@ -10,6 +10,7 @@ import {
   removeVerified,
   restoreAsides,
   SourceChangedError,
+  SourceUnwritableError,
   targetPath,
   type ArchiveFs,
 } from './archive.js';
@@ -32,8 +33,16 @@ export interface ConfirmedFile extends FileVersion {
   assetId?: string;
 }
 
-/** What became of the original; `sidecarsLeft`: why a sidecar could not follow it into the archive. */
-export type Disposition = { mode: 'move'; archivedTo: string; sidecarsLeft?: string } | { mode: 'delete' } | { mode: 'keep' };
+/**
+ * What became of the original; `sidecarsLeft`: why a sidecar could not follow it into the
+ * archive. `left`: it could not be moved or deleted, as its folder cannot be written to
+ * (`problem`: "the folder ...").
+ */
+export type Disposition =
+  | { mode: 'move'; archivedTo: string; sidecarsLeft?: string }
+  | { mode: 'delete' }
+  | { mode: 'keep' }
+  | { mode: 'left'; folder: string; problem: string };
 
 /**
  * Does what AFTER_UPLOAD says with an original the server has confirmed, recording the intent
@@ -51,6 +60,17 @@ export async function disposeOriginal(
   fs: ArchiveFs = nodeArchiveFs,
   lateWrites?: LateWrites,
 ): Promise<Disposition> {
+  try {
+    return await dispose(file, mode, record, fs, lateWrites);
+  } catch (error) {
+    if (!(error instanceof SourceUnwritableError)) throw error;
+    // Kept as it is, as in keep mode, until its folder can be written to (Coordinator).
+    record(file, 'kept', { reason: `left in place: ${error.message}` });
+    return { mode: 'left', folder: dirname(file.path), problem: error.problem };
+  }
+}
+
+async function dispose(file: ConfirmedFile, mode: AfterUpload, record: Recorder, fs: ArchiveFs, lateWrites?: LateWrites): Promise<Disposition> {
   switch (mode) {
     case 'move': {
       // Committed before the link: a crash after it is finished at the next start.

@@ -52,6 +52,8 @@ export interface ArchiveFs {
   open(path: string, flags: string): Promise<{ sync(): Promise<void>; close(): Promise<void> }>;
   /** The names in a folder (delete mode lists one only to see who shares a sidecar). */
   readdir(path: string): Promise<string[]>;
+  /** Rejects (EROFS, EACCES) unless names may be added to and removed from the folder. */
+  writable(folder: string): Promise<void>;
 }
 
 /** The real node:fs/promises. */
@@ -69,6 +71,7 @@ export const nodeArchiveFs: ArchiveFs = {
     return { sync: () => fsyncFd(fd), close: () => closeFd(fd) };
   },
   readdir: (path) => fsp.readdir(path),
+  writable: (folder) => fsp.access(folder, fsConstants.W_OK),
 };
 
 /**
@@ -265,6 +268,29 @@ export class SourceChangedError extends Error {
   }
 }
 
+/**
+ * The original's folder does not let its name be removed: a read-only file system (a card with
+ * its lock switch on, a read-only mount) or no permission to write to it. That lasts until
+ * someone changes it, so the file is not tried again on a timer: it stays where it is, and
+ * nothing of it is left in the archive.
+ */
+export class SourceUnwritableError extends Error {
+  override readonly name = 'SourceUnwritableError';
+  /** What is wrong with the folder, as the end of "the folder ...". */
+  readonly problem: string;
+  constructor(
+    readonly path: string,
+    readonly code: string,
+  ) {
+    const problem = code === 'EROFS' ? 'is on a read-only file system' : 'cannot be written to by this user (permission denied)';
+    super(`${dirname(path)} ${problem}`);
+    this.problem = problem;
+  }
+}
+
+/** Errors of moving a name aside in its own folder that mean the folder cannot be written to. */
+const UNWRITABLE = new Set(['EROFS', 'EACCES', 'EPERM']);
+
 /** Temporaries of an interrupted cross-device copy: `.<name>.iau-tmp-<12 hex>`. */
 const TEMPORARY_PATTERN = /^\.(.*)\.iau-tmp-[0-9a-f]{12}$/;
 /** How many `name (n)` variants we try before giving up (a sign of something badly wrong). */
@@ -300,6 +326,8 @@ export async function archiveFile(input: ArchiveInput): Promise<ArchiveResult> {
     if (codeOf(error) === 'EXDEV') return await copyAcross(job, wanted);
     // ENOENT with the archive folder in place: the source is gone.
     if (codeOf(error) === 'ENOENT') await assertUnchanged(fs, source, expected);
+    // Refused: by the archive's folder (it fails, and is tried again), or by the source's.
+    if (UNWRITABLE.has(codeOf(error) ?? '')) await assertSourceWritable(fs, source);
     throw wrap(error, 'move', `${source} -> ${wanted}`);
   }
 
@@ -337,6 +365,9 @@ async function finishMove(job: Job, target: string, identity: FileIdentity, orph
   try {
     removal = await removeVerified(job.fs, job.source, job.expected, { identity, ...(orphans ? { beforeRemoving: job.beforeOrphaning } : {}) });
   } catch (error) {
+    // The original stays: the archive's name, made by this move, goes, so that the archive holds
+    // no second copy of a file that is still in the watch folder (nor, linked, the same file).
+    if (error instanceof SourceUnwritableError) await attempt('place', target, () => job.fs.unlink(target));
     throw wrap(error, 'remove-source', job.source, target);
   }
   if (removal.kind === 'other' && removal.sameFile) {
@@ -505,6 +536,8 @@ async function copyAcross(job: Job, wanted: string): Promise<ArchiveResult> {
   const { fs, source } = job;
   const folder = dirname(wanted);
   await assertUnchanged(fs, source, job.expected);
+  // A copy whose original cannot be removed would be taken back: not worth a card's gigabytes.
+  await assertSourceWritable(fs, source);
   await attempt('create-folder', folder, () => fs.mkdir(folder, { recursive: true }));
 
   // Look for the same content under the names first: no point copying gigabytes to find out.
@@ -562,6 +595,14 @@ async function copyAcross(job: Job, wanted: string): Promise<ArchiveResult> {
   // writes: our copy comes back out, and the new version goes round.
   await finishMove(job, claim.target, copied, true);
   return { outcome: 'moved', target: claim.target, method: 'copy' };
+}
+
+/** Throws SourceUnwritableError if the source's folder says it cannot be written to; any other answer passes. */
+async function assertSourceWritable(fs: ArchiveFs, source: string): Promise<void> {
+  await fs.writable(dirname(source)).catch((error: unknown) => {
+    const code = codeOf(error) ?? '';
+    if (UNWRITABLE.has(code)) throw new SourceUnwritableError(source, code);
+  });
 }
 
 /** The copy must be byte-for-byte what was uploaded: same size and SHA-1. */
@@ -633,7 +674,9 @@ export async function removeVerified(
   try {
     await fs.rename(path, aside);
   } catch (error) {
-    if (codeOf(error) === 'ENOENT') return { kind: 'gone' };
+    const code = codeOf(error) ?? '';
+    if (code === 'ENOENT') return { kind: 'gone' };
+    if (UNWRITABLE.has(code)) throw new SourceUnwritableError(path, code);
     throw error;
   }
   const found = await fs.lstat(aside);
@@ -822,7 +865,9 @@ async function attempt<T>(step: ArchiveStep, path: string, operation: () => Prom
 
 /** Typed errors and aborts pass through; anything else becomes an ArchiveError naming the step. */
 function wrap(error: unknown, step: ArchiveStep, path: string, target?: string): Error {
-  if (error instanceof ArchiveError || error instanceof SourceChangedError || isAbortError(error)) return error as Error;
+  if (error instanceof ArchiveError || error instanceof SourceChangedError || error instanceof SourceUnwritableError || isAbortError(error)) {
+    return error as Error;
+  }
   const code = codeOf(error);
   // Node's messages start with the code ("ENOSPC: no space left on device, copyfile ..."): say it once.
   const message = messageOf(error);

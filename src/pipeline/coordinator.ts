@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events';
-import { lstat } from 'node:fs/promises';
-import { relative } from 'node:path';
+import { constants as fsConstants } from 'node:fs';
+import { access, lstat } from 'node:fs/promises';
+import { dirname, relative } from 'node:path';
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import type { Clock } from '../support/clock.js';
@@ -13,7 +14,8 @@ import { Settler, type SettleStatFunction } from './settle.js';
 import { formatBytes, RunStats } from './stats.js';
 import type { Candidate, SettledFile } from './types.js';
 
-type EntryState = 'settling' | 'queued' | 'active' | 'skipped' | 'failed';
+/** `left`: uploaded, and its original left in place, as its folder cannot be written to. */
+type EntryState = 'settling' | 'queued' | 'active' | 'skipped' | 'failed' | 'left';
 
 interface Entry {
   /** The file and the version (size, mtime) being worked on. */
@@ -37,6 +39,11 @@ const RETRY_MAX_MS = 60 * 60_000;
  * Without it, one retry in ten was dropped until the next rescan (minutes to hours).
  */
 const TIMER_SLACK_MS = 10;
+/**
+ * How often, at most, a folder whose originals were left in place is looked at again: once per
+ * rescan in practice (every file of the folder is seen again then, within a moment).
+ */
+const UNWRITABLE_LOOK_MS = 1_000;
 
 /**
  * Takes the detector's candidates and sees each file version through the pipeline once:
@@ -56,6 +63,8 @@ export class Coordinator {
   private stopped = false;
   /** Unchanged files are counted in the first pass only: every rescan sees them again. */
   private countingUnchanged = true;
+  /** Folders whose originals were left in place (not writable): their name in logs, and when each was last looked at. */
+  private readonly unwritable = new Map<string, { shown: string; lookedAt: number }>();
 
   constructor(
     private readonly deps: {
@@ -86,6 +95,8 @@ export class Coordinator {
       onFatal: (error: unknown) => void;
       /** Called when a file's original left the watch folder (moved into the archive, or deleted). */
       onOriginalGone?: (file: Candidate) => void;
+      /** Whether a folder may be written to now (default: `access` with W_OK). */
+      writable?: (folder: string) => Promise<boolean>;
     },
   ) {
     // Each failed file waiting for its retry listens on it: as many as failed at once (a full
@@ -134,6 +145,10 @@ export class Coordinator {
         case 'failed':
           if (sameVersion && (entry.retryAt ?? Number.POSITIVE_INFINITY) > this.deps.clock.monotonic() + TIMER_SLACK_MS) return;
           break;
+        case 'left':
+          if (!sameVersion) break;
+          this.lookAgainAt(dirname(candidate.path));
+          return;
       }
     }
     this.track(candidate, entry?.failures);
@@ -227,7 +242,7 @@ export class Coordinator {
   }
 
   private originalGone(file: Candidate, disposition: Disposition): void {
-    if (disposition.mode !== 'keep') this.deps.onOriginalGone?.(file);
+    if (disposition.mode === 'move' || disposition.mode === 'delete') this.deps.onOriginalGone?.(file);
   }
 
   private async settle(file: SettledFile, outcome: FileOutcome): Promise<void> {
@@ -249,7 +264,7 @@ export class Coordinator {
         }
         this.warnSidecars(fields.file, outcome.disposition, outcome.sidecarNotSent);
         this.originalGone(file, outcome.disposition);
-        this.forget(file.path);
+        this.finish(file, outcome.disposition);
         return;
       case 'already-on-server': {
         this.stats.duplicates++;
@@ -261,7 +276,7 @@ export class Coordinator {
         );
         this.warnSidecars(fields.file, outcome.disposition);
         this.originalGone(file, outcome.disposition);
-        this.forget(file.path);
+        this.finish(file, outcome.disposition);
         return;
       }
       case 'skipped':
@@ -306,6 +321,56 @@ export class Coordinator {
         this.forget(file.path);
         return;
     }
+  }
+
+  /** A file the server has: forgotten, unless its original was left in place (see leave). */
+  private finish(file: Candidate, disposition: Disposition): void {
+    if (disposition.mode === 'left') this.leave(file, disposition.folder, disposition.problem);
+    else this.forget(file.path);
+  }
+
+  /**
+   * The original could not be moved or deleted, as its folder cannot be written to (a card with
+   * its lock switch on, a read-only mount): it stays, and this version is not tried again on a
+   * timer, which would read it again each time. The folder is looked at again when the file is
+   * seen again (a rescan, the card put back) and a minute has passed: once it can be written to,
+   * its files go on to the archive. A restart tries them again too (the journal's `kept` counts
+   * as done only in keep mode).
+   */
+  private leave(file: Candidate, folder: string, problem: string): void {
+    const entry = this.entries.get(file.path);
+    if (!entry) return;
+    this.stats.left++;
+    if (!this.unwritable.has(folder)) {
+      const shown = relative(file.root.path, folder) || '.';
+      this.unwritable.set(folder, { shown, lookedAt: this.deps.clock.monotonic() });
+      this.deps.logger.warn(
+        { folder, error: `the folder ${problem}` },
+        `the originals in ${shown} stay there: the folder ${problem} (a card's lock switch, a read-only mount, its owner). ` +
+          'They are on the server, and go on as AFTER_UPLOAD says once it can be written to; set AFTER_UPLOAD=keep to leave such folders as they are',
+      );
+    }
+    const newer = entry.newerSeen === true;
+    entry.newerSeen = false;
+    this.park(file.path, 'left', Number.POSITIVE_INFINITY);
+    if (newer) void this.reoffer(entry.file);
+  }
+
+  /** Looks again at a folder whose originals were left in place; once writable, they go round. */
+  private lookAgainAt(folder: string): void {
+    const known = this.unwritable.get(folder);
+    const now = this.deps.clock.monotonic();
+    if (!known || now - known.lookedAt < UNWRITABLE_LOOK_MS) return;
+    known.lookedAt = now;
+    const writable = this.deps.writable ?? canWrite;
+    void writable(folder).then((yes) => {
+      if (!yes || this.stopped) return;
+      this.unwritable.delete(folder);
+      this.deps.logger.info({ folder }, `${known.shown} can be written to now: the originals left there go on`);
+      for (const entry of [...this.entries.values()]) {
+        if (entry.state === 'left' && dirname(entry.file.path) === folder) this.track(entry.file);
+      }
+    });
   }
 
   private skipEmpty(candidate: Candidate): void {
@@ -367,7 +432,7 @@ export class Coordinator {
     this.settler.add(candidate);
   }
 
-  private park(path: string, state: 'skipped' | 'failed', retryAt: number, failures?: number, failedAt?: FailedStage): void {
+  private park(path: string, state: 'skipped' | 'failed' | 'left', retryAt: number, failures?: number, failedAt?: FailedStage): void {
     const entry = this.entries.get(path);
     if (!entry) return;
     if (isBusy(entry.state)) this.done();
@@ -403,7 +468,16 @@ export class Coordinator {
 }
 
 function dispositionFields(disposition: Disposition): Record<string, string> {
-  return disposition.mode === 'move' ? { archivedTo: disposition.archivedTo } : { original: disposition.mode === 'delete' ? 'deleted' : 'kept' };
+  switch (disposition.mode) {
+    case 'move':
+      return { archivedTo: disposition.archivedTo };
+    case 'delete':
+      return { original: 'deleted' };
+    case 'keep':
+      return { original: 'kept' };
+    case 'left':
+      return { original: 'left in place' };
+  }
 }
 
 function describeDisposition(disposition: Disposition): string {
@@ -414,7 +488,16 @@ function describeDisposition(disposition: Disposition): string {
       return ', original deleted';
     case 'keep':
       return ', original kept';
+    case 'left':
+      return `, left in place: its folder ${disposition.problem}`;
   }
+}
+
+async function canWrite(folder: string): Promise<boolean> {
+  return access(folder, fsConstants.W_OK).then(
+    () => true,
+    () => false,
+  );
 }
 
 async function currentVersion(file: Candidate): Promise<Candidate | undefined> {

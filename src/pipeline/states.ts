@@ -9,6 +9,7 @@ import type { FileVersion } from './types.js';
  *   discovered -> settled -> hashed -> uploading -> on-server -> archiving -> archived
  *                                  \-> on-server             \-> deleting  -> deleted
  *                                      (server had it)        \-> kept
+ *   archiving | deleting -> kept (the original's folder cannot be written to: it stays)
  *   any non-final state -> skipped | failed | gone | discovered (the file changed: start over)
  *   failed -> discovered (retried)
  *
@@ -43,8 +44,9 @@ const FORWARD: Record<FileState, readonly FileState[]> = {
   hashed: ['uploading', 'on-server'],
   uploading: ['on-server'],
   'on-server': ['archiving', 'deleting', 'kept'],
-  archiving: ['archived'],
-  deleting: ['deleted'],
+  // Kept: the original's folder turned out not to be writable, and nothing was moved.
+  archiving: ['archived', 'kept'],
+  deleting: ['deleted', 'kept'],
   archived: [],
   deleted: [],
   kept: [],

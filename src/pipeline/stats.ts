@@ -5,6 +5,8 @@ export class RunStats {
   duplicates = 0;
   skipped = 0;
   failed = 0;
+  /** Uploaded (or on the server), and their originals left in place: their folder cannot be written to. */
+  left = 0;
   /** Files the journal already knew as done (keep mode): no hash, no server call. */
   unchanged = 0;
   /** Files read to compute their checksum: what a restart in keep mode should not do again. */
@@ -18,6 +20,7 @@ export class RunStats {
       duplicates: this.duplicates,
       skipped: this.skipped,
       failed: this.failed,
+      left: this.left,
       unchanged: this.unchanged,
       hashed: this.hashed,
       queued,
@@ -39,6 +42,7 @@ export interface StatsSnapshot {
   duplicates: number;
   skipped: number;
   failed: number;
+  left: number;
   unchanged: number;
   hashed: number;
   queued: number;
@@ -61,6 +65,7 @@ export function formatSummary(s: StatsSnapshot): string {
   return (
     `${s.uploaded} uploaded (${formatBytes(s.uploadedBytes)}), ${s.duplicates} already on server, ` +
     `${s.skipped} skipped, ${s.failed} failed, ${s.queued} queued` +
+    (s.left > 0 ? `, ${s.left} left in place as their folder cannot be written to` : '') +
     (s.unchanged > 0 ? `, ${s.unchanged} unchanged since they were kept` : '') +
     ((s.unreadable ?? 0) > 0 ? `, ${s.unreadable} folder(s) could not be read` : '')
   );

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startFakeImmich, type FakeAsset, type FakeImmich } from '../fakes/immich-server.js';
 import { cliRunsAs, NOBODY, runCli, startCli, type CliRun } from '../helpers/cli.js';
-import { bindMount, canMount, remountReadOnly, unmount } from '../helpers/mount.js';
+import { bindMount, canMount, remountReadOnly, remountReadWrite, unmount } from '../helpers/mount.js';
 import { readIfExists, sha1, writeMedia } from '../helpers/media.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -221,6 +221,49 @@ describe('watch', () => {
     }
     await expectUploadedAndArchived(new Map([...files].map(([name, bytes]) => [`card/${name}`, bytes])));
     expect(await stopGracefully(run)).toBe(0);
+  });
+
+  it.skipIf(!canMount())('uploads a locked card once and leaves it as it is, then empties it once it is unlocked', async () => {
+    await startServer();
+    const card = join(watchDir, 'card');
+    await mkdir(card);
+    const onCard = join(temp.path, 'card-contents');
+    const files = await writeMedia(onCard, ['DCIM/100CANON/IMG_0001.jpg', 'DCIM/100CANON/IMG_0002.jpg', 'DCIM/101CANON/MVI_0003.mp4']);
+    const hourAgo = new Date(Date.now() - 60 * 60_000);
+    for (const name of files.keys()) await utimes(join(onCard, name), hourAgo, hourAgo);
+    const leftOnCard = (): boolean => [...files.keys()].every((name) => existsSync(join(onCard, name)));
+    const warnings = (logs: Array<{ level: number; msg: string }>): string[] =>
+      logs.filter((line) => line.level >= 40).map((line) => line.msg.split(':')[0] ?? '').sort();
+    const foldersLeft = ['the originals in card/DCIM/100CANON stay there', 'the originals in card/DCIM/101CANON stay there'];
+    // The card's lock switch on: the kernel mounts it read-only.
+    bindMount(onCard, card);
+    try {
+      remountReadOnly(card);
+      const once = await runCli(['once'], { env: env() });
+      expect(once.code, 'once: not every original could be archived').toBe(1);
+      expect(once.logs.find((line) => line.msg.startsWith('summary:'))).toMatchObject({ uploaded: 3, failed: 0, left: 3 });
+      expect(warnings(once.logs), 'one warning per folder').toEqual(foldersLeft);
+      expect(leftOnCard()).toBe(true);
+      const archived = existsSync(archiveDir) ? await readdir(archiveDir, { recursive: true, withFileTypes: true }) : [];
+      expect(archived.filter((entry) => !entry.isDirectory()), 'nothing copied into the archive').toEqual([]);
+      expect(server.assets).toHaveLength(3);
+
+      // A daemon, started later, finds them still locked: not uploaded again, still left.
+      const run = watch({ RESCAN_INTERVAL_SECONDS: '1' });
+      await waitFor(() => warnings(run.logs()).length === 2, { message: 'the folders left again' });
+      expect(warnings(run.logs())).toEqual(foldersLeft);
+      expect(server.assets).toHaveLength(3);
+      expect(leftOnCard()).toBe(true);
+
+      // Unlocked (here: made writable while mounted): the next rescan sends them on.
+      remountReadWrite(card);
+      await waitFor(() => [...files.keys()].every((name) => !existsSync(join(onCard, name))), { timeoutMs: 20_000, message: 'the card emptied' });
+      await expectUploadedAndArchived(new Map([...files].map(([name, bytes]) => [`card/${name}`, bytes])));
+      expect(await stopGracefully(run)).toBe(0);
+      expectNoSecret(once.stdout, once.stderr, run.stdout(), run.stderr());
+    } finally {
+      unmount(card);
+    }
   });
 
   it.skipIf(!canMount())('leaves files in place while the archive disk is away, never making the archive on the disk beneath', async () => {

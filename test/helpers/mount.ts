@@ -13,6 +13,11 @@ export function remountReadOnly(target: string): void {
   execFileSync('mount', ['-o', 'remount,ro,bind', target], { stdio: 'ignore' });
 }
 
+/** Makes the mount at `target` writable again: a card whose lock switch is turned off. */
+export function remountReadWrite(target: string): void {
+  execFileSync('mount', ['-o', 'remount,rw,bind', target], { stdio: 'ignore' });
+}
+
 export function unmount(target: string): void {
   execFileSync('umount', [target], { stdio: 'ignore' });
 }

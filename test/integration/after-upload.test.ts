@@ -200,6 +200,25 @@ describe('move mode', () => {
   });
 });
 
+describe('a folder that cannot be written to (a card with its lock switch on)', () => {
+  it('leaves the original and its sidecar in place in move and delete modes, recorded as kept, with nothing in the archive', async () => {
+    const files = await writeMedia(root.path, ['f.jpg', 'f.jpg.xmp']);
+    const readOnly: ArchiveFs = {
+      ...fs,
+      writable: (folder) => Promise.reject(Object.assign(new Error(`EROFS: read-only file system, access '${folder}'`), { code: 'EROFS' })),
+      rename: (from) => Promise.reject(Object.assign(new Error(`EROFS: read-only file system, rename '${from}'`), { code: 'EROFS' })),
+    };
+    for (const mode of ['move', 'delete'] as const) {
+      recorded = [];
+      const disposition = await disposeOriginal(await confirmed('f.jpg', files.get('f.jpg') ?? Buffer.alloc(0), 'f.jpg.xmp'), mode, record, readOnly);
+      expect(disposition).toEqual({ mode: 'left', folder: root.path, problem: 'is on a read-only file system' });
+      expect(recorded).toEqual([mode === 'move' ? 'archiving' : 'deleting', 'kept']);
+      expect((await readdir(root.path)).filter((name) => name !== 'archive').sort()).toEqual(['f.jpg', 'f.jpg.xmp']);
+      expect(await readdir(root.archivePath).catch(() => [])).toEqual([]);
+    }
+  });
+});
+
 describe('keep mode', () => {
   it('touches nothing and records the original as kept', async () => {
     const files = await writeMedia(root.path, ['e.jpg']);

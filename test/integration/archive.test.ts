@@ -13,6 +13,7 @@ import {
   numberedName,
   removeStaleTemporaries,
   SourceChangedError,
+  SourceUnwritableError,
   type ArchiveFs,
 } from '../../src/pipeline/archive.js';
 import type { FileVersion } from '../../src/pipeline/types.js';
@@ -419,6 +420,35 @@ describe('archiveFile on one file system', () => {
     expect(await tree(root.archivePath)).toEqual([]);
   });
 
+  it('takes its link back when the source folder cannot be written to, so that the source stays the only name', async () => {
+    const source = await put(join(root.path, 'a.jpg'), 'x');
+    for (const code of ['EACCES', 'EPERM', 'EROFS']) {
+      // Not the owner of the folder (a sync tool's, in Docker under another user), or immutable.
+      const fs = fsWith({ rename: (from, to) => Promise.reject(errno(code, 'rename', `${from} -> ${to}`)) });
+      const attempt = archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs });
+      await expect(attempt).rejects.toBeInstanceOf(SourceUnwritableError);
+      await expect(attempt).rejects.toMatchObject({ path: source.path, code });
+      expect(await readdir(root.path)).toEqual(['a.jpg']);
+      expect((await lstat(source.path)).nlink, 'no second name of the file').toBe(1);
+      expect(await tree(root.archivePath)).toEqual([]);
+    }
+  });
+
+  it('tells a source folder that refuses the move from an archive folder that does', async () => {
+    const source = await put(join(root.path, 'a.jpg'), 'x');
+    // Another user's file in another user's folder: no hard link to it (protected_hardlinks), no rename out of it.
+    const fs = fsWith({
+      link: (from) => Promise.reject(errno('EPERM', 'link', from)),
+      rename: (from) => Promise.reject(errno('EACCES', 'rename', from)),
+      writable: (folder) => (folder === root.path ? Promise.reject(errno('EACCES', 'access', folder)) : nodeArchiveFs.writable(folder)),
+    });
+    const attempt = archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs });
+    await expect(attempt).rejects.toBeInstanceOf(SourceUnwritableError);
+    await expect(attempt).rejects.toThrow(`${root.path} cannot be written to by this user (permission denied)`);
+    expect(await readdir(root.path)).toEqual(['a.jpg']);
+    expect(await tree(root.archivePath)).toEqual([]);
+  });
+
   it('never makes the archive folder again once it is gone (a disk taken away), with keepingArchiveDirectory', async () => {
     const fs = keepingArchiveDirectory(nodeArchiveFs, root.archivePath);
     await mkdir(root.archivePath);
@@ -490,14 +520,14 @@ describe('archiveFile on one file system', () => {
 
   it('says the file is archived when only removing the source failed, and a retry finishes the job', async () => {
     const source = await put(join(root.path, 'a.jpg'), 'x');
-    // A watch folder this user may read but not change.
+    // A passing failure: a network share's file that another program has open, a disk error.
     const fs = fsWith({
-      rename: (from, to) => (from === source.path ? Promise.reject(errno('EACCES', 'rename', from)) : nodeArchiveFs.rename(from, to)),
+      rename: (from, to) => (from === source.path ? Promise.reject(errno('EBUSY', 'rename', from)) : nodeArchiveFs.rename(from, to)),
     });
     const target = join(root.archivePath, 'a.jpg');
     await expect(
       archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs }),
-    ).rejects.toMatchObject({ name: 'ArchiveError', step: 'remove-source', code: 'EACCES', target });
+    ).rejects.toMatchObject({ name: 'ArchiveError', step: 'remove-source', code: 'EBUSY', target });
     expect(await exists(source.path)).toBe(true);
 
     const retry = await archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected });
@@ -559,6 +589,33 @@ describe('archiveFile across file systems (EXDEV injected)', () => {
     await expect(archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs })).rejects.toBeInstanceOf(SourceChangedError);
     expect(await readFile(source.path, 'utf8')).toBe('uploaded + a late write');
     expect(await readdir(root.path)).toEqual(['a.jpg']);
+    expect(await tree(root.archivePath)).toEqual([]);
+  });
+
+  it('copies nothing from a folder that cannot be written to (a card with its lock switch on)', async () => {
+    const source = await put(join(root.path, 'card', 'a.jpg'), 'x');
+    let copies = 0;
+    const fs = crossDevice({
+      writable: (folder) => (folder === dirname(source.path) ? Promise.reject(errno('EROFS', 'access', folder)) : nodeArchiveFs.writable(folder)),
+      copyFile: (from, to, mode) => {
+        copies++;
+        return nodeArchiveFs.copyFile(from, to, mode);
+      },
+    });
+    const attempt = archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs });
+    await expect(attempt).rejects.toBeInstanceOf(SourceUnwritableError);
+    await expect(attempt).rejects.toThrow(`${dirname(source.path)} is on a read-only file system`);
+    expect(copies).toBe(0);
+    expect(await exists(source.path)).toBe(true);
+    expect(await tree(root.archivePath)).toEqual([]);
+  });
+
+  it('takes its copy back out when the source folder turns out not to be writable at the end', async () => {
+    const source = await put(join(root.path, 'a.jpg'), 'x');
+    const base = crossDevice();
+    const fs = { ...base, rename: (from: string, to: string) => (from === source.path ? Promise.reject(errno('EROFS', 'rename', from)) : base.rename(from, to)) };
+    await expect(archiveFile({ source: source.path, root, checksum: source.checksum, expected: source.expected, fs })).rejects.toBeInstanceOf(SourceUnwritableError);
+    expect(await exists(source.path)).toBe(true);
     expect(await tree(root.archivePath)).toEqual([]);
   });
 

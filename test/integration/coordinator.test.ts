@@ -1,4 +1,4 @@
-import { writeFile } from 'node:fs/promises';
+import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -31,12 +31,13 @@ beforeEach(async () => {
   coordinator.start();
 });
 
-/** A coordinator with a small scale, whose files end as `process` says. */
+/** A coordinator with a small scale, whose files end as `process` says; `more` sets other dependencies. */
 function coordinatorFor(
   logger: Logger,
   process: (file: SettledFile) => Promise<FileOutcome>,
   onOriginalGone?: (file: Candidate) => void,
   retryFailed = false,
+  more: Partial<ConstructorParameters<typeof Coordinator>[0]> = {},
 ): Coordinator {
   return new Coordinator({
     clock: systemClock,
@@ -55,6 +56,7 @@ function coordinatorFor(
       throw error;
     },
     onOriginalGone,
+    ...more,
   });
 }
 
@@ -142,6 +144,67 @@ describe('Coordinator.onOriginalGone', () => {
     await waitFor(() => told.stats.snapshot(0).failed === 1 && told.queued === 0, { message: 'every file done' });
     await told.stop();
     expect(gone.sort()).toEqual(['deleted.jpg', 'moved.jpg']);
+  });
+});
+
+describe('Coordinator: originals left in place', () => {
+  it('warns once per folder that cannot be written to, reads its files no more, and sends them on once it can be written to', async () => {
+    const lines: Array<{ level: number; msg: string }> = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as (typeof lines)[number]) });
+    const fake = new FakeClock();
+    let writable = false;
+    const processed: string[] = [];
+    const card = join(temp.path, 'card');
+    const left = coordinatorFor(
+      logger,
+      (file) => {
+        processed.push(basename(file.path));
+        return Promise.resolve<FileOutcome>({
+          kind: 'uploaded',
+          assetId: 'a',
+          disposition: writable ? { mode: 'move', archivedTo: join(temp.path, 'archive', basename(file.path)) } : { mode: 'left', folder: card, problem: 'is on a read-only file system' },
+          ms: 1,
+        });
+      },
+      undefined,
+      true,
+      { clock: fake, writable: () => Promise.resolve(writable) },
+    );
+    left.start();
+    await mkdir(card);
+    const files: Candidate[] = [];
+    for (const name of ['a.jpg', 'b.jpg']) {
+      await writeFile(join(card, name), 'x');
+      const { mtimeMs } = await stat(join(card, name));
+      files.push({ path: join(card, name), root: { path: temp.path, archivePath: join(temp.path, 'archive') }, size: 1, mtimeMs });
+    }
+    const seeAll = (): void => files.forEach((file) => left.offer(file));
+    try {
+      seeAll();
+      await waitFor(async () => (await fake.advance(20), left.stats.snapshot(0).left === 2 && left.queued === 0), { message: 'both left in place' });
+      expect(lines.filter((line) => line.level === 40).map((line) => line.msg)).toEqual([
+        "the originals in card stay there: the folder is on a read-only file system (a card's lock switch, a read-only mount, its owner). " +
+          'They are on the server, and go on as AFTER_UPLOAD says once it can be written to; set AFTER_UPLOAD=keep to leave such folders as they are',
+      ]);
+      expect(lines.filter((line) => line.msg.startsWith('uploaded card/a.jpg')).map((line) => line.msg)).toEqual([
+        'uploaded card/a.jpg (1 B in 1 ms), left in place: its folder is on a read-only file system',
+      ]);
+      // A rescan sees them again, a while later: still read-only, they are not read again.
+      await fake.advance(5_000);
+      seeAll();
+      await fake.advance(100);
+      expect(left.queued).toBe(0);
+      expect(processed.sort()).toEqual(['a.jpg', 'b.jpg']);
+      // Writable now (the card's switch): the next rescan sends them on.
+      writable = true;
+      await fake.advance(5_000);
+      seeAll();
+      await waitFor(async () => (await fake.advance(20), left.stats.snapshot(0).uploaded === 4 && left.queued === 0), { message: 'both sent on' });
+      expect(processed.sort()).toEqual(['a.jpg', 'a.jpg', 'b.jpg', 'b.jpg']);
+      expect(lines.map((line) => line.msg)).toContain('card can be written to now: the originals left there go on');
+    } finally {
+      await left.stop();
+    }
   });
 });
 

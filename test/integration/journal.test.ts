@@ -93,7 +93,9 @@ describe('states', () => {
     'on-server>deleting',
     'on-server>kept',
     'archiving>archived',
+    'archiving>kept',
     'deleting>deleted',
+    'deleting>kept',
     'failed>discovered',
     ...NON_FINAL.flatMap((from) => ['skipped', 'failed', 'gone', 'discovered', from].map((to) => `${from}>${to}`)),
   ]);
