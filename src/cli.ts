@@ -70,7 +70,7 @@ async function main(argv: string[]): Promise<number> {
   program
     .command('history')
     .description('where a file went and when: its asset id and archive path')
-    .argument('<path-or-name>', 'a full path, a file name, or part of a path')
+    .argument('<path-or-name>', "a full path, a file name or part of a path, in the watch folder or the archive, or an asset id")
     .exitOverride()
     .action((query: string, flags: Record<string, unknown>) => {
       exitCode = runJournalCommand('history', { ...flags, query });

@@ -212,8 +212,8 @@ export class Journal {
     this.#logger = logger;
     // history() ranks matches in JavaScript: SQLite's lower() folds ASCII only, and file names
     // are often not ASCII.
-    db.function('iau_match_rank', { deterministic: true }, (path: unknown, query: unknown) =>
-      matchRank(String(path), String(query)),
+    db.function('iau_match_rank', { deterministic: true }, (path: unknown, archivePath: unknown, assetId: unknown, query: unknown) =>
+      matchRank([path, archivePath].filter((name) => typeof name === 'string'), assetId, String(query)),
     );
     this.#sql = prepare(db);
     // IMMEDIATE: take the write lock first, so the rows we read cannot change before we write them.
@@ -473,8 +473,9 @@ export class Journal {
   }
 
   /**
-   * Rows whose path is `query`, whose file name is `query`, or whose path contains it (ignoring
-   * case), in that order of closeness and newest first within each; at most `limit`.
+   * Rows whose path, archive path or asset id is `query`, whose file name (in the watch folder or
+   * the archive) is `query`, or whose path or archive path contains it (ignoring case), in that
+   * order of closeness and newest first within each; at most `limit`.
    */
   history(query: string, limit: number = HISTORY_LIMIT): FileHistory[] {
     this.flush();
@@ -797,11 +798,16 @@ function sameVersion(row: FileRow, file: FileVersionRef): boolean {
 }
 
 /** 0: the exact path; 1: the file name (any case); 2: part of the path (any case); null: no match. */
-function matchRank(path: string, query: string): number | null {
-  if (path === query) return 0;
+/**
+ * How closely a row matches what `history` was asked: 0 its path, archive path or asset id (as
+ * Immich's web page of the photo shows it), 1 the file name of either path, 2 part of either path
+ * (ignoring case); null: not at all.
+ */
+function matchRank(paths: readonly string[], assetId: unknown, query: string): number | null {
+  if (paths.includes(query) || assetId === query) return 0;
   const foldedQuery = fold(query);
-  if (fold(basename(path)) === foldedQuery) return 1;
-  return fold(path).includes(foldedQuery) ? 2 : null;
+  if (paths.some((path) => fold(basename(path)) === foldedQuery)) return 1;
+  return paths.some((path) => fold(path).includes(foldedQuery)) ? 2 : null;
 }
 
 function fold(text: string): string {
@@ -886,7 +892,7 @@ function prepare(db: Database) {
          AND EXISTS (SELECT 1 FROM transitions t WHERE t.file_id = files.id AND t.state = 'on-server' AND t.at >= ?)`,
     ),
     history: db.prepare(
-      `SELECT ${COLUMNS} FROM (SELECT *, iau_match_rank(path, @query) AS rank FROM files) WHERE rank IS NOT NULL
+      `SELECT ${COLUMNS} FROM (SELECT *, iau_match_rank(path, archive_path, asset_id, @query) AS rank FROM files) WHERE rank IS NOT NULL
        ORDER BY rank, updated_at DESC, id DESC LIMIT @limit`,
     ).raw(true),
   };

@@ -666,6 +666,20 @@ describe('queries', () => {
     expect(journal.history('photos', 2)).toHaveLength(2);
   });
 
+  it('history() finds a file by where it is in the archive, or by its asset id', () => {
+    const journal = open();
+    const file = { path: '/photos/trip/IMG_1.jpg', size: 1, mtimeMs: 1 };
+    for (const state of ['discovered', 'settled', 'hashed', 'uploading'] as const) journal.record(file, state);
+    journal.record(file, 'on-server', { assetId: '3f2c9e0a-asset', serverStatus: 'created' });
+    journal.record(file, 'archiving', { archivePath: '/archive/trip/IMG_1 (1).jpg' });
+    journal.record(file, 'archived', { archivePath: '/archive/trip/IMG_1 (1).jpg' });
+    drive(journal, { path: '/photos/other.jpg', size: 1, mtimeMs: 1 }, 'archived');
+    for (const query of ['/archive/trip/IMG_1 (1).jpg', 'img_1 (1).JPG', 'archive/trip', '3f2c9e0a-asset']) {
+      expect(journal.history(query).map((h) => h.file.path), query).toEqual([file.path]);
+    }
+    expect(journal.history('3f2c9e0a')).toEqual([]);
+  });
+
   it('history() is capped at 50 by default', () => {
     const journal = open();
     for (let i = 0; i < 60; i++) journal.record({ path: `/w/${i}.jpg`, size: 1, mtimeMs: 1 }, 'discovered');
