@@ -286,7 +286,6 @@ export class Coordinator {
         this.park(file.path, 'skipped', Number.POSITIVE_INFINITY);
         return;
       case 'failed': {
-        this.stats.failed++;
         const entry = this.entries.get(file.path);
         const failures = (entry?.failures ?? 0) + 1;
         const delayMs = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** (failures - 1));
@@ -340,7 +339,6 @@ export class Coordinator {
   private leave(file: Candidate, folder: string, problem: string): void {
     const entry = this.entries.get(file.path);
     if (!entry) return;
-    this.stats.left++;
     if (!this.unwritable.has(folder)) {
       const shown = relative(file.root.path, folder) || '.';
       this.unwritable.set(folder, { shown, lookedAt: this.deps.clock.monotonic() });
@@ -421,6 +419,7 @@ export class Coordinator {
   /** Starts (or restarts) a file version on its way: recorded, then settling. */
   private track(candidate: Candidate, failures?: number): void {
     const previous = this.entries.get(candidate.path);
+    if (previous) this.countParked(previous.state, -1);
     if (!previous || !isBusy(previous.state)) this.inProgress++;
     this.entries.set(candidate.path, {
       file: candidate,
@@ -436,7 +435,9 @@ export class Coordinator {
     const entry = this.entries.get(path);
     if (!entry) return;
     if (isBusy(entry.state)) this.done();
+    this.countParked(entry.state, -1);
     entry.state = state;
+    this.countParked(state, 1);
     entry.retryAt = retryAt;
     entry.failures = failures;
     entry.failedAt = failedAt;
@@ -452,8 +453,18 @@ export class Coordinator {
     const entry = this.entries.get(path);
     if (!entry) return;
     this.entries.delete(path);
+    this.countParked(entry.state, -1);
     if (isBusy(entry.state)) this.done();
     if (entry.newerSeen && !this.stopped) void this.reoffer(entry.file);
+  }
+
+  /**
+   * Counts files failed and left in place as they are now: a file tried ten times counts once, and
+   * no more once it goes through.
+   */
+  private countParked(state: EntryState, by: 1 | -1): void {
+    if (state === 'failed') this.stats.failed += by;
+    else if (state === 'left') this.stats.left += by;
   }
 
   private done(): void {

@@ -4,8 +4,9 @@ export class RunStats {
   uploadedBytes = 0;
   duplicates = 0;
   skipped = 0;
+  /** Files whose last try failed: each counts once, however often it was tried, and no more once it goes through. */
   failed = 0;
-  /** Uploaded (or on the server), and their originals left in place: their folder cannot be written to. */
+  /** Files on the server whose originals are left in place now, as their folder cannot be written to. */
   left = 0;
   /** Files the journal already knew as done (keep mode): no hash, no server call. */
   unchanged = 0;

@@ -201,6 +201,7 @@ describe('Coordinator: originals left in place', () => {
       seeAll();
       await waitFor(async () => (await fake.advance(20), left.stats.snapshot(0).uploaded === 4 && left.queued === 0), { message: 'both sent on' });
       expect(processed.sort()).toEqual(['a.jpg', 'a.jpg', 'b.jpg', 'b.jpg']);
+      expect(left.stats.snapshot(0).left, 'none left in place now').toBe(0);
       expect(lines.map((line) => line.msg)).toContain('card can be written to now: the originals left there go on');
     } finally {
       await left.stop();
@@ -274,8 +275,9 @@ describe('Coordinator retries', () => {
       // The first retry comes a minute later; time moves a millisecond at a time towards it, so
       // that the timer ends before the retry's time, and nothing but the timer offers the file.
       await fake.advance(59_000);
-      await waitFor(async () => (await fake.advance(1), calls === 2), { intervalMs: 1, timeoutMs: 20_000, message: 'the retry' });
-      expect(retrying.stats.snapshot(0).uploaded).toBe(1);
+      expect(retrying.stats.snapshot(0).failed).toBe(1);
+      await waitFor(async () => (await fake.advance(1), calls === 2 && retrying.queued === 0), { intervalMs: 1, timeoutMs: 20_000, message: 'the retry' });
+      expect(retrying.stats.snapshot(0)).toMatchObject({ uploaded: 1, failed: 0 });
     } finally {
       await retrying.stop();
     }
@@ -306,7 +308,8 @@ describe('Coordinator retries', () => {
     }
     await waitFor(() => failing.stats.snapshot(0).failed === 3, { message: 'all failed' });
     expect(failing.retryWaitingNow('archive')).toBe(1);
-    await waitFor(() => tries.get('waits.jpg') === 2, { message: 'waits.jpg tried again' });
+    await waitFor(() => tries.get('waits.jpg') === 2 && failing.queued === 0, { message: 'waits.jpg tried again' });
+    expect(failing.stats.snapshot(0).failed, 'files failed, not tries').toBe(3);
     expect(tries.get('refused.jpg')).toBe(1);
     expect(tries.get('server.jpg')).toBe(1);
     await failing.stop();
