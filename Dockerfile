@@ -22,7 +22,10 @@ ENV NODE_ENV=production \
 COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
-RUN mkdir -p /watch /archive /state && chown node:node /watch /archive /state
+# A new named volume at /state takes this folder's owner and mode: open to every user (as /tmp
+# is), so that the one compose's `user:` names (the owner of the host's folders: 1026 on a
+# Synology, say) can write the journal. The uploader makes its own files private to that user.
+RUN mkdir -p /watch /archive /state && chown node:node /watch /archive /state && chmod 1777 /state
 USER node
 # The journal: keep it in a volume, or every file is read again after the container is made anew.
 VOLUME ["/state"]

@@ -110,6 +110,15 @@ describe('the Dockerfile', () => {
     expect(run.find((instruction) => instruction.command === 'WORKDIR')?.args).toBe('/app');
     expect(envOf(run)).toMatchObject({ WATCH_DIRECTORIES: '/watch', ARCHIVE_DIRECTORY: '/archive', STATE_DIRECTORY: '/state' });
   });
+
+  it("leaves /state writable by any user, before it becomes a volume: a new named volume takes its mode, and compose's `user:` may be any uid", async () => {
+    const [, run = []] = stages(await dockerfile());
+    const volume = run.findIndex((instruction) => instruction.command === 'VOLUME');
+    const steps = run.slice(0, volume).filter((instruction) => instruction.command === 'RUN').flatMap(({ args }) => args.split('&&').map((step) => step.trim()));
+    const mode = steps.map((step) => /^chmod ([0-7]{3,4}) (?:.* )?\/state(?: |$)/.exec(step)?.[1]).find((found) => found !== undefined);
+    expect(mode, 'a chmod of /state before VOLUME').toBeDefined();
+    expect(Number.parseInt(mode ?? '0', 8) & 0o777).toBe(0o777);
+  });
 });
 
 describe('deploy/compose.yaml', () => {
