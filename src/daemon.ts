@@ -5,7 +5,7 @@ import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { MIN_SERVER_MAJOR, type ImmichClient, type ServerVersion } from './immich/client.js';
-import { ImmichError, isImmichError } from './immich/errors.js';
+import { ImmichError, isGatewayTrouble, isImmichError } from './immich/errors.js';
 import { createImmichClient } from './immich/http-client.js';
 import { raceAbort, ResilientImmich, ServerGate } from './immich/resilient.js';
 import { Journal } from './journal/journal.js';
@@ -558,7 +558,8 @@ async function connect(deps: {
         signal,
         classify: async (error) => {
           if (!isImmichError(error) || !error.retryable) return { retry: false };
-          if (error.kind === 'network' && mode === 'watch') return { retry: true, free: await gate.waitUntilUp(signal) };
+          // The gate says it once, however long it takes.
+          if ((error.kind === 'network' || isGatewayTrouble(error)) && mode === 'watch') return { retry: true, free: await gate.waitUntilUp(signal) };
           logger.warn({ reason: error.message }, `cannot reach the Immich server yet (${error.message}); trying again`);
           return { retry: true, atLeastMs: error.details.retryAfterMs };
         },

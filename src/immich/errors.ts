@@ -50,3 +50,11 @@ export class ImmichError extends Error {
 export function isImmichError(error: unknown): error is ImmichError {
   return error instanceof ImmichError;
 }
+
+/**
+ * A proxy's answer for an Immich behind it that is down or restarting (502, 503, 504): the
+ * server may be back in a moment, as with a refused connection.
+ */
+export function isGatewayTrouble(error: ImmichError): boolean {
+  return error.kind === 'server' && (error.status === 502 || error.status === 503 || error.status === 504);
+}

@@ -3,10 +3,15 @@ import { abortReason, type Clock } from '../support/clock.js';
 import { messageOf } from '../support/message.js';
 import { backoffDelay, retry, type RetryPolicy, type RetryVerdict } from '../support/retry.js';
 import type { BulkCheckItem, BulkCheckResult, ImmichClient, UploadRequest, UploadResult } from './client.js';
-import { isImmichError } from './errors.js';
+import { isGatewayTrouble, isImmichError, type ImmichError } from './errors.js';
 
 /** Per-request persistence: enough that a server failing a third of its requests still gets every file. */
 export const REQUEST_RETRY_POLICY: RetryPolicy = { maxAttempts: 10, baseDelayMs: 250, maxDelayMs: 30_000 };
+/**
+ * Retries of one request that cost it nothing, as the server was down and came back: past these,
+ * each counts, so that a file whose upload takes the server down each time fails in the end.
+ */
+const MAX_FREE_RETRIES = 5;
 /** How often an unreachable server is asked again. */
 const PROBE_POLICY: RetryPolicy = { maxAttempts: Number.POSITIVE_INFINITY, baseDelayMs: 1_000, maxDelayMs: 30_000 };
 
@@ -93,23 +98,38 @@ export class ResilientImmich {
 
   private withRetry<T>(what: string, call: (signal?: AbortSignal) => Promise<T>, signals: CallSignals): Promise<T> {
     const { gate, clock, logger } = this.deps;
+    let freeRetries = 0;
     return retry(() => call(signals.request), {
       policy: this.deps.policy ?? REQUEST_RETRY_POLICY,
       clock,
       signal: signals.wait,
       classify: async (error): Promise<RetryVerdict> => {
         if (!isImmichError(error)) return { retry: false };
-        if (error.kind === 'server') return { retry: true, atLeastMs: error.details.retryAfterMs };
-        if (error.kind !== 'network') return { retry: false };
-        // A dropped connection may be the server going away or just this request: the gate
-        // tells which. Waiting out an outage costs the file nothing.
+        if (!mayBeDown(error)) return error.kind === 'server' ? { retry: true, atLeastMs: error.details.retryAfterMs } : { retry: false };
+        // A dropped connection, or a proxy's answer, may be the server going away or just this
+        // request: the gate tells which. Waiting out an outage costs the file nothing.
         const wasDown = await gate.waitUntilUp(signals.wait);
-        return { retry: true, free: wasDown };
+        if (wasDown && freeRetries < MAX_FREE_RETRIES) {
+          freeRetries++;
+          return { retry: true, free: true };
+        }
+        // Up all along: a 404 is Immich's own answer, and final.
+        if (error.kind === 'rejected' && !wasDown) return { retry: false };
+        return { retry: true, atLeastMs: error.details.retryAfterMs };
       },
       onRetry: ({ error, attempt, delayMs }) =>
         logger.debug({ what, attempt, delayMs, reason: messageOf(error) }, 'retrying'),
     });
   }
+}
+
+/**
+ * Whether a failed call may mean the server is down: no answer, a proxy's 502, 503 or 504, or a
+ * 404 for the upload routes every Immich has (Traefik answers 404 while Immich's container is
+ * made anew).
+ */
+function mayBeDown(error: ImmichError): boolean {
+  return error.kind === 'network' || isGatewayTrouble(error) || error.status === 404;
 }
 
 /**

@@ -1,0 +1,76 @@
+import { randomBytes } from 'node:crypto';
+import { pino } from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { ImmichClient, UploadRequest } from '../../src/immich/client.js';
+import { isImmichError } from '../../src/immich/errors.js';
+import { createImmichClient } from '../../src/immich/http-client.js';
+import { ResilientImmich, ServerGate } from '../../src/immich/resilient.js';
+import { systemClock } from '../../src/support/clock.js';
+import { startFakeImmich, type FakeImmich } from '../fakes/immich-server.js';
+import { sha1 } from '../helpers/media.js';
+
+let server: FakeImmich;
+let client: ImmichClient;
+const stop = new AbortController();
+const FAST = { maxAttempts: 2, baseDelayMs: 5, maxDelayMs: 20 };
+
+beforeEach(async () => {
+  server = await startFakeImmich({ major: 3 });
+  client = createImmichClient({ apiUrl: server.apiUrl, apiKey: 'test-key' });
+});
+
+afterEach(async () => {
+  client.close();
+  await server.close();
+});
+
+/** The client as the pipeline has it, with two attempts per request and a quick probe. */
+function resilient(around: ImmichClient = client): ResilientImmich {
+  const logger = pino({ level: 'silent' });
+  const gate = new ServerGate({ client: around, clock: systemClock, logger, signal: stop.signal, policy: FAST });
+  return new ResilientImmich({ client: around, gate, clock: systemClock, logger, policy: FAST });
+}
+
+function photo(): UploadRequest {
+  const bytes = randomBytes(2048);
+  const at = new Date(Date.UTC(2024, 0, 1)).toISOString();
+  return { fields: { fileCreatedAt: at, fileModifiedAt: at }, checksum: sha1(bytes), file: { filename: 'IMG_1.jpg', contentType: 'image/jpeg', bytes } };
+}
+
+/** Each upload has the server look down to the next ping, as a proxy whose Immich restarts. */
+function downAtEachUpload(status: number): ImmichClient {
+  return {
+    ...client,
+    uploadAsset: (request, signal) => {
+      server.failNext(1, status, { path: '/api/server/ping' });
+      return client.uploadAsset(request, signal);
+    },
+  };
+}
+
+describe('ResilientImmich', () => {
+  for (const status of [502, 503, 504, 404]) {
+    it(`waits out a proxy's ${status} while Immich behind it restarts, without using up the file's attempts`, async () => {
+      // Traefik answers 404 for every route while Immich's container is made anew; nginx 502.
+      server.failNext(3, status, { path: '/api/assets', exact: true });
+      const result = await resilient(downAtEachUpload(status)).uploadAsset(photo(), {});
+      expect(result.status).toBe('created');
+      expect(server.assets).toHaveLength(1);
+    });
+  }
+
+  it("takes a 404 from a server that answers its pings as Immich's own refusal", async () => {
+    server.failNext(1, 404, { path: '/api/assets', exact: true });
+    const error: unknown = await resilient().uploadAsset(photo(), {}).catch((caught: unknown) => caught);
+    expect(isImmichError(error) && error.kind).toBe('rejected');
+    expect(server.assets).toHaveLength(0);
+  });
+
+  it('fails an upload that takes the server down each time, in the end', async () => {
+    // Five free retries, as the server was down each time, then the two attempts of FAST.
+    server.failNext(100, 502, { path: '/api/assets', exact: true });
+    const error: unknown = await resilient(downAtEachUpload(502)).uploadAsset(photo(), {}).catch((caught: unknown) => caught);
+    expect(isImmichError(error) && error.status).toBe(502);
+    expect(server.requests.filter((request) => request.path === '/api/assets')).toHaveLength(7);
+  });
+});
