@@ -64,6 +64,13 @@ interface Context {
   inactivityTimeoutMs: number;
 }
 
+/**
+ * The wait for the answer to an upload once its body is sent: twice the inactivity timeout (2
+ * minutes), or longer for a large body, so that a proxy that buffered it can pass it on to Immich
+ * at 5 MB/s (a NAS's disk, a Raspberry Pi's card): 14 minutes for a 4 GB video.
+ */
+const ANSWER_BYTES_PER_MS = (5 * 1024 * 1024) / 1000;
+
 /** Responses are small JSON documents; a bigger one is not the Immich API answering. */
 const MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
 
@@ -330,11 +337,17 @@ function exchange(context: Context, spec: RequestSpec, signal: AbortSignal | und
       const stale = req.reusedSocket && !responseStarted && (error.code === 'ECONNRESET' || error.code === 'EPIPE');
       settle({ error: stale ? new StaleSocket(mapped) : mapped });
     });
+    // Once the body is sent, the answer may take a while: a proxy that buffers a whole upload
+    // before passing it on (nginx does by default) answers only once Immich has it all.
+    let waitMs = context.inactivityTimeoutMs;
     req.on('timeout', () => {
-      settle({ error: timeoutError(context, spec.method, endpoint) });
+      settle({ error: timeoutError(context, spec.method, endpoint, requestSent ? waitMs : undefined) });
     });
     req.on('finish', () => {
       requestSent = true;
+      if (!spec.body || 'json' in spec.body) return;
+      waitMs = Math.max(2 * context.inactivityTimeoutMs, Math.ceil(spec.body.contentLength / ANSWER_BYTES_PER_MS));
+      req.setTimeout(waitMs);
     });
     req.on('response', (res) => {
       responseStarted = true;
@@ -477,15 +490,13 @@ function tlsFix(code: string): string {
   return '';
 }
 
-function timeoutError(context: Context, method: string, endpoint: string): ImmichError {
-  const seconds = context.inactivityTimeoutMs / 1000;
-  return new ImmichError(
-    'network',
-    method,
-    endpoint,
-    `${method} ${endpoint}: no byte sent to or received from the Immich server at ${context.origin} for ${seconds} s (ETIMEDOUT)`,
-    { code: 'ETIMEDOUT' },
-  );
+/** `answerWaitMs`: how long the answer was waited for once the whole request was sent. */
+function timeoutError(context: Context, method: string, endpoint: string, answerWaitMs?: number): ImmichError {
+  const what =
+    answerWaitMs === undefined
+      ? `no byte sent to or received from the Immich server at ${context.origin} for ${context.inactivityTimeoutMs / 1000} s`
+      : `no answer from the Immich server at ${context.origin} ${Math.round(answerWaitMs / 1000)} s after the whole request was sent`;
+  return new ImmichError('network', method, endpoint, `${method} ${endpoint}: ${what} (ETIMEDOUT)`, { code: 'ETIMEDOUT' });
 }
 
 function unexpectedBody(context: Context, spec: RequestSpec, expected: string, contentType?: string): ImmichError {

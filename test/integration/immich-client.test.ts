@@ -323,6 +323,16 @@ describe('upload from memory', () => {
     expect(error).toMatchObject({ kind: 'network', details: { code: 'ETIMEDOUT' } });
   });
 
+  it('waits longer for the answer once an upload is sent, as a proxy that buffers it first answers late', { timeout: 10_000 }, async () => {
+    const { server, immich } = await setup({}, { inactivityTimeoutMs: 300 });
+    // nginx passes an upload on to Immich only once it has it whole: the answer comes that much later.
+    server.delayNext(1, 450, { path: '/api/assets', exact: true });
+    expect((await immich.uploadAsset(memoryUpload(randomBytes(2048)))).status).toBe('created');
+    server.stall();
+    const error = await immichRejection(immich.uploadAsset(memoryUpload(randomBytes(2048))));
+    expect(error.message).toMatch(/: no answer from the Immich server at http:\/\/127\.0\.0\.1:\d+ 1 s after the whole request was sent \(ETIMEDOUT\)$/);
+  });
+
   it('aborts with the signal reason while on the wire', { timeout: 5_000 }, async () => {
     const { server, immich } = await setup();
     server.stall();
