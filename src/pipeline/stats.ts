@@ -12,7 +12,8 @@ export class RunStats {
   unchanged = 0;
   /** Files read to compute their checksum: what a restart in keep mode should not do again. */
   hashed = 0;
-  private lastReported = '';
+  /** As at the start: a daemon that had nothing to do says nothing. */
+  private lastReported = JSON.stringify(this.snapshot(0));
 
   snapshot(queued: number): StatsSnapshot {
     return {
