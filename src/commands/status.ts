@@ -13,7 +13,8 @@ export interface StatusReport {
   inProgress: number;
   totals: { today: Totals; ever: Totals };
   failed: { path: string; error: string | null; attempts: number; nextRetryAt: string | null }[];
-  recent: { path: string; state: FileState; bytes: number; at: string; assetId: string | null; archivePath: string | null }[];
+  /** `error`: why it failed, was skipped or left in place. */
+  recent: { path: string; state: FileState; bytes: number; at: string; assetId: string | null; archivePath: string | null; error: string | null }[];
 }
 
 interface Totals {
@@ -47,6 +48,7 @@ export function buildStatus(input: { journal: Journal; file: string; running: bo
       at: new Date(row.updatedAt).toISOString(),
       assetId: row.assetId,
       archivePath: row.archivePath,
+      error: row.error,
     })),
   };
 }
@@ -70,7 +72,7 @@ export function formatStatus(report: StatusReport): string {
   if (report.recent.length > 0) {
     lines.push(`last ${report.recent.length}:`);
     for (const row of report.recent) {
-      const where = row.archivePath ? ` -> ${row.archivePath}` : '';
+      const where = row.archivePath ? ` -> ${row.archivePath}` : row.error ? ` (${row.error})` : '';
       lines.push(`  ${row.at}  ${row.state.padEnd(8)}  ${row.path}${where}`);
     }
   }
@@ -101,7 +103,7 @@ function describeOutcome(row: FileRow): string {
     case 'deleted':
       return `on the server (asset ${row.assetId ?? '?'}), original deleted`;
     case 'kept':
-      return `on the server (asset ${row.assetId ?? '?'}), original kept in place`;
+      return `on the server (asset ${row.assetId ?? '?'}), original ${row.error ?? 'kept in place'}`;
     case 'failed':
       return `failed: ${row.error ?? 'unknown error'}`;
     case 'skipped':

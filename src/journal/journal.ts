@@ -765,7 +765,8 @@ function unusableJournal(file: string, cause: unknown): JournalError {
 
 /** The stored columns after moving `row` to `to` with `details`. */
 function columnsAfter(row: FileRow, to: FileState, details: RecordDetails): Partial<FileRow> {
-  const explains = to === 'failed' || to === 'skipped' || to === 'gone';
+  // Kept with a reason: left in place, as its folder cannot be written to.
+  const explains = to === 'failed' || to === 'skipped' || to === 'gone' || to === 'kept';
   return {
     checksum: details.checksum ?? row.checksum,
     assetId: details.assetId ?? row.assetId,

@@ -247,6 +247,10 @@ describe('watch', () => {
       const archived = existsSync(archiveDir) ? await readdir(archiveDir, { recursive: true, withFileTypes: true }) : [];
       expect(archived.filter((entry) => !entry.isDirectory()), 'nothing copied into the archive').toEqual([]);
       expect(server.assets).toHaveLength(3);
+      const photo = join(card, 'DCIM/100CANON/IMG_0001.jpg');
+      const why = `left in place: ${join(card, 'DCIM/100CANON')} is on a read-only file system`;
+      expect((await runCli(['status'], { env: env() })).stdout).toContain(`kept      ${photo} (${why})`);
+      expect((await runCli(['history', photo], { env: env() })).stdout).toContain(`original ${why}\n`);
 
       // A daemon, started later, finds them still locked: not uploaded again, still left.
       const run = watch({ RESCAN_INTERVAL_SECONDS: '1' });
