@@ -798,7 +798,6 @@ function sameVersion(row: FileRow, file: FileVersionRef): boolean {
   return row.size === file.size && row.mtimeMs === file.mtimeMs;
 }
 
-/** 0: the exact path; 1: the file name (any case); 2: part of the path (any case); null: no match. */
 /**
  * How closely a row matches what `history` was asked: 0 its path, archive path or asset id (as
  * Immich's web page of the photo shows it), 1 the file name of either path, 2 part of either path

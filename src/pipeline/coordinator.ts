@@ -332,7 +332,7 @@ export class Coordinator {
    * The original could not be moved or deleted, as its folder cannot be written to (a card with
    * its lock switch on, a read-only mount): it stays, and this version is not tried again on a
    * timer, which would read it again each time. The folder is looked at again when the file is
-   * seen again (a rescan, the card put back) and a minute has passed: once it can be written to,
+   * seen again (a rescan, the card put back), at most once a second: once it can be written to,
    * its files go on to the archive. A restart tries them again too (the journal's `kept` counts
    * as done only in keep mode).
    */
