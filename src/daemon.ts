@@ -259,6 +259,10 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     retryFailed: mode === 'watch',
     record,
     isDone: (candidate) => isDone(journal, candidate, config.afterUpload),
+    writable: (folder) => archiveFs.writable(folder).then(
+      () => true,
+      () => false,
+    ),
     process: async (file) => {
       // Seen while it was being written, it grew past the limit since (the detector looks at files it lists).
       if (file.size > config.maxFileSizeBytes) return { kind: 'skipped', reason: tooLarge(file.size, config.maxFileSizeBytes) };

@@ -1,6 +1,5 @@
 import { setMaxListeners } from 'node:events';
-import { constants as fsConstants } from 'node:fs';
-import { access, lstat } from 'node:fs/promises';
+import { lstat } from 'node:fs/promises';
 import { dirname, relative } from 'node:path';
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
@@ -95,7 +94,7 @@ export class Coordinator {
       onFatal: (error: unknown) => void;
       /** Called when a file's original left the watch folder (moved into the archive, or deleted). */
       onOriginalGone?: (file: Candidate) => void;
-      /** Whether a folder may be written to now (default: `access` with W_OK). */
+      /** Whether a folder may be written to now: its originals left in place then go on (see leave). */
       writable?: (folder: string) => Promise<boolean>;
     },
   ) {
@@ -360,8 +359,7 @@ export class Coordinator {
     const now = this.deps.clock.monotonic();
     if (!known || now - known.lookedAt < UNWRITABLE_LOOK_MS) return;
     known.lookedAt = now;
-    const writable = this.deps.writable ?? canWrite;
-    void writable(folder).then((yes) => {
+    void (this.deps.writable?.(folder) ?? Promise.resolve(false)).then((yes) => {
       if (!yes || this.stopped) return;
       this.unwritable.delete(folder);
       this.deps.logger.info({ folder }, `${known.shown} can be written to now: the originals left there go on`);
@@ -504,12 +502,6 @@ function describeDisposition(disposition: Disposition): string {
   }
 }
 
-async function canWrite(folder: string): Promise<boolean> {
-  return access(folder, fsConstants.W_OK).then(
-    () => true,
-    () => false,
-  );
-}
 
 async function currentVersion(file: Candidate): Promise<Candidate | undefined> {
   try {
