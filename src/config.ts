@@ -195,9 +195,9 @@ export function loadConfig(input: LoadConfigInput): LoadedConfig {
 
   // Checked against the usable watch folders even when others failed, so that every problem
   // shows up in one round.
-  // The archive only matters when files are moved there.
-  const excludedPaths =
-    archive !== undefined && afterUpload === 'move' ? checkArchiveAgainstWatch(ctx, watchFolders.folders, archive) : [];
+  // The archive is never taken for incoming files, whatever the mode: in delete mode every file in
+  // it is on the server, and would be deleted.
+  const excludedPaths = archive !== undefined ? checkArchiveAgainstWatch(ctx, watchFolders.folders, archive, afterUpload === 'move') : [];
   // The journal lives outside what is watched, whatever the user chose.
   if (stateDirectory !== undefined && watchFolders.folders.some((folder) => isAtOrInside(stateDirectory, folder))) {
     excludedPaths.push(stateDirectory);
@@ -903,12 +903,22 @@ function xdgStateDefault(ctx: Ctx): Raw | undefined {
 }
 
 /** Refuses archive/watch overlaps that would loop; excludes an archive inside a watch folder. */
-function checkArchiveAgainstWatch(ctx: Ctx, watchFolders: readonly string[], archive: string): string[] {
+/**
+ * The archive folders to leave out of watching, and the problems of an archive that is a watch
+ * folder or holds one, which matter only when files are moved there (`moving`).
+ */
+function checkArchiveAgainstWatch(ctx: Ctx, watchFolders: readonly string[], archive: string, moving: boolean): string[] {
   const spec = optionSpec('archiveDirectory');
   const raw = pickOrDefault(ctx, spec);
   const excluded: string[] = [];
   for (const folder of watchFolders) {
-    if (folder === archive) {
+    if (!moving) {
+      // What an earlier move mode archived there is not picked up (and, in delete mode, deleted).
+      if (isInside(archive, folder)) {
+        excluded.push(archive);
+        ctx.notes.push(`${spec.env} ${archive} is inside the watch folder ${folder}: it is not watched, so what is archived there stays`);
+      }
+    } else if (folder === archive) {
       report(
         ctx,
         spec,

@@ -618,6 +618,23 @@ describe('watch: a second signal', () => {
 });
 
 describe('once', () => {
+  it('keeps what move mode archived inside the watch folder when the mode becomes delete or keep', async () => {
+    await startServer();
+    archiveDir = join(watchDir, 'Archived');
+    const files = await writeMedia(watchDir, ['IMG_0001.jpg', 'trip/IMG_0002.jpg', 'trip/IMG_0002.jpg.xmp']);
+    expect((await runCli(['once'], { env: env() })).code).toBe(0);
+    const archived = (await readdir(archiveDir, { recursive: true })).sort();
+    expect(archived).toEqual(['IMG_0001.jpg', 'trip', 'trip/IMG_0002.jpg', 'trip/IMG_0002.jpg.xmp']);
+    for (const mode of ['delete', 'keep']) {
+      const again = await runCli(['once'], { env: env({ AFTER_UPLOAD: mode }) });
+      expect(again.code, mode).toBe(0);
+      expect(again.logs.filter((line) => line.msg.includes('Archived/')), `${mode}: nothing of the archive taken up`).toEqual([]);
+      expect((await readdir(archiveDir, { recursive: true })).sort(), mode).toEqual(archived);
+    }
+    for (const [name, bytes] of files) expect((await readIfExists(join(archiveDir, name)))?.equals(bytes), name).toBe(true);
+    expect(server.assets).toHaveLength(2);
+  });
+
   it('stops (exit 1) when the archive is on a disk that /etc/fstab mounts and nothing is mounted there, touching nothing', async () => {
     await startServer();
     const disk = await usbDisk();

@@ -576,6 +576,19 @@ describe('folders', () => {
     expect(notes).toEqual([`ARCHIVE_DIRECTORY ${archive} is inside the watch folder ${join(home, 'Downloads')}: it will not be watched`]);
   });
 
+  it('leaves the archive inside a watch folder out in delete and keep modes too: what it holds is on the server, and delete mode would delete it', () => {
+    const archive = join(home, 'Downloads', 'Archived');
+    for (const mode of ['delete', 'keep']) {
+      const { config, notes } = load({ env: env({ ARCHIVE_DIRECTORY: '~/Downloads/Archived', AFTER_UPLOAD: mode }) });
+      expect(config.excludedPaths, mode).toEqual([archive]);
+      expect(notes.filter((note) => note.startsWith('ARCHIVE_DIRECTORY')), mode).toEqual([
+        `ARCHIVE_DIRECTORY ${archive} is inside the watch folder ${join(home, 'Downloads')}: it is not watched, so what is archived there stays`,
+      ]);
+    }
+    // Not moving there, an archive that is a watch folder, or holds one, is no problem.
+    expect(load({ env: env({ ARCHIVE_DIRECTORY: '~/Pictures', AFTER_UPLOAD: 'delete' }) }).config.excludedPaths).toEqual([]);
+  });
+
   it('compares through symlinks: an archive reached via a link into a watch folder is still excluded', async () => {
     await symlink(join(home, 'Downloads'), join(root, 'dl-link'));
     const { config } = load({ env: env({ ARCHIVE_DIRECTORY: join(root, 'dl-link', 'not-yet', 'archive') }) });
