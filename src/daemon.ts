@@ -395,12 +395,14 @@ function describeAfterUpload(config: RunOptions['config']): string {
 
 /**
  * A file version the journal already saw through needs no work: no hash, no server call. That
- * is what makes `keep` mode cheap after a restart. Failed files are tried again after a restart.
+ * is what makes `keep` mode cheap after a restart. Failed files are tried again after a restart,
+ * and so are files skipped as too large (the scan lists only those under the limit now: it was
+ * raised); an empty file stays skipped.
  */
 function isDone(journal: Journal, candidate: Candidate, afterUpload: RunOptions['config']['afterUpload']): boolean {
   const row = journal.findFinal(candidate.path, candidate.size, candidate.mtimeMs);
   if (!row) return false;
-  return row.state === 'skipped' || (row.state === 'kept' && afterUpload === 'keep');
+  return (row.state === 'skipped' && candidate.size === 0) || (row.state === 'kept' && afterUpload === 'keep');
 }
 
 /** Picks up the `retry` command's request while running: failed files are tried again now. */

@@ -534,6 +534,11 @@ describe('watch', () => {
     expect(server.assets).toHaveLength(0);
     expect(existsSync(path)).toBe(true);
     expect(await stopGracefully(run)).toBe(0);
+    // As the warning says: with the limit raised, the file goes.
+    const raised = await runCli(['once'], { env: env({ MAX_FILE_SIZE_MB: '2' }) });
+    expect(raised.code).toBe(0);
+    expect(server.assets).toHaveLength(1);
+    expect(existsSync(path)).toBe(false);
   });
 
   it('REMOVE_EMPTY_FOLDERS: removes a folder it emptied, quietly, and still sees a new one of the same name', async () => {
