@@ -232,6 +232,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
           afterUpload: config.afterUpload,
           rowsWithStem: (stem) => journal.latestWithStem(stem),
           fs: archiveFs,
+          archiveDirectory: config.archiveDirectory,
           display: (file) => relative(file.root.path, file.path),
           onMoved: (file) => emptyFolders?.note(file.path, file.root),
         });

@@ -12,6 +12,7 @@ import type { FileRow } from '../journal/journal.js';
 import type { Clock } from '../support/clock.js';
 import { messageOf } from '../support/message.js';
 import { Waiters } from '../support/waiters.js';
+import { isInside } from '../support/paths.js';
 import { moveSidecar } from './after-upload.js';
 import { currentVersion, type ArchiveFs } from './archive.js';
 import { Settler } from './settle.js';
@@ -80,6 +81,8 @@ export interface LateSidecarsOptions {
   rowsWithStem: (stem: string) => FileRow[];
   /** Lists the sidecar's folder and moves it into the archive. */
   fs: ArchiveFs;
+  /** ARCHIVE_DIRECTORY now: a photo archived elsewhere (before it changed) is not followed there. */
+  archiveDirectory: string;
   /** Shows a path in log lines (relative to its watch folder). */
   display: (file: Candidate) => string;
   /** Called when a sidecar left the watch folder for the archive. */
@@ -164,6 +167,17 @@ export class LateSidecars {
       // Nothing to do now: judged again when the photo it waits for goes, or at its next sighting.
       if (verdict.kind === 'wait') this.#waiting.set(file.path, file);
       if (verdict.kind === 'wait' || verdict.kind === 'none') return;
+      // Archived before ARCHIVE_DIRECTORY changed: that place may be a disk no longer mounted, or a
+      // folder moved by hand, and a sidecar put there would be lost to view. It stays here.
+      if (verdict.kind === 'follow' && !isInside(verdict.archivedTo, this.#options.archiveDirectory)) {
+        this.#judged.set(file.path, { size: file.size, mtimeMs: file.mtimeMs, retryAt: Number.POSITIVE_INFINITY });
+        logger.warn(
+          { file: shown, photo: verdict.photo, archivedTo: verdict.archivedTo },
+          `${shown} arrived after ${basename(verdict.photo)} went to the server, so Immich did not get it (${NO_LATE_SIDECARS}): ` +
+            `it stays here, since its photo was archived to ${verdict.archivedTo}, outside ARCHIVE_DIRECTORY as it is now`,
+        );
+        return;
+      }
       if (verdict.kind === 'follow') {
         const movedTo = await moveSidecar(file, file.root, verdict.photo, verdict.archivedTo, fs);
         this.#options.onMoved?.(file);

@@ -116,6 +116,7 @@ describe('LateSidecars', () => {
       afterUpload,
       rowsWithStem: (stem) => journal.latestWithStem(stem),
       fs,
+      archiveDirectory: root.archivePath,
       display: (file) => file.path.slice(root.path.length + 1),
     });
     late.start();
@@ -160,6 +161,21 @@ describe('LateSidecars', () => {
     expect(warnings()).toEqual([
       `IMG_1.jpg.xmp arrived after IMG_1.jpg went to the server, so Immich did not get it (Immich takes a sidecar only with a new upload of its photo): moved into the archive beside the photo, as ${join(root.archivePath, 'IMG_1 (1).jpg.xmp')}`,
       expect.stringMatching(/^IMG_2\.xmp arrived after IMG_2\.HEIC went to the server.*as .*IMG_2\.xmp$/),
+    ]);
+  });
+
+  it('leaves one whose photo was archived outside ARCHIVE_DIRECTORY as it is now (changed since, or a disk taken away)', async () => {
+    const late = lateSidecars('move');
+    const earlier = join(temp.path, 'usb', 'archive');
+    const file = { path: join(root.path, 'IMG_1.jpg'), size: 10, mtimeMs: 1 };
+    for (const state of ['discovered', 'settled', 'hashed', 'uploading', 'on-server', 'archiving'] as const) journal.record(file, state);
+    journal.record(file, 'archived', { archivePath: join(earlier, 'IMG_1.jpg') });
+    await writeMedia(root.path, ['IMG_1.jpg.xmp'], 300);
+    await offer(late, 'IMG_1.jpg.xmp');
+    expect(await readdir(root.path)).toEqual(['IMG_1.jpg.xmp']);
+    expect(existsSync(earlier), 'nothing made where the old archive was').toBe(false);
+    expect(warnings()).toEqual([
+      `IMG_1.jpg.xmp arrived after IMG_1.jpg went to the server, so Immich did not get it (Immich takes a sidecar only with a new upload of its photo): it stays here, since its photo was archived to ${join(earlier, 'IMG_1.jpg')}, outside ARCHIVE_DIRECTORY as it is now`,
     ]);
   });
 
