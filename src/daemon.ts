@@ -18,7 +18,7 @@ import { lstatForSettle, settleStatFrom } from './pipeline/settle.js';
 import { EmptyFolders, readWaitingFolders, saveWaitingFolders } from './pipeline/empty-folders.js';
 import { LateSidecars } from './pipeline/late-sidecars.js';
 import { LateWrites } from './pipeline/late-writes.js';
-import { recoverUnfinished } from './pipeline/recover.js';
+import { forgetVanishedFailures, recoverUnfinished } from './pipeline/recover.js';
 import { sentSidecarOf } from './pipeline/sidecar.js';
 import { makeRecorder, type Recorder } from './pipeline/states.js';
 import type { Candidate } from './pipeline/types.js';
@@ -205,6 +205,8 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     logger,
     archiveFs,
   });
+  const vanished = await forgetVanishedFailures(journal.failed(), record);
+  if (vanished > 0) logger.info({ vanished }, `${vanished} failed file(s) are no longer there: no longer counted as failed`);
 
   const immich = new ResilientImmich({ client, gate, clock, logger: logger.child({ stage: 'upload' }) });
   const signals = { wait: stopWaiting, request: requestSignal };

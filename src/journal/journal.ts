@@ -595,7 +595,8 @@ function planTransition(current: FileRow | undefined, file: FileVersionRef, stat
     const [row, step] = transition(restarted, state, details, now);
     return { insert: false, row, versionChanged: true, steps: [restart, step] };
   }
-  if (current?.state === 'failed' && state === 'discovered' && sameVersion(current, file)) {
+  // A failed file tried again, or found no longer there, goes on in its own row.
+  if (current?.state === 'failed' && (state === 'discovered' || state === 'gone') && sameVersion(current, file)) {
     const [row, step] = transition(current, state, details, now);
     return { insert: false, row, versionChanged: false, steps: [step] };
   }

@@ -401,6 +401,8 @@ export class Coordinator {
   private async reoffer(file: Candidate): Promise<void> {
     const current = await currentVersion(file);
     if (current) this.offer(current);
+    // A failed file removed meanwhile is failed no more.
+    else if (this.entries.get(file.path)?.state === 'failed') this.vanished(file.path);
   }
 
   /** Sends a file that changed under us back to settling, without it ever counting as idle. */

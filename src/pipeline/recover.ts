@@ -97,3 +97,17 @@ async function versionOf(path: string): Promise<FileVersion | null> {
     return null;
   }
 }
+
+/**
+ * Records as gone the failed files that are no longer there (deleted by hand, or in a folder no
+ * longer watched), so that `status` does not list them as failed for good. Returns how many.
+ */
+export async function forgetVanishedFailures(rows: readonly (FileVersion & { path: string })[], record: Recorder): Promise<number> {
+  let forgotten = 0;
+  for (const row of rows) {
+    if ((await versionOf(row.path)) !== null) continue;
+    record(row, 'gone', { reason: 'no longer there' });
+    forgotten++;
+  }
+  return forgotten;
+}

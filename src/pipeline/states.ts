@@ -11,7 +11,7 @@ import type { FileVersion } from './types.js';
  *                                      (server had it)        \-> kept
  *   archiving | deleting -> kept (the original's folder cannot be written to: it stays)
  *   any non-final state -> skipped | failed | gone | discovered (the file changed: start over)
- *   failed -> discovered (retried)
+ *   failed -> discovered (retried) | gone (no longer there)
  *
  * `archiving` and `deleting` exist so that a crash between "the server has it" and "the original
  * is gone" is visible at the next start: recovery then looks at the disk to finish the move.
@@ -51,7 +51,8 @@ const FORWARD: Record<FileState, readonly FileState[]> = {
   deleted: [],
   kept: [],
   skipped: [],
-  failed: ['discovered'],
+  // Gone: a failed file that is no longer there (removed by hand, or its folder dropped).
+  failed: ['discovered', 'gone'],
   gone: [],
 };
 

@@ -623,6 +623,20 @@ describe('watch: a second signal', () => {
 });
 
 describe('once', () => {
+  it('no longer counts as failed a failed file that was removed since', async () => {
+    await startServer();
+    await writeFile(join(watchDir, 'notes.txt'), 'not a photo');
+    const first = await runCli(['once'], { env: env({ SUPPORTED_EXTENSIONS: 'jpg,txt' }) });
+    expect(first.code).toBe(1);
+    await rm(join(watchDir, 'notes.txt'));
+    const second = await runCli(['once'], { env: env({ SUPPORTED_EXTENSIONS: 'jpg,txt' }) });
+    expect(second.code).toBe(0);
+    expect(second.logs.map((line) => line.msg)).toContain('1 failed file(s) are no longer there: no longer counted as failed');
+    const status = JSON.parse((await runCli(['status', '--json'], { env: env() })).stdout) as { counts: Record<string, number>; failed: unknown[] };
+    expect(status.failed).toEqual([]);
+    expect(status.counts).toEqual({ gone: 1 });
+  });
+
   it('keeps what move mode archived inside the watch folder when the mode becomes delete or keep', async () => {
     await startServer();
     archiveDir = join(watchDir, 'Archived');

@@ -1,4 +1,4 @@
-import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -69,10 +69,15 @@ afterEach(async () => {
 });
 
 async function offerFile(name: string): Promise<string> {
+  return offerTo(coordinator, name);
+}
+
+/** Writes a file named `name` and offers it to `to`, as the detector would. */
+async function offerTo(to: Coordinator, name: string): Promise<string> {
   const path = join(temp.path, name);
   await writeFile(path, name);
   const candidate: Candidate = { path, root: { path: temp.path, archivePath: join(temp.path, 'archive') }, size: name.length, mtimeMs: 0 };
-  coordinator.offer(candidate);
+  to.offer(candidate);
   return path;
 }
 
@@ -210,6 +215,26 @@ describe('Coordinator: originals left in place', () => {
 });
 
 describe('Coordinator retries', () => {
+  it('records a failed file removed meanwhile as gone at its retry, and no longer counts it', async () => {
+    const gone: string[] = [];
+    const failing = coordinatorFor(
+      pino({ level: 'silent' }),
+      () => Promise.resolve({ kind: 'failed', stage: 'upload', message: 'refused', retryable: false }),
+      undefined,
+      true,
+      { record: makeRecorder(() => Promise.resolve(), (file, state) => void (state === 'gone' && gone.push(basename(file.path)))) },
+    );
+    failing.start();
+    const path = await offerTo(failing, 'refused.txt');
+    await waitFor(() => failing.stats.snapshot(0).failed === 1 && failing.queued === 0, { message: 'the file failed' });
+    await rm(path);
+    expect(failing.retryFailedNow()).toBe(1);
+    await waitFor(() => failing.stats.snapshot(0).failed === 0, { message: 'no longer counted' });
+    expect(gone).toEqual(['refused.txt']);
+    await failing.stop();
+  });
+
+
   it('keeps many failed files waiting for their retry without a listener warning', async () => {
     // Hundreds of files fail at once when the journal's disk is full or the server refuses them
     // all: each waits for its retry, and Node warned of a "possible memory leak" past ten.

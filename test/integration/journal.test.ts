@@ -97,6 +97,7 @@ describe('states', () => {
     'deleting>deleted',
     'deleting>kept',
     'failed>discovered',
+    'failed>gone',
     ...NON_FINAL.flatMap((from) => ['skipped', 'failed', 'gone', 'discovered', from].map((to) => `${from}>${to}`)),
   ]);
 

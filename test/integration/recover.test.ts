@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { WatchRoot } from '../../src/config.js';
-import { recoverUnfinished, type UnfinishedRow } from '../../src/pipeline/recover.js';
+import { forgetVanishedFailures, recoverUnfinished, type UnfinishedRow } from '../../src/pipeline/recover.js';
 import { makeRecorder, type FileState, type RecordDetails } from '../../src/pipeline/states.js';
 import { readIfExists, sha1, writeMedia } from '../helpers/media.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
@@ -157,5 +157,23 @@ describe('recoverUnfinished', () => {
     expect(summary).toEqual({ finished: 0, resumed: 1, gone: 1 });
     expect(recorded).toEqual([{ path: vanished.path, state: 'gone', details: undefined }]);
     expect(await readIfExists(present.path)).toBeDefined();
+  });
+});
+
+describe('forgetVanishedFailures', () => {
+  it('records as gone the failed files that are no longer there, and only those', async () => {
+    await writeMedia(root.path, ['still-here.txt']);
+    const here = await stat(join(root.path, 'still-here.txt'));
+    const rows = [
+      { path: join(root.path, 'still-here.txt'), size: here.size, mtimeMs: here.mtimeMs },
+      { path: join(root.path, 'removed.txt'), size: 3, mtimeMs: 1 },
+      { path: join(temp.path, 'no-longer-watched', 'a.txt'), size: 3, mtimeMs: 1 },
+    ];
+    const record = async (file: { path: string }, state: FileState, details?: RecordDetails): Promise<void> => void recorded.push({ path: file.path, state, details });
+    expect(await forgetVanishedFailures(rows, record)).toBe(2);
+    expect(recorded).toEqual([
+      { path: rows[1]?.path, state: 'gone', details: { reason: 'no longer there' } },
+      { path: rows[2]?.path, state: 'gone', details: { reason: 'no longer there' } },
+    ]);
   });
 });
