@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { abortReason, type Clock } from '../support/clock.js';
 import { messageOf } from '../support/message.js';
 import { backoffDelay, retry, type RetryPolicy, type RetryVerdict } from '../support/retry.js';
+import { Waiters } from '../support/waiters.js';
 import type { BulkCheckItem, BulkCheckResult, ImmichClient, UploadRequest, UploadResult } from './client.js';
 import { isGatewayTrouble, isImmichError, type ImmichError } from './errors.js';
 
@@ -69,11 +70,95 @@ export class ServerGate {
 }
 
 /**
+ * Immich failing the uploads of several files in a row with an error of its own (500: the disk
+ * of its library full, say) is the server's trouble, not the files': each would otherwise fail
+ * and be tried again on its own timer, with a line in the log each time, for as long as it lasts,
+ * and wait up to an hour after it is over. Uploads wait here instead, and one at a time goes to
+ * see whether the server takes uploads again: after 30 s, then twice as long each time, up to
+ * 10 minutes. A file the server fails on alone (the others go through) never opens it: it takes
+ * `threshold` different files in a row.
+ */
+export class UploadBreaker {
+  /** The uploads failed in a row since the last one that went through. */
+  #failing = new Set<object>();
+  #open = false;
+  #delayMs: number;
+  /** When the next upload may go to see, while open (`clock.monotonic()`). */
+  #trialAt = 0;
+  /** The upload that went to see, while it is on its way. */
+  #trial: object | undefined;
+  readonly #waiters = new Waiters();
+
+  constructor(
+    private readonly deps: { clock: Clock; logger: Logger; threshold?: number; firstDelayMs?: number; maxDelayMs?: number },
+  ) {
+    this.#delayMs = deps.firstDelayMs ?? 30_000;
+  }
+
+  get isOpen(): boolean {
+    return this.#open;
+  }
+
+  /** Resolves when `upload` may be sent: at once while uploads go through. */
+  async pass(upload: object, signal?: AbortSignal): Promise<void> {
+    while (this.#open && this.#trial !== upload) {
+      const wait = this.#trialAt - this.deps.clock.monotonic();
+      if (this.#trial === undefined && wait <= 0) {
+        this.#trial = upload;
+        return;
+      }
+      // Until the state changes, or (no upload on its way) the next one may go to see.
+      const timer = new AbortController();
+      const woken = this.#waiters.next();
+      const due = this.#trial === undefined ? this.deps.clock.sleep(wait, timer.signal).catch(() => undefined) : woken;
+      try {
+        await raceAbort(Promise.race([woken, due]), signal);
+      } finally {
+        timer.abort();
+      }
+    }
+  }
+
+  /** An upload went through: uploads go on. */
+  succeeded(): void {
+    this.#failing.clear();
+    if (!this.#open) return;
+    this.#open = false;
+    this.#trial = undefined;
+    this.#delayMs = this.deps.firstDelayMs ?? 30_000;
+    this.deps.logger.info('Immich takes uploads again; resuming');
+    this.#waiters.wakeAll();
+  }
+
+  /** An upload failed: `serverTrouble` when with an error of the server's own (500, 507...). */
+  failed(upload: object, serverTrouble: boolean, reason: string): void {
+    if (this.#trial === upload) {
+      this.#trial = undefined;
+      if (serverTrouble) this.#delayMs = Math.min(2 * this.#delayMs, this.deps.maxDelayMs ?? 600_000);
+      this.#trialAt = this.deps.clock.monotonic() + this.#delayMs;
+      this.#waiters.wakeAll();
+      return;
+    }
+    if (!serverTrouble || this.#open) return;
+    this.#failing.add(upload);
+    if (this.#failing.size < (this.deps.threshold ?? 3)) return;
+    this.#open = true;
+    this.#trialAt = this.deps.clock.monotonic() + this.#delayMs;
+    this.deps.logger.warn(
+      { reason, files: this.#failing.size },
+      `Immich failed the uploads of ${this.#failing.size} files in a row (${reason}): uploads wait, and one is tried now and then until the server takes it`,
+    );
+  }
+}
+
+/**
  * The client with the project's retry policy around every call: 5xx, 408 and 429 are retried
  * with backoff (honouring Retry-After), a server that stops answering pauses the caller until
  * it is back (without using up attempts), and anything else is final.
  */
 export class ResilientImmich {
+  private readonly breaker: UploadBreaker;
+
   constructor(
     private readonly deps: {
       client: ImmichClient;
@@ -81,8 +166,11 @@ export class ResilientImmich {
       clock: Clock;
       logger: Logger;
       policy?: RetryPolicy;
+      breaker?: UploadBreaker;
     },
-  ) {}
+  ) {
+    this.breaker = deps.breaker ?? new UploadBreaker({ clock: deps.clock, logger: deps.logger });
+  }
 
   get client(): ImmichClient {
     return this.deps.client;
@@ -93,7 +181,19 @@ export class ResilientImmich {
   }
 
   uploadAsset(request: UploadRequest, signals: CallSignals): Promise<UploadResult> {
-    return this.withRetry('upload', (signal) => this.deps.client.uploadAsset(request, signal), signals);
+    const { breaker } = this;
+    const send = async (signal?: AbortSignal): Promise<UploadResult> => {
+      await breaker.pass(request, signals.wait);
+      try {
+        const result = await this.deps.client.uploadAsset(request, signal);
+        breaker.succeeded();
+        return result;
+      } catch (error) {
+        breaker.failed(request, isServerTrouble(error), messageOf(error));
+        throw error;
+      }
+    };
+    return this.withRetry('upload', send, signals);
   }
 
   private withRetry<T>(what: string, call: (signal?: AbortSignal) => Promise<T>, signals: CallSignals): Promise<T> {
@@ -105,6 +205,8 @@ export class ResilientImmich {
       signal: signals.wait,
       classify: async (error): Promise<RetryVerdict> => {
         if (!isImmichError(error)) return { retry: false };
+        // Waiting for the server to take uploads again costs the file nothing either.
+        if (isServerTrouble(error) && this.breaker.isOpen) return { retry: true, free: true };
         if (!mayBeDown(error)) return error.kind === 'server' ? { retry: true, atLeastMs: error.details.retryAfterMs } : { retry: false };
         // A dropped connection, or a proxy's answer, may be the server going away or just this
         // request: the gate tells which. Waiting out an outage costs the file nothing.
@@ -121,6 +223,11 @@ export class ResilientImmich {
         logger.debug({ what, attempt, delayMs, reason: messageOf(error) }, 'retrying'),
     });
   }
+}
+
+/** An error of the server's own making (500, 507...), not a proxy's, nor one of being busy (429, 408). */
+function isServerTrouble(error: unknown): boolean {
+  return isImmichError(error) && error.kind === 'server' && (error.status ?? 0) >= 500 && !isGatewayTrouble(error);
 }
 
 /**

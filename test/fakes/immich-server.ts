@@ -105,6 +105,8 @@ export interface FakeImmich {
   delayNext(count: number, ms: number, opts?: { path?: string; exact?: boolean }): void;
   /** The next upload's connection is destroyed after `afterBytes` body bytes (default 0). */
   dropNextUpload(opts?: { afterBytes?: number }): void;
+  /** Every upload announcing this checksum (`x-immich-checksum`) is answered `status`: a file the server fails on. */
+  failUploadsOf(checksum: string, status: number): void;
   /**
    * Each request answers `status` with probability `rate` (deterministic for a seed). Applies to
    * paths starting with `opts.paths` (default `/api/assets`: uploads and bulk checks). Rate 0 stops it.
@@ -188,6 +190,7 @@ export async function startFakeImmich(options: FakeImmichOptions = {}): Promise<
   let uploadCount = 0;
   let bytesReceived = 0;
   let failRules: FailRule[] = [];
+  const failingChecksums = new Map<string, number>();
   let delayRules: DelayRule[] = [];
   let dropUpload: { afterBytes: number } | undefined;
   let failureRate: FailureRate | undefined;
@@ -302,6 +305,11 @@ export async function startFakeImmich(options: FakeImmichOptions = {}): Promise<
       if (closed) return;
     }
 
+    const poisoned = method === 'POST' && path === '/api/assets' ? failingChecksums.get(String(req.headers['x-immich-checksum'])) : undefined;
+    if (poisoned !== undefined) {
+      sendFault(res, entry, poisoned);
+      return;
+    }
     const fail = takeRule(failRules, path);
     if (fail) {
       sendFault(res, entry, fail.status, fail.retryAfterSeconds, fail.message);
@@ -637,6 +645,9 @@ export async function startFakeImmich(options: FakeImmichOptions = {}): Promise<
     },
     setMajor(next) {
       major = next;
+    },
+    failUploadsOf(checksum, status) {
+      failingChecksums.set(checksum, status);
     },
     failNext(count, status, opts = {}) {
       failRules.push({ remaining: count, status, ...opts });

@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ImmichClient, UploadRequest } from '../../src/immich/client.js';
 import { isImmichError } from '../../src/immich/errors.js';
 import { createImmichClient } from '../../src/immich/http-client.js';
-import { ResilientImmich, ServerGate } from '../../src/immich/resilient.js';
+import { ResilientImmich, ServerGate, UploadBreaker } from '../../src/immich/resilient.js';
 import { systemClock } from '../../src/support/clock.js';
 import { startFakeImmich, type FakeImmich } from '../fakes/immich-server.js';
 import { sha1 } from '../helpers/media.js';
@@ -24,11 +24,17 @@ afterEach(async () => {
   await server.close();
 });
 
-/** The client as the pipeline has it, with two attempts per request and a quick probe. */
-function resilient(around: ImmichClient = client): ResilientImmich {
-  const logger = pino({ level: 'silent' });
+/** The client as the pipeline has it, with two attempts per request, a quick probe and a quick breaker. */
+function resilient(around: ImmichClient = client, logger: Logger = pino({ level: 'silent' })): ResilientImmich {
   const gate = new ServerGate({ client: around, clock: systemClock, logger, signal: stop.signal, policy: FAST });
-  return new ResilientImmich({ client: around, gate, clock: systemClock, logger, policy: FAST });
+  const breaker = new UploadBreaker({ clock: systemClock, logger, firstDelayMs: 10, maxDelayMs: 40 });
+  return new ResilientImmich({ client: around, gate, clock: systemClock, logger, policy: FAST, breaker });
+}
+
+/** A logger that keeps its lines' messages, by level. */
+function recording(): { logger: Logger; lines: Array<{ level: number; msg: string }> } {
+  const lines: Array<{ level: number; msg: string }> = [];
+  return { logger: pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string }) }), lines };
 }
 
 function photo(): UploadRequest {
@@ -72,5 +78,31 @@ describe('ResilientImmich', () => {
     const error: unknown = await resilient(downAtEachUpload(502)).uploadAsset(photo(), {}).catch((caught: unknown) => caught);
     expect(isImmichError(error) && error.status).toBe(502);
     expect(server.requests.filter((request) => request.path === '/api/assets')).toHaveLength(7);
+  });
+
+  it('holds the uploads while Immich fails them all (its disk full), one trying now and then, and sends them all once it takes them again', async () => {
+    const { logger, lines } = recording();
+    const immich = resilient(client, logger);
+    // Two attempts each would fail all four files; a full disk is not the files' fault.
+    server.failNext(12, 500, { path: '/api/assets', exact: true, message: 'ENOSPC: no space left on device' });
+    const results = await Promise.all([photo(), photo(), photo(), photo()].map((request) => immich.uploadAsset(request, {})));
+    expect(results.map((result) => result.status)).toEqual(['created', 'created', 'created', 'created']);
+    expect(server.assets).toHaveLength(4);
+    expect(lines.map((line) => [line.level, line.msg])).toEqual([
+      [40, 'Immich failed the uploads of 3 files in a row (POST /api/assets answered 500: ENOSPC: no space left on device): uploads wait, and one is tried now and then until the server takes it'],
+      [30, 'Immich takes uploads again; resuming'],
+    ]);
+  });
+
+  it('does not hold the other uploads for a file the server fails on alone', async () => {
+    const { logger, lines } = recording();
+    const immich = resilient(client, logger);
+    const poison = photo();
+    server.failUploadsOf(poison.checksum ?? '', 500);
+    const [failed, ...others] = await Promise.allSettled([poison, photo(), photo(), photo()].map((request) => immich.uploadAsset(request, {})));
+    expect(failed?.status).toBe('rejected');
+    expect(others.map((result) => result.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled']);
+    expect(server.requests.filter((request) => request.status === 500)).toHaveLength(FAST.maxAttempts);
+    expect(lines).toEqual([]);
   });
 });
