@@ -33,6 +33,12 @@ interface Entry {
 const RETRY_BASE_MS = 60_000;
 const RETRY_MAX_MS = 60 * 60_000;
 /**
+ * Tries of a file whose upload fails (Immich answers an error for that file alone: the others
+ * go through, see UploadBreaker) before it waits for a change, a restart or `retry`: about a day.
+ * Each try sends the whole file again, up to ten times.
+ */
+const MAX_UPLOAD_TRIES = 30;
+/**
  * How early a retry's timer may fire and still count as due: a timer counts from the event
  * loop's cached time, and fires up to a millisecond before `clock.monotonic()` reaches its end.
  * Without it, one retry in ten was dropped until the next rescan (minutes to hours).
@@ -82,6 +88,8 @@ export class Coordinator {
       maxInProgress: number;
       /** Whether failed files are tried again later in this run (watch) or not (once). */
       retryFailed: boolean;
+      /** Tries of a file failing at its upload before it waits for a change (default MAX_UPLOAD_TRIES). */
+      maxUploadTries?: number;
       process: (file: SettledFile) => Promise<FileOutcome>;
       /** Persists the transitions the coordinator decides (discovered, skipped, failed, gone). */
       record: Recorder;
@@ -288,15 +296,17 @@ export class Coordinator {
         const entry = this.entries.get(file.path);
         const failures = (entry?.failures ?? 0) + 1;
         const delayMs = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** (failures - 1));
-        const retrying = outcome.retryable && this.deps.retryFailed;
+        const givingUp = outcome.stage === 'upload' && failures >= (this.deps.maxUploadTries ?? MAX_UPLOAD_TRIES);
+        const retrying = outcome.retryable && this.deps.retryFailed && !givingUp;
         const retryAt = retrying ? clock.monotonic() + delayMs : Number.POSITIVE_INFINITY;
         this.deps.record(file, 'failed', {
           error: `${outcome.stage}: ${outcome.message}`,
           nextRetryAt: retrying ? clock.now() + delayMs : null,
         });
+        const gaveUp = outcome.retryable && this.deps.retryFailed && givingUp ? `; tried ${failures} times: tried again when it changes, after a restart, or with \`retry\`` : '';
         logger.error(
           { ...fields, stage: outcome.stage, error: outcome.message, ...(Number.isFinite(retryAt) ? { retryInMs: delayMs } : {}) },
-          `failed ${fields.file}: ${outcome.message}`,
+          `failed ${fields.file}: ${outcome.message}${gaveUp}`,
         );
         this.park(file.path, 'failed', retryAt, failures, outcome.stage);
         if (Number.isFinite(retryAt)) this.retryLater(file, delayMs);

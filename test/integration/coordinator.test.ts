@@ -235,6 +235,37 @@ describe('Coordinator retries', () => {
   });
 
 
+  it('stops trying on a timer a file whose upload fails at every try, after the tries allowed', async () => {
+    const fake = new FakeClock();
+    const lines: Array<{ level: number; msg: string }> = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as (typeof lines)[number]) });
+    let tries = 0;
+    const failing = coordinatorFor(
+      logger,
+      () => Promise.resolve<FileOutcome>((tries++, { kind: 'failed', stage: 'upload', message: 'POST /api/assets answered 500: Internal Server Error', retryable: true })),
+      undefined,
+      true,
+      { clock: fake, intervalMs: 1_000, maxUploadTries: 3 },
+    );
+    failing.start();
+    try {
+      await offerTo(failing, 'poison.jpg');
+      // Tries after 0, 1 and 3 minutes; then none, however long.
+      await waitFor(async () => (await fake.advance(1_000), tries === 3 && failing.queued === 0), { timeoutMs: 20_000, message: 'three tries' });
+      await fake.advance(3 * 60 * 60_000);
+      expect(tries).toBe(3);
+      expect(lines.filter((line) => line.level === 50).map((line) => line.msg)).toEqual([
+        'failed poison.jpg: POST /api/assets answered 500: Internal Server Error',
+        'failed poison.jpg: POST /api/assets answered 500: Internal Server Error',
+        'failed poison.jpg: POST /api/assets answered 500: Internal Server Error; tried 3 times: tried again when it changes, after a restart, or with `retry`',
+      ]);
+      expect(failing.retryFailedNow()).toBe(1);
+      await waitFor(async () => (await fake.advance(1_000), tries === 4), { timeoutMs: 20_000, message: 'the try asked for' });
+    } finally {
+      await failing.stop();
+    }
+  });
+
   it('keeps many failed files waiting for their retry without a listener warning', async () => {
     // Hundreds of files fail at once when the journal's disk is full or the server refuses them
     // all: each waits for its retry, and Node warned of a "possible memory leak" past ten.
