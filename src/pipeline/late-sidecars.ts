@@ -39,8 +39,11 @@ export type LateSidecarVerdict =
   | { kind: 'wait' }
   /** Its photo went to the archive lately: it follows it there. */
   | { kind: 'follow'; photo: string; archivedTo: string }
-  /** Its photo went lately, and not to the archive: it stays, with a warning. */
-  | { kind: 'stays'; photo: string }
+  /**
+   * Its photo went lately, and not to the archive: it stays, with a warning. `wasThere`: the
+   * server had the photo already, so the sidecar may have been there all along.
+   */
+  | { kind: 'stays'; photo: string; wasThere?: true }
   /** No photo of its name went lately: not the uploader's business (yet). */
   | { kind: 'none' };
 
@@ -67,7 +70,7 @@ export async function judgeLateSidecar(
   if (went.state === 'archived' && went.archivePath !== null && afterUpload === 'move') {
     return { kind: 'follow', photo: went.path, archivedTo: went.archivePath };
   }
-  return { kind: 'stays', photo: went.path };
+  return { kind: 'stays', photo: went.path, ...(went.serverStatus === 'duplicate' ? { wasThere: true as const } : {}) };
 }
 
 export interface LateSidecarsOptions {
@@ -190,7 +193,9 @@ export class LateSidecars {
       this.#judged.set(file.path, { size: file.size, mtimeMs: file.mtimeMs, retryAt: Number.POSITIVE_INFINITY });
       logger.warn(
         { file: shown, photo: verdict.photo },
-        `${shown} arrived after ${basename(verdict.photo)} went to the server, so Immich did not get it (${NO_LATE_SIDECARS}): it stays here, since what it holds is nowhere else`,
+        verdict.wasThere
+          ? `${shown} stays here: ${basename(verdict.photo)} was on the server already, so this sidecar did not go with it (${NO_LATE_SIDECARS}), and what it holds may be nowhere else`
+          : `${shown} arrived after ${basename(verdict.photo)} went to the server, so Immich did not get it (${NO_LATE_SIDECARS}): it stays here, since what it holds is nowhere else`,
       );
     } catch (error) {
       // Gone or changed meanwhile (its photo's own pass moved it, or it is being written to):

@@ -236,6 +236,21 @@ describe('LateSidecars', () => {
     expect(warnings()).toHaveLength(2);
   });
 
+  it('delete mode: says of one whose photo was on the server already that it did not go with it, not that it arrived after', async () => {
+    const late = lateSidecars('delete');
+    const file = { path: join(root.path, 'IMG_1.jpg'), size: 10, mtimeMs: 1 };
+    for (const state of ['discovered', 'settled', 'hashed'] as const) journal.record(file, state);
+    journal.record(file, 'on-server', { assetId: 'a1', serverStatus: 'duplicate' });
+    journal.record(file, 'deleting');
+    journal.record(file, 'deleted');
+    await writeMedia(root.path, ['IMG_1.jpg.xmp'], 300);
+    await offer(late, 'IMG_1.jpg.xmp');
+    expect(await readdir(root.path)).toEqual(['IMG_1.jpg.xmp']);
+    expect(warnings()).toEqual([
+      'IMG_1.jpg.xmp stays here: IMG_1.jpg was on the server already, so this sidecar did not go with it (Immich takes a sidecar only with a new upload of its photo), and what it holds may be nowhere else',
+    ]);
+  });
+
   it('says nothing of one that went or changed while it was judged', async () => {
     // The listing (made only for a sidecar whose photo went) is where the photo's own pass, or a
     // writer, gets in.
