@@ -326,6 +326,8 @@ export class Coordinator {
         await this.resettle(file);
         return;
       case 'aborted':
+        // Stopped on its way (shutdown): it stays where it is, for the next run.
+        this.stats.interrupted++;
         this.forget(file.path);
         return;
     }

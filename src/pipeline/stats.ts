@@ -8,6 +8,8 @@ export class RunStats {
   failed = 0;
   /** Files on the server whose originals are left in place now, as their folder cannot be written to. */
   left = 0;
+  /** Files stopped on their way by a shutdown: they stay where they are, for the next run. */
+  interrupted = 0;
   /** Files the journal already knew as done (keep mode): no hash, no server call. */
   unchanged = 0;
   /** Files read to compute their checksum: what a restart in keep mode should not do again. */
@@ -23,6 +25,7 @@ export class RunStats {
       skipped: this.skipped,
       failed: this.failed,
       left: this.left,
+      interrupted: this.interrupted,
       unchanged: this.unchanged,
       hashed: this.hashed,
       queued,
@@ -45,6 +48,7 @@ export interface StatsSnapshot {
   skipped: number;
   failed: number;
   left: number;
+  interrupted: number;
   unchanged: number;
   hashed: number;
   queued: number;
@@ -68,6 +72,7 @@ export function formatSummary(s: StatsSnapshot): string {
     `${s.uploaded} uploaded (${formatBytes(s.uploadedBytes)}), ${s.duplicates} already on server, ` +
     `${s.skipped} skipped, ${s.failed} failed, ${s.queued} queued` +
     (s.left > 0 ? `, ${s.left} left in place as their folder cannot be written to` : '') +
+    (s.interrupted > 0 ? `, ${s.interrupted} stopped on their way (they stay for the next run)` : '') +
     (s.unchanged > 0 ? `, ${s.unchanged} unchanged since they were kept` : '') +
     ((s.unreadable ?? 0) > 0 ? `, ${s.unreadable} folder(s) could not be read` : '')
   );

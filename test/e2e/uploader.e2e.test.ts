@@ -598,6 +598,7 @@ describe('watch', () => {
     expect(await stopGracefully(run)).toBe(0);
     expect((await readIfExists(join(watchDir, 'big.mp4')))?.equals(files.get('big.mp4') ?? Buffer.alloc(0))).toBe(true);
     expect(existsSync(join(archiveDir, 'big.mp4'))).toBe(false);
+    expect(run.logs().find((line) => line.msg.startsWith('summary:'))?.msg).toMatch(/, 1 stopped on their way \(they stay for the next run\)$/);
   });
 });
 
