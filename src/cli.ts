@@ -20,6 +20,7 @@ import { createImmichClient } from './immich/http-client.js';
 import { addOptions } from './options.js';
 import { simulatedCrossDeviceFs } from './pipeline/archive.js';
 import { readAwayDisks } from './pipeline/disks.js';
+import { formatSummary, type StatsSnapshot } from './pipeline/stats.js';
 import { NotMountedError, type SystemFiles } from './support/mount-table.js';
 import { createLogger, type Logger } from './support/logger.js';
 import { messageOf } from './support/message.js';
@@ -193,6 +194,7 @@ async function runCommand(name: RunMode | 'check', flags: Record<string, unknown
   for (const note of notes) logger.warn(note);
   const stop = new AbortController();
   const abortNow = new AbortController();
+  let countsNow: (() => StatsSnapshot) | undefined;
   const onSignal = (signal: NodeJS.Signals): void => {
     if (!stop.signal.aborted) {
       logger.info(
@@ -204,6 +206,8 @@ async function runCommand(name: RunMode | 'check', flags: Record<string, unknown
     // Second signal: leave at once. Nothing unconfirmed is archived, so nothing is lost: the
     // files not finished stay in the watch folders for the next run.
     logger.warn(`${signal} again: aborting now`);
+    const counts = countsNow?.();
+    if (counts) logger.info(counts, `summary: ${formatSummary(counts)}`);
     abortNow.abort();
     process.exit(EXIT.ok);
   };
@@ -219,6 +223,7 @@ async function runCommand(name: RunMode | 'check', flags: Record<string, unknown
       // Test hook, not a user option: the crash tests run the cross-device archive path on one disk.
       archiveFs: process.env.IMMICH_AUTO_UPLOADER_SIMULATE_EXDEV === '1' ? simulatedCrossDeviceFs() : undefined,
       system: systemFiles(),
+      onCounts: (now) => (countsNow = now),
     });
     // A folder `once` could not read may hold files it did not see.
     return name === 'once' && (summary.failed > 0 || summary.left > 0 || (summary.unreadable ?? 0) > 0) ? EXIT.failure : EXIT.ok;

@@ -75,6 +75,8 @@ export interface RunOptions {
   archiveFs?: ArchiveFs;
   /** The mount table and fstab to read; tests give their own. */
   system?: SystemFiles;
+  /** Given, once the pipeline runs, a way to read its counts now (a second signal prints them as it leaves). */
+  onCounts?: (now: () => StatsSnapshot) => void;
 }
 
 /** How often a running daemon logs its counts (only when they changed). */
@@ -300,6 +302,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
     },
     onOriginalGone: originalGone,
   });
+  options.onCounts?.(() => coordinator.stats.snapshot(coordinator.queued));
   const detector = new Detector({
     roots: config.watchRoots,
     recursive: config.watchRecursive,

@@ -620,6 +620,8 @@ describe('watch: a second signal', () => {
     expect(exited.code).toBe(0);
     expect(existsSync(join(watchDir, 'slow-server.jpg'))).toBe(true);
     expect(existsSync(join(archiveDir, 'slow-server.jpg'))).toBe(false);
+    // The counts as it leaves: the file cut short is still on its way.
+    expect(run.logs().find((line) => line.msg.startsWith('summary:'))).toMatchObject({ uploaded: 0, queued: 1 });
   });
 });
 
