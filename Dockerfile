@@ -29,5 +29,8 @@ RUN mkdir -p /watch /archive /state && chown node:node /watch /archive /state &&
 USER node
 # The journal: keep it in a volume, or every file is read again after the container is made anew.
 VOLUME ["/state"]
+# `docker ps` shows the container `unhealthy` when the uploader has been kept from its work for
+# over 5 minutes (Immich not answering, failing every upload, or the archive's disk away).
+HEALTHCHECK --interval=1m --timeout=30s --start-period=1m CMD ["node", "dist/cli.js", "health"]
 # The flag keeps Node 24 from growing a young heap of 64 MB per half (see README.md).
 CMD ["node", "--max-semi-space-size=16", "dist/cli.js", "watch"]

@@ -8,6 +8,7 @@ import { homedir } from 'node:os';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { join } from 'node:path';
 import { formatCheckLine, runChecks } from './commands/check.js';
+import { DEFAULT_HEALTH_GRACE_SECONDS, judgeHealth } from './commands/health.js';
 import { requestRetry } from './commands/retry.js';
 import { buildStatus, formatHistory, formatStatus } from './commands/status.js';
 import { ConfigError, loadConfig, loadStateDirectory, type Config, type LoadConfigInput } from './config.js';
@@ -24,6 +25,7 @@ import { formatSummary, type StatsSnapshot } from './pipeline/stats.js';
 import { NotMountedError, type SystemFiles } from './support/mount-table.js';
 import { createLogger, type Logger } from './support/logger.js';
 import { messageOf } from './support/message.js';
+import { readProblems } from './support/problems.js';
 import { closestName } from './support/similar.js';
 
 /** Exit codes, documented in the README. */
@@ -43,7 +45,7 @@ const COMMANDS: { name: RunMode | 'check'; summary: string }[] = [
   { name: 'check', summary: 'check the configuration, the server, the key and the folders; change nothing' },
 ];
 
-type JournalCommand = 'status' | 'history' | 'retry';
+type JournalCommand = 'status' | 'history' | 'retry' | 'health';
 
 async function main(argv: string[]): Promise<number> {
   let exitCode: number = EXIT.ok;
@@ -83,7 +85,20 @@ async function main(argv: string[]): Promise<number> {
     .action((flags: Record<string, unknown>) => {
       exitCode = runJournalCommand('retry', flags);
     });
-  for (const name of ['status', 'history', 'retry']) {
+  program
+    .command('health')
+    .description('exit 0 while an uploader runs and nothing has kept it from its work for long, 1 otherwise (for health checks)')
+    .option(
+      '--grace <seconds>',
+      'how long a problem (the server not answering, the archive disk away) may last before it counts',
+      wholeNumber,
+      DEFAULT_HEALTH_GRACE_SECONDS,
+    )
+    .exitOverride()
+    .action((flags: Record<string, unknown>) => {
+      exitCode = runJournalCommand('health', flags);
+    });
+  for (const name of ['status', 'history', 'retry', 'health']) {
     const command = program.commands.find((c) => c.name() === name);
     // They read the journal only: the one option that matters is where it is.
     if (command) addOptions(command, ['stateDirectory']);
@@ -108,10 +123,10 @@ async function main(argv: string[]): Promise<number> {
   return exitCode;
 }
 
-/** `--recent`'s value: commander says what is wrong with anything else, and the CLI exits 2. */
+/** `--recent`'s and `--grace`'s value: commander says what is wrong with anything else, and the CLI exits 2. */
 function wholeNumber(text: string): number {
   const value = Number(text);
-  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(value)) throw new InvalidArgumentError('expected a whole number, 0 or more (e.g. --recent 20).');
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(value)) throw new InvalidArgumentError('expected a whole number, 0 or more (e.g. 20).');
   return value;
 }
 
@@ -128,7 +143,7 @@ function stateDirectoryIfValid(flags: Record<string, unknown>): string | undefin
   }
 }
 
-/** `status`, `history`, `retry`: they need only the journal, not the server or the folders. */
+/** `status`, `history`, `retry`, `health`: they need only the state folder, not the server or the watch folders. */
 function runJournalCommand(name: JournalCommand, flags: Record<string, unknown>): number {
   let directory: string;
   try {
@@ -144,6 +159,17 @@ function runJournalCommand(name: JournalCommand, flags: Record<string, unknown>)
       process.stdout.write(`${requestRetry(directory, logger)}\n`);
       return EXIT.ok;
     }
+    if (name === 'health') {
+      const verdict = judgeHealth({
+        running: isLocked(directory),
+        problems: readProblems(directory),
+        now: Date.now(),
+        graceMs: Number(flags.grace) * 1000,
+        directory,
+      });
+      process.stdout.write(`${verdict.line}\n`);
+      return verdict.healthy ? EXIT.ok : EXIT.failure;
+    }
     const journal = Journal.openReadOnly(directory);
     if (!journal) {
       process.stdout.write(`no journal yet in ${directory}: nothing has been uploaded with this STATE_DIRECTORY\n`);
@@ -155,14 +181,16 @@ function runJournalCommand(name: JournalCommand, flags: Record<string, unknown>)
         process.stdout.write(formatHistory(journal.history(query), query));
         return EXIT.ok;
       }
+      const now = new Date();
       const report = buildStatus({
         journal,
         file: join(directory, JOURNAL_FILE),
         running: isLocked(directory),
-        now: new Date(),
+        problems: readProblems(directory),
+        now,
         recent: Number(flags.recent),
       });
-      process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : formatStatus(report));
+      process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : formatStatus(report, now));
       return EXIT.ok;
     } finally {
       journal.close();

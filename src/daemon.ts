@@ -34,6 +34,7 @@ import { limitWhileWaiting } from './support/limit.js';
 import { messageOf } from './support/message.js';
 import { MountTable, networkFileSystemOf, readMountTable, type SystemFiles } from './support/mount-table.js';
 import { makeFoldersSync } from './support/paths.js';
+import { Problems } from './support/problems.js';
 
 export type RunMode = 'watch' | 'once';
 
@@ -117,12 +118,13 @@ export async function runUploader(options: RunOptions): Promise<StatsSnapshot> {
   const { config, logger } = options;
   // One process writes the journal: a second instance on the same STATE_DIRECTORY stops here.
   const lock = acquireLock(config.stateDirectory);
+  const problems = new Problems({ clock: options.clock ?? systemClock, directory: config.stateDirectory });
   try {
     const journal = Journal.open({ directory: config.stateDirectory, logger: logger.child({ stage: 'journal' }), clock: options.clock });
     try {
       const client = options.client ?? createImmichClient({ apiUrl: config.apiUrl, apiKey: config.apiKey });
       try {
-        return await run(options, journal, client);
+        return await run(options, journal, client, problems);
       } finally {
         client.close();
       }
@@ -130,11 +132,12 @@ export async function runUploader(options: RunOptions): Promise<StatsSnapshot> {
       journal.close();
     }
   } finally {
+    problems.close();
     lock.release();
   }
 }
 
-async function run(options: RunOptions, journal: Journal, client: ImmichClient): Promise<StatsSnapshot> {
+async function run(options: RunOptions, journal: Journal, client: ImmichClient, problems: Problems): Promise<StatsSnapshot> {
   const { config, mode, logger, stop } = options;
   const clock = options.clock ?? systemClock;
   const fatal = new AbortController();
@@ -144,7 +147,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   // Every waiting hash or upload listens on these signals (until it starts): a few hundred
   // listeners are expected, not a leak.
   setMaxListeners(MAX_SIGNAL_LISTENERS, stopWaiting, requestSignal);
-  const gate = new ServerGate({ client, clock, logger: logger.child({ stage: 'server' }), signal: stopWaiting });
+  const gate = new ServerGate({ client, clock, logger: logger.child({ stage: 'server' }), signal: stopWaiting, problems });
   // Write-ahead states wait for their commit (shared with those recorded in the same moment);
   // the rest commit in the next batch.
   const record: Recorder = makeRecorder(
@@ -164,10 +167,10 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   );
   let fatalError: Error | undefined;
 
-  const server = await connect({ client, gate, logger, mode, clock, signal: stopWaiting });
+  const server = await connect({ client, gate, logger, mode, clock, signal: stopWaiting, problems });
   if (!server) return emptySnapshot();
 
-  const disks = await disksMounted(options, clock, logger, stopWaiting);
+  const disks = await disksMounted(options, clock, logger, problems, stopWaiting);
   if (!disks) return emptySnapshot();
   // Whether the disk that holds the archive (move mode) is still mounted, where there is a mount table.
   let archiveMount: ArchiveMount | undefined;
@@ -210,7 +213,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
   const vanished = await forgetVanishedFailures(journal.failed(), record);
   if (vanished > 0) logger.info({ vanished }, `${vanished} failed file(s) are no longer there: no longer counted as failed`);
 
-  const immich = new ResilientImmich({ client, gate, clock, logger: logger.child({ stage: 'upload' }) });
+  const immich = new ResilientImmich({ client, gate, clock, logger: logger.child({ stage: 'upload' }), problems });
   const signals = { wait: stopWaiting, request: requestSignal };
   const checker = new CheckBatcher({ send: (items) => immich.bulkUploadCheck(items, signals), clock });
   // Hashing is bound by disk and one core per file; two at a time keeps both cores busy
@@ -345,11 +348,11 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient):
         onChange: (points, mountinfo) => {
           logger.debug({ points }, 'mounts changed');
           detector.mountsChanged(points);
-          if (archiveMount) followArchiveMount(archiveMount, mountinfo, coordinator, logger);
+          if (archiveMount) followArchiveMount(archiveMount, mountinfo, coordinator, logger, problems);
         },
       });
       // The archive's disk may have gone between its check at start and the first reading.
-      if (mounts && archiveMount) followArchiveMount(archiveMount, mounts.text, coordinator, logger);
+      if (mounts && archiveMount) followArchiveMount(archiveMount, mounts.text, coordinator, logger, problems);
       if (mounts && !config.watchPolling) warnOfNetworkShares(config, mounts.text, logger);
     }
     await detector.start();
@@ -465,6 +468,7 @@ async function disksMounted(
   options: RunOptions,
   clock: Clock,
   logger: Logger,
+  problems: Problems,
   signal: AbortSignal,
 ): Promise<{ watchFoldersMissing: string[] } | undefined> {
   const { config, mode } = options;
@@ -492,6 +496,7 @@ async function disksMounted(
   const away = await archiveDiskAway(config.stateDirectory, archive, options.system);
   if (away === undefined) return { watchFoldersMissing };
   if (mode === 'once') throw away;
+  problems.raise('archive-disk', away.waiting);
   logger.warn({ archive }, away.waiting);
   try {
     do await clock.sleep(MOUNT_TABLE_INTERVAL_MS, signal);
@@ -499,6 +504,7 @@ async function disksMounted(
   } catch {
     return undefined; // stopped
   }
+  problems.clear('archive-disk');
   logger.info({ archive }, `ARCHIVE_DIRECTORY ${archive} is available: going on`);
   return { watchFoldersMissing };
 }
@@ -521,12 +527,16 @@ function warnOfNetworkShares(config: Config, mountTable: string, logger: Logger)
  * is away); back, the files whose archive failed meanwhile go on now instead of at their next
  * try (up to an hour away).
  */
-function followArchiveMount(archiveMount: ArchiveMount, mountinfo: string, coordinator: Coordinator, logger: Logger): void {
+function followArchiveMount(archiveMount: ArchiveMount, mountinfo: string, coordinator: Coordinator, logger: Logger, problems: Problems): void {
   switch (archiveMount.update(mountinfo)) {
-    case 'gone':
-      logger.warn(archiveMount.gone);
+    case 'gone': {
+      const message = archiveMount.gone ?? "the archive's disk is gone";
+      problems.raise('archive-disk', message);
+      logger.warn(message);
       return;
+    }
     case 'back': {
+      problems.clear('archive-disk');
       const count = coordinator.retryWaitingNow('archive');
       logger.info({ count }, `the archive's disk is mounted again${count > 0 ? `: trying the ${count} file(s) waiting for it now` : ''}`);
       return;
@@ -548,8 +558,9 @@ async function connect(deps: {
   mode: RunMode;
   clock: Clock;
   signal: AbortSignal;
+  problems: Problems;
 }): Promise<ServerVersion | undefined> {
-  const { client, gate, logger, mode, clock, signal } = deps;
+  const { client, gate, logger, mode, clock, signal, problems } = deps;
   try {
     return await retry(
       async () => {
@@ -558,6 +569,7 @@ async function connect(deps: {
         const key = await client.apiKeyInfo(signal);
         const granted = key.permissions.includes('all') || key.permissions.includes('asset.upload');
         if (!granted) throw new MissingPermissionError(key.name, 'asset.upload');
+        problems.clear('server');
         logger.info(
           { server: `${version.major}.${version.minor}.${version.patch}`, key: key.name },
           `connected to Immich ${version.major}.${version.minor}.${version.patch} with the key "${key.name}"`,
@@ -572,7 +584,9 @@ async function connect(deps: {
           if (!isImmichError(error) || !error.retryable) return { retry: false };
           // The gate says it once, however long it takes.
           if ((error.kind === 'network' || isGatewayTrouble(error)) && mode === 'watch') return { retry: true, free: await gate.waitUntilUp(signal) };
-          logger.warn({ reason: error.message }, `cannot reach the Immich server yet (${error.message}); trying again`);
+          const message = `cannot reach the Immich server yet (${error.message}); trying again`;
+          problems.raise('server', message);
+          logger.warn({ reason: error.message }, message);
           return { retry: true, atLeastMs: error.details.retryAfterMs };
         },
       },

@@ -1,12 +1,16 @@
 import type { FileRow, Journal } from '../journal/journal.js';
 import { FINAL_STATES, type FileState } from '../pipeline/states.js';
 import { formatBytes } from '../pipeline/stats.js';
+import type { Problem } from '../support/problems.js';
+import { formatDuration } from './health.js';
 
 /** What `status` shows; `--json` prints exactly this. */
 export interface StatusReport {
   journal: string;
   /** Whether a daemon holds the journal right now. */
   running: boolean;
+  /** What keeps the running uploader from its work now (empty when none runs). */
+  problems: Problem[];
   /** Files per state (the newest version of each path). */
   counts: Partial<Record<FileState, number>>;
   /** Files not in a final state. */
@@ -22,7 +26,14 @@ interface Totals {
   bytes: number;
 }
 
-export function buildStatus(input: { journal: Journal; file: string; running: boolean; now: Date; recent: number }): StatusReport {
+export function buildStatus(input: {
+  journal: Journal;
+  file: string;
+  running: boolean;
+  problems: Problem[];
+  now: Date;
+  recent: number;
+}): StatusReport {
   const { journal, now } = input;
   const counts = journal.counts();
   const inProgress = Object.entries(counts)
@@ -32,6 +43,7 @@ export function buildStatus(input: { journal: Journal; file: string; running: bo
   return {
     journal: input.file,
     running: input.running,
+    problems: input.running ? input.problems : [],
     counts: Object.fromEntries(Object.entries(counts).filter(([, count]) => count > 0)),
     inProgress,
     totals: { today: journal.totals(midnight), ever: journal.totals() },
@@ -53,9 +65,12 @@ export function buildStatus(input: { journal: Journal; file: string; running: bo
   };
 }
 
-export function formatStatus(report: StatusReport): string {
+export function formatStatus(report: StatusReport, now: Date): string {
   const lines: string[] = [];
   lines.push(`journal: ${report.journal} (${report.running ? 'an uploader is running' : 'no uploader running'})`);
+  for (const problem of report.problems) {
+    lines.push(`now: ${problem.message} (for ${formatDuration(now.getTime() - Date.parse(problem.since))}, since ${problem.since})`);
+  }
   const counts = Object.entries(report.counts).map(([state, count]) => `${count} ${state}`);
   lines.push(`files: ${counts.length > 0 ? counts.join(', ') : 'none yet'}`);
   const { today, ever } = report.totals;

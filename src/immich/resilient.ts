@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { abortReason, type Clock } from '../support/clock.js';
 import { messageOf } from '../support/message.js';
+import type { Problems } from '../support/problems.js';
 import { backoffDelay, retry, type RetryPolicy, type RetryVerdict } from '../support/retry.js';
 import { Waiters } from '../support/waiters.js';
 import type { BulkCheckItem, BulkCheckResult, ImmichClient, UploadRequest, UploadResult } from './client.js';
@@ -32,6 +33,7 @@ export class ServerGate {
       /** Ends the probing for good (shutdown). */
       signal: AbortSignal;
       policy?: RetryPolicy;
+      problems?: Pick<Problems, 'raise' | 'clear'>;
     },
   ) {}
 
@@ -44,13 +46,14 @@ export class ServerGate {
   }
 
   private async runProbe(): Promise<boolean> {
-    const { client, clock, logger, signal } = this.deps;
+    const { client, clock, logger, signal, problems } = this.deps;
     const policy = this.deps.policy ?? PROBE_POLICY;
     const downSince = clock.monotonic();
     for (let attempt = 1; ; attempt++) {
       try {
         await client.ping(signal);
         if (attempt > 1) {
+          problems?.clear('server');
           logger.info({ downForMs: Math.round(clock.monotonic() - downSince) }, 'Immich server answers again; resuming');
         }
         return attempt > 1;
@@ -59,7 +62,9 @@ export class ServerGate {
         const delayMs = backoffDelay(attempt, policy);
         const reason = messageOf(error);
         if (attempt === 1) {
-          logger.warn({ reason }, `Immich server is not answering (${reason}); uploads wait until it does`);
+          const message = `Immich server is not answering (${reason}); uploads wait until it does`;
+          problems?.raise('server', message);
+          logger.warn({ reason }, message);
         } else {
           logger.debug({ reason, retryInMs: delayMs }, 'Immich server still not answering');
         }
@@ -90,7 +95,14 @@ export class UploadBreaker {
   readonly #waiters = new Waiters();
 
   constructor(
-    private readonly deps: { clock: Clock; logger: Logger; threshold?: number; firstDelayMs?: number; maxDelayMs?: number },
+    private readonly deps: {
+      clock: Clock;
+      logger: Logger;
+      threshold?: number;
+      firstDelayMs?: number;
+      maxDelayMs?: number;
+      problems?: Pick<Problems, 'raise' | 'clear'>;
+    },
   ) {
     this.#delayMs = deps.firstDelayMs ?? 30_000;
   }
@@ -126,6 +138,7 @@ export class UploadBreaker {
     this.#open = false;
     this.#trial = undefined;
     this.#delayMs = this.deps.firstDelayMs ?? 30_000;
+    this.deps.problems?.clear('uploads');
     this.deps.logger.info('Immich takes uploads again; resuming');
     this.#waiters.wakeAll();
   }
@@ -144,10 +157,9 @@ export class UploadBreaker {
     if (this.#failing.size < (this.deps.threshold ?? 3)) return;
     this.#open = true;
     this.#trialAt = this.deps.clock.monotonic() + this.#delayMs;
-    this.deps.logger.warn(
-      { reason, files: this.#failing.size },
-      `Immich failed the uploads of ${this.#failing.size} files in a row (${reason}): uploads wait, and one is tried now and then until the server takes it`,
-    );
+    const message = `Immich failed the uploads of ${this.#failing.size} files in a row (${reason}): uploads wait, and one is tried now and then until the server takes it`;
+    this.deps.problems?.raise('uploads', message);
+    this.deps.logger.warn({ reason, files: this.#failing.size }, message);
   }
 }
 
@@ -167,9 +179,10 @@ export class ResilientImmich {
       logger: Logger;
       policy?: RetryPolicy;
       breaker?: UploadBreaker;
+      problems?: Pick<Problems, 'raise' | 'clear'>;
     },
   ) {
-    this.breaker = deps.breaker ?? new UploadBreaker({ clock: deps.clock, logger: deps.logger });
+    this.breaker = deps.breaker ?? new UploadBreaker({ clock: deps.clock, logger: deps.logger, problems: deps.problems });
   }
 
   get client(): ImmichClient {

@@ -198,11 +198,8 @@ describe('the image, run as its CMD says', () => {
     const [node, ...args] = JSON.parse(run.find((instruction) => instruction.command === 'CMD')?.args ?? '[]') as string[];
     expect(node).toBe('node');
     // The links stay links, so that only the packages linked above are found, as in the image.
-    const child = spawn(process.execPath, ['--preserve-symlinks', '--preserve-symlinks-main', ...args], {
-      cwd: app,
-      env: { PATH: process.env.PATH ?? '', HOME: join(temp.path, 'home'), ...Object.fromEntries(Object.entries(environment).map(([name, value]) => [name, here(value)])) },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const containerEnv = { PATH: process.env.PATH ?? '', HOME: join(temp.path, 'home'), ...Object.fromEntries(Object.entries(environment).map(([name, value]) => [name, here(value)])) };
+    const child = spawn(process.execPath, ['--preserve-symlinks', '--preserve-symlinks-main', ...args], { cwd: app, env: containerEnv, stdio: ['ignore', 'pipe', 'pipe'] });
     const { stdout, stderr, exited } = captureOutput(child);
     try {
       await waitFor(() => stdout().includes('"msg":"watching'), { message: () => `the daemon watching; stdout:\n${stdout()}\nstderr:\n${stderr()}` });
@@ -210,6 +207,12 @@ describe('the image, run as its CMD says', () => {
       await waitFor(() => existsSync(join(here('/archive'), 'IMG_0001.jpg')), { message: 'IMG_0001.jpg uploaded and archived' });
       expect(server.assets).toHaveLength(1);
       expect(existsSync(join(here('/state'), 'journal.db'))).toBe(true);
+      // Docker runs the health check in the running container, as its user, with its environment.
+      const check = run.find((instruction) => instruction.command === 'HEALTHCHECK')?.args ?? '';
+      const [checkNode, ...checkArgs] = JSON.parse(check.slice(check.indexOf('CMD ') + 4)) as string[];
+      expect(checkNode).toBe('node');
+      const health = spawnSync(process.execPath, ['--preserve-symlinks', '--preserve-symlinks-main', ...checkArgs], { cwd: app, env: containerEnv, encoding: 'utf8' });
+      expect([health.status, health.stdout, health.stderr]).toEqual([0, 'healthy: an uploader is running, and nothing keeps it from its work\n', '']);
     } finally {
       child.kill('SIGTERM');
     }

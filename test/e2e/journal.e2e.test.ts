@@ -381,6 +381,46 @@ describe('status and history', () => {
   });
 });
 
+describe('health', () => {
+  it('says whether an uploader runs and whether anything has kept it from its work for longer than the grace', async () => {
+    const immich = await startServer();
+    const notRunning = await cli(['health']);
+    expect(notRunning.code).toBe(1);
+    expect(notRunning.stdout).toMatch(/^unhealthy: no uploader is running with STATE_DIRECTORY /);
+
+    const run = watch();
+    await run.waitForLog((line) => line.msg.startsWith('watching'));
+    const well = await cli(['health', '--grace', '0']);
+    expect([well.code, well.stdout]).toEqual([0, 'healthy: an uploader is running, and nothing keeps it from its work\n']);
+
+    await immich.down();
+    await writeMedia(watchDir, ['while-away.jpg']);
+    await run.waitForLog((line) => line.msg.startsWith('Immich server is not answering'));
+    const away = await cli(['health', '--grace', '0']);
+    expect(away.code).toBe(1);
+    expect(away.stdout).toMatch(/^unhealthy: Immich server is not answering \(.*\); uploads wait until it does \(for \d+ s, since \S+\)\n$/);
+    // Within the default grace (5 minutes): an Immich restarting for an update is no alarm.
+    const soon = await cli(['health']);
+    expect(soon.code).toBe(0);
+    expect(soon.stdout).toMatch(/^healthy for now: Immich server is not answering .* unhealthy if it lasts over 5 min\n$/);
+    const human = await cli(['status']);
+    expect(human.stdout).toMatch(/\nnow: Immich server is not answering .*\(for \d+ s, since /);
+    expect((await status()).problems.map((problem) => problem.kind)).toEqual(['server']);
+
+    await immich.up();
+    await waitFor(() => immich.assets.length === 1, { timeoutMs: 30_000, message: 'the file to be uploaded once the server is back' });
+    const back = await cli(['health', '--grace', '0']);
+    expect(back.code).toBe(0);
+    expect((await status()).problems).toEqual([]);
+
+    run.child.kill('SIGTERM');
+    expect((await run.exited).code).toBe(0);
+    const stopped = await cli(['health']);
+    expect(stopped.code).toBe(1);
+    expect(existsSync(join(stateDir, 'problems.json')), 'a stopped uploader leaves no problems behind').toBe(false);
+  });
+});
+
 describe('retry', () => {
   it('without a daemon: exits 0 and makes the failed file due now; the next run uploads it', async () => {
     await startServer();

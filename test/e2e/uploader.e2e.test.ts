@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startFakeImmich, type FakeAsset, type FakeImmich } from '../fakes/immich-server.js';
 import { cliRunsAs, NOBODY, runCli, startCli, type CliRun } from '../helpers/cli.js';
+import { readProblems } from '../../src/support/problems.js';
 import { bindMount, canMount, remountReadOnly, remountReadWrite, unmount } from '../helpers/mount.js';
 import { readIfExists, sha1, writeMedia } from '../helpers/media.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
@@ -82,6 +83,11 @@ async function expectUploadedAndArchived(files: Map<string, Buffer>, options: { 
       expect(received[0]?.filename).toBe(name.split('/').pop());
     }
   }
+}
+
+/** The kinds of problem the running uploader says keep it from its work. */
+function problemsNow(): string[] {
+  return readProblems(join(temp.path, 'state')).map((problem) => problem.kind);
 }
 
 function expectNoSecret(...outputs: string[]): void {
@@ -294,6 +300,7 @@ describe('watch', () => {
       expect(server.assets, 'nothing uploaded while its original could not be archived').toHaveLength(1);
       expect(existsSync(join(watchDir, 'while-away.jpg')), 'the original waits in the watch folder').toBe(true);
       expect(await readdir(usb), 'nothing made on the disk beneath').toEqual([]);
+      expect(problemsNow(), 'for `status` and `health`').toEqual(['archive-disk']);
 
       // The disk is back: the file goes on at once.
       bindMount(disk, usb);
@@ -301,6 +308,7 @@ describe('watch', () => {
       await waitFor(() => !existsSync(join(watchDir, 'while-away.jpg')), { message: 'while-away.jpg archived', timeoutMs: 15_000 });
       archiveDir = join(usb, 'archive');
       await expectUploadedAndArchived(new Map([...before, ...away]));
+      expect(problemsNow()).toEqual([]);
       expect(await stopGracefully(run)).toBe(0);
     } finally {
       if (mounted) unmount(usb);
@@ -373,11 +381,13 @@ describe('watch', () => {
       (line) => line.level === 40 && line.msg === `ARCHIVE_DIRECTORY ${archiveDir} is on ${disk.usb}, which /etc/fstab mounts, but nothing is mounted there: waiting for it before anything is uploaded (mount it (mount ${disk.usb}))`,
     );
     expect(existsSync(archiveDir), 'no archive made on the disk beneath').toBe(false);
+    expect(problemsNow(), 'for `status` and `health`').toEqual(['archive-disk']);
 
     await disk.mount();
     await run.waitForLog((line) => line.msg === `ARCHIVE_DIRECTORY ${archiveDir} is available: going on`);
     await waitFor(() => !existsSync(join(watchDir, 'IMG_0001.jpg')), { message: 'IMG_0001.jpg archived' });
     await expectUploadedAndArchived(files);
+    expect(problemsNow()).toEqual([]);
     expect(await stopGracefully(run)).toBe(0);
   });
 

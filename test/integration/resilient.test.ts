@@ -24,10 +24,18 @@ afterEach(async () => {
   await server.close();
 });
 
+/** What the gate and the breaker said of the problems they saw begin and end, in order. */
+let problems: string[];
+
+beforeEach(() => {
+  problems = [];
+});
+
 /** The client as the pipeline has it, with two attempts per request, a quick probe and a quick breaker. */
 function resilient(around: ImmichClient = client, logger: Logger = pino({ level: 'silent' })): ResilientImmich {
-  const gate = new ServerGate({ client: around, clock: systemClock, logger, signal: stop.signal, policy: FAST });
-  const breaker = new UploadBreaker({ clock: systemClock, logger, firstDelayMs: 10, maxDelayMs: 40 });
+  const told = { raise: (kind: string) => void problems.push(`raise ${kind}`), clear: (kind: string) => void problems.push(`clear ${kind}`) };
+  const gate = new ServerGate({ client: around, clock: systemClock, logger, signal: stop.signal, policy: FAST, problems: told });
+  const breaker = new UploadBreaker({ clock: systemClock, logger, firstDelayMs: 10, maxDelayMs: 40, problems: told });
   return new ResilientImmich({ client: around, gate, clock: systemClock, logger, policy: FAST, breaker });
 }
 
@@ -62,6 +70,8 @@ describe('ResilientImmich', () => {
       const result = await resilient(downAtEachUpload(status)).uploadAsset(photo(), {});
       expect(result.status).toBe('created');
       expect(server.assets).toHaveLength(1);
+      // For `status` and `health`: the server away, three times, and back each time.
+      expect(problems).toEqual(Array.from({ length: 3 }, () => ['raise server', 'clear server']).flat());
     });
   }
 
@@ -92,6 +102,7 @@ describe('ResilientImmich', () => {
       [40, 'Immich failed the uploads of 3 files in a row (POST /api/assets answered 500: ENOSPC: no space left on device): uploads wait, and one is tried now and then until the server takes it'],
       [30, 'Immich takes uploads again; resuming'],
     ]);
+    expect(problems).toEqual(['raise uploads', 'clear uploads']);
   });
 
   it('does not hold the other uploads for a file the server fails on alone', async () => {
@@ -104,5 +115,6 @@ describe('ResilientImmich', () => {
     expect(others.map((result) => result.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled']);
     expect(server.requests.filter((request) => request.status === 500)).toHaveLength(FAST.maxAttempts);
     expect(lines).toEqual([]);
+    expect(problems).toEqual([]);
   });
 });
