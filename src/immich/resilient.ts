@@ -14,6 +14,13 @@ export const REQUEST_RETRY_POLICY: RetryPolicy = { maxAttempts: 10, baseDelayMs:
  * each counts, so that a file whose upload takes the server down each time fails in the end.
  */
 const MAX_FREE_RETRIES = 5;
+/**
+ * What the retries of one upload may send again within one try of its file, beyond the first
+ * send: a photo gets every attempt of the policy, a 1 GB video one more, a 4 GB one none (its
+ * file is tried again after a minute, then less and less often: coordinator.ts). A video Immich
+ * fails on is then not sent ten times over at each try.
+ */
+const UPLOAD_RESEND_BUDGET_BYTES = 1024 ** 3;
 /** How often an unreachable server is asked again. */
 const PROBE_POLICY: RetryPolicy = { maxAttempts: Number.POSITIVE_INFINITY, baseDelayMs: 1_000, maxDelayMs: 30_000 };
 
@@ -180,6 +187,7 @@ export class ResilientImmich {
       policy?: RetryPolicy;
       breaker?: UploadBreaker;
       problems?: Pick<Problems, 'raise' | 'clear'>;
+      resendBudgetBytes?: number;
     },
   ) {
     this.breaker = deps.breaker ?? new UploadBreaker({ clock: deps.clock, logger: deps.logger, problems: deps.problems });
@@ -206,14 +214,22 @@ export class ResilientImmich {
         throw error;
       }
     };
-    return this.withRetry('upload', send, signals);
+    const policy = this.deps.policy ?? REQUEST_RETRY_POLICY;
+    const size = 'bytes' in request.file ? request.file.bytes.length : request.file.size;
+    const resends = Math.floor((this.deps.resendBudgetBytes ?? UPLOAD_RESEND_BUDGET_BYTES) / Math.max(1, size));
+    return this.withRetry('upload', send, signals, { ...policy, maxAttempts: Math.min(policy.maxAttempts, 1 + resends) });
   }
 
-  private withRetry<T>(what: string, call: (signal?: AbortSignal) => Promise<T>, signals: CallSignals): Promise<T> {
+  private withRetry<T>(
+    what: string,
+    call: (signal?: AbortSignal) => Promise<T>,
+    signals: CallSignals,
+    policy: RetryPolicy = this.deps.policy ?? REQUEST_RETRY_POLICY,
+  ): Promise<T> {
     const { gate, clock, logger } = this.deps;
     let freeRetries = 0;
     return retry(() => call(signals.request), {
-      policy: this.deps.policy ?? REQUEST_RETRY_POLICY,
+      policy,
       clock,
       signal: signals.wait,
       classify: async (error): Promise<RetryVerdict> => {

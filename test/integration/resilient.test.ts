@@ -105,6 +105,27 @@ describe('ResilientImmich', () => {
     expect(problems).toEqual(['raise uploads', 'clear uploads']);
   });
 
+  it('sends a file Immich fails on again fewer times the larger it is, within one try', async () => {
+    const logger = pino({ level: 'silent' });
+    const gate = new ServerGate({ client, clock: systemClock, logger, signal: stop.signal, policy: FAST });
+    const policy = { ...FAST, maxAttempts: 5 };
+    // As a 1 GiB budget is to a 1 GB video (one send more) and to a photo (all five sends).
+    // Four files in a row fail here: the breaker is not what this test is about.
+    const breaker = new UploadBreaker({ clock: systemClock, logger, threshold: 100 });
+    const immich = new ResilientImmich({ client, gate, clock: systemClock, logger, policy, breaker, resendBudgetBytes: 2048 });
+    const sends = async (bytes: number): Promise<number> => {
+      const request = { ...photo(), file: { filename: 'IMG_1.jpg', contentType: 'image/jpeg', bytes: randomBytes(bytes) } };
+      request.checksum = sha1(request.file.bytes);
+      server.failUploadsOf(request.checksum, 500);
+      await expect(immich.uploadAsset(request, {})).rejects.toThrow(/answered 500/);
+      return server.requests.filter((sent) => sent.path === '/api/assets' && sent.status === 500).length;
+    };
+    expect(await sends(1024)).toBe(3);
+    expect(await sends(2048)).toBe(3 + 2);
+    expect(await sends(4096)).toBe(3 + 2 + 1);
+    expect(await sends(100)).toBe(3 + 2 + 1 + 5);
+  });
+
   it('does not hold the other uploads for a file the server fails on alone', async () => {
     const { logger, lines } = recording();
     const immich = resilient(client, logger);
