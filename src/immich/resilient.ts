@@ -15,10 +15,11 @@ export const REQUEST_RETRY_POLICY: RetryPolicy = { maxAttempts: 10, baseDelayMs:
  */
 const MAX_FREE_RETRIES = 5;
 /**
- * What the retries of one upload may send again within one try of its file, beyond the first
- * send: a photo gets every attempt of the policy, a 1 GB video one more, a 4 GB one none (its
- * file is tried again after a minute, then less and less often: coordinator.ts). A video Immich
- * fails on is then not sent ten times over at each try.
+ * What the retries of one upload after errors of Immich's own (500...) may send again within one
+ * try of its file, beyond the first send: a photo gets every attempt of the policy, a 1 GB video
+ * one more, a 4 GB one none (its file is tried again after a minute, then less and less often:
+ * coordinator.ts). A video Immich fails on is then not sent ten times over at each try. A dropped
+ * connection, which only sending again gets past, is not held to it.
  */
 const UPLOAD_RESEND_BUDGET_BYTES = 1024 ** 3;
 /** How often an unreachable server is asked again. */
@@ -203,6 +204,9 @@ export class ResilientImmich {
 
   uploadAsset(request: UploadRequest, signals: CallSignals): Promise<UploadResult> {
     const { breaker } = this;
+    const size = 'bytes' in request.file ? request.file.bytes.length : request.file.size;
+    const sendsAllowed = 1 + Math.floor((this.deps.resendBudgetBytes ?? UPLOAD_RESEND_BUDGET_BYTES) / Math.max(1, size));
+    let failedByServer = 0;
     const send = async (signal?: AbortSignal): Promise<UploadResult> => {
       await breaker.pass(request, signals.wait);
       try {
@@ -211,31 +215,31 @@ export class ResilientImmich {
         return result;
       } catch (error) {
         breaker.failed(request, isServerTrouble(error), messageOf(error));
+        if (isServerTrouble(error) && !breaker.isOpen) failedByServer++;
         throw error;
       }
     };
-    const policy = this.deps.policy ?? REQUEST_RETRY_POLICY;
-    const size = 'bytes' in request.file ? request.file.bytes.length : request.file.size;
-    const resends = Math.floor((this.deps.resendBudgetBytes ?? UPLOAD_RESEND_BUDGET_BYTES) / Math.max(1, size));
-    return this.withRetry('upload', send, signals, { ...policy, maxAttempts: Math.min(policy.maxAttempts, 1 + resends) });
+    return this.withRetry('upload', send, signals, (error) => isServerTrouble(error) && failedByServer >= sendsAllowed);
   }
 
+  /** `isFinal`: a failure not to retry, though the policy would. */
   private withRetry<T>(
     what: string,
     call: (signal?: AbortSignal) => Promise<T>,
     signals: CallSignals,
-    policy: RetryPolicy = this.deps.policy ?? REQUEST_RETRY_POLICY,
+    isFinal: (error: unknown) => boolean = () => false,
   ): Promise<T> {
     const { gate, clock, logger } = this.deps;
     let freeRetries = 0;
     return retry(() => call(signals.request), {
-      policy,
+      policy: this.deps.policy ?? REQUEST_RETRY_POLICY,
       clock,
       signal: signals.wait,
       classify: async (error): Promise<RetryVerdict> => {
         if (!isImmichError(error)) return { retry: false };
         // Waiting for the server to take uploads again costs the file nothing either.
         if (isServerTrouble(error) && this.breaker.isOpen) return { retry: true, free: true };
+        if (isFinal(error)) return { retry: false };
         if (!mayBeDown(error)) return error.kind === 'server' ? { retry: true, atLeastMs: error.details.retryAfterMs } : { retry: false };
         // A dropped connection, or a proxy's answer, may be the server going away or just this
         // request: the gate tells which. Waiting out an outage costs the file nothing.
