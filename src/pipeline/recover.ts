@@ -24,6 +24,8 @@ export interface RecoverySummary {
   resumed: number;
   /** Files that are no longer there. */
   gone: number;
+  /** Files still there whose folder is no longer watched: left where they are. */
+  unwatched: number;
 }
 
 /**
@@ -43,11 +45,19 @@ export async function recoverUnfinished(deps: {
   archiveFs?: ArchiveFs;
 }): Promise<RecoverySummary> {
   const { rows, roots, afterUpload, record, logger, archiveFs } = deps;
-  const summary: RecoverySummary = { finished: 0, resumed: 0, gone: 0 };
+  const summary: RecoverySummary = { finished: 0, resumed: 0, gone: 0, unwatched: 0 };
   for (const row of rows) {
     const root = roots.find((candidate) => isInside(row.path, candidate.path));
     const present = await versionOf(row.path);
     const unchanged = sameVersion(present, row);
+    if (!root && present !== null) {
+      // WATCH_DIRECTORIES no longer names its folder: no scan will find it, and it would be
+      // "to redo" at every start. It stays where it is; on the server already, it is `kept`.
+      const onServer = row.state === 'on-server' || row.state === 'archiving' || row.state === 'deleting';
+      record(row, onServer ? 'kept' : 'skipped', { reason: 'left in place: its folder is no longer watched' });
+      summary.unwatched++;
+      continue;
+    }
     try {
       if ((row.state === 'archiving' || row.state === 'deleting' || row.state === 'on-server') && root && row.checksum) {
         const file: ConfirmedFile = { path: row.path, size: row.size, mtimeMs: row.mtimeMs, root, checksum: row.checksum };
@@ -85,7 +95,10 @@ export async function recoverUnfinished(deps: {
       throw error;
     }
   }
-  if (rows.length > 0) logger.info(summary, `resumed after an interruption: ${summary.finished} finished, ${summary.resumed} to redo, ${summary.gone} gone`);
+  if (rows.length > 0) {
+    const unwatched = summary.unwatched > 0 ? `, ${summary.unwatched} left in a folder no longer watched` : '';
+    logger.info(summary, `resumed after an interruption: ${summary.finished} finished, ${summary.resumed} to redo, ${summary.gone} gone${unwatched}`);
+  }
   return summary;
 }
 

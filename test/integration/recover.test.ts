@@ -54,7 +54,7 @@ describe('recoverUnfinished', () => {
     const row = await rowFor('a.jpg', 'archiving', bytes);
     await link(row.path, join(root.archivePath, 'a.jpg'));
     const summary = await recover([row]);
-    expect(summary).toEqual({ finished: 1, resumed: 0, gone: 0 });
+    expect(summary).toEqual({ finished: 1, resumed: 0, gone: 0, unwatched: 0 });
     expect(await readIfExists(row.path)).toBeUndefined();
     expect(sha1((await readIfExists(join(root.archivePath, 'a.jpg'))) ?? Buffer.alloc(0))).toBe(sha1(bytes));
     expect(recorded.at(-1)).toMatchObject({ state: 'archived', details: { archivePath: join(root.archivePath, 'a.jpg') } });
@@ -109,7 +109,7 @@ describe('recoverUnfinished', () => {
     const row = await rowFor('h.jpg', 'deleting', files.get('h.jpg') ?? Buffer.alloc(0), 'h.jpg.xmp');
     await unlink(row.path);
     const summary = await recover([row], 'delete');
-    expect(summary).toEqual({ finished: 1, resumed: 0, gone: 0 });
+    expect(summary).toEqual({ finished: 1, resumed: 0, gone: 0, unwatched: 0 });
     expect((await readdir(root.path)).filter((name) => name !== 'archive')).toEqual([]);
     expect(recorded.at(-1)?.state).toBe('deleted');
   });
@@ -123,7 +123,7 @@ describe('recoverUnfinished', () => {
     const summary = await recover([row], 'delete');
     expect(await readFile(row.path, 'utf8')).toBe('another picture, never uploaded');
     expect(await readIfExists(join(root.path, 'm.jpg.xmp'))).toEqual(files.get('m.jpg.xmp'));
-    expect(summary).toEqual({ finished: 1, resumed: 0, gone: 0 });
+    expect(summary).toEqual({ finished: 1, resumed: 0, gone: 0, unwatched: 0 });
     expect(recorded.at(-1)?.state).toBe('deleted');
   });
 
@@ -154,9 +154,34 @@ describe('recoverUnfinished', () => {
     const vanished = await rowFor('i.jpg', 'hashed', files.get('i.jpg') ?? Buffer.alloc(0));
     await unlink(vanished.path);
     const summary = await recover([present, vanished]);
-    expect(summary).toEqual({ finished: 0, resumed: 1, gone: 1 });
+    expect(summary).toEqual({ finished: 0, resumed: 1, gone: 1, unwatched: 0 });
     expect(recorded).toEqual([{ path: vanished.path, state: 'gone', details: undefined }]);
     expect(await readIfExists(present.path)).toBeDefined();
+  });
+});
+
+describe('recoverUnfinished, a watch folder dropped from WATCH_DIRECTORIES since the crash', () => {
+  it('leaves its files where they are and stops redoing them: kept when on the server, skipped before', async () => {
+    const files = await writeMedia(root.path, ['archiving.jpg', 'uploading.jpg']);
+    const rows = [
+      await rowFor('archiving.jpg', 'archiving', files.get('archiving.jpg') ?? Buffer.alloc(0)),
+      await rowFor('uploading.jpg', 'uploading', files.get('uploading.jpg') ?? Buffer.alloc(0)),
+    ];
+    const summary = await recoverUnfinished({
+      rows,
+      roots: [],
+      afterUpload: 'move',
+      logger: pino({ level: 'silent' }),
+      record: async (file, state, details) => void recorded.push({ path: file.path, state, details }),
+    });
+    expect(summary).toEqual({ finished: 0, resumed: 0, gone: 0, unwatched: 2 });
+    const reason = { reason: 'left in place: its folder is no longer watched' };
+    expect(recorded).toEqual([
+      { path: rows[0]?.path, state: 'kept', details: reason },
+      { path: rows[1]?.path, state: 'skipped', details: reason },
+    ]);
+    for (const [name, bytes] of files) expect(await readIfExists(join(root.path, name))).toEqual(bytes);
+    expect(await readdir(root.archivePath)).toEqual([]);
   });
 });
 
