@@ -1040,7 +1040,7 @@ describe('usage errors', () => {
   it('exits 2 for an unknown command, flag or value, and says which', async () => {
     const unknown = await runCli(['upload-everything']);
     expect(unknown.code).toBe(2);
-    expect(unknown.stderr).toBe("error: unknown command 'upload-everything'; the commands are watch, once, check, status, history, retry\n");
+    expect(unknown.stderr).toBe("error: unknown command 'upload-everything'; the commands are watch, once, check, status, history, retry, health\n");
     const typo = await runCli(['statsu']);
     expect(typo.code).toBe(2);
     expect(typo.stderr).toContain("unknown command 'statsu' (did you mean 'status'?)");
