@@ -30,7 +30,8 @@ USER node
 # The journal: keep it in a volume, or every file is read again after the container is made anew.
 VOLUME ["/state"]
 # `docker ps` shows the container `unhealthy` when the uploader has been kept from its work for
-# over 5 minutes (Immich not answering, failing every upload, or the archive's disk away).
-HEALTHCHECK --interval=1m --timeout=30s --start-period=1m CMD ["node", "dist/cli.js", "health"]
+# over 5 minutes (Immich not answering, failing every upload, or the archive's disk away): the
+# grace is in `health` itself, so one failed check is enough.
+HEALTHCHECK --interval=2m --timeout=30s --start-period=1m --retries=1 CMD ["node", "dist/cli.js", "health"]
 # The flag keeps Node 24 from growing a young heap of 64 MB per half (see README.md).
 CMD ["node", "--max-semi-space-size=16", "dist/cli.js", "watch"]
