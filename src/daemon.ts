@@ -19,7 +19,7 @@ import { EmptyFolders, readWaitingFolders, saveWaitingFolders } from './pipeline
 import { LateSidecars } from './pipeline/late-sidecars.js';
 import { LateWrites } from './pipeline/late-writes.js';
 import { forgetVanishedFailures, recoverUnfinished } from './pipeline/recover.js';
-import { sentSidecarOf } from './pipeline/sidecar.js';
+import { sentSidecarOf, sidecarSentTo } from './pipeline/sidecar.js';
 import { makeRecorder, type Recorder } from './pipeline/states.js';
 import type { Candidate } from './pipeline/types.js';
 import { CheckBatcher } from './pipeline/check.js';
@@ -297,6 +297,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient, 
         lateWrites,
         record: traced,
         signals,
+        sidecarSentBefore: (settled, assetId) => sidecarSentTo(assetId, journal.versionTransitions(settled.path, settled.size, settled.mtimeMs)),
       });
     },
     onFatal: (error) => {

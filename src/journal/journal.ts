@@ -488,11 +488,13 @@ export class Journal {
   /** The transitions of one file version (a row's `id`), oldest first. */
   transitions(fileId: number): TransitionEntry[] {
     this.flush();
-    return (this.#sql.transitionsOf.all(fileId) as Array<{ state: string; at: number; detail: string }>).map((entry) => ({
-      state: entry.state as FileState,
-      at: entry.at,
-      detail: parseDetail(entry.detail),
-    }));
+    return toTransitions(this.#sql.transitionsOf.all(fileId));
+  }
+
+  /** The transitions of every row of a file version (path, size, mtime), oldest first. */
+  versionTransitions(path: string, size: number, mtimeMs: number): TransitionEntry[] {
+    if (this.#pendingPaths.has(path)) this.flush();
+    return toTransitions(this.#sql.versionTransitions.all(path, size, mtimeMs));
   }
 
   /** Closes the database; a writer checkpoints its WAL first. Calling it again does nothing. */
@@ -716,6 +718,14 @@ function configure(db: Database): void {
   db.pragma('foreign_keys = ON');
 }
 
+function toTransitions(rows: unknown[]): TransitionEntry[] {
+  return (rows as Array<{ state: string; at: number; detail: string }>).map((entry) => ({
+    state: entry.state as FileState,
+    at: entry.at,
+    detail: parseDetail(entry.detail),
+  }));
+}
+
 /** quick_check found damage; treated like SQLITE_CORRUPT. */
 class CorruptJournal extends Error {
   override readonly name = 'CorruptJournal';
@@ -871,6 +881,11 @@ function prepare(db: Database) {
     updateVersion: db.prepare(`UPDATE files SET (size, mtime_ms, ${MUTABLE}) = (?, ?, ${MUTABLE_SLOTS}) WHERE id = ?`),
     insertTransition: db.prepare('INSERT INTO transitions (file_id, state, at, detail) VALUES (?, ?, ?, ?)'),
     transitionsOf: db.prepare('SELECT state, at, detail FROM transitions WHERE file_id = CAST(? AS INTEGER) ORDER BY id'),
+    versionTransitions: db.prepare(
+      `SELECT t.state, t.at, t.detail FROM transitions t JOIN files f ON f.id = t.file_id
+       WHERE f.path = CAST(? AS TEXT) AND f.size = CAST(? AS INTEGER) AND f.mtime_ms = CAST(? AS REAL)
+       ORDER BY t.id`,
+    ),
     latestWithStem: db
       .prepare(
         `SELECT ${COLUMNS} FROM files

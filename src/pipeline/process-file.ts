@@ -12,9 +12,9 @@ import { ArchiveError, SourceChangedError, type ArchiveFs } from './archive.js';
 import type { CheckBatcher, ServerVerdict } from './check.js';
 import type { LateWrites } from './late-writes.js';
 import { hashSettledFile, WHOLE_FILE_MAX_BYTES, type FileHash } from './hash.js';
-import { findSidecar, type FoundSidecar } from './sidecar.js';
+import { findSidecar, type FoundSidecar, type SentSidecar } from './sidecar.js';
 import type { Decision, Recorder } from './states.js';
-import type { SettledFile } from './types.js';
+import { sameVersion, type SettledFile } from './types.js';
 import { buildUploadRequest, EarlyUpload } from './upload.js';
 
 /** The step of the pipeline at which a file failed. */
@@ -62,6 +62,8 @@ export interface ProcessDeps {
   /** Called at each state change, before the step that depends on it. */
   record: Recorder;
   signals: CallSignals;
+  /** The sidecar an earlier upload of this version sent to the asset the server has (sidecarSentTo). */
+  sidecarSentBefore?: (file: SettledFile, assetId: string) => SentSidecar | undefined;
 }
 
 /**
@@ -151,9 +153,8 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
         throw new Error(`unhandled decision ${String(unhandled)}`);
       }
     }
-    // The server took the sidecar only with an asset it created from our upload.
     const found = await sidecar;
-    const sent = created && found?.upload ? { path: found.path, size: found.size, mtimeMs: found.mtimeMs } : undefined;
+    const sent = sidecarOnServer(file, found, created, assetId, deps);
     deps.record(file, 'on-server', { assetId, serverStatus: created ? 'created' : 'duplicate', ...(sent ? { sidecar: sent } : {}) });
     if (created) uploadedAs = assetId;
     // Looked at while the file is still here to read (delete mode removes it next).
@@ -218,4 +219,23 @@ function toOutcome(error: unknown, stage: FailedStage, signals: CallSignals): Fi
 
 function isNodeError(error: unknown): error is NodeJS.ErrnoException {
   return error instanceof Error && 'code' in error;
+}
+
+/**
+ * The sidecar found beside the photo, if the server has that version of it: the server takes a
+ * sidecar only with an asset it creates, from this upload or from an earlier one of this version
+ * (in keep mode, say) whose asset it still has.
+ */
+function sidecarOnServer(
+  file: SettledFile,
+  found: FoundSidecar | undefined,
+  created: boolean,
+  assetId: string | undefined,
+  deps: ProcessDeps,
+): SentSidecar | undefined {
+  if (found === undefined) return undefined;
+  const version = { path: found.path, size: found.size, mtimeMs: found.mtimeMs };
+  if (created) return found.upload ? version : undefined;
+  const before = assetId === undefined ? undefined : deps.sidecarSentBefore?.(file, assetId);
+  return before && before.path === found.path && sameVersion(before, found) ? version : undefined;
 }

@@ -109,7 +109,19 @@ export function isShared(photo: string, sidecar: string): boolean {
  * it is well formed: what recovery may delete with an interrupted deletion's photo.
  */
 export function sentSidecarOf(transitions: readonly { state: string; detail: Record<string, unknown> }[]): SentSidecar | undefined {
-  const onServer = transitions.findLast((entry) => entry.state === 'on-server');
+  return wellFormed(transitions.findLast((entry) => entry.state === 'on-server'));
+}
+
+/**
+ * The sidecar an earlier upload of a file version sent with it, to the asset `assetId` it
+ * created: the server has that asset still (it answered that it has the photo, as that asset), and
+ * so what the sidecar held. After a run in keep mode, or an upload whose archive failed.
+ */
+export function sidecarSentTo(assetId: string, transitions: readonly { state: string; detail: Record<string, unknown> }[]): SentSidecar | undefined {
+  return wellFormed(transitions.findLast((entry) => entry.state === 'on-server' && entry.detail.assetId === assetId && entry.detail.serverStatus === 'created'));
+}
+
+function wellFormed(onServer: { detail: Record<string, unknown> } | undefined): SentSidecar | undefined {
   const value = onServer?.detail.sidecar as Partial<SentSidecar> | undefined;
   if (typeof value?.path !== 'string' || typeof value.size !== 'number' || typeof value.mtimeMs !== 'number') return undefined;
   return { path: value.path, size: value.size, mtimeMs: value.mtimeMs };

@@ -268,6 +268,30 @@ describe('delete mode', () => {
     expect(onServer).toContain(`sidecar=${join(watchDir, 'photo.jpg.xmp')}`);
   });
 
+  it('after a run in keep mode, deletes the sidecars that went to the server then, and keeps one changed since', async () => {
+    await startServer();
+    const media = await writeMedia(watchDir, ['a.jpg', 'b.jpg']);
+    const sidecars = await writeMedia(watchDir, ['a.jpg.xmp', 'b.jpg.xmp'], 300);
+    const kept = await cli(['once'], { AFTER_UPLOAD: 'keep' });
+    expect(kept.code, kept.stdout.slice(-3000)).toBe(0);
+    expect(['a.jpg', 'b.jpg'].map((name) => theServer().assetByChecksum(sha1(media.get(name) ?? Buffer.alloc(0)))?.sidecar?.filename)).toEqual([
+      'a.jpg.xmp',
+      'b.jpg.xmp',
+    ]);
+    // Edited since: what it holds now is nowhere else.
+    const edited = Buffer.concat([sidecars.get('b.jpg.xmp') ?? Buffer.alloc(0), Buffer.from('<!-- rating 5 -->')]);
+    await writeFile(join(watchDir, 'b.jpg.xmp'), edited);
+
+    const deleted = await cli(['once'], { AFTER_UPLOAD: 'delete' });
+    expect(deleted.code, deleted.stdout.slice(-3000)).toBe(0);
+    expect(summaryOf(deleted)).toMatchObject({ uploaded: 0, duplicates: 2 });
+    expect(await readdir(watchDir)).toEqual(['b.jpg.xmp']);
+    expect(await readFile(join(watchDir, 'b.jpg.xmp'))).toEqual(edited);
+    const warnings = deleted.logs.filter((line) => line.level === 40).map((line) => line.msg);
+    expect(warnings).toEqual([expect.stringMatching(/^b\.jpg\.xmp stays here: b\.jpg was on the server already/)]);
+    expect(theServer().assets).toHaveLength(2);
+  });
+
   it('keeps a file the server has only in its trash until it is restored, then deletes it', async () => {
     await startServer();
     const media = await writeMedia(watchDir, ['deleted-in-immich.jpg', 'new.jpg']);

@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { pino, type Logger } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { IS_FINAL, JOURNAL_FILE, Journal, JournalError, writeFailure, type FileVersionRef, type FileState } from '../../src/journal/journal.js';
-import { sentSidecarOf } from '../../src/pipeline/sidecar.js';
+import { sentSidecarOf, sidecarSentTo } from '../../src/pipeline/sidecar.js';
 import { migrate, MIGRATIONS, SCHEMA_VERSION, type Migration } from '../../src/journal/schema.js';
 import { openDatabase, type Database } from '../../src/journal/sqlite.js';
 import { canTransition, FILE_STATES as JOURNAL_STATES, FINAL_STATES, isFinal as isFinalState } from '../../src/pipeline/states.js';
@@ -633,6 +633,24 @@ describe('queries', () => {
     // Sent with nothing, or recorded by a version that did not record sidecars: none to delete.
     const other = { path: '/w/b.jpg', size: 10, mtimeMs: 1 };
     expect(sentSidecarOf(journal.transitions(drive(journal, other, 'on-server')))).toBeUndefined();
+  });
+
+  it('finds, across the rows of a version, the sidecar an upload sent to the asset the server has', () => {
+    const journal = open();
+    const file = { path: '/w/a.jpg', size: 10, mtimeMs: 1.5 };
+    const sidecar = { path: '/w/a.jpg.xmp', size: 300, mtimeMs: 2.25 };
+    // A run in keep mode sent it; a later run (delete mode) has a row of its own for the version.
+    for (const state of ['discovered', 'settled', 'hashed', 'uploading'] as const) journal.record(file, state);
+    journal.record(file, 'on-server', { assetId: 'a1', serverStatus: 'created', sidecar });
+    journal.record(file, 'kept');
+    drive(journal, file, 'hashed');
+    journal.record({ path: '/w/other.jpg', size: 10, mtimeMs: 1.5 }, 'on-server', { assetId: 'a2', serverStatus: 'created', sidecar });
+    const transitions = journal.versionTransitions(file.path, file.size, file.mtimeMs);
+    expect(transitions.map((entry) => entry.state)).toEqual(['discovered', 'settled', 'hashed', 'uploading', 'on-server', 'kept', ...ROUTE.hashed]);
+    expect(sidecarSentTo('a1', transitions)).toEqual(sidecar);
+    // The server has another asset of these bytes (the first was deleted in Immich): not ours.
+    expect(sidecarSentTo('a3', transitions)).toBeUndefined();
+    expect(journal.versionTransitions(file.path, file.size + 1, file.mtimeMs)).toEqual([]);
   });
 
   it('history() finds by path, file name or part of the path, closest first, newest first', async () => {
