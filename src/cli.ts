@@ -130,6 +130,13 @@ function wholeNumber(text: string): number {
   return value;
 }
 
+/** One line per problem, then what may have caused one (a mistyped variable left the default in place). */
+function reportConfigError(error: ConfigError): number {
+  for (const problem of error.problems) process.stderr.write(`configuration error: ${problem}\n`);
+  for (const note of error.notes) process.stderr.write(`note: ${note}\n`);
+  return EXIT.usage;
+}
+
 function configInput(flags: Record<string, unknown>): LoadConfigInput {
   return { flags, env: process.env, cwd: process.cwd(), homeDir: homedir() };
 }
@@ -150,8 +157,7 @@ function runJournalCommand(name: JournalCommand, flags: Record<string, unknown>)
     directory = loadStateDirectory(configInput(flags));
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
-    for (const problem of error.problems) process.stderr.write(`configuration error: ${problem}\n`);
-    return EXIT.usage;
+    return reportConfigError(error);
   }
   const logger = createLogger({ level: 'warn', format: 'auto', destination: process.stderr });
   try {
@@ -213,8 +219,7 @@ async function runCommand(name: RunMode | 'check', flags: Record<string, unknown
     ({ config, notes } = loadConfig({ ...configInput(flags), unmountedDisk: await readAwayDisks(systemFiles(), stateDirectoryIfValid(flags)) }));
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
-    for (const problem of error.problems) process.stderr.write(`configuration error: ${problem}\n`);
-    return EXIT.usage;
+    return reportConfigError(error);
   }
   if (name === 'check') return check(config, notes);
 

@@ -97,7 +97,11 @@ export interface Config {
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
-  constructor(readonly problems: string[]) {
+  /** `notes`: what else was noticed, such as a mistyped variable that may be the cause. */
+  constructor(
+    readonly problems: string[],
+    readonly notes: string[] = [],
+  ) {
     super(problems.join('\n'));
   }
 }
@@ -210,7 +214,7 @@ export function loadConfig(input: LoadConfigInput): LoadedConfig {
   const scrub = (text: string): string => secrets.reduce((out, secret) => out.replaceAll(secret, '(hidden)'), text);
   notes.splice(0, notes.length, ...notes.map(scrub));
   if (problems.length > 0 || !watchFolders.ok || archive === undefined || stateDirectory === undefined) {
-    throw new ConfigError(problems.map(scrub));
+    throw new ConfigError(problems.map(scrub), notes);
   }
 
   const config: Config = {

@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, redactedConfig, type LoadConfigInput, type LoadedConfig } from '../../src/config.js';
 import { addOptions, MAX_TIMER_SECONDS, OPTIONS } from '../../src/options.js';
 import type { AwayDisk } from '../../src/support/mount-table.js';
+import { thrownBy } from '../helpers/expect-error.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 
 /** Distinctive, so that a leak anywhere is easy to spot. */
@@ -169,6 +170,13 @@ describe('precedence: flag > environment > .env > default', () => {
       `${join(cwd, '.env')} sets ARCHIVE_DIR, which is not an option, and is ignored: did you mean ARCHIVE_DIRECTORY?`,
       'the environment sets LOG_LEVLE, which is not an option, and is ignored: did you mean LOG_LEVEL?',
     ]);
+  });
+
+  it('keeps the note of a mistyped option with the problems when the default it left in place does not work', async () => {
+    await writeFile(join(cwd, '.env'), `WATCH_DIRECTORY=${cwd}\n`);
+    const error = thrownBy(ConfigError, () => load({ env: env({ WATCH_DIRECTORIES: undefined }), homeDir: join(root, 'no-home') }));
+    expect(error.problems[0]).toMatch(/^WATCH_DIRECTORIES: expected existing folders/);
+    expect(error.notes).toEqual([`${join(cwd, '.env')} sets WATCH_DIRECTORY, which is not an option, and is ignored: did you mean WATCH_DIRECTORIES?`]);
   });
 
   it('reads the .env named by envFile instead of <cwd>/.env', async () => {
