@@ -107,6 +107,12 @@ const RETRY_REQUEST_POLL_MS = 2_000;
  * like no change at all (the rescan then finds its photos): a second is shorter than a swap.
  */
 const MOUNT_TABLE_INTERVAL_MS = 1_000;
+/**
+ * How long `once` waits for a server that stopped answering, or that fails every upload, during
+ * its run: an Immich restarting for an update is back within it, and a cron job's next run does
+ * not find this one still waiting. The files left then stay for the next run (exit 1).
+ */
+const ONCE_PATIENCE_MS = 2 * 60_000;
 
 /**
  * The composition root: builds the parts, connects, runs until done (once) or stopped (watch),
@@ -147,7 +153,8 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient, 
   // Every waiting hash or upload listens on these signals (until it starts): a few hundred
   // listeners are expected, not a leak.
   setMaxListeners(MAX_SIGNAL_LISTENERS, stopWaiting, requestSignal);
-  const gate = new ServerGate({ client, clock, logger: logger.child({ stage: 'server' }), signal: stopWaiting, problems });
+  const patience = mode === 'once' ? { giveUpAfterMs: ONCE_PATIENCE_MS } : {};
+  const gate = new ServerGate({ client, clock, logger: logger.child({ stage: 'server' }), signal: stopWaiting, problems, ...patience });
   // Write-ahead states wait for their commit (shared with those recorded in the same moment);
   // the rest commit in the next batch.
   const record: Recorder = makeRecorder(
@@ -213,7 +220,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient, 
   const vanished = await forgetVanishedFailures(journal.failed(), record);
   if (vanished > 0) logger.info({ vanished }, `${vanished} failed file(s) are no longer there: no longer counted as failed`);
 
-  const immich = new ResilientImmich({ client, gate, clock, logger: logger.child({ stage: 'upload' }), problems });
+  const immich = new ResilientImmich({ client, gate, clock, logger: logger.child({ stage: 'upload' }), problems, ...patience });
   const signals = { wait: stopWaiting, request: requestSignal };
   const checker = new CheckBatcher({ send: (items) => immich.bulkUploadCheck(items, signals), clock });
   // Hashing is bound by disk and one core per file; two at a time keeps both cores busy

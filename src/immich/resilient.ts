@@ -26,12 +26,22 @@ const UPLOAD_RESEND_BUDGET_BYTES = 1024 ** 3;
 const PROBE_POLICY: RetryPolicy = { maxAttempts: Number.POSITIVE_INFINITY, baseDelayMs: 1_000, maxDelayMs: 30_000 };
 
 /**
+ * A `once` run gave up waiting for the server: the file stays for the next run (a cron job's
+ * next run must not find this one still waiting).
+ */
+export class GaveUpWaitingError extends Error {
+  override readonly name = 'GaveUpWaitingError';
+}
+
+/**
  * Knows whether the server answers. While it does not, every request waits here instead of
  * failing its file: one probe (a ping with backoff) runs for all of them, and they resume
- * together when it answers.
+ * together when it answers. With `giveUpAfterMs` (`once`), the wait ends there, and from then on
+ * a request waits for one ping only, until the server answers again.
  */
 export class ServerGate {
   private probe: Promise<boolean> | undefined;
+  #gaveUp = false;
 
   constructor(
     private readonly deps: {
@@ -42,6 +52,7 @@ export class ServerGate {
       signal: AbortSignal;
       policy?: RetryPolicy;
       problems?: Pick<Problems, 'raise' | 'clear'>;
+      giveUpAfterMs?: number;
     },
   ) {}
 
@@ -60,6 +71,7 @@ export class ServerGate {
     for (let attempt = 1; ; attempt++) {
       try {
         await client.ping(signal);
+        this.#gaveUp = false;
         if (attempt > 1) {
           problems?.clear('server');
           logger.info({ downForMs: Math.round(clock.monotonic() - downSince) }, 'Immich server answers again; resuming');
@@ -69,6 +81,11 @@ export class ServerGate {
         if (signal.aborted) throw abortReason(signal);
         const delayMs = backoffDelay(attempt, policy);
         const reason = messageOf(error);
+        const { giveUpAfterMs } = this.deps;
+        if (giveUpAfterMs !== undefined && (this.#gaveUp || clock.monotonic() - downSince + delayMs > giveUpAfterMs)) {
+          this.#gaveUp = true;
+          throw new GaveUpWaitingError(`the Immich server did not answer for ${giveUpAfterMs / 1000} s (${reason}); the file stays for the next run`);
+        }
         if (attempt === 1) {
           const message = `Immich server is not answering (${reason}); uploads wait until it does`;
           problems?.raise('server', message);
@@ -100,6 +117,9 @@ export class UploadBreaker {
   #trialAt = 0;
   /** The upload that went to see, while it is on its way. */
   #trial: object | undefined;
+  /** When it opened (`clock.monotonic()`), and why. */
+  #openedAt = 0;
+  #reason = '';
   readonly #waiters = new Waiters();
 
   constructor(
@@ -110,6 +130,8 @@ export class UploadBreaker {
       firstDelayMs?: number;
       maxDelayMs?: number;
       problems?: Pick<Problems, 'raise' | 'clear'>;
+      /** `once`: how long uploads wait while it is open; then they fail, for the next run. */
+      giveUpAfterMs?: number;
     },
   ) {
     this.#delayMs = deps.firstDelayMs ?? 30_000;
@@ -121,16 +143,22 @@ export class UploadBreaker {
 
   /** Resolves when `upload` may be sent: at once while uploads go through. */
   async pass(upload: object, signal?: AbortSignal): Promise<void> {
+    const { clock, giveUpAfterMs } = this.deps;
     while (this.#open && this.#trial !== upload) {
-      const wait = this.#trialAt - this.deps.clock.monotonic();
-      if (this.#trial === undefined && wait <= 0) {
+      const giveUpIn = giveUpAfterMs === undefined ? Number.POSITIVE_INFINITY : this.#openedAt + giveUpAfterMs - clock.monotonic();
+      if (giveUpIn <= 0) {
+        throw new GaveUpWaitingError(`Immich failed every upload for ${(giveUpAfterMs ?? 0) / 1000} s (${this.#reason}); the file stays for the next run`);
+      }
+      const untilTrial = this.#trialAt - clock.monotonic();
+      if (this.#trial === undefined && untilTrial <= 0) {
         this.#trial = upload;
         return;
       }
-      // Until the state changes, or (no upload on its way) the next one may go to see.
+      // Until the state changes, or (no upload on its way) the next one may go to see, or the wait is given up.
+      const wait = Math.min(this.#trial === undefined ? untilTrial : Number.POSITIVE_INFINITY, giveUpIn);
       const timer = new AbortController();
       const woken = this.#waiters.next();
-      const due = this.#trial === undefined ? this.deps.clock.sleep(wait, timer.signal).catch(() => undefined) : woken;
+      const due = Number.isFinite(wait) ? clock.sleep(wait, timer.signal).catch(() => undefined) : woken;
       try {
         await raceAbort(Promise.race([woken, due]), signal);
       } finally {
@@ -164,7 +192,9 @@ export class UploadBreaker {
     this.#failing.add(upload);
     if (this.#failing.size < (this.deps.threshold ?? 3)) return;
     this.#open = true;
-    this.#trialAt = this.deps.clock.monotonic() + this.#delayMs;
+    this.#openedAt = this.deps.clock.monotonic();
+    this.#reason = reason;
+    this.#trialAt = this.#openedAt + this.#delayMs;
     const message = `Immich failed the uploads of ${this.#failing.size} files in a row (${reason}): uploads wait, and one is tried now and then until the server takes it`;
     this.deps.problems?.raise('uploads', message);
     this.deps.logger.warn({ reason, files: this.#failing.size }, message);
@@ -189,9 +219,12 @@ export class ResilientImmich {
       breaker?: UploadBreaker;
       problems?: Pick<Problems, 'raise' | 'clear'>;
       resendBudgetBytes?: number;
+      /** For the breaker made here: see UploadBreaker. */
+      giveUpAfterMs?: number;
     },
   ) {
-    this.breaker = deps.breaker ?? new UploadBreaker({ clock: deps.clock, logger: deps.logger, problems: deps.problems });
+    const { clock, logger, problems, giveUpAfterMs } = deps;
+    this.breaker = deps.breaker ?? new UploadBreaker({ clock, logger, problems, ...(giveUpAfterMs === undefined ? {} : { giveUpAfterMs }) });
   }
 
   get client(): ImmichClient {

@@ -4,7 +4,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ImmichClient, UploadRequest } from '../../src/immich/client.js';
 import { isImmichError } from '../../src/immich/errors.js';
 import { createImmichClient } from '../../src/immich/http-client.js';
-import { ResilientImmich, ServerGate, UploadBreaker } from '../../src/immich/resilient.js';
+import { GaveUpWaitingError, ResilientImmich, ServerGate, UploadBreaker } from '../../src/immich/resilient.js';
+import { messageOf } from '../../src/support/message.js';
 import { systemClock } from '../../src/support/clock.js';
 import { startFakeImmich, type FakeImmich } from '../fakes/immich-server.js';
 import { sha1 } from '../helpers/media.js';
@@ -130,6 +131,36 @@ describe('ResilientImmich', () => {
     const large = { ...photo(), file: { filename: 'IMG_2.jpg', contentType: 'image/jpeg', bytes: randomBytes(4096) } };
     large.checksum = sha1(large.file.bytes);
     expect((await immich.uploadAsset(large, {})).status).toBe('created');
+  });
+
+  it('`once`: gives up on a server that stopped answering after its patience, and then waits one ping per request', async () => {
+    const logger = pino({ level: 'silent' });
+    let pings = 0;
+    const counting: ImmichClient = { ...client, ping: (signal) => (pings++, client.ping(signal)) };
+    const gate = new ServerGate({ client: counting, clock: systemClock, logger, signal: stop.signal, policy: FAST, giveUpAfterMs: 100 });
+    const immich = new ResilientImmich({ client: counting, gate, clock: systemClock, logger, policy: FAST });
+    await server.down();
+    await expect(immich.uploadAsset(photo(), {})).rejects.toThrow(GaveUpWaitingError);
+    expect(pings).toBeGreaterThan(1);
+    pings = 0;
+    await expect(immich.uploadAsset(photo(), {})).rejects.toThrow(/^the Immich server did not answer for 0.1 s \(.*\); the file stays for the next run$/);
+    expect(pings).toBe(1);
+    // Back: it waits again as before.
+    await server.up();
+    expect((await immich.uploadAsset(photo(), {})).status).toBe('created');
+  });
+
+  it('`once`: gives up on uploads Immich fails all of after its patience', async () => {
+    const logger = pino({ level: 'silent' });
+    const gate = new ServerGate({ client, clock: systemClock, logger, signal: stop.signal, policy: FAST });
+    const breaker = new UploadBreaker({ clock: systemClock, logger, firstDelayMs: 10, maxDelayMs: 40, giveUpAfterMs: 100 });
+    const immich = new ResilientImmich({ client, gate, clock: systemClock, logger, policy: FAST, breaker });
+    server.failNext(1000, 500, { path: '/api/assets', exact: true, message: 'ENOSPC: no space left on device' });
+    const results = await Promise.allSettled([photo(), photo(), photo(), photo()].map((request) => immich.uploadAsset(request, {})));
+    expect(results.map((result) => result.status)).toEqual(['rejected', 'rejected', 'rejected', 'rejected']);
+    const reasons = results.map((result) => (result.status === 'rejected' ? messageOf(result.reason) : ''));
+    expect(reasons).toContain('Immich failed every upload for 0.1 s (POST /api/assets answered 500: ENOSPC: no space left on device); the file stays for the next run');
+    expect(server.assets).toHaveLength(0);
   });
 
   it('does not hold the other uploads for a file the server fails on alone', async () => {
