@@ -242,7 +242,8 @@ async function runCommand(name: RunMode | 'check', flags: Record<string, unknown
     const counts = countsNow?.();
     if (counts) logger.info(counts, `summary: ${formatSummary(counts)}`);
     abortNow.abort();
-    process.exit(EXIT.ok);
+    // `once` did not finish: not "all well" for the script that runs it.
+    process.exit(name === 'once' ? EXIT.failure : EXIT.ok);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -258,8 +259,9 @@ async function runCommand(name: RunMode | 'check', flags: Record<string, unknown
       system: systemFiles(),
       onCounts: (now) => (countsNow = now),
     });
-    // A folder `once` could not read may hold files it did not see.
-    return name === 'once' && (summary.failed > 0 || summary.left > 0 || (summary.unreadable ?? 0) > 0) ? EXIT.failure : EXIT.ok;
+    // A folder `once` could not read may hold files it did not see; a `once` stopped did not finish.
+    const incomplete = summary.failed > 0 || summary.left > 0 || (summary.unreadable ?? 0) > 0 || stop.signal.aborted;
+    return name === 'once' && incomplete ? EXIT.failure : EXIT.ok;
   } catch (error) {
     return reportRunError(error, logger);
   } finally {

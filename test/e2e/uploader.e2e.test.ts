@@ -636,6 +636,18 @@ describe('watch: a second signal', () => {
 });
 
 describe('once', () => {
+  it('stopped before it finished, exits 1, leaving the file it was uploading in place', async () => {
+    await startServer();
+    server.delayNext(1, 60_000, { path: '/api/assets', exact: true });
+    const files = await writeMedia(watchDir, ['cut-short.jpg']);
+    const run = startCli(['once'], { env: env({ SHUTDOWN_GRACE_SECONDS: '0.5', LOG_LEVEL: 'trace' }) });
+    running.push(run);
+    await run.waitForLog((line) => line.state === 'uploading');
+    expect(await stopGracefully(run), 'not "all well" for the script that runs it').toBe(1);
+    expect(await readIfExists(join(watchDir, 'cut-short.jpg'))).toEqual(files.get('cut-short.jpg'));
+    expect(existsSync(join(archiveDir, 'cut-short.jpg'))).toBe(false);
+  });
+
   it('no longer counts as failed a failed file that was removed since', async () => {
     await startServer();
     await writeFile(join(watchDir, 'notes.txt'), 'not a photo');
