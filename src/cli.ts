@@ -9,13 +9,13 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { join } from 'node:path';
 import { formatCheckLine, runChecks } from './commands/check.js';
 import { DEFAULT_HEALTH_GRACE_SECONDS, judgeHealth } from './commands/health.js';
-import { requestRetry } from './commands/retry.js';
+import { requestRetry, STATE_FROM } from './commands/retry.js';
 import { buildStatus, formatHistory, formatStatus } from './commands/status.js';
 import { ConfigError, loadConfig, loadStateDirectory, type Config, type LoadConfigInput } from './config.js';
 import { MissingPermissionError, runUploader, StartError, type RunMode } from './daemon.js';
 import { isImmichError } from './immich/errors.js';
 import { Journal, JOURNAL_FILE } from './journal/journal.js';
-import { isLocked } from './journal/lock.js';
+import { isLocked, stateFolderReadable } from './journal/lock.js';
 import { JournalError } from './journal/states.js';
 import { createImmichClient } from './immich/http-client.js';
 import { addOptions } from './options.js';
@@ -161,6 +161,8 @@ function runJournalCommand(name: JournalCommand, flags: Record<string, unknown>)
   }
   const logger = createLogger({ level: 'warn', format: 'auto', destination: process.stderr });
   try {
+    // Throws when the folder cannot be read: it would look empty, though an uploader uses it.
+    stateFolderReadable(directory);
     if (name === 'retry') {
       process.stdout.write(`${requestRetry(directory, logger)}\n`);
       return EXIT.ok;
@@ -178,7 +180,7 @@ function runJournalCommand(name: JournalCommand, flags: Record<string, unknown>)
     }
     const journal = Journal.openReadOnly(directory);
     if (!journal) {
-      process.stdout.write(`no journal yet in ${directory}: nothing has been uploaded with this STATE_DIRECTORY\n`);
+      process.stdout.write(`no journal yet in ${directory}: nothing has been uploaded with this STATE_DIRECTORY (${STATE_FROM})\n`);
       return EXIT.ok;
     }
     try {

@@ -1,6 +1,7 @@
-import { chmodSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, chmodSync, constants, existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { messageOf } from '../support/message.js';
 import { makeFoldersSync } from '../support/paths.js';
 import { openDatabase, type Database } from './sqlite.js';
 import { JournalError } from './states.js';
@@ -87,12 +88,14 @@ export function acquireLock(directory: string): InstanceLock {
  * may stop a moment later. Never takes the lock itself for longer than one probe.
  */
 export function isLocked(directory: string): boolean {
+  if (!stateFolderReadable(directory)) return false; // nobody ever used it
   let db: Database;
   try {
     db = openDatabase(join(directory, LOCK_FILE), { fileMustExist: true, timeout: 0 });
   } catch (error) {
     if (error instanceof JournalError) throw error; // SQLite itself cannot be loaded
-    return false; // no lock file: nobody ever held it here
+    if (!existsSync(join(directory, LOCK_FILE))) return false; // nobody ever held it here
+    throw unusable(`STATE_DIRECTORY ${directory}`, error);
   }
   try {
     // Reading needs a SHARED lock, which a holder's EXCLUSIVE lock refuses at once.
@@ -103,6 +106,27 @@ export function isLocked(directory: string): boolean {
     throw unusable(`STATE_DIRECTORY ${directory}`, error);
   } finally {
     db.close();
+  }
+}
+
+/**
+ * Whether the state folder exists; throws when it cannot be read. A folder of another user's
+ * (the uploader runs as `pi`, the command as someone else) would otherwise look empty: "no
+ * journal yet", "no uploader running", while one runs.
+ */
+export function stateFolderReadable(directory: string): boolean {
+  try {
+    accessSync(directory, constants.R_OK | constants.X_OK);
+    return true;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return false;
+    throw new JournalError(
+      'unusable',
+      `Cannot read STATE_DIRECTORY ${directory}: ${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : messageOf(error)}. ` +
+        'Fix: run this command as the user the uploader runs as (sudo -u <that user> ...), or point STATE_DIRECTORY at its state folder.',
+      { cause: error },
+    );
   }
 }
 

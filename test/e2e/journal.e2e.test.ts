@@ -10,13 +10,13 @@
  */
 import { randomBytes, randomInt } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { StatusReport } from '../../src/commands/status.js';
 import { openDatabase } from '../../src/journal/sqlite.js';
 import { startFakeImmich, type FakeImmich, type FakeRequest } from '../fakes/immich-server.js';
-import { runCli, startCli, type CliRun, type LogLine } from '../helpers/cli.js';
+import { cliRunsAs, NOBODY, runCli, startCli, type CliRun, type LogLine } from '../helpers/cli.js';
 import { readIfExists, sha1, writeMedia } from '../helpers/media.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -405,6 +405,26 @@ describe('status and history', () => {
   });
 });
 
+describe('the journal commands as another user than the uploader', () => {
+  it.skipIf(process.getuid?.() !== 0 || !cliRunsAs(NOBODY))('say they cannot read its state folder, instead of finding nothing there', async () => {
+    await startServer();
+    // The way to it is open, as a home folder often is; the uploader keeps its own folder private.
+    await chmod(temp.path, 0o755);
+    const run = watch();
+    await run.waitForLog((line) => line.msg.startsWith('watching'));
+    for (const command of ['status', 'history', 'retry', 'health']) {
+      const args = command === 'history' ? [command, 'a.jpg'] : [command];
+      const result = await runCli(args, { env: env(), user: NOBODY });
+      outputs.push({ what: `${command} as nobody`, text: () => result.stdout + result.stderr });
+      expect([command, result.code, result.stdout]).toEqual([command, 1, '']);
+      expect(result.stderr).toBe(
+        `Cannot read STATE_DIRECTORY ${stateDir}: permission denied. Fix: run this command as the user the uploader runs as (sudo -u <that user> ...), or point STATE_DIRECTORY at its state folder.\n`,
+      );
+    }
+    expect(existsSync(join(stateDir, 'retry-request')), 'retry asked nothing of the running uploader').toBe(false);
+  });
+});
+
 describe('health', () => {
   it('says whether an uploader runs and whether anything has kept it from its work for longer than the grace', async () => {
     const immich = await startServer();
@@ -446,6 +466,15 @@ describe('health', () => {
 });
 
 describe('retry', () => {
+  it('with no journal where it looks, says so and makes neither folder nor journal there', async () => {
+    const result = await cli(['retry'], { STATE_DIRECTORY: join(temp.path, 'elsewhere') });
+    expect([result.code, result.stdout]).toEqual([
+      0,
+      `no journal in ${join(temp.path, 'elsewhere')}: no failed file to try again (STATE_DIRECTORY comes from --state-directory, the environment, or the .env of the current folder)\n`,
+    ]);
+    expect(existsSync(join(temp.path, 'elsewhere'))).toBe(false);
+  });
+
   it('without a daemon: exits 0 and makes the failed file due now; the next run uploads it', async () => {
     await startServer();
     theServer().failNext(1, 400, { path: '/api/assets', exact: true, message: 'simulated refusal' });
