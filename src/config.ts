@@ -556,10 +556,15 @@ function readEnum<K extends EnumKey>(ctx: Ctx, key: K): EnumValue<K> {
 function readExtensions(ctx: Ctx): Set<string> {
   const spec = optionSpec('supportedExtensions');
   const raw = pickOrDefault(ctx, spec);
-  const entries = raw.text
+  const listed = raw.text
     .split(',')
     .map((entry) => entry.trim())
     .filter((entry) => entry !== '');
+  // A sidecar uploaded on its own would be an asset of its own, or refused by Immich.
+  const entries = listed.filter((entry) => entry.replace(/^\./, '').toLowerCase() !== 'xmp');
+  if (entries.length < listed.length) {
+    ctx.notes.push(`${spec.env} lists xmp, which is ignored: an XMP sidecar goes to the server with its photo, never on its own`);
+  }
   // One dot at most, at the start: the pipeline compares against path.extname, which only ever
   // returns the last extension, so "tar.gz" could never match anything.
   const invalid = entries.filter((entry) => !/^\.?[^.\s/\\]+$/.test(entry));
@@ -750,10 +755,15 @@ function describeFsError(code: string): string {
 function readWatchFolders(ctx: Ctx): { folders: string[]; ok: boolean } {
   const spec = optionSpec('watchDirectories');
   const raw = pickOrDefault(ctx, spec);
-  const entries = raw.text
+  const listed = raw.text
     .split(',')
     .map((entry) => entry.trim())
     .filter((entry) => entry !== '');
+  // A sidecar uploaded on its own would be an asset of its own, or refused by Immich.
+  const entries = listed.filter((entry) => entry.replace(/^\./, '').toLowerCase() !== 'xmp');
+  if (entries.length < listed.length) {
+    ctx.notes.push(`${spec.env} lists xmp, which is ignored: an XMP sidecar goes to the server with its photo, never on its own`);
+  }
   const elsewhere =
     raw.source.kind === 'default'
       ? `set ${spec.env} to the folders to watch, comma-separated`

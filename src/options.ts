@@ -179,7 +179,7 @@ export const OPTIONS = [
     flag: '--supported-extensions',
     valueName: 'exts',
     default: 'jpg,jpeg,png,gif,bmp,tiff,webp,mp4,mov,avi,mkv,wmv,flv,m4v,3gp',
-    description: 'File extensions to upload, comma-separated, any case, with or without the dot',
+    description: 'File extensions to upload, comma-separated, any case, with or without the dot (xmp sidecars go with their photo, never on their own)',
     secret: false,
     kind: { type: 'extensionList' },
   },

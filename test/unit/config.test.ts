@@ -179,6 +179,13 @@ describe('precedence: flag > environment > .env > default', () => {
     expect(error.notes).toEqual([`${join(cwd, '.env')} sets WATCH_DIRECTORY, which is not an option, and is ignored: did you mean WATCH_DIRECTORIES?`]);
   });
 
+  it('leaves xmp out of SUPPORTED_EXTENSIONS, with a note: a sidecar goes with its photo', () => {
+    const { config, notes } = load({ env: env({ SUPPORTED_EXTENSIONS: 'jpg,.XMP,heic' }) });
+    expect([...config.supportedExtensions]).toEqual(['.jpg', '.heic']);
+    expect(notes).toEqual(['SUPPORTED_EXTENSIONS lists xmp, which is ignored: an XMP sidecar goes to the server with its photo, never on its own']);
+    expect(problemsOf({ env: env({ SUPPORTED_EXTENSIONS: 'xmp' }) })).toEqual([expect.stringMatching(/^SUPPORTED_EXTENSIONS: expected comma-separated file extensions such as jpg,mp4, got "xmp" \(no extensions\)/)]);
+  });
+
   it('reads the .env named by envFile instead of <cwd>/.env', async () => {
     const other = join(root, 'other.env');
     await writeFile(other, 'UPLOAD_CONCURRENCY=7\n');
