@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { formatCheckLine, runChecks } from './commands/check.js';
 import { DEFAULT_HEALTH_GRACE_SECONDS, judgeHealth } from './commands/health.js';
 import { requestRetry, STATE_FROM } from './commands/retry.js';
-import { buildStatus, formatHistory, formatStatus } from './commands/status.js';
+import { buildStatus, formatHistory, formatStatus, historyQuery } from './commands/status.js';
 import { ConfigError, loadConfig, loadStateDirectory, type Config, type LoadConfigInput } from './config.js';
 import { MissingPermissionError, runUploader, StartError, type RunMode } from './daemon.js';
 import { isImmichError } from './immich/errors.js';
@@ -185,7 +185,7 @@ function runJournalCommand(name: JournalCommand, flags: Record<string, unknown>)
     }
     try {
       if (name === 'history') {
-        const query = String(flags.query);
+        const query = historyQuery(String(flags.query));
         process.stdout.write(formatHistory(journal.history(query), query));
         return EXIT.ok;
       }

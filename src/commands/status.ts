@@ -94,6 +94,14 @@ export function formatStatus(report: StatusReport, now: Date): string {
   return `${lines.join('\n')}\n`;
 }
 
+/**
+ * What `history` looks for: the asset id in the address of a photo's page in Immich
+ * (`https://immich.example/photos/<id>`, also within an album or a search), or the query as given.
+ */
+export function historyQuery(text: string): string {
+  return /\/photos\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\b/i.exec(text)?.[1]?.toLowerCase() ?? text;
+}
+
 /** `history`: where a file went and when. */
 export function formatHistory(entries: ReturnType<Journal['history']>, query: string): string {
   if (entries.length === 0) return `no file in the journal matches "${query}"\n`;

@@ -402,6 +402,10 @@ describe('status and history', () => {
     expect(nested.code).toBe(0);
     expect(nested.stdout).toContain(join(archiveDir, 'sub', 'c.jpg'));
     expect(nested.stdout).toContain(assetIdOf(good.get('sub/c.jpg') ?? Buffer.alloc(0)));
+
+    // The address of the photo's page in Immich, pasted whole.
+    const page = await cli(['history', `http://immich.local:2283/albums/x/photos/${assetIdOf(good.get('b.jpg') ?? Buffer.alloc(0))}`], extra);
+    expect(page.stdout.split('\n')[0]).toMatch(new RegExp(`^${join(watchDir, 'b.jpg')} \\(.*\\): on the server \\(asset .*\\), original archived to ${join(archiveDir, 'b.jpg')}$`));
   });
 });
 
