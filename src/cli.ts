@@ -295,7 +295,7 @@ function reportRunError(error: unknown, logger: Logger): number {
   if (isImmichError(error) && error.kind === 'auth') {
     logger.fatal(
       { status: error.status },
-      `the Immich server rejected the API key (${error.message}); fix: create a key in Immich under Account Settings > API Keys and set IMMICH_API_KEY`,
+      `the Immich server rejected the API key (${error.message}); fix: create a key in Immich under Account Settings > API Keys and set IMMICH_API_KEY (or put it in the file IMMICH_API_KEY_FILE names)`,
     );
     return EXIT.keyRejected;
   }

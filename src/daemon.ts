@@ -588,13 +588,15 @@ async function connect(deps: {
         policy: { maxAttempts: mode === 'watch' ? Number.POSITIVE_INFINITY : 5, baseDelayMs: 1_000, maxDelayMs: 30_000 },
         clock,
         signal,
-        classify: async (error) => {
+        classify: async (error, attempt) => {
           if (!isImmichError(error) || !error.retryable) return { retry: false };
           // The gate says it once, however long it takes.
           if ((error.kind === 'network' || isGatewayTrouble(error)) && mode === 'watch') return { retry: true, free: await gate.waitUntilUp(signal) };
           const message = `cannot reach the Immich server yet (${error.message}); trying again`;
           problems.raise('server', message);
-          logger.warn({ reason: error.message }, message);
+          // Said once; the last try's failure is the run's error.
+          if (attempt === 1) logger.warn({ reason: error.message }, message);
+          else logger.debug({ reason: error.message, attempt }, message);
           return { retry: true, atLeastMs: error.details.retryAfterMs };
         },
       },

@@ -97,7 +97,7 @@ export async function recoverUnfinished(deps: {
   }
   if (rows.length > 0) {
     const unwatched = summary.unwatched > 0 ? `, ${summary.unwatched} left in a folder no longer watched` : '';
-    logger.info(summary, `resumed after an interruption: ${summary.finished} finished, ${summary.resumed} to redo, ${summary.gone} gone${unwatched}`);
+    logger.info(summary, `went on with what the last run left unfinished: ${summary.finished} finished, ${summary.resumed} to redo, ${summary.gone} gone${unwatched}`);
   }
   return summary;
 }
