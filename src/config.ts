@@ -755,15 +755,10 @@ function describeFsError(code: string): string {
 function readWatchFolders(ctx: Ctx): { folders: string[]; ok: boolean } {
   const spec = optionSpec('watchDirectories');
   const raw = pickOrDefault(ctx, spec);
-  const listed = raw.text
+  const entries = raw.text
     .split(',')
     .map((entry) => entry.trim())
     .filter((entry) => entry !== '');
-  // A sidecar uploaded on its own would be an asset of its own, or refused by Immich.
-  const entries = listed.filter((entry) => entry.replace(/^\./, '').toLowerCase() !== 'xmp');
-  if (entries.length < listed.length) {
-    ctx.notes.push(`${spec.env} lists xmp, which is ignored: an XMP sidecar goes to the server with its photo, never on its own`);
-  }
   const elsewhere =
     raw.source.kind === 'default'
       ? `set ${spec.env} to the folders to watch, comma-separated`

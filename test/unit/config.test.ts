@@ -179,9 +179,12 @@ describe('precedence: flag > environment > .env > default', () => {
     expect(error.notes).toEqual([`${join(cwd, '.env')} sets WATCH_DIRECTORY, which is not an option, and is ignored: did you mean WATCH_DIRECTORIES?`]);
   });
 
-  it('leaves xmp out of SUPPORTED_EXTENSIONS, with a note: a sidecar goes with its photo', () => {
-    const { config, notes } = load({ env: env({ SUPPORTED_EXTENSIONS: 'jpg,.XMP,heic' }) });
+  it('leaves xmp out of SUPPORTED_EXTENSIONS, with a note: a sidecar goes with its photo', async () => {
+    // A watch folder of that name is a folder like any other.
+    await mkdir(join(cwd, 'xmp'));
+    const { config, notes } = load({ env: env({ SUPPORTED_EXTENSIONS: 'jpg,.XMP,heic', WATCH_DIRECTORIES: 'xmp' }) });
     expect([...config.supportedExtensions]).toEqual(['.jpg', '.heic']);
+    expect(config.watchRoots.map((root) => root.path)).toEqual([await realpath(join(cwd, 'xmp'))]);
     expect(notes).toEqual(['SUPPORTED_EXTENSIONS lists xmp, which is ignored: an XMP sidecar goes to the server with its photo, never on its own']);
     expect(problemsOf({ env: env({ SUPPORTED_EXTENSIONS: 'xmp' }) })).toEqual([expect.stringMatching(/^SUPPORTED_EXTENSIONS: expected comma-separated file extensions such as jpg,mp4, got "xmp" \(no extensions\)/)]);
   });
