@@ -4,7 +4,7 @@
  * place in the project that installs signal handlers or calls process.exit.
  */
 import { readFileSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { homedir, uptime } from 'node:os';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { join } from 'node:path';
 import { formatCheckLine, runChecks } from './commands/check.js';
@@ -172,6 +172,7 @@ function runJournalCommand(name: JournalCommand, flags: Record<string, unknown>)
         running: isLocked(directory),
         problems: readProblems(directory),
         now: Date.now(),
+        uptime: uptime(),
         graceMs: Number(flags.grace) * 1000,
         directory,
       });
@@ -198,7 +199,7 @@ function runJournalCommand(name: JournalCommand, flags: Record<string, unknown>)
         now,
         recent: Number(flags.recent),
       });
-      process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : formatStatus(report, now));
+      process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : formatStatus(report, now, uptime()));
       return EXIT.ok;
     } finally {
       journal.close();
@@ -260,9 +261,12 @@ async function runCommand(name: RunMode | 'check', flags: Record<string, unknown
       archiveFs: process.env.IMMICH_AUTO_UPLOADER_SIMULATE_EXDEV === '1' ? simulatedCrossDeviceFs() : undefined,
       system: systemFiles(),
       onCounts: (now) => (countsNow = now),
+      // Test hook, not a user option: the end-to-end test of `once` giving up on the server.
+      ...(process.env.IMMICH_AUTO_UPLOADER_ONCE_PATIENCE_MS ? { oncePatienceMs: Number(process.env.IMMICH_AUTO_UPLOADER_ONCE_PATIENCE_MS) } : {}),
     });
-    // A folder `once` could not read may hold files it did not see; a `once` stopped did not finish.
-    const incomplete = summary.failed > 0 || summary.left > 0 || (summary.unreadable ?? 0) > 0 || stop.signal.aborted;
+    // A folder `once` could not read may hold files it did not see; a `once` stopped (or that gave
+    // up on the server) did not finish.
+    const incomplete = summary.failed > 0 || summary.left > 0 || (summary.unreadable ?? 0) > 0 || summary.interrupted > 0 || stop.signal.aborted;
     return name === 'once' && incomplete ? EXIT.failure : EXIT.ok;
   } catch (error) {
     return reportRunError(error, logger);

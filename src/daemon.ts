@@ -7,7 +7,7 @@ import type { Config } from './config.js';
 import { MIN_SERVER_MAJOR, type ImmichClient, type ServerVersion } from './immich/client.js';
 import { ImmichError, isGatewayTrouble, isImmichError } from './immich/errors.js';
 import { createImmichClient } from './immich/http-client.js';
-import { raceAbort, ResilientImmich, ServerGate } from './immich/resilient.js';
+import { raceAbort, ResilientImmich, ServerGate, type Patience } from './immich/resilient.js';
 import { Journal } from './journal/journal.js';
 import { acquireLock } from './journal/lock.js';
 import { keepingArchiveDirectory, nodeArchiveFs, threadedArchiveFs, type ArchiveFs } from './pipeline/archive.js';
@@ -78,6 +78,8 @@ export interface RunOptions {
   system?: SystemFiles;
   /** Given, once the pipeline runs, a way to read its counts now (a second signal prints them as it leaves). */
   onCounts?: (now: () => StatsSnapshot) => void;
+  /** `once`'s patience with the server (ONCE_PATIENCE_MS); tests shorten it. */
+  oncePatienceMs?: number;
 }
 
 /** How often a running daemon logs its counts (only when they changed). */
@@ -147,13 +149,26 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient, 
   const { config, mode, logger, stop } = options;
   const clock = options.clock ?? systemClock;
   const fatal = new AbortController();
-  const stopWaiting = AbortSignal.any([stop, fatal.signal]);
+  // `once` stops as at a signal once it gave up waiting for the server (ONCE_PATIENCE_MS).
+  const gaveUp = new AbortController();
+  const stopWaiting = AbortSignal.any([stop, fatal.signal, gaveUp.signal]);
   const abortRequests = new AbortController();
   const requestSignal = AbortSignal.any([abortRequests.signal, fatal.signal, ...(options.abortNow ? [options.abortNow] : [])]);
   // Every waiting hash or upload listens on these signals (until it starts): a few hundred
   // listeners are expected, not a leak.
   setMaxListeners(MAX_SIGNAL_LISTENERS, stopWaiting, requestSignal);
-  const patience = mode === 'once' ? { giveUpAfterMs: ONCE_PATIENCE_MS } : {};
+  const patience: { patience?: Patience } =
+    mode === 'once'
+      ? {
+          patience: {
+            giveUpAfterMs: options.oncePatienceMs ?? ONCE_PATIENCE_MS,
+            onGiveUp: (reason) => {
+              logger.warn({ reason }, `${reason}: stopping; the files not done stay for the next run`);
+              gaveUp.abort();
+            },
+          },
+        }
+      : {};
   const gate = new ServerGate({ client, clock, logger: logger.child({ stage: 'server' }), signal: stopWaiting, problems, ...patience });
   // Write-ahead states wait for their commit (shared with those recorded in the same moment);
   // the rest commit in the next batch.
@@ -569,6 +584,7 @@ async function connect(deps: {
   problems: Problems;
 }): Promise<ServerVersion | undefined> {
   const { client, gate, logger, mode, clock, signal, problems } = deps;
+  let warned = false;
   try {
     return await retry(
       async () => {
@@ -588,15 +604,16 @@ async function connect(deps: {
         policy: { maxAttempts: mode === 'watch' ? Number.POSITIVE_INFINITY : 5, baseDelayMs: 1_000, maxDelayMs: 30_000 },
         clock,
         signal,
-        classify: async (error, attempt) => {
+        classify: async (error) => {
           if (!isImmichError(error) || !error.retryable) return { retry: false };
           // The gate says it once, however long it takes.
           if ((error.kind === 'network' || isGatewayTrouble(error)) && mode === 'watch') return { retry: true, free: await gate.waitUntilUp(signal) };
           const message = `cannot reach the Immich server yet (${error.message}); trying again`;
           problems.raise('server', message);
           // Said once; the last try's failure is the run's error.
-          if (attempt === 1) logger.warn({ reason: error.message }, message);
-          else logger.debug({ reason: error.message, attempt }, message);
+          if (warned) logger.debug({ reason: error.message }, message);
+          else logger.warn({ reason: error.message }, message);
+          warned = true;
           return { retry: true, atLeastMs: error.details.retryAfterMs };
         },
       },

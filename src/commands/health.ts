@@ -1,4 +1,4 @@
-import type { Problem } from '../support/problems.js';
+import { lastedMs, type Problem } from '../support/problems.js';
 
 /** How long a problem may last before `health` counts it, by default: Immich restarting for an update takes about a minute. */
 export const DEFAULT_HEALTH_GRACE_SECONDS = 300;
@@ -13,9 +13,17 @@ export interface HealthVerdict {
  * `health`: healthy while an uploader runs with this state folder and none of its problems has
  * lasted longer than `graceMs` (a container's health check, a monitor).
  */
-export function judgeHealth(input: { running: boolean; problems: Problem[]; now: number; graceMs: number; directory: string }): HealthVerdict {
+export function judgeHealth(input: {
+  running: boolean;
+  problems: Problem[];
+  /** The system's time, and the seconds since boot (`os.uptime()`). */
+  now: number;
+  uptime: number;
+  graceMs: number;
+  directory: string;
+}): HealthVerdict {
   if (!input.running) return { healthy: false, line: `unhealthy: no uploader is running with STATE_DIRECTORY ${input.directory}` };
-  const lasting = input.problems.map((problem) => ({ problem, forMs: Math.max(0, input.now - Date.parse(problem.since)) }));
+  const lasting = input.problems.map((problem) => ({ problem, forMs: lastedMs(problem, input.now, input.uptime) }));
   const described = (list: typeof lasting): string =>
     list.map(({ problem, forMs }) => `${problem.message} (for ${formatDuration(forMs)}, since ${problem.since})`).join('; ');
   const serious = lasting.filter(({ forMs }) => forMs > input.graceMs);

@@ -1,7 +1,7 @@
 import type { FileRow, Journal } from '../journal/journal.js';
 import { FINAL_STATES, type FileState } from '../pipeline/states.js';
 import { formatBytes } from '../pipeline/stats.js';
-import type { Problem } from '../support/problems.js';
+import { lastedMs, type Problem } from '../support/problems.js';
 import { formatDuration } from './health.js';
 
 /** What `status` shows; `--json` prints exactly this. */
@@ -65,11 +65,12 @@ export function buildStatus(input: {
   };
 }
 
-export function formatStatus(report: StatusReport, now: Date): string {
+/** `now` and `uptime` (`os.uptime()`): the reader's times, for how long a problem lasts. */
+export function formatStatus(report: StatusReport, now: Date, uptime: number): string {
   const lines: string[] = [];
   lines.push(`journal: ${report.journal} (${report.running ? 'an uploader is running' : 'no uploader running'})`);
   for (const problem of report.problems) {
-    lines.push(`now: ${problem.message} (for ${formatDuration(now.getTime() - Date.parse(problem.since))}, since ${problem.since})`);
+    lines.push(`now: ${problem.message} (for ${formatDuration(lastedMs(problem, now.getTime(), uptime))}, since ${problem.since})`);
   }
   const counts = Object.entries(report.counts).map(([state, count]) => `${count} ${state}`);
   lines.push(`files: ${counts.length > 0 ? counts.join(', ') : 'none yet'}`);

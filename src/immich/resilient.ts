@@ -15,11 +15,13 @@ export const REQUEST_RETRY_POLICY: RetryPolicy = { maxAttempts: 10, baseDelayMs:
  */
 const MAX_FREE_RETRIES = 5;
 /**
- * What the retries of one upload after errors of Immich's own (500...) may send again within one
- * try of its file, beyond the first send: a photo gets every attempt of the policy, a 1 GB video
- * one more, a 4 GB one none (its file is tried again after a minute, then less and less often:
- * coordinator.ts). A video Immich fails on is then not sent ten times over at each try. A dropped
- * connection, which only sending again gets past, is not held to it.
+ * What the retries of one upload after answers that came once it was sent (500-599, 408: Immich
+ * failing on it, a proxy timing out) may send again within one try of its file, beyond the first
+ * send: a photo gets every attempt of the policy, a 1 GB video one more, a 4 GB one none (its
+ * file is tried again after a minute, then less and less often: coordinator.ts). A video Immich
+ * fails on is then not sent ten times over at each try. A dropped connection, which only sending
+ * again gets past, is not held to it, nor a 429 (busy), nor a wait at the gate while the server
+ * is down or at the open breaker.
  */
 const UPLOAD_RESEND_BUDGET_BYTES = 1024 ** 3;
 /** How often an unreachable server is asked again. */
@@ -31,6 +33,15 @@ const PROBE_POLICY: RetryPolicy = { maxAttempts: Number.POSITIVE_INFINITY, baseD
  */
 export class GaveUpWaitingError extends Error {
   override readonly name = 'GaveUpWaitingError';
+}
+
+/**
+ * How long a request waits for a server that does not answer, or fails every upload (`once`):
+ * `onGiveUp` is told the first time a wait ends so, and the run stops taking new files.
+ */
+export interface Patience {
+  giveUpAfterMs: number;
+  onGiveUp?: (reason: string) => void;
 }
 
 /**
@@ -52,7 +63,7 @@ export class ServerGate {
       signal: AbortSignal;
       policy?: RetryPolicy;
       problems?: Pick<Problems, 'raise' | 'clear'>;
-      giveUpAfterMs?: number;
+      patience?: Patience;
     },
   ) {}
 
@@ -64,6 +75,13 @@ export class ServerGate {
     return raceAbort(this.probe, signal);
   }
 
+  /** A request went through: a server given up on answers again (no probe ran to see it). */
+  answered(): void {
+    if (!this.#gaveUp) return;
+    this.#gaveUp = false;
+    this.deps.problems?.clear('server');
+  }
+
   private async runProbe(): Promise<boolean> {
     const { client, clock, logger, signal, problems } = this.deps;
     const policy = this.deps.policy ?? PROBE_POLICY;
@@ -72,8 +90,8 @@ export class ServerGate {
       try {
         await client.ping(signal);
         this.#gaveUp = false;
+        problems?.clear('server');
         if (attempt > 1) {
-          problems?.clear('server');
           logger.info({ downForMs: Math.round(clock.monotonic() - downSince) }, 'Immich server answers again; resuming');
         }
         return attempt > 1;
@@ -81,10 +99,12 @@ export class ServerGate {
         if (signal.aborted) throw abortReason(signal);
         const delayMs = backoffDelay(attempt, policy);
         const reason = messageOf(error);
-        const { giveUpAfterMs } = this.deps;
-        if (giveUpAfterMs !== undefined && (this.#gaveUp || clock.monotonic() - downSince + delayMs > giveUpAfterMs)) {
+        const { patience } = this.deps;
+        if (patience && (this.#gaveUp || clock.monotonic() - downSince + delayMs > patience.giveUpAfterMs)) {
+          const message = `the Immich server did not answer for ${patience.giveUpAfterMs / 1000} s (${reason})`;
+          if (!this.#gaveUp) patience.onGiveUp?.(message);
           this.#gaveUp = true;
-          throw new GaveUpWaitingError(`the Immich server did not answer for ${giveUpAfterMs / 1000} s (${reason}); the file stays for the next run`);
+          throw new GaveUpWaitingError(message);
         }
         if (attempt === 1) {
           const message = `Immich server is not answering (${reason}); uploads wait until it does`;
@@ -120,6 +140,7 @@ export class UploadBreaker {
   /** When it opened (`clock.monotonic()`), and why. */
   #openedAt = 0;
   #reason = '';
+  #gaveUp = false;
   readonly #waiters = new Waiters();
 
   constructor(
@@ -130,8 +151,8 @@ export class UploadBreaker {
       firstDelayMs?: number;
       maxDelayMs?: number;
       problems?: Pick<Problems, 'raise' | 'clear'>;
-      /** `once`: how long uploads wait while it is open; then they fail, for the next run. */
-      giveUpAfterMs?: number;
+      /** `once`: how long uploads wait while it is open; then they fail, but for the trials. */
+      patience?: Patience;
     },
   ) {
     this.#delayMs = deps.firstDelayMs ?? 30_000;
@@ -143,16 +164,20 @@ export class UploadBreaker {
 
   /** Resolves when `upload` may be sent: at once while uploads go through. */
   async pass(upload: object, signal?: AbortSignal): Promise<void> {
-    const { clock, giveUpAfterMs } = this.deps;
+    const { clock, patience } = this.deps;
     while (this.#open && this.#trial !== upload) {
-      const giveUpIn = giveUpAfterMs === undefined ? Number.POSITIVE_INFINITY : this.#openedAt + giveUpAfterMs - clock.monotonic();
-      if (giveUpIn <= 0) {
-        throw new GaveUpWaitingError(`Immich failed every upload for ${(giveUpAfterMs ?? 0) / 1000} s (${this.#reason}); the file stays for the next run`);
-      }
       const untilTrial = this.#trialAt - clock.monotonic();
       if (this.#trial === undefined && untilTrial <= 0) {
         this.#trial = upload;
         return;
+      }
+      // Given up, uploads fail at once, but a trial still goes when one is due.
+      const giveUpIn = patience === undefined ? Number.POSITIVE_INFINITY : this.#openedAt + patience.giveUpAfterMs - clock.monotonic();
+      if (giveUpIn <= 0 && patience) {
+        const message = `Immich failed every upload for ${patience.giveUpAfterMs / 1000} s (${this.#reason})`;
+        if (!this.#gaveUp) patience.onGiveUp?.(message);
+        this.#gaveUp = true;
+        throw new GaveUpWaitingError(message);
       }
       // Until the state changes, or (no upload on its way) the next one may go to see, or the wait is given up.
       const wait = Math.min(this.#trial === undefined ? untilTrial : Number.POSITIVE_INFINITY, giveUpIn);
@@ -220,11 +245,11 @@ export class ResilientImmich {
       problems?: Pick<Problems, 'raise' | 'clear'>;
       resendBudgetBytes?: number;
       /** For the breaker made here: see UploadBreaker. */
-      giveUpAfterMs?: number;
+      patience?: Patience;
     },
   ) {
-    const { clock, logger, problems, giveUpAfterMs } = deps;
-    this.breaker = deps.breaker ?? new UploadBreaker({ clock, logger, problems, ...(giveUpAfterMs === undefined ? {} : { giveUpAfterMs }) });
+    const { clock, logger, problems, patience } = deps;
+    this.breaker = deps.breaker ?? new UploadBreaker({ clock, logger, problems, ...(patience ? { patience } : {}) });
   }
 
   get client(): ImmichClient {
@@ -248,14 +273,14 @@ export class ResilientImmich {
         return result;
       } catch (error) {
         breaker.failed(request, isServerTrouble(error), messageOf(error));
-        if (isServerTrouble(error) && !breaker.isOpen) failedByServer++;
+        if (answeredOnceSent(error) && !breaker.isOpen) failedByServer++;
         throw error;
       }
     };
-    return this.withRetry('upload', send, signals, (error) => isServerTrouble(error) && failedByServer >= sendsAllowed);
+    return this.withRetry('upload', send, signals, (error) => answeredOnceSent(error) && failedByServer >= sendsAllowed);
   }
 
-  /** `isFinal`: a failure not to retry, though the policy would. */
+  /** `isFinal`: a failure not to retry, though the policy would (asked once the gate says the server is up). */
   private withRetry<T>(
     what: string,
     call: (signal?: AbortSignal) => Promise<T>,
@@ -264,7 +289,11 @@ export class ResilientImmich {
   ): Promise<T> {
     const { gate, clock, logger } = this.deps;
     let freeRetries = 0;
-    return retry(() => call(signals.request), {
+    const answered = (result: T): T => {
+      gate.answered();
+      return result;
+    };
+    return retry(() => call(signals.request).then(answered), {
       policy: this.deps.policy ?? REQUEST_RETRY_POLICY,
       clock,
       signal: signals.wait,
@@ -272,8 +301,9 @@ export class ResilientImmich {
         if (!isImmichError(error)) return { retry: false };
         // Waiting for the server to take uploads again costs the file nothing either.
         if (isServerTrouble(error) && this.breaker.isOpen) return { retry: true, free: true };
-        if (isFinal(error)) return { retry: false };
-        if (!mayBeDown(error)) return error.kind === 'server' ? { retry: true, atLeastMs: error.details.retryAfterMs } : { retry: false };
+        if (!mayBeDown(error)) {
+          return error.kind === 'server' && !isFinal(error) ? { retry: true, atLeastMs: error.details.retryAfterMs } : { retry: false };
+        }
         // A dropped connection, or a proxy's answer, may be the server going away or just this
         // request: the gate tells which. Waiting out an outage costs the file nothing.
         const wasDown = await gate.waitUntilUp(signals.wait);
@@ -282,13 +312,18 @@ export class ResilientImmich {
           return { retry: true, free: true };
         }
         // Up all along: a 404 is Immich's own answer, and final.
-        if (error.kind === 'rejected' && !wasDown) return { retry: false };
+        if ((error.kind === 'rejected' && !wasDown) || isFinal(error)) return { retry: false };
         return { retry: true, atLeastMs: error.details.retryAfterMs };
       },
       onRetry: ({ error, attempt, delayMs }) =>
         logger.debug({ what, attempt, delayMs, reason: messageOf(error) }, 'retrying'),
     });
   }
+}
+
+/** An answer that came after the upload was sent, and that sending it again might not change: 500-599, 408. */
+function answeredOnceSent(error: unknown): boolean {
+  return isImmichError(error) && error.kind === 'server' && ((error.status ?? 0) >= 500 || error.status === 408);
 }
 
 /** An error of the server's own making (500, 507...), not a proxy's, nor one of being busy (429, 408). */

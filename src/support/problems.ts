@@ -4,6 +4,7 @@
  * another process. The log says it once when it begins; this says whether it still lasts.
  */
 import { rmSync } from 'node:fs';
+import { uptime } from 'node:os';
 import { join } from 'node:path';
 import type { Clock } from './clock.js';
 import { readStateFile, writeStateFile } from './state-file.js';
@@ -21,8 +22,20 @@ export interface Problem {
   kind: ProblemKind;
   /** The log line that said it began. */
   message: string;
-  /** When it began (ISO 8601). */
+  /** When it began (ISO 8601), to show. */
   since: string;
+  /**
+   * When it began, in seconds since the machine booted (`os.uptime()`): how long it lasts is
+   * measured on that, which another process reads alike and the system's time setting does not
+   * move (a Raspberry Pi sets its time at boot, hours or days forward).
+   */
+  sinceUptime: number;
+}
+
+/** How long `problem` has lasted, `now` and `nowUptime` being the times of the reader. */
+export function lastedMs(problem: Problem, now: number, nowUptime: number): number {
+  const byUptime = typeof problem.sinceUptime === 'number' && nowUptime >= problem.sinceUptime;
+  return Math.max(0, byUptime ? (nowUptime - problem.sinceUptime) * 1000 : now - Date.parse(problem.since));
 }
 
 /**
@@ -32,14 +45,15 @@ export interface Problem {
 export class Problems {
   readonly #current = new Map<ProblemKind, Problem>();
 
-  constructor(private readonly deps: { clock: Clock; directory: string }) {
+  constructor(private readonly deps: { clock: Clock; directory: string; uptime?: () => number }) {
     this.#save();
   }
 
   /** It began, unless it already lasts (then it keeps its start). */
   raise(kind: ProblemKind, message: string): void {
     if (this.#current.has(kind)) return;
-    this.#current.set(kind, { kind, message, since: new Date(this.deps.clock.now()).toISOString() });
+    const since = new Date(this.deps.clock.now()).toISOString();
+    this.#current.set(kind, { kind, message, since, sinceUptime: (this.deps.uptime ?? uptime)() });
     this.#save();
   }
 

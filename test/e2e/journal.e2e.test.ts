@@ -436,7 +436,8 @@ describe('health', () => {
     expect(notRunning.code).toBe(1);
     expect(notRunning.stdout).toMatch(/^unhealthy: no uploader is running with STATE_DIRECTORY /);
 
-    const run = watch();
+    // `watch` never gives up on the server, however short `once`'s patience.
+    const run = watch({ IMMICH_AUTO_UPLOADER_ONCE_PATIENCE_MS: '100' });
     await run.waitForLog((line) => line.msg.startsWith('watching'));
     const well = await cli(['health', '--grace', '0']);
     expect([well.code, well.stdout]).toEqual([0, 'healthy: an uploader is running, and nothing keeps it from its work\n']);

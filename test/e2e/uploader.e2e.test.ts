@@ -648,6 +648,32 @@ describe('once', () => {
     expect(existsSync(join(archiveDir, 'cut-short.jpg'))).toBe(false);
   });
 
+  it('gives up on a server that stopped answering during the run: exits 1 soon, leaving every file not done in place', async () => {
+    await startServer();
+    // The first upload is held until the server goes away, which drops it.
+    server.delayNext(1, 60_000, { path: '/api/assets', exact: true });
+    const files = await writeMedia(watchDir, ['a.jpg', 'b.jpg', 'c.jpg', 'd.jpg', 'e.jpg', 'f.jpg']);
+    const run = startCli(['once'], { env: env({ IMMICH_AUTO_UPLOADER_ONCE_PATIENCE_MS: '1000', LOG_LEVEL: 'trace' }) });
+    running.push(run);
+    await run.waitForLog((line) => line.state === 'uploading');
+    await server.down();
+    const { code } = await run.exited;
+    expect(code).toBe(1);
+    // Each file is either uploaded and archived (before the server went) or in place, whole.
+    const archived = new Set(existsSync(archiveDir) ? await readdir(archiveDir) : []);
+    expect(archived.size, 'the upload the server dropped, at least, was not done').toBeLessThan(files.size);
+    for (const [name, bytes] of files) {
+      if (archived.has(name)) await expectUploadedAndArchived(new Map([[name, bytes]]));
+      else expect(await readIfExists(join(watchDir, name)), name).toEqual(bytes);
+    }
+    const warnings = run.logs().filter((line) => line.level >= 40).map((line) => line.msg);
+    expect(warnings).toEqual([
+      expect.stringMatching(/^Immich server is not answering/),
+      expect.stringMatching(/^the Immich server did not answer for 1 s \(.*\): stopping; the files not done stay for the next run$/),
+    ]);
+    expect(run.logs().find((line) => line.msg.startsWith('summary:'))).toMatchObject({ uploaded: archived.size, interrupted: 6 - archived.size });
+  });
+
   it('no longer counts as failed a failed file that was removed since', async () => {
     await startServer();
     await writeFile(join(watchDir, 'notes.txt'), 'not a photo');
@@ -1047,6 +1073,15 @@ describe('usage errors', () => {
     expect(result.stderr).toMatch(/UPLOAD_CONCURRENCY/);
     expect(result.stderr).not.toMatch(/\n\s+at /);
     expectNoSecret(result.stdout, result.stderr);
+
+    // A mistyped variable left the default in place, and the default is what fails: both are said.
+    const typo = await runCli(['check'], { env: { IMMICH_API_URL: 'http://127.0.0.1:9', IMMICH_API_KEY: KEY, HOME: temp.path, WATCH_DIRECTORY: watchDir } });
+    expect(typo.code).toBe(2);
+    expect(typo.stderr.split('\n').filter((line) => line !== '')).toEqual([
+      expect.stringMatching(/^configuration error: WATCH_DIRECTORIES: expected existing folders, got "~\/Downloads"/),
+      expect.stringMatching(/^configuration error: WATCH_DIRECTORIES: expected existing folders, got "~\/Pictures\/Camera"/),
+      'note: the environment sets WATCH_DIRECTORY, which is not an option, and is ignored: did you mean WATCH_DIRECTORIES?',
+    ]);
   });
 
   it('exits 2 for an unknown command, flag or value, and says which', async () => {

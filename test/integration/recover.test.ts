@@ -162,11 +162,10 @@ describe('recoverUnfinished', () => {
 
 describe('recoverUnfinished, a watch folder dropped from WATCH_DIRECTORIES since the crash', () => {
   it('leaves its files where they are and stops redoing them: kept when on the server, skipped before', async () => {
-    const files = await writeMedia(root.path, ['archiving.jpg', 'uploading.jpg']);
-    const rows = [
-      await rowFor('archiving.jpg', 'archiving', files.get('archiving.jpg') ?? Buffer.alloc(0)),
-      await rowFor('uploading.jpg', 'uploading', files.get('uploading.jpg') ?? Buffer.alloc(0)),
-    ];
+    const files = await writeMedia(root.path, ['archiving.jpg', 'deleting.jpg', 'on-server.jpg', 'uploading.jpg']);
+    const rows = await Promise.all(
+      (['archiving', 'deleting', 'on-server', 'uploading'] as const).map((state) => rowFor(`${state}.jpg`, state, files.get(`${state}.jpg`) ?? Buffer.alloc(0))),
+    );
     const summary = await recoverUnfinished({
       rows,
       roots: [],
@@ -174,11 +173,13 @@ describe('recoverUnfinished, a watch folder dropped from WATCH_DIRECTORIES since
       logger: pino({ level: 'silent' }),
       record: async (file, state, details) => void recorded.push({ path: file.path, state, details }),
     });
-    expect(summary).toEqual({ finished: 0, resumed: 0, gone: 0, unwatched: 2 });
+    expect(summary).toEqual({ finished: 0, resumed: 0, gone: 0, unwatched: 4 });
     const reason = { reason: 'left in place: its folder is no longer watched' };
     expect(recorded).toEqual([
       { path: rows[0]?.path, state: 'kept', details: reason },
-      { path: rows[1]?.path, state: 'skipped', details: reason },
+      { path: rows[1]?.path, state: 'kept', details: reason },
+      { path: rows[2]?.path, state: 'kept', details: reason },
+      { path: rows[3]?.path, state: 'skipped', details: reason },
     ]);
     for (const [name, bytes] of files) expect(await readIfExists(join(root.path, name))).toEqual(bytes);
     expect(await readdir(root.archivePath)).toEqual([]);

@@ -9,6 +9,7 @@ import { messageOf } from '../../src/support/message.js';
 import { systemClock } from '../../src/support/clock.js';
 import { startFakeImmich, type FakeImmich } from '../fakes/immich-server.js';
 import { sha1 } from '../helpers/media.js';
+import { waitFor } from '../helpers/wait-for.js';
 
 let server: FakeImmich;
 let client: ImmichClient;
@@ -32,9 +33,11 @@ beforeEach(() => {
   problems = [];
 });
 
+/** Records in `problems` what it is told. */
+const told = { raise: (kind: string) => void problems.push(`raise ${kind}`), clear: (kind: string) => void problems.push(`clear ${kind}`) };
+
 /** The client as the pipeline has it, with two attempts per request, a quick probe and a quick breaker. */
 function resilient(around: ImmichClient = client, logger: Logger = pino({ level: 'silent' })): ResilientImmich {
-  const told = { raise: (kind: string) => void problems.push(`raise ${kind}`), clear: (kind: string) => void problems.push(`clear ${kind}`) };
   const gate = new ServerGate({ client: around, clock: systemClock, logger, signal: stop.signal, policy: FAST, problems: told });
   const breaker = new UploadBreaker({ clock: systemClock, logger, firstDelayMs: 10, maxDelayMs: 40, problems: told });
   return new ResilientImmich({ client: around, gate, clock: systemClock, logger, policy: FAST, breaker });
@@ -126,6 +129,13 @@ describe('ResilientImmich', () => {
     expect(await sends(4096)).toBe(3 + 2 + 1);
     expect(await sends(100)).toBe(3 + 2 + 1 + 5);
 
+    // A proxy timing out on it while Immich answers pings: held to the budget as well.
+    const timedOut = { ...photo(), file: { filename: 'IMG_3.jpg', contentType: 'image/jpeg', bytes: randomBytes(4096) } };
+    timedOut.checksum = sha1(timedOut.file.bytes);
+    server.failNext(1, 504, { path: '/api/assets', exact: true });
+    await expect(immich.uploadAsset(timedOut, {})).rejects.toThrow(/answered 504/);
+    expect(server.requests.filter((sent) => sent.path === '/api/assets' && sent.status === 504)).toHaveLength(1);
+
     // A dropped connection is no error of Immich's: only sending again gets past it.
     server.dropNextUpload({ afterBytes: 1000 });
     const large = { ...photo(), file: { filename: 'IMG_2.jpg', contentType: 'image/jpeg', bytes: randomBytes(4096) } };
@@ -133,34 +143,56 @@ describe('ResilientImmich', () => {
     expect((await immich.uploadAsset(large, {})).status).toBe('created');
   });
 
-  it('`once`: gives up on a server that stopped answering after its patience, and then waits one ping per request', async () => {
+  it('`once`: gives up on a server that stopped answering after its patience, then waits one ping per request until it answers', async () => {
     const logger = pino({ level: 'silent' });
     let pings = 0;
     const counting: ImmichClient = { ...client, ping: (signal) => (pings++, client.ping(signal)) };
-    const gate = new ServerGate({ client: counting, clock: systemClock, logger, signal: stop.signal, policy: FAST, giveUpAfterMs: 100 });
+    const gaveUp: string[] = [];
+    const patience = { giveUpAfterMs: 100, onGiveUp: (reason: string) => void gaveUp.push(reason) };
+    const gate = new ServerGate({ client: counting, clock: systemClock, logger, signal: stop.signal, policy: FAST, problems: told, patience });
     const immich = new ResilientImmich({ client: counting, gate, clock: systemClock, logger, policy: FAST });
     await server.down();
     await expect(immich.uploadAsset(photo(), {})).rejects.toThrow(GaveUpWaitingError);
     expect(pings).toBeGreaterThan(1);
     pings = 0;
-    await expect(immich.uploadAsset(photo(), {})).rejects.toThrow(/^the Immich server did not answer for 0.1 s \(.*\); the file stays for the next run$/);
+    await expect(immich.uploadAsset(photo(), {})).rejects.toThrow(/^the Immich server did not answer for 0.1 s \(.*\)$/);
     expect(pings).toBe(1);
-    // Back: it waits again as before.
+    expect(gaveUp, 'told once, for the run to stop').toHaveLength(1);
+    // Back: it goes on, and says the problem is over.
     await server.up();
     expect((await immich.uploadAsset(photo(), {})).status).toBe('created');
+    expect(problems).toEqual(['raise server', 'clear server']);
   });
 
-  it('`once`: gives up on uploads Immich fails all of after its patience', async () => {
+  it('`once`: gives up on uploads Immich fails all of after its patience, but a trial still goes, and closes it', async () => {
     const logger = pino({ level: 'silent' });
-    const gate = new ServerGate({ client, clock: systemClock, logger, signal: stop.signal, policy: FAST });
-    const breaker = new UploadBreaker({ clock: systemClock, logger, firstDelayMs: 10, maxDelayMs: 40, giveUpAfterMs: 100 });
-    const immich = new ResilientImmich({ client, gate, clock: systemClock, logger, policy: FAST, breaker });
-    server.failNext(1000, 500, { path: '/api/assets', exact: true, message: 'ENOSPC: no space left on device' });
+    let failing = true;
+    const flaky: ImmichClient = {
+      ...client,
+      uploadAsset: (request, signal) => {
+        if (failing) server.failNext(1, 500, { path: '/api/assets', exact: true, message: 'ENOSPC: no space left on device' });
+        return client.uploadAsset(request, signal);
+      },
+    };
+    const gaveUp: string[] = [];
+    const patience = { giveUpAfterMs: 100, onGiveUp: (reason: string) => void gaveUp.push(reason) };
+    const gate = new ServerGate({ client: flaky, clock: systemClock, logger, signal: stop.signal, policy: FAST });
+    const breaker = new UploadBreaker({ clock: systemClock, logger, firstDelayMs: 10, maxDelayMs: 40, problems: told, patience });
+    const immich = new ResilientImmich({ client: flaky, gate, clock: systemClock, logger, policy: FAST, breaker });
     const results = await Promise.allSettled([photo(), photo(), photo(), photo()].map((request) => immich.uploadAsset(request, {})));
-    expect(results.map((result) => result.status)).toEqual(['rejected', 'rejected', 'rejected', 'rejected']);
-    const reasons = results.map((result) => (result.status === 'rejected' ? messageOf(result.reason) : ''));
-    expect(reasons).toContain('Immich failed every upload for 0.1 s (POST /api/assets answered 500: ENOSPC: no space left on device); the file stays for the next run');
+    const reasons = results.map((result) => (result.status === 'rejected' ? messageOf(result.reason) : 'sent'));
+    const givenUp = 'Immich failed every upload for 0.1 s (POST /api/assets answered 500: ENOSPC: no space left on device)';
+    // The first three failed on their own (and opened the breaker); the fourth waited, and gave up.
+    expect(reasons.filter((reason) => reason === givenUp).length).toBeGreaterThan(0);
+    for (const reason of reasons) expect([givenUp, 'POST /api/assets answered 500: ENOSPC: no space left on device']).toContain(reason);
+    expect(gaveUp).toEqual([givenUp]);
     expect(server.assets).toHaveLength(0);
+
+    // Immich takes uploads again: the next trial that is due goes, and uploads go on.
+    failing = false;
+    await waitFor(() => immich.uploadAsset(photo(), {}), { message: 'a trial upload to go through' });
+    expect((await immich.uploadAsset(photo(), {})).status).toBe('created');
+    expect(problems).toEqual(['raise uploads', 'clear uploads']);
   });
 
   it('does not hold the other uploads for a file the server fails on alone', async () => {
