@@ -169,7 +169,30 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient, 
           },
         }
       : {};
-  const gate = new ServerGate({ client, clock, logger: logger.child({ stage: 'server' }), signal: stopWaiting, problems, ...patience });
+  // The server's major version decides the upload fields. Immich may come back from a restart
+  // upgraded, or rolled back: v3 ignores v2's fields, but v2 refuses uploads without them.
+  // 0 until connected.
+  const serverNow = { major: 0 };
+  const readVersionAgain = async (): Promise<void> => {
+    try {
+      const version = await client.serverVersion(stopWaiting);
+      if (version.major === serverNow.major) return;
+      serverNow.major = version.major;
+      logger.info({ server: versionText(version) }, `the Immich server is now ${versionText(version)}`);
+    } catch {
+      // Asked again the next time it comes back; meanwhile the fields stay as they were.
+    }
+  };
+  const gate = new ServerGate({
+    client,
+    clock,
+    logger: logger.child({ stage: 'server' }),
+    signal: stopWaiting,
+    problems,
+    ...patience,
+    // Not while connecting, which reads the version itself.
+    onAnswersAgain: () => (serverNow.major > 0 ? readVersionAgain() : Promise.resolve()),
+  });
   // Write-ahead states wait for their commit (shared with those recorded in the same moment);
   // the rest commit in the next batch.
   const record: Recorder = makeRecorder(
@@ -191,6 +214,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient, 
 
   const server = await connect({ client, gate, logger, mode, clock, signal: stopWaiting, problems });
   if (!server) return emptySnapshot();
+  serverNow.major = server.major;
 
   const disks = await disksMounted(options, clock, logger, problems, stopWaiting);
   if (!disks) return emptySnapshot();
@@ -304,7 +328,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient, 
       return processFile(file, {
         immich,
         checker,
-        serverMajor: server.major,
+        serverMajor: () => serverNow.major,
         clock,
         files,
         hashing,
@@ -594,10 +618,7 @@ async function connect(deps: {
         const granted = key.permissions.includes('all') || key.permissions.includes('asset.upload');
         if (!granted) throw new MissingPermissionError(key.name, 'asset.upload');
         problems.clear('server');
-        logger.info(
-          { server: `${version.major}.${version.minor}.${version.patch}`, key: key.name },
-          `connected to Immich ${version.major}.${version.minor}.${version.patch} with the key "${key.name}"`,
-        );
+        logger.info({ server: versionText(version), key: key.name }, `connected to Immich ${versionText(version)} with the key "${key.name}"`);
         return version;
       },
       {
@@ -622,6 +643,10 @@ async function connect(deps: {
     if (signal.aborted && !(error instanceof ImmichError && error.kind === 'auth')) return undefined;
     throw error;
   }
+}
+
+function versionText(version: ServerVersion): string {
+  return `${version.major}.${version.minor}.${version.patch}`;
 }
 
 /** Waits for in-flight files up to the grace period, then aborts what is still running. */

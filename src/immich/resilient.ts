@@ -64,6 +64,11 @@ export class ServerGate {
       policy?: RetryPolicy;
       problems?: Pick<Problems, 'raise' | 'clear'>;
       patience?: Patience;
+      /**
+       * The server answers again after it did not (it may have been upgraded meanwhile): the
+       * requests waiting resume once this is done. Must not reject.
+       */
+      onAnswersAgain?: () => Promise<void>;
     },
   ) {}
 
@@ -93,6 +98,7 @@ export class ServerGate {
         problems?.clear('server');
         if (attempt > 1) {
           logger.info({ downForMs: Math.round(clock.monotonic() - downSince) }, 'Immich server answers again; resuming');
+          await this.deps.onAnswersAgain?.();
         }
         return attempt > 1;
       } catch (error) {

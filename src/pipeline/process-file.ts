@@ -43,7 +43,8 @@ export type FileOutcome =
 export interface ProcessDeps {
   immich: ResilientImmich;
   checker: CheckBatcher;
-  serverMajor: number;
+  /** The server's major version now, which decides the upload fields (it may change while the server restarts). */
+  serverMajor: () => number;
   clock: Clock;
   /** The thread that reads small files whole (and does the archive's small calls). */
   files: FsWorker;
@@ -91,7 +92,7 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
       void sidecar.catch(() => undefined);
       // Cancelled while it waits for an upload slot, it leaves the queue at once.
       early?.start(
-        async (signals, cancelled) => sendUpload(buildUploadRequest(file, {}, deps.serverMajor, await sidecar), deps, signals, cancelled),
+        async (signals, cancelled) => sendUpload(buildUploadRequest(file, {}, deps.serverMajor(), await sidecar), deps, signals, cancelled),
         deps.signals,
       );
       return hashSettledFile(file.path, file.size, small ? deps.files : deps.hashing, deps.signals.wait);
@@ -136,7 +137,7 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
         deps.record(file, 'uploading');
         // From here only the request holds the bytes, and nothing holds the request once the
         // upload is over (retries included).
-        const upload = early ? early.result() : sendUpload(buildUploadRequest(file, hashed, deps.serverMajor, await sidecar), deps, deps.signals);
+        const upload = early ? early.result() : sendUpload(buildUploadRequest(file, hashed, deps.serverMajor(), await sidecar), deps, deps.signals);
         hashed = undefined;
         let result;
         try {

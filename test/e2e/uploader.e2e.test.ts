@@ -599,6 +599,21 @@ describe('watch', () => {
     expect(await stopGracefully(run)).toBe(0);
   });
 
+  it('sends the fields of the version Immich comes back with after a restart (rolled back from 3.x to 2.x)', async () => {
+    await startServer(3);
+    const run = watch();
+    await run.waitForLog((line) => line.msg.startsWith('watching'));
+    await server.down();
+    server.setMajor(2);
+    const files = await writeMedia(watchDir, ['after-rollback.jpg']);
+    await run.waitForLog((line) => line.msg.startsWith('Immich server is not answering'));
+    await server.up();
+    await waitFor(() => !existsSync(join(watchDir, 'after-rollback.jpg')), { timeoutMs: 30_000, message: () => `the file uploaded and archived; ${JSON.stringify(run.logs().map((l) => l.msg))}` });
+    await expectUploadedAndArchived(files);
+    expect(run.logs().some((line) => /^the Immich server is now 2\./.test(line.msg))).toBe(true);
+    expect(await stopGracefully(run)).toBe(0);
+  });
+
   it('SIGTERM during an upload leaves that file in place and unarchived, and exits 0', async () => {
     await startServer();
     server.delayNext(1, 60_000, { path: '/api/assets', exact: true });

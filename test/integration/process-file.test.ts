@@ -57,7 +57,7 @@ function deps(): ProcessDeps {
   return {
     immich,
     checker: new CheckBatcher({ send: (items) => immich.bulkUploadCheck(items, signals), clock: systemClock }),
-    serverMajor: 3,
+    serverMajor: () => 3,
     afterUpload: 'move',
     clock: systemClock,
     files,
