@@ -171,14 +171,14 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient, 
       : {};
   // The server's major version decides the upload fields. Immich may come back from a restart
   // upgraded, or rolled back: v3 ignores v2's fields, but v2 refuses uploads without them.
-  // 0 until connected.
-  const serverNow = { major: 0 };
+  // Major 0 until connected.
+  const serverNow = { major: 0, text: '' };
   const readVersionAgain = async (): Promise<void> => {
     try {
       const version = await client.serverVersion(stopWaiting);
-      if (version.major === serverNow.major) return;
-      serverNow.major = version.major;
-      logger.info({ server: versionText(version) }, `the Immich server is now ${versionText(version)}`);
+      if (versionText(version) === serverNow.text) return;
+      Object.assign(serverNow, { major: version.major, text: versionText(version) });
+      logger.info({ server: serverNow.text }, `the Immich server is now ${serverNow.text}`);
     } catch {
       // Asked again the next time it comes back; meanwhile the fields stay as they were.
     }
@@ -214,7 +214,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient, 
 
   const server = await connect({ client, gate, logger, mode, clock, signal: stopWaiting, problems });
   if (!server) return emptySnapshot();
-  serverNow.major = server.major;
+  Object.assign(serverNow, { major: server.major, text: versionText(server) });
 
   const disks = await disksMounted(options, clock, logger, problems, stopWaiting);
   if (!disks) return emptySnapshot();
