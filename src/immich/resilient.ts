@@ -47,8 +47,8 @@ export interface Patience {
 /**
  * Knows whether the server answers. While it does not, every request waits here instead of
  * failing its file: one probe (a ping with backoff) runs for all of them, and they resume
- * together when it answers. With `giveUpAfterMs` (`once`), the wait ends there, and from then on
- * a request waits for one ping only, until the server answers again.
+ * together when it answers. With `patience` (`once`), the wait ends after its time, and from then
+ * on a request waits for one ping only, until the server answers again.
  */
 export class ServerGate {
   private probe: Promise<boolean> | undefined;
