@@ -289,6 +289,8 @@ describe('watch', () => {
       await run.waitForLog((line) => line.msg.startsWith('watching'));
       const before = await writeMedia(watchDir, ['before.jpg']);
       await waitFor(() => existsSync(join(disk, 'archive', 'before.jpg')), { message: 'before.jpg archived on the disk' });
+      // Its archive done (the folder's fsync included): the disk is not busy any more.
+      await run.waitForLog((line) => line.msg.startsWith('uploaded before.jpg'));
 
       unmount(usb);
       mounted = false;
@@ -327,6 +329,7 @@ describe('watch', () => {
       await run.waitForLog((line) => line.msg.startsWith('watching'));
       const before = await writeMedia(watchDir, ['before.jpg']);
       await waitFor(() => existsSync(join(disk, 'before.jpg')), { message: 'before.jpg archived on the disk' });
+      await run.waitForLog((line) => line.msg.startsWith('uploaded before.jpg'));
 
       unmount(archiveDir);
       mounted = false;
