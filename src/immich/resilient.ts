@@ -138,6 +138,8 @@ export class UploadBreaker {
   /** The uploads failed in a row since the last one that went through. */
   #failing = new Set<object>();
   #open = false;
+  /** The wait before the first trial; each trial that fails doubles it, up to `maxDelayMs`. */
+  readonly #firstDelayMs: number;
   #delayMs: number;
   /** When the next upload may go to see, while open (`clock.monotonic()`). */
   #trialAt = 0;
@@ -161,7 +163,8 @@ export class UploadBreaker {
       patience?: Patience;
     },
   ) {
-    this.#delayMs = deps.firstDelayMs ?? 30_000;
+    this.#firstDelayMs = deps.firstDelayMs ?? 30_000;
+    this.#delayMs = this.#firstDelayMs;
   }
 
   get isOpen(): boolean {
@@ -204,7 +207,7 @@ export class UploadBreaker {
     if (!this.#open) return;
     this.#open = false;
     this.#trial = undefined;
-    this.#delayMs = this.deps.firstDelayMs ?? 30_000;
+    this.#delayMs = this.#firstDelayMs;
     this.deps.problems?.clear('uploads');
     this.deps.logger.info('Immich takes uploads again; resuming');
     this.#waiters.wakeAll();
