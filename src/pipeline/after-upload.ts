@@ -147,8 +147,10 @@ export async function finishInterrupted(
   record: Recorder,
   fs: ArchiveFs = nodeArchiveFs,
 ): Promise<Disposition | 'lost'> {
-  // A crash between moving the original's name aside and removing it left it there.
-  await restoreAsides(fs, file.path);
+  // A crash between moving a name aside and removing it left it there: the original's, or one of
+  // its sidecars', which go after it.
+  const { own, shared } = sidecarNames(file.path);
+  await restoreAsides(fs, [file.path, ...own, ...shared]);
   const present = await currentVersion(fs, file.path);
   const uploadedVersion = sameVersion(present, file);
   if (state === 'deleting') {

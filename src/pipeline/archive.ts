@@ -726,13 +726,14 @@ function asideName(name: string): string {
 const ASIDE_MARK = '.iau-aside-';
 
 /**
- * Puts back what a crash left moved aside from `path` by {@link removeVerified} (at most a few
- * files, found by listing the folder), so that whatever finishes its removal looks at it again.
- * Returns where each went.
+ * Puts back what a crash left moved aside from `paths` (names of one folder) by
+ * {@link removeVerified} (at most a few files, found by listing the folder once), so that
+ * whatever finishes their removal looks at them again. Returns where each went.
  */
-export async function restoreAsides(fs: ArchiveFs, path: string): Promise<string[]> {
-  const folder = dirname(path);
-  const prefix = `.${shortenedTo(basename(path), MAX_TEMPORARY_STEM_BYTES)}${ASIDE_MARK}`;
+export async function restoreAsides(fs: ArchiveFs, paths: readonly string[]): Promise<string[]> {
+  const [first] = paths;
+  if (first === undefined) return [];
+  const folder = dirname(first);
   let names: string[];
   try {
     names = await fs.readdir(folder);
@@ -741,8 +742,15 @@ export async function restoreAsides(fs: ArchiveFs, path: string): Promise<string
     throw error;
   }
   const restored: string[] = [];
-  for (const name of names) {
-    if (name.startsWith(prefix) && /^[0-9a-f]{12}$/.test(name.slice(prefix.length))) restored.push(await putBack(fs, join(folder, name), path));
+  // Names long enough to be shortened may share a prefix: each aside is put back once.
+  const handled = new Set<string>();
+  for (const path of paths) {
+    const prefix = `.${shortenedTo(basename(path), MAX_TEMPORARY_STEM_BYTES)}${ASIDE_MARK}`;
+    for (const name of names) {
+      if (handled.has(name) || !name.startsWith(prefix) || !/^[0-9a-f]{12}$/.test(name.slice(prefix.length))) continue;
+      handled.add(name);
+      restored.push(await putBack(fs, join(folder, name), path));
+    }
   }
   return restored;
 }

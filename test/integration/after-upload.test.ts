@@ -1,4 +1,4 @@
-import { readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { WatchRoot } from '../../src/config.js';
@@ -131,6 +131,20 @@ describe('delete mode', () => {
     expect(await finishInterrupted(b, 'deleting', record, fs)).toEqual({ mode: 'delete' });
     expect(await readdir(root.path)).toEqual(['b.jpg']);
     expect(await readFile(b.path, 'utf8')).toBe('a new version, never uploaded');
+  });
+
+  it('finishes a move a crash interrupted after a sidecar copied to the archive was moved aside', async () => {
+    const files = await writeMedia(root.path, ['c.jpg']);
+    const sidecars = await writeMedia(root.path, ['c.jpg.xmp'], 100);
+    const c = await confirmed('c.jpg', files.get('c.jpg') ?? Buffer.alloc(0));
+    // The photo went, its sidecar was copied: the crash came after the sidecar's name went aside.
+    await mkdir(root.archivePath, { recursive: true });
+    await rename(c.path, join(root.archivePath, 'c.jpg'));
+    await writeFile(join(root.archivePath, 'c.jpg.xmp'), sidecars.get('c.jpg.xmp') ?? Buffer.alloc(0));
+    await rename(join(root.path, 'c.jpg.xmp'), join(root.path, '.c.jpg.xmp.iau-aside-0123456789ab'));
+    expect(await finishInterrupted(c, 'archiving', record, fs)).toEqual({ mode: 'move', archivedTo: join(root.archivePath, 'c.jpg') });
+    expect(await readdir(root.path), 'nothing left behind, hidden or not (the archive is in the same folder here)').toEqual(['archive']);
+    expect(await readFile(join(root.archivePath, 'c.jpg.xmp'))).toEqual(sidecars.get('c.jpg.xmp'));
   });
 
   it('keeps a shared sidecar while another file of its stem is left, and removes it with the last', async () => {
