@@ -81,6 +81,7 @@ interface ComposeService {
   volumes: string[];
   stop_grace_period: string;
   restart: string;
+  logging: { driver: string; options: Record<string, string> };
 }
 
 async function composeService(): Promise<ComposeService> {
@@ -122,7 +123,7 @@ describe('the Dockerfile', () => {
 });
 
 describe('deploy/compose.yaml', () => {
-  it('builds the Dockerfile, gives the container the folders the image expects, and time to stop', async () => {
+  it('builds the Dockerfile, gives the container the folders the image expects, time to stop, and a log of bounded size', async () => {
     const service = await composeService();
     expect(existsSync(join(resolve(dirname(COMPOSE), service.build), 'Dockerfile'))).toBe(true);
     expect(resolve(dirname(COMPOSE), service.env_file)).toBe(join(ROOT, '.env'));
@@ -133,6 +134,8 @@ describe('deploy/compose.yaml', () => {
       expect(service.volumes.map((volume) => volume.split(':')[1]), name).toContain(image[name]);
     }
     expect(service.restart).toBe('unless-stopped');
+    // A daemon that runs for months: its log is rotated, at most 30 MB.
+    expect(service.logging).toEqual({ driver: 'json-file', options: { 'max-size': '10m', 'max-file': '3' } });
     // Longer than the default SHUTDOWN_GRACE_SECONDS (30), so that uploads in progress may finish.
     expect(Number(/^(\d+)s$/.exec(service.stop_grace_period)?.[1])).toBeGreaterThan(30);
   });
