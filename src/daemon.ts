@@ -5,9 +5,9 @@ import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { MIN_SERVER_MAJOR, type ImmichClient, type ServerVersion } from './immich/client.js';
-import { ImmichError, isGatewayTrouble, isImmichError } from './immich/errors.js';
+import { ImmichError, isImmichError } from './immich/errors.js';
 import { createImmichClient } from './immich/http-client.js';
-import { raceAbort, ResilientImmich, ServerGate, type Patience } from './immich/resilient.js';
+import { mayBeDown, raceAbort, ResilientImmich, ServerGate, type Patience } from './immich/resilient.js';
 import { Journal } from './journal/journal.js';
 import { acquireLock } from './journal/lock.js';
 import { keepingArchiveDirectory, nodeArchiveFs, threadedArchiveFs, type ArchiveFs } from './pipeline/archive.js';
@@ -212,7 +212,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient, 
   );
   let fatalError: Error | undefined;
 
-  const server = await connect({ client, gate, logger, mode, clock, signal: stopWaiting, problems });
+  const server = await connect({ client, gate, logger, mode, clock, signal: stopWaiting, gaveUp: gaveUp.signal, problems });
   if (!server) return emptySnapshot();
   Object.assign(serverNow, { major: server.major, text: versionText(server) });
 
@@ -594,9 +594,10 @@ function followArchiveMount(archiveMount: ArchiveMount, mountinfo: string, coord
 }
 
 /**
- * Reads the server's version (which decides the upload fields) and checks the key. In `watch`
- * mode a server that is not up yet is waited for, as when Immich and the uploader start
- * together; `once` gives up after a few tries. Resolves undefined when stopped while waiting.
+ * Reads the server's version (which decides the upload fields) and checks the key. A server that
+ * is not up yet (no answer, a proxy's 502-504, or its 404 while Immich's container is made anew)
+ * is waited for at the gate, as when Immich and the uploader start together: `watch` waits for
+ * good, `once` as long as its patience. Resolves undefined when stopped while waiting.
  */
 async function connect(deps: {
   client: ImmichClient;
@@ -605,9 +606,11 @@ async function connect(deps: {
   mode: RunMode;
   clock: Clock;
   signal: AbortSignal;
+  /** Aborted when `once` gave up waiting for the server (part of `signal`). */
+  gaveUp: AbortSignal;
   problems: Problems;
 }): Promise<ServerVersion | undefined> {
-  const { client, gate, logger, mode, clock, signal, problems } = deps;
+  const { client, gate, logger, mode, clock, signal, gaveUp, problems } = deps;
   let warned = false;
   try {
     return await retry(
@@ -626,9 +629,14 @@ async function connect(deps: {
         clock,
         signal,
         classify: async (error) => {
-          if (!isImmichError(error) || !error.retryable) return { retry: false };
-          // The gate says it once, however long it takes.
-          if ((error.kind === 'network' || isGatewayTrouble(error)) && mode === 'watch') return { retry: true, free: await gate.waitUntilUp(signal) };
+          if (!isImmichError(error)) return { retry: false };
+          if (mayBeDown(error)) {
+            // The gate says it once, however long it takes.
+            if (await gate.waitUntilUp(signal)) return { retry: true, free: true };
+            // Answering pings all along: a 404 is Immich's own (another path), and final.
+            if (error.status === 404) return { retry: false };
+          }
+          if (!error.retryable) return { retry: false };
           const message = `cannot reach the Immich server yet (${error.message}); trying again`;
           problems.raise('server', message);
           // Said once; the last try's failure is the run's error.
@@ -640,6 +648,8 @@ async function connect(deps: {
       },
     );
   } catch (error) {
+    // Nothing was done: the exit code of `once` must say so.
+    if (gaveUp.aborted) throw new StartError('gave up waiting for the Immich server: nothing was uploaded, the next run tries again');
     if (signal.aborted && !(error instanceof ImmichError && error.kind === 'auth')) return undefined;
     throw error;
   }

@@ -342,10 +342,9 @@ function isServerTrouble(error: unknown): boolean {
 
 /**
  * Whether a failed call may mean the server is down: no answer, a proxy's 502, 503 or 504, or a
- * 404 for the upload routes every Immich has (Traefik answers 404 while Immich's container is
- * made anew).
+ * 404 for a route every Immich has (Traefik answers 404 while Immich's container is made anew).
  */
-function mayBeDown(error: ImmichError): boolean {
+export function mayBeDown(error: ImmichError): boolean {
   return error.kind === 'network' || isGatewayTrouble(error) || error.status === 404;
 }
 

@@ -602,6 +602,43 @@ describe('watch', () => {
     expect(await stopGracefully(run)).toBe(0);
   });
 
+  it("waits at start for a proxy answering 404 while Immich's container is made anew, then uploads", async () => {
+    await startServer();
+    // Traefik's answer to every path while Immich has no container: the version, then two pings.
+    server.failNext(3, 404, { path: '/api/server/', message: '404 page not found' });
+    const files = await writeMedia(watchDir, ['early.jpg']);
+    const run = watch();
+    await run.waitForLog((line) => line.msg.startsWith('Immich server is not answering (GET /api/server/ping answered 404'));
+    await waitFor(() => server.assets.length === 1 && !existsSync(join(watchDir, 'early.jpg')), {
+      timeoutMs: 30_000,
+      message: 'the file to be uploaded once the proxy reaches Immich',
+    });
+    await expectUploadedAndArchived(files);
+    expect(await stopGracefully(run)).toBe(0);
+  });
+
+  it("stops at start on Immich's own 404 for its version (another path), with the fix", async () => {
+    await startServer();
+    server.failNext(1, 404, { path: '/api/server/version', exact: true });
+    const result = await runCli(['watch'], { env: env() });
+    expect(result.code).toBe(1);
+    expect(result.logs.at(-1)?.msg).toMatch(/GET \/api\/server\/version answered 404: .*; fix: set IMMICH_API_URL to the address you open Immich at in a browser$/);
+  });
+
+  it('once: waits at start for a server that is down as long as its patience, then exits 1 touching nothing', async () => {
+    await startServer();
+    await server.down();
+    const files = await writeMedia(watchDir, ['early.jpg']);
+    const result = await runCli(['once'], { env: env({ IMMICH_AUTO_UPLOADER_ONCE_PATIENCE_MS: '1500' }) });
+    expect(result.code).toBe(1);
+    expect(result.logs.filter((line) => line.level >= 40).map((line) => line.msg)).toEqual([
+      expect.stringMatching(/^Immich server is not answering \(cannot reach the Immich server at .*\); uploads wait until it does$/),
+      expect.stringMatching(/^the Immich server did not answer for 1.5 s \(.*\): stopping; the files not done stay for the next run$/),
+      'gave up waiting for the Immich server: nothing was uploaded, the next run tries again',
+    ]);
+    expect(await readIfExists(join(watchDir, 'early.jpg'))).toEqual(files.get('early.jpg'));
+  });
+
   it('sends the fields of the version Immich comes back with after a restart (rolled back from 3.x to 2.x)', async () => {
     await startServer(3);
     const run = watch();
