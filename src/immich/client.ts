@@ -38,11 +38,12 @@ export interface UploadRequest {
   /** Text fields, e.g. fileCreatedAt, fileModifiedAt (and deviceAssetId, deviceId on v2). */
   fields: Record<string, string>;
   /**
-   * SHA-1 hex, sent as `x-immich-checksum` so a known file is answered at once. Absent for a
-   * large file whose upload starts while it is being hashed: the server then dedupes by the
-   * bytes it received.
+   * SHA-1 hex, sent as `x-immich-checksum` so a known file is answered at once, and asked about
+   * when an answer is lost. A large file's upload starts while it is being hashed: its checksum
+   * is known only from the attempts after the hash (a function, asked at each attempt); the
+   * first attempt's server dedupes by the bytes it received.
    */
-  checksum?: string;
+  checksum?: string | (() => string | undefined);
   file: UploadFile;
   /** The photo's XMP sidecar, sent as `sidecarData` after the file: the server reads its metadata. */
   sidecar?: InMemoryUploadFile;

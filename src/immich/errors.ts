@@ -31,6 +31,8 @@ export class ImmichError extends Error {
       correlationId?: string;
       /** The low-level code of a network failure (ECONNREFUSED, ETIMEDOUT, ...). */
       code?: string;
+      /** A network failure after the whole request was sent, before any answer: it may have been done. */
+      dropped?: true;
     } = {},
     options?: { cause?: unknown },
   ) {

@@ -143,20 +143,22 @@ export function createImmichClient(options: ImmichClientOptions): ImmichClient {
     },
 
     async uploadAsset(request: UploadRequest, signal): Promise<UploadResult> {
+      const checksum = checksumOf(request);
       const sidecar = request.sidecar && { name: 'sidecarData', ...request.sidecar };
       const multipart = buildMultipart(request.fields, { name: 'assetData', ...request.file }, sidecar);
       const spec: RequestSpec = {
         method: 'POST',
         path: 'assets',
         auth: true,
-        ...(request.checksum === undefined ? {} : { headers: { 'x-immich-checksum': request.checksum } }),
+        ...(checksum === undefined ? {} : { headers: { 'x-immich-checksum': checksum } }),
         body: multipart,
       };
       let body: unknown;
       try {
         body = await callJson(context, spec, signal);
       } catch (error) {
-        const known = await duplicateAfterLostAnswer(client, request.checksum, error, signal);
+        // A large file's hash may have ended meanwhile.
+        const known = await duplicateAfterLostAnswer(client, checksumOf(request), error, signal);
         if (known) return known;
         throw error;
       }
@@ -174,13 +176,18 @@ export function createImmichClient(options: ImmichClientOptions): ImmichClient {
   return client;
 }
 
+function checksumOf(request: UploadRequest): string | undefined {
+  return typeof request.checksum === 'function' ? request.checksum() : request.checksum;
+}
+
 /**
  * When the server knows the checksum it answers "duplicate" at once and may close the connection
  * while we are still sending. Node destroys a socket on the first failed write (EPIPE, ECONNRESET),
- * and an answer that had arrived but was not yet read goes with it. So after such a failure we ask
- * the server whether it has the file: if it does, the upload's outcome is "duplicate" (also when the
- * answer we lost was "created": the asset is on the server either way). Otherwise the original
- * error stands.
+ * and an answer that had arrived but was not yet read goes with it. An upload sent whole may also
+ * lose its answer (a proxy that gave up waiting), after Immich took it. So after such a failure we
+ * ask the server whether it has the file: if it does, the upload's outcome is "duplicate" (also
+ * when the answer we lost was "created": the asset is on the server either way). Otherwise the
+ * original error stands.
  */
 async function duplicateAfterLostAnswer(
   client: ImmichClient,
@@ -188,10 +195,10 @@ async function duplicateAfterLostAnswer(
   error: unknown,
   signal: AbortSignal | undefined,
 ): Promise<UploadResult | undefined> {
-  // Without a checksum sent, the server never answers early, and there is nothing to ask about.
+  // Without a checksum known, there is nothing to ask about.
   if (checksum === undefined) return undefined;
   if (!(error instanceof ImmichError) || error.kind !== 'network') return undefined;
-  if (error.details.code !== 'EPIPE' && error.details.code !== 'ECONNRESET') return undefined;
+  if (error.details.code !== 'EPIPE' && error.details.code !== 'ECONNRESET' && !error.details.dropped) return undefined;
   let results: BulkCheckResult[];
   try {
     results = await client.bulkUploadCheck([{ id: 'upload', checksum }], signal);
@@ -333,8 +340,12 @@ function exchange(context: Context, spec: RequestSpec, signal: AbortSignal | und
       // A write failed after the whole answer arrived (the server answered early and closed):
       // the answer stands, and its 'end' settles.
       if (response?.complete) return;
-      const mapped = networkError(context, spec.method, endpoint, error);
-      const stale = req.reusedSocket && !responseStarted && (error.code === 'ECONNRESET' || error.code === 'EPIPE');
+      // The whole request went out and no answer began: the server, or a proxy, dropped it.
+      const dropped = requestSent && !responseStarted;
+      const mapped = networkError(context, spec.method, endpoint, error, dropped);
+      // An idle socket's reset comes at the first writes; a file streamed to its end was read by someone.
+      const streamedWhole = dropped && spec.body !== undefined && 'file' in spec.body;
+      const stale = req.reusedSocket && !responseStarted && !streamedWhole && (error.code === 'ECONNRESET' || error.code === 'EPIPE');
       settle({ error: stale ? new StaleSocket(mapped) : mapped });
     });
     // Once the body is sent, the answer may take a while: a proxy that buffers a whole upload
@@ -470,15 +481,22 @@ const CONNECT_CODES = new Set([
   'EADDRNOTAVAIL',
 ]);
 
-function networkError(context: Context, method: string, endpoint: string, error: NodeJS.ErrnoException): ImmichError {
+/** `dropped`: the connection went after the whole request was sent, before any answer. */
+function networkError(context: Context, method: string, endpoint: string, error: NodeJS.ErrnoException, dropped = false): ImmichError {
   const code = error.code ?? (error.message === 'socket hang up' ? 'ECONNRESET' : 'ENETWORK');
   const message = CONNECT_CODES.has(code)
     ? `cannot reach the Immich server at ${context.origin} (${code})`
     : code.startsWith('ERR_TLS') || code.includes('CERT') || code.startsWith('ERR_SSL')
       ? `${method} ${endpoint}: TLS with the Immich server at ${context.origin} failed (${code}): ${redact(context, error.message)}${tlsFix(code)}`
-      : `${method} ${endpoint}: the connection to the Immich server at ${context.origin} was lost (${code})`;
-  return new ImmichError('network', method, endpoint, message, { code });
+      : dropped
+        ? `${method} ${endpoint}: the connection to the Immich server at ${context.origin} was lost after the whole request was sent, before an answer (${code})${PROXY_TIMEOUT_HINT}`
+        : `${method} ${endpoint}: the connection to the Immich server at ${context.origin} was lost (${code})`;
+  return new ImmichError('network', method, endpoint, message, { code, ...(dropped ? { dropped } : {}) });
 }
+
+/** Why a request sent whole may get no answer: a proxy that gives up waiting for Immich closes the connection. */
+const PROXY_TIMEOUT_HINT =
+  "; a proxy between you and Immich may give up waiting for Immich's answer: raise its timeout (nginx: proxy_read_timeout; Traefik: respondingTimeouts)";
 
 /** What to do about a certificate Node refused; it will not change by trying again. */
 function tlsFix(code: string): string {
@@ -496,7 +514,8 @@ function timeoutError(context: Context, method: string, endpoint: string, answer
     answerWaitMs === undefined
       ? `no byte sent to or received from the Immich server at ${context.origin} for ${context.inactivityTimeoutMs / 1000} s`
       : `no answer from the Immich server at ${context.origin} ${Math.round(answerWaitMs / 1000)} s after the whole request was sent`;
-  return new ImmichError('network', method, endpoint, `${method} ${endpoint}: ${what} (ETIMEDOUT)`, { code: 'ETIMEDOUT' });
+  const dropped = answerWaitMs !== undefined;
+  return new ImmichError('network', method, endpoint, `${method} ${endpoint}: ${what} (ETIMEDOUT)`, { code: 'ETIMEDOUT', ...(dropped ? { dropped } : {}) });
 }
 
 function unexpectedBody(context: Context, spec: RequestSpec, expected: string, contentType?: string): ImmichError {

@@ -15,13 +15,14 @@ export const REQUEST_RETRY_POLICY: RetryPolicy = { maxAttempts: 10, baseDelayMs:
  */
 const MAX_FREE_RETRIES = 5;
 /**
- * What the retries of one upload after answers that came once it was sent (500-599, 408: Immich
- * failing on it, a proxy timing out) may send again within one try of its file, beyond the first
- * send: a photo gets every attempt of the policy, a 1 GB video one more, a 4 GB one none (its
- * file is tried again after a minute, then less and less often: coordinator.ts). A video Immich
- * fails on is then not sent ten times over at each try. A dropped connection, which only sending
- * again gets past, is not held to it, nor a 429 (busy), nor a wait at the gate while the server
- * is down or at the open breaker.
+ * What the retries of one upload after failures that came once it was sent whole (an answer of
+ * 500-599 or 408: Immich failing on it, a proxy timing out; or no answer, the connection closed)
+ * may send again within one try of its file, beyond the first send: a photo gets every attempt
+ * of the policy, a 1 GB video one more, a 4 GB one none (its file is tried again after a minute,
+ * then less and less often: coordinator.ts). A video Immich fails on, or a proxy cuts off, is
+ * then not sent ten times over at each try. A connection dropped while sending, which only
+ * sending again gets past, is not held to it, nor a 429 (busy), nor a wait at the gate while the
+ * server is down or at the open breaker.
  */
 const UPLOAD_RESEND_BUDGET_BYTES = 1024 ** 3;
 /** How often an unreachable server is asked again. */
@@ -282,11 +283,11 @@ export class ResilientImmich {
         return result;
       } catch (error) {
         breaker.failed(request, isServerTrouble(error), messageOf(error));
-        if (answeredOnceSent(error) && !breaker.isOpen) failedByServer++;
+        if (failedOnceSent(error) && !breaker.isOpen) failedByServer++;
         throw error;
       }
     };
-    return this.withRetry('upload', send, signals, (error) => answeredOnceSent(error) && failedByServer >= sendsAllowed);
+    return this.withRetry('upload', send, signals, (error) => failedOnceSent(error) && failedByServer >= sendsAllowed);
   }
 
   /** `isFinal`: a failure not to retry, though the policy would (asked once the gate says the server is up). */
@@ -330,9 +331,14 @@ export class ResilientImmich {
   }
 }
 
-/** An answer that came after the upload was sent, and that sending it again might not change: 500-599, 408. */
-function answeredOnceSent(error: unknown): boolean {
-  return isImmichError(error) && error.kind === 'server' && ((error.status ?? 0) >= 500 || error.status === 408);
+/**
+ * A failure after the upload was sent, which sending it again might not change: an answer of
+ * 500-599 or 408, or none at all (a proxy giving up on Immich's answer closes the connection).
+ */
+function failedOnceSent(error: unknown): boolean {
+  if (!isImmichError(error)) return false;
+  if (error.kind === 'network') return error.details.dropped === true;
+  return error.kind === 'server' && ((error.status ?? 0) >= 500 || error.status === 408);
 }
 
 /** An error of the server's own making (500, 507...), not a proxy's, nor one of being busy (429, 408). */

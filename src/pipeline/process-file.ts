@@ -80,6 +80,8 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
   const early = small ? undefined : new EarlyUpload();
   // The asset our upload created, once the server confirmed it.
   let uploadedAs: string | undefined;
+  // Sent by an early upload's attempts after the hash: a lost answer is then asked about.
+  let knownChecksum: string | undefined;
   try {
     deps.record(file, 'settled');
     let sidecar: Promise<FoundSidecar | undefined> = NO_SIDECAR;
@@ -92,13 +94,15 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
       void sidecar.catch(() => undefined);
       // Cancelled while it waits for an upload slot, it leaves the queue at once.
       early?.start(
-        async (signals, cancelled) => sendUpload(buildUploadRequest(file, {}, deps.serverMajor(), await sidecar), deps, signals, cancelled),
+        async (signals, cancelled) =>
+          sendUpload(buildUploadRequest(file, { checksum: () => knownChecksum }, deps.serverMajor(), await sidecar), deps, signals, cancelled),
         deps.signals,
       );
       return hashSettledFile(file.path, file.size, small ? deps.files : deps.hashing, deps.signals.wait);
     });
     if (hashed.size !== file.size) return { kind: 'changed' };
     const { checksum, bytes } = hashed;
+    knownChecksum = checksum;
     // The bytes' memory serves the next small file once the upload is over or not needed.
     const doneWithBytes = (): void => {
       if (bytes) deps.files.recycle(bytes);

@@ -22,7 +22,7 @@ export const DEVICE_ID = 'immich-auto-uploader';
  */
 export function buildUploadRequest(
   file: SettledFile,
-  hashed: Partial<Pick<FileHash, 'checksum' | 'bytes'>>,
+  hashed: { checksum?: UploadRequest['checksum']; bytes?: FileHash['bytes'] },
   serverMajor: number,
   sidecar?: FoundSidecar,
 ): UploadRequest {

@@ -855,6 +855,18 @@ describe('once', () => {
     await expectUploadedAndArchived(files);
   });
 
+  it("finds on the server a large video whose upload's answer a proxy lost, without sending it again", async () => {
+    await startServer();
+    // Slower than the hash, so that the check finds nothing on the server yet.
+    server.delayNext(1, 500, { path: '/api/assets', exact: true });
+    server.loseNextAnswers(1, { path: '/api/assets', exact: true });
+    const files = await writeMedia(watchDir, ['VID_0001.mp4'], 3 * 1024 * 1024);
+    const result = await runCli(['once'], { env: env() });
+    expect(result.code, result.stdout).toBe(0);
+    await expectUploadedAndArchived(files);
+    expect(server.requests.filter((request) => request.path === '/api/assets')).toHaveLength(1);
+  });
+
   it('archives files the server already has without uploading them, warning of one in its trash', async () => {
     await startServer();
     const files = await writeMedia(watchDir, ['known-1.jpg', 'sub/known-2.jpg']);

@@ -105,6 +105,12 @@ export interface FakeImmich {
   delayNext(count: number, ms: number, opts?: { path?: string; exact?: boolean }): void;
   /** The next upload's connection is destroyed after `afterBytes` body bytes (default 0). */
   dropNextUpload(opts?: { afterBytes?: number }): void;
+  /**
+   * The next `count` requests (matched like failNext) are read whole and get no answer: the
+   * connection is closed, as by a proxy that gave up waiting for Immich. `done` (default true):
+   * Immich did the request all the same (an upload's asset is made).
+   */
+  loseNextAnswers(count: number, opts?: { path?: string; exact?: boolean; done?: boolean }): void;
   /** Every upload announcing this checksum (`x-immich-checksum`) is answered `status`: a file the server fails on. */
   failUploadsOf(checksum: string, status: number): void;
   /**
@@ -162,6 +168,13 @@ interface DelayRule {
   exact?: boolean;
 }
 
+interface LoseRule {
+  remaining: number;
+  path?: string;
+  exact?: boolean;
+  done?: boolean;
+}
+
 interface FailureRate {
   rate: number;
   status: number;
@@ -192,6 +205,7 @@ export async function startFakeImmich(options: FakeImmichOptions = {}): Promise<
   let failRules: FailRule[] = [];
   const failingChecksums = new Map<string, number>();
   let delayRules: DelayRule[] = [];
+  let loseRules: LoseRule[] = [];
   let dropUpload: { afterBytes: number } | undefined;
   let failureRate: FailureRate | undefined;
   let stalled = false;
@@ -303,6 +317,22 @@ export async function startFakeImmich(options: FakeImmichOptions = {}): Promise<
     if (delay) {
       await sleep(delay.ms);
       if (closed) return;
+    }
+
+    const lose = takeRule(loseRules, path);
+    if (lose?.done === false) {
+      await new Promise((resolve) => req.on('end', resolve).resume());
+      req.socket.destroy();
+      return;
+    }
+    if (lose) {
+      // Handled as usual; the answer never leaves.
+      const hangUp = (): ServerResponse => {
+        req.socket.destroy();
+        return res;
+      };
+      res.writeHead = hangUp as typeof res.writeHead;
+      res.end = hangUp as typeof res.end;
     }
 
     const poisoned = method === 'POST' && path === '/api/assets' ? failingChecksums.get(String(req.headers['x-immich-checksum'])) : undefined;
@@ -656,6 +686,10 @@ export async function startFakeImmich(options: FakeImmichOptions = {}): Promise<
     delayNext(count, ms, opts = {}) {
       delayRules.push({ remaining: count, ms, ...opts });
       delayRules = delayRules.filter((r) => r.remaining > 0);
+    },
+    loseNextAnswers(count, opts = {}) {
+      loseRules.push({ remaining: count, ...opts });
+      loseRules = loseRules.filter((r) => r.remaining > 0);
     },
     dropNextUpload(opts = {}) {
       dropUpload = { afterBytes: opts.afterBytes ?? 0 };

@@ -95,7 +95,7 @@ function memoryUpload(
   bytes: Buffer,
   filename = 'photo.jpg',
   fields: Record<string, string> = V2_FIELDS,
-): UploadRequest & { file: InMemoryUploadFile } {
+): UploadRequest & { file: InMemoryUploadFile; checksum?: string } {
   return { fields, checksum: sha1(bytes), file: { filename, contentType: 'image/jpeg', bytes } };
 }
 
@@ -314,6 +314,33 @@ describe('upload from memory', () => {
     expect((await immich.uploadAsset(memoryUpload(bytes))).status).toBe('created');
     expect(server.requests.filter((r) => r.path === '/api/assets').map((r) => r.status)).toEqual([0, 201]);
     expect(server.assetByChecksum(sha1(bytes))?.bytes?.equals(bytes)).toBe(true);
+  });
+
+  it('a file streamed whole whose answer is lost is not sent again at once, and the error names the proxy', async () => {
+    const { server, immich } = await setup();
+    // A socket kept from the ping: a reset there would pass for an idle socket's, sent again.
+    await immich.ping();
+    server.loseNextAnswers(1, { path: '/api/assets', exact: true, done: false });
+    const { checksum: _unknown, ...request } = await fileUpload(randomBytes(3 * 1024 * 1024));
+    const error = await immichRejection(immich.uploadAsset(request));
+    expect(error).toMatchObject({ kind: 'network', details: { dropped: true } });
+    expect(error.message).toMatch(/was lost after the whole request was sent, before an answer \((ECONNRESET|EPIPE)\); a proxy between you and Immich may give up waiting for Immich's answer: raise its timeout/);
+    expect(server.requests.filter((r) => r.path === '/api/assets')).toHaveLength(1);
+    expect(server.assets).toHaveLength(0);
+  });
+
+  it('an upload whose answer is lost after Immich made the asset is found by the checksum known by then', async () => {
+    const { server, immich } = await setup();
+    server.loseNextAnswers(1, { path: '/api/assets', exact: true });
+    const bytes = randomBytes(3 * 1024 * 1024);
+    const request = await fileUpload(bytes);
+    // A large file's upload starts before its hash is done: the checksum is asked for at the failure.
+    let known: string | undefined;
+    const pending = immich.uploadAsset({ ...request, checksum: () => known });
+    known = sha1(bytes);
+    expect(await pending).toEqual({ id: server.assetByChecksum(sha1(bytes))?.id, status: 'duplicate' });
+    expect(server.requests.filter((r) => r.path === '/api/assets')).toHaveLength(1);
+    expect(server.requests.filter((r) => r.path === '/api/assets/bulk-upload-check')).toHaveLength(1);
   });
 
   it('a server that takes the body but never answers is ETIMEDOUT', { timeout: 10_000 }, async () => {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { pino, type Logger } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { ImmichClient, UploadRequest } from '../../src/immich/client.js';
+import type { ByteSource, ImmichClient, StreamedUploadFile, UploadRequest } from '../../src/immich/client.js';
 import { isImmichError } from '../../src/immich/errors.js';
 import { createImmichClient } from '../../src/immich/http-client.js';
 import { GaveUpWaitingError, ResilientImmich, ServerGate, UploadBreaker } from '../../src/immich/resilient.js';
@@ -49,10 +49,26 @@ function recording(): { logger: Logger; lines: Array<{ level: number; msg: strin
   return { logger: pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string }) }), lines };
 }
 
-function photo(): UploadRequest {
+function photo(): UploadRequest & { checksum: string } {
   const bytes = randomBytes(2048);
   const at = new Date(Date.UTC(2024, 0, 1)).toISOString();
   return { fields: { fileCreatedAt: at, fileModifiedAt: at }, checksum: sha1(bytes), file: { filename: 'IMG_1.jpg', contentType: 'image/jpeg', bytes } };
+}
+
+/** A file part read as it is sent, as a large file's is. */
+function streamed(bytes: Buffer): StreamedUploadFile {
+  const open = async (): Promise<ByteSource> => {
+    let at = 0;
+    return {
+      read: async (buffer, length) => {
+        const count = bytes.copy(buffer, 0, at, Math.min(at + length, bytes.length));
+        at += count;
+        return count;
+      },
+      close: async () => undefined,
+    };
+  };
+  return { filename: 'VID_1.mp4', contentType: 'video/mp4', size: bytes.length, open };
 }
 
 /** Each upload has the server look down to the next ping, as a proxy whose Immich restarts. */
@@ -109,7 +125,7 @@ describe('ResilientImmich', () => {
     expect(problems).toEqual(['raise uploads', 'clear uploads']);
   });
 
-  it('sends a file Immich fails on again fewer times the larger it is, within one try, but any file again after a dropped connection', async () => {
+  it('sends a file Immich fails on, or a proxy cuts off, again fewer times the larger it is, within one try, but any file again after a connection dropped while sending', async () => {
     const logger = pino({ level: 'silent' });
     const gate = new ServerGate({ client, clock: systemClock, logger, signal: stop.signal, policy: FAST });
     const policy = { ...FAST, maxAttempts: 5 };
@@ -136,7 +152,13 @@ describe('ResilientImmich', () => {
     await expect(immich.uploadAsset(timedOut, {})).rejects.toThrow(/answered 504/);
     expect(server.requests.filter((sent) => sent.path === '/api/assets' && sent.status === 504)).toHaveLength(1);
 
-    // A dropped connection is no error of Immich's: only sending again gets past it.
+    // No answer to a video sent whole, Immich answering pings: a proxy cutting it off, held to the budget as well.
+    server.loseNextAnswers(1, { path: '/api/assets', exact: true, done: false });
+    const video = { ...photo(), file: streamed(randomBytes(4096)) };
+    await expect(immich.uploadAsset(video, {})).rejects.toThrow(/lost after the whole request was sent/);
+    expect(server.requests.filter((sent) => sent.path === '/api/assets' && sent.status === 0)).toHaveLength(1);
+
+    // A connection dropped while sending is no error of Immich's: only sending again gets past it.
     server.dropNextUpload({ afterBytes: 1000 });
     const large = { ...photo(), file: { filename: 'IMG_2.jpg', contentType: 'image/jpeg', bytes: randomBytes(4096) } };
     large.checksum = sha1(large.file.bytes);
