@@ -13,7 +13,7 @@ import { requestRetry, STATE_FROM } from './commands/retry.js';
 import { buildStatus, formatHistory, formatStatus, historyQuery } from './commands/status.js';
 import { ConfigError, loadConfig, loadStateDirectory, type Config, type LoadConfigInput } from './config.js';
 import { MissingPermissionError, runUploader, StartError, type RunMode } from './daemon.js';
-import { isImmichError } from './immich/errors.js';
+import { isImmichError, isMissingPermission } from './immich/errors.js';
 import { Journal, JOURNAL_FILE } from './journal/journal.js';
 import { isLocked, stateFolderReadable } from './journal/lock.js';
 import { JournalError } from './journal/states.js';
@@ -300,6 +300,13 @@ function reportRunError(error: unknown, logger: Logger): number {
     logger.fatal(
       { status: error.status },
       `the Immich server rejected the API key (${error.message}); fix: create a key in Immich under Account Settings > API Keys and set IMMICH_API_KEY (or put it in the file IMMICH_API_KEY_FILE names)`,
+    );
+    return EXIT.keyRejected;
+  }
+  if (isImmichError(error) && isMissingPermission(error)) {
+    logger.fatal(
+      { status: error.status },
+      `the API key may no longer upload (${error.message}); fix: in Immich, Account Settings > API Keys, give the key the permission asset.upload, or create one with it`,
     );
     return EXIT.keyRejected;
   }

@@ -60,3 +60,8 @@ export function isImmichError(error: unknown): error is ImmichError {
 export function isGatewayTrouble(error: ImmichError): boolean {
   return error.kind === 'server' && (error.status === 502 || error.status === 503 || error.status === 504);
 }
+
+/** Immich's 403 for a key without a permission the request needs (`Missing required permission: asset.upload`). */
+export function isMissingPermission(error: ImmichError): boolean {
+  return error.kind === 'forbidden' && /\bpermission\b/i.test(error.details.serverMessage ?? '');
+}

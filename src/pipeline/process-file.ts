@@ -1,5 +1,5 @@
 import type { UploadRequest, UploadResult } from '../immich/client.js';
-import { isImmichError } from '../immich/errors.js';
+import { isImmichError, isMissingPermission } from '../immich/errors.js';
 import { FileSizeMismatchError } from '../immich/multipart.js';
 import type { CallSignals, ResilientImmich } from '../immich/resilient.js';
 import { isAbortError, type Clock } from '../support/clock.js';
@@ -213,8 +213,9 @@ function toOutcome(error: unknown, stage: FailedStage, signals: CallSignals): Fi
   if (error instanceof FileSizeMismatchError || error instanceof SourceChangedError) return { kind: 'changed' };
   if (isNodeError(error) && error.code === 'ENOENT' && stage !== 'archive') return { kind: 'changed' };
   if (isImmichError(error)) {
-    // A refused key stops everything: no point failing every file one by one.
-    if (error.kind === 'auth') throw error;
+    // A refused key, or one that may no longer upload, stops everything: no point failing
+    // every file one by one. A proxy's 403 (no permission named) fails this file only.
+    if (error.kind === 'auth' || isMissingPermission(error)) throw error;
     return { kind: 'failed', stage, message: error.message, retryable: error.retryable };
   }
   if (error instanceof ArchiveError) return { kind: 'failed', stage, message: error.message, retryable: true };

@@ -1127,6 +1127,22 @@ describe('check', () => {
     expect(wrong.code).toBe(3);
     expectNoSecret(weak.stdout, weak.stderr, wrong.stdout, wrong.stderr);
   });
+
+  it('exits 3 when the key loses asset.upload while it runs, leaving the file in place', async () => {
+    const permissions = ['asset.upload'];
+    await startServer(3, permissions);
+    const run = watch();
+    await run.waitForLog((line) => line.msg.startsWith('watching'));
+    permissions.splice(0);
+    await writeMedia(watchDir, ['x.jpg']);
+    const { code } = await run.exited;
+    expect(code).toBe(3);
+    expect(run.logs().at(-1)?.msg).toMatch(
+      /^the API key may no longer upload \(POST \/api\/assets\/bulk-upload-check answered 403: Missing required permission: asset.upload\); fix: .* give the key the permission asset.upload/,
+    );
+    expect(existsSync(join(watchDir, 'x.jpg'))).toBe(true);
+    expectNoSecret(run.stdout(), run.stderr());
+  });
 });
 
 describe('usage errors', () => {
