@@ -556,7 +556,7 @@ function httpError(context: Context, spec: RequestSpec, response: RawResponse): 
     explanation += '; fix: set IMMICH_API_URL to the address you open Immich at in a browser';
   } else if (status >= 300 && status < 400) {
     const location = headers.location;
-    explanation = `redirected${location ? ` to ${location}` : ''}: use the URL the server redirects to`;
+    explanation = location ? `redirected to ${location}: ${redirectFix(context, spec, location)}` : 'redirected: use the address the server redirects to';
   }
   const message = `${spec.method} ${endpoint} answered ${status}: ${explanation}`;
   return new ImmichError(kind, spec.method, endpoint, message, {
@@ -565,6 +565,19 @@ function httpError(context: Context, spec: RequestSpec, response: RawResponse): 
     ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
     ...(correlationId !== undefined ? { correlationId } : {}),
   });
+}
+
+/** Where IMMICH_API_URL should point, from where a request was redirected: the endpoint's own path is not part of it. */
+function redirectFix(context: Context, spec: RequestSpec, location: string): string {
+  let target: URL;
+  try {
+    target = new URL(location, new URL(spec.path, context.base));
+  } catch {
+    return 'use the address the server redirects to';
+  }
+  const suffix = `/${spec.path}`;
+  if (!target.pathname.endsWith(suffix)) return 'use the address the server redirects to';
+  return `set IMMICH_API_URL to ${target.origin}${target.pathname.slice(0, -suffix.length)}`;
 }
 
 /**

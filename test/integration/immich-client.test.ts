@@ -5,6 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { open, readFile, writeFile } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -387,6 +388,26 @@ describe('answers that are errors', () => {
     const error = await immichRejection(immich.uploadAsset(await fileUpload(Buffer.from('x'))));
     expect(error.kind).toBe('forbidden');
     expect(error.message).toBe('POST /api/assets answered 403: Missing required permission: asset.upload');
+  });
+
+  it('a redirect says which IMMICH_API_URL to set: the address redirected to, without the endpoint', async () => {
+    // A proxy that moved Immich under a path of its own, as a reverse proxy's rule may.
+    const server = createHttpServer((req, res) => {
+      res.writeHead(308, { location: `/photos${req.url ?? ''}` }).end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const immich = createImmichClient({ apiUrl: `http://127.0.0.1:${port}/api`, apiKey: SECRET });
+      const error = await immichRejection(immich.ping());
+      expect(error.message).toBe(
+        `GET /api/server/ping answered 308: redirected to /photos/api/server/ping: set IMMICH_API_URL to http://127.0.0.1:${port}/photos/api`,
+      );
+      immich.close();
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 
   it('400 is rejected with the server message (v2 and v3 unsupported type)', async () => {
