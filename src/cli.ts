@@ -23,7 +23,7 @@ import { simulatedCrossDeviceFs } from './pipeline/archive.js';
 import { readAwayDisks } from './pipeline/disks.js';
 import { formatSummary, type StatsSnapshot } from './pipeline/stats.js';
 import { NotMountedError, type SystemFiles } from './support/mount-table.js';
-import { createLogger, type Logger } from './support/logger.js';
+import { createLogger, hideSecrets, type Logger } from './support/logger.js';
 import { messageOf } from './support/message.js';
 import { readProblems } from './support/problems.js';
 import { closestName } from './support/similar.js';
@@ -226,7 +226,7 @@ async function runCommand(name: RunMode | 'check', flags: Record<string, unknown
   }
   if (name === 'check') return check(config, notes);
 
-  const logger = createLogger({ level: config.logLevel, format: config.logFormat });
+  const logger = createLogger({ level: config.logLevel, format: config.logFormat, secrets: [config.apiKey] });
   for (const note of notes) logger.warn(note);
   const stop = new AbortController();
   const abortNow = new AbortController();
@@ -282,7 +282,7 @@ async function check(config: Config, notes: string[]): Promise<number> {
   const client = createImmichClient({ apiUrl: config.apiUrl, apiKey: config.apiKey, inactivityTimeoutMs: 15_000 });
   try {
     const report = await runChecks(config, client, systemFiles());
-    for (const line of report.lines) process.stdout.write(`${formatCheckLine(line)}\n`);
+    for (const line of report.lines) process.stdout.write(`${hideSecrets(formatCheckLine(line), [config.apiKey])}\n`);
     if (report.keyRejected) return EXIT.keyRejected;
     return report.lines.every((line) => line.ok) ? EXIT.ok : EXIT.failure;
   } finally {

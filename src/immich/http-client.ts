@@ -277,7 +277,8 @@ function exchange(context: Context, spec: RequestSpec, signal: AbortSignal | und
       return;
     }
     const url = new URL(spec.path, context.base);
-    const endpoint = url.pathname;
+    // A key pasted into IMMICH_API_URL would otherwise travel on in every message.
+    const endpoint = redact(context, url.pathname);
     const headers: Record<string, string | number> = {
       accept: 'application/json',
       'user-agent': context.userAgent,
@@ -519,26 +520,28 @@ function timeoutError(context: Context, method: string, endpoint: string, answer
 }
 
 function unexpectedBody(context: Context, spec: RequestSpec, expected: string, contentType?: string): ImmichError {
-  const endpoint = new URL(spec.path, context.base).pathname;
+  const endpoint = redact(context, new URL(spec.path, context.base).pathname);
   const got = contentType ? ` (got ${contentType})` : '';
   return new ImmichError(
     'rejected',
     spec.method,
     endpoint,
-    `${spec.method} ${endpoint} did not answer with ${expected}${got}: is ${context.base.href} the Immich API?`,
+    redact(context, `${spec.method} ${endpoint} did not answer with ${expected}${got}: is ${context.base.href} the Immich API?`),
   );
 }
 
 function httpError(context: Context, spec: RequestSpec, response: RawResponse): ImmichError {
   const { status, headers } = response;
-  const endpoint = new URL(spec.path, context.base).pathname;
-  const parsed = parseErrorBody(response);
-  const serverMessage = parsed.message === undefined ? undefined : redact(context, parsed.message);
+  const endpoint = redact(context, new URL(spec.path, context.base).pathname);
+  const parsed = parseErrorBody(redact(context, response.body.toString('utf8')));
+  const serverMessage = parsed.message;
   const headerId = headers['x-correlation-id'];
   const correlationId = parsed.correlationId ?? (typeof headerId === 'string' ? headerId : undefined);
   const retryAfterMs = parseRetryAfter(headers['retry-after']);
+  // A 401 to a request sent without the key is a proxy asking for a login, not Immich refusing the key.
+  const proxyLogin = status === 401 && !spec.auth;
   const kind =
-    status === 401
+    status === 401 && !proxyLogin
       ? 'auth'
       : status === 403
         ? 'forbidden'
@@ -554,11 +557,15 @@ function httpError(context: Context, spec: RequestSpec, response: RawResponse): 
   } else if (status === 404 && (spec.path === 'server/ping' || spec.path === 'server/version')) {
     // Every Immich answers these: this is another server, or Immich behind another path.
     explanation += '; fix: set IMMICH_API_URL to the address you open Immich at in a browser';
+  } else if (proxyLogin) {
+    explanation +=
+      '; a proxy in front of Immich asks for a login (Immich itself answers this without a key): ' +
+      'fix: let the uploader through the proxy, or point IMMICH_API_URL at Immich directly';
   } else if (status >= 300 && status < 400) {
     const location = headers.location;
     explanation = location ? `redirected to ${location}: ${redirectFix(context, spec, location)}` : 'redirected: use the address the server redirects to';
   }
-  const message = `${spec.method} ${endpoint} answered ${status}: ${explanation}`;
+  const message = redact(context, `${spec.method} ${endpoint} answered ${status}: ${explanation}`);
   return new ImmichError(kind, spec.method, endpoint, message, {
     status,
     ...(serverMessage !== undefined ? { serverMessage } : {}),
@@ -585,8 +592,7 @@ function redirectFix(context: Context, spec: RequestSpec, location: string): str
  * bodies: `{"message":"Validation failed","errors":[{"path":[...],"message":"..."}]}`. A proxy's
  * HTML page is reduced to its title.
  */
-function parseErrorBody(response: RawResponse): { message?: string; correlationId?: string } {
-  const text = response.body.toString('utf8');
+function parseErrorBody(text: string): { message?: string; correlationId?: string } {
   if (text.trim() === '') return {};
   let json: unknown;
   try {

@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { Writable } from 'node:stream';
 import { pino, type Logger } from 'pino';
 import type PinoPretty from 'pino-pretty';
 import type { LogFormat, LogLevel } from '../config.js';
@@ -15,9 +16,15 @@ export function createLogger(options: {
   format: LogFormat;
   /** Defaults to standard output. */
   destination?: NodeJS.WritableStream & { isTTY?: boolean };
+  /** Never written, whatever a line holds (the API key): replaced by `[hidden]`. */
+  secrets?: readonly string[];
 }): Logger {
-  const destination = options.destination ?? process.stdout;
-  const usePretty = options.format === 'pretty' || (options.format === 'auto' && destination.isTTY === true);
+  const output = options.destination ?? process.stdout;
+  // Standard output as pino writes it fastest, synchronously (the last lines before an exit).
+  const target = output === process.stdout ? pino.destination({ dest: 1, sync: true }) : output;
+  const secrets = (options.secrets ?? []).filter((secret) => secret.length > 0);
+  const scrubbed = secrets.length > 0 ? withoutSecrets(target, secrets) : undefined;
+  const usePretty = options.format === 'pretty' || (options.format === 'auto' && output.isTTY === true);
   const verbose = options.level === 'debug' || options.level === 'trace';
   const base = {
     level: options.level,
@@ -33,9 +40,9 @@ export function createLogger(options: {
     return pino(
       base,
       pretty({
-        destination,
+        destination: scrubbed ?? output,
         sync: true,
-        colorize: destination.isTTY === true,
+        colorize: output.isTTY === true,
         translateTime: 'SYS:HH:MM:ss',
         ignore: 'pid,hostname',
         // On a terminal the message says it all; the fields are for JSON consumers (and debug).
@@ -43,10 +50,27 @@ export function createLogger(options: {
       }),
     );
   }
-  return pino(
-    { ...base, timestamp: pino.stdTimeFunctions.isoTime },
-    destination === process.stdout ? pino.destination({ dest: 1, sync: true }) : destination,
-  );
+  return pino({ ...base, timestamp: pino.stdTimeFunctions.isoTime }, scrubbed ?? target);
+}
+
+/**
+ * Writes through to `output`, at once, with every secret replaced: the key is never logged on
+ * purpose, and this is the last line of defence against a server, an address or an error that
+ * repeats it.
+ */
+function withoutSecrets(target: { write(text: string): unknown }, secrets: readonly string[]): Writable {
+  return new Writable({
+    write(chunk: Buffer | string, _encoding, done) {
+      target.write(hideSecrets(String(chunk), secrets));
+      done();
+    },
+  });
+}
+
+export function hideSecrets(text: string, secrets: readonly string[]): string {
+  let result = text;
+  for (const secret of secrets) if (secret.length > 0) result = result.split(secret).join('[hidden]');
+  return result;
 }
 
 function withoutStack(serialized: ReturnType<typeof pino.stdSerializers.err>): Record<string, unknown> {

@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { open, readFile, writeFile } from 'node:fs/promises';
-import { createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpServer, type RequestListener } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -60,6 +60,28 @@ async function setup(
 
 function sha1(bytes: Buffer): string {
   return createHash('sha1').update(bytes).digest('hex');
+}
+
+/** A server of a test's own on 127.0.0.1 (a proxy, say), closed after `use`. */
+async function withServer(handler: RequestListener, use: (url: string) => Promise<void>): Promise<void> {
+  const server = createHttpServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    await use(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  } finally {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
+}
+
+/** A client of `apiUrl` for one call, closed after it. */
+async function useClient<T>(apiUrl: string, call: (immich: ImmichClient) => Promise<T>): Promise<T> {
+  const immich = createImmichClient({ apiUrl, apiKey: SECRET });
+  try {
+    return await call(immich);
+  } finally {
+    immich.close();
+  }
 }
 
 /** An upload of real bytes from a real file. */
@@ -392,22 +414,46 @@ describe('answers that are errors', () => {
 
   it('a redirect says which IMMICH_API_URL to set: the address redirected to, without the endpoint', async () => {
     // A proxy that moved Immich under a path of its own, as a reverse proxy's rule may.
-    const server = createHttpServer((req, res) => {
-      res.writeHead(308, { location: `/photos${req.url ?? ''}` }).end();
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    try {
-      const { port } = server.address() as AddressInfo;
-      const immich = createImmichClient({ apiUrl: `http://127.0.0.1:${port}/api`, apiKey: SECRET });
-      const error = await immichRejection(immich.ping());
-      expect(error.message).toBe(
-        `GET /api/server/ping answered 308: redirected to /photos/api/server/ping: set IMMICH_API_URL to http://127.0.0.1:${port}/photos/api`,
-      );
-      immich.close();
-    } finally {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-    }
+    await withServer(
+      (req, res) => res.writeHead(308, { location: `/photos${req.url ?? ''}` }).end(),
+      async (url) => {
+        const error = await immichRejection(useClient(`${url}/api`, (immich) => immich.ping()));
+        expect(error.message).toBe(`GET /api/server/ping answered 308: redirected to /photos/api/server/ping: set IMMICH_API_URL to ${url}/photos/api`);
+      },
+    );
+  });
+
+  it("a proxy's 401 to a request sent without the key asks for a login; it is no rejected key", async () => {
+    await withServer(
+      (_req, res) => res.writeHead(401, { 'content-type': 'text/html', 'www-authenticate': 'Basic realm="home"' }).end('<html><head><title>401 Authorization Required</title></head></html>'),
+      async (url) => {
+        const error = await immichRejection(useClient(`${url}/api`, (immich) => immich.serverVersion()));
+        expect(error.kind).toBe('rejected');
+        expect(error.message).toBe(
+          'GET /api/server/version answered 401: 401 Authorization Required; a proxy in front of Immich asks for a login (Immich itself answers this without a key): fix: let the uploader through the proxy, or point IMMICH_API_URL at Immich directly',
+        );
+      },
+    );
+  });
+
+  it('never says the key, wherever a server or the address puts it', async () => {
+    await withServer(
+      (req, res) => {
+        if (req.url?.endsWith('/server/ping')) res.writeHead(302, { location: `/login?token=${SECRET}` }).end();
+        // A body cut to its first 300 characters where the key begins.
+        else res.writeHead(500, { 'content-type': 'text/plain' }).end(`${'x'.repeat(295)}${SECRET}`);
+      },
+      async (url) => {
+        const errors = [
+          await immichRejection(useClient(url, (immich) => immich.ping())),
+          await immichRejection(useClient(url, (immich) => immich.serverVersion())),
+          // The key pasted into the address.
+          await immichRejection(useClient(`${url}/${SECRET}`, (immich) => immich.serverVersion())),
+        ];
+        for (const error of errors) expect(`${error.message} ${error.endpoint} ${inspect(error.details)}`).not.toContain(SECRET.slice(0, 6));
+        expect(errors[0]?.message).toContain('token=[redacted]');
+      },
+    );
   });
 
   it('400 is rejected with the server message (v2 and v3 unsupported type)', async () => {
