@@ -53,7 +53,9 @@ async function main(argv: string[]): Promise<number> {
     .description('Empties watched folders into Immich: each finished photo or video is uploaded once, then archived.')
     .version(readVersion(), '-V, --version')
     .exitOverride()
-    .showSuggestionAfterError();
+    .showSuggestionAfterError()
+    // Inherited by the commands below. A flag's value is never repeated: it may be the key.
+    .configureOutput({ outputError: (text, write) => write(usageError(text, argv)) });
   for (const { name, summary } of COMMANDS) {
     const command = program.command(name, { isDefault: name === 'watch' }).description(summary).exitOverride();
     addOptions(command);
@@ -107,8 +109,10 @@ async function main(argv: string[]): Promise<number> {
   const first = argv[2];
   const names = program.commands.map((command) => command.name());
   if (first !== undefined && !first.startsWith('-') && first !== 'help' && !names.includes(first)) {
+    // Repeated only if it looks like a word: the key pasted there must not be.
+    const shown = /^[a-z][a-z-]{0,19}$/i.test(first) ? ` '${first}'` : ' (not repeated, in case it is a secret)';
     const near = closestName(first, names);
-    process.stderr.write(`error: unknown command '${first}'${near === undefined ? '' : ` (did you mean '${near}'?)`}; the commands are ${names.join(', ')}\n`);
+    process.stderr.write(`error: unknown command${shown}${near === undefined ? '' : ` (did you mean '${near}'?)`}; the commands are ${names.join(', ')}\n`);
     return EXIT.usage;
   }
   try {
@@ -121,6 +125,18 @@ async function main(argv: string[]): Promise<number> {
     throw error;
   }
   return exitCode;
+}
+
+/**
+ * Commander's error, without the value of any `--flag=value` it repeats (`--api-key=...` given
+ * to a command without that option); options given before the command are pointed out.
+ */
+function usageError(text: string, argv: readonly string[]): string {
+  const command = argv.slice(3).find((word) => COMMANDS.some(({ name }) => name === word) || ['status', 'history', 'retry', 'health'].includes(word));
+  if (text.includes("too many arguments for 'watch'") && command !== undefined) {
+    return `error: options go after the command: immich-auto-uploader ${command} [options]\n`;
+  }
+  return text.replace(/(--[\w-]+)=[^'\s]*/g, '$1=...');
 }
 
 /** `--recent`'s and `--grace`'s value: commander says what is wrong with anything else, and the CLI exits 2. */

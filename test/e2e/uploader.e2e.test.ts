@@ -1180,5 +1180,16 @@ describe('usage errors', () => {
       expect(recent.code, value).toBe(2);
       expect(recent.stderr).toContain('expected a whole number, 0 or more');
     }
+    const early = await runCli(['--log-level', 'debug', 'check']);
+    expect([early.code, early.stderr]).toEqual([2, 'error: options go after the command: immich-auto-uploader check [options]\n']);
+  });
+
+  it('never repeats a key given where it does not belong', async () => {
+    for (const args of [['status', `--api-key=${KEY}`], ['check', `--API-KEY=${KEY}`], [KEY]]) {
+      const result = await runCli(args);
+      expect(result.code, args.join(' ')).toBe(2);
+      expect(result.stderr, args.join(' ')).toMatch(/^error: unknown /);
+      expectNoSecret(result.stdout, result.stderr);
+    }
   });
 });
