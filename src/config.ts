@@ -211,7 +211,8 @@ export function loadConfig(input: LoadConfigInput): LoadedConfig {
   // (the key in IMMICH_API_URL, say) would see it echoed back as "got ...". Any key value given
   // at any level is therefore blanked out of every problem and note.
   const secrets = [...ctx.secrets].filter((secret) => secret.length >= MIN_SCRUBBED_LENGTH);
-  const scrub = (text: string): string => secrets.reduce((out, secret) => out.replaceAll(secret, '(hidden)'), text);
+  const scrub = (text: string): string =>
+    secrets.reduce((out, secret) => out.replaceAll(secret, '(hidden)'), text).replace(KEY_SETTING, '$1(hidden)');
   notes.splice(0, notes.length, ...notes.map(scrub));
   if (problems.length > 0 || !watchFolders.ok || archive === undefined || stateDirectory === undefined) {
     throw new ConfigError(problems.map(scrub), notes);
@@ -433,8 +434,13 @@ function setHint(spec: OptionSpec, source: Source, value: string): string {
 }
 
 function report(ctx: Ctx, spec: OptionSpec, source: Source, expected: string, got: string, fix: string): void {
-  ctx.problems.push(`${label(spec, source)}: expected ${expected}, got ${got}; fix: ${fix}`);
+  // `IMMICH_API_URL=http://nas:2283 IMMICH_API_KEY=...` on one line of .env.
+  const twoInOne = /\s[A-Z][A-Z0-9_]{2,}=/.test(got) ? ' (this value holds another setting: give each its own line)' : '';
+  ctx.problems.push(`${label(spec, source)}: expected ${expected}, got ${got}; fix: ${fix}${twoInOne}`);
 }
+
+/** A key given inside another value (two settings on one line): its value is hidden like any key's. */
+const KEY_SETTING = /(IMMICH_API_KEY=)(?![<(])("[^"]*"|'[^']*'|[^\s"',;)]+)/g;
 
 // ---------------------------------------------------------------------------------------------
 // Scalars

@@ -326,6 +326,13 @@ describe('IMMICH_API_KEY and IMMICH_API_KEY_FILE', () => {
     expect(problem).toMatch(/^IMMICH_API_KEY: expected an API key .*got the key \(hidden\)/);
   });
 
+  it('hides a key written on the line of another setting, and says to give each its own line', async () => {
+    await writeFile(join(cwd, '.env'), `IMMICH_API_URL=http://nas:2283 IMMICH_API_KEY=${SECRET}\n`);
+    const problems = problemsOf({ env: {} });
+    expect(problems[0]).toMatch(/^IMMICH_API_URL \(from .*\): expected .*, got "http:\/\/nas:2283 IMMICH_API_KEY=\(hidden\)" .*\(this value holds another setting: give each its own line\)$/);
+    await writeFile(join(cwd, '.env'), '');
+  });
+
   it('notes that a key given as a flag is visible to other users', () => {
     const { config, notes } = load({ env: { IMMICH_API_URL: 'http://h' }, flags: { apiKey: SECRET } });
     expect(config.apiKey).toBe(SECRET);
