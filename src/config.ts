@@ -203,8 +203,9 @@ export function loadConfig(input: LoadConfigInput): LoadedConfig {
   // it is on the server, and would be deleted.
   const excludedPaths = archive !== undefined ? checkArchiveAgainstWatch(ctx, watchFolders.folders, archive, afterUpload === 'move') : [];
   // The journal lives outside what is watched, whatever the user chose.
-  if (stateDirectory !== undefined && watchFolders.folders.some((folder) => isAtOrInside(stateDirectory, folder))) {
-    excludedPaths.push(stateDirectory);
+  if (stateDirectory !== undefined) {
+    checkStateAgainstFolders(ctx, stateDirectory, watchFolders.folders, archive);
+    if (watchFolders.folders.some((folder) => isInside(stateDirectory, folder))) excludedPaths.push(stateDirectory);
   }
 
   // Belt and braces: no message prints the key on purpose, but a user who swaps two values
@@ -922,6 +923,30 @@ function xdgStateDefault(ctx: Ctx): Raw | undefined {
  * The archive folders to leave out of watching, and the problems of an archive that is a watch
  * folder or holds one, which matter only when files are moved there (`moving`).
  */
+/**
+ * The state folder is made private to the uploader's user (0700): it may not be a watch folder or
+ * the archive, nor hold one, whose files others (Samba, Syncthing) must go on reaching. Inside
+ * one, it is left out of watching.
+ */
+function checkStateAgainstFolders(ctx: Ctx, stateDirectory: string, watchFolders: readonly string[], archive: string | undefined): void {
+  const spec = optionSpec('stateDirectory');
+  const raw = pickOrDefault(ctx, spec);
+  const folders = [...watchFolders.map((folder) => ({ folder, what: 'the watch folder' })), ...(archive === undefined ? [] : [{ folder: archive, what: 'the archive' }])];
+  for (const { folder, what } of folders) {
+    if (!isAtOrInside(folder, stateDirectory)) continue;
+    const is = folder === stateDirectory ? `${what} itself` : `a folder holding ${what} ${folder}`;
+    report(
+      ctx,
+      spec,
+      raw.source,
+      'a folder of its own, made private to this user',
+      `${stateDirectory}, ${is}`,
+      `${setHint(spec, raw.source, '<a folder of its own>')}, e.g. ${spec.default}`,
+    );
+    return;
+  }
+}
+
 function checkArchiveAgainstWatch(ctx: Ctx, watchFolders: readonly string[], archive: string, moving: boolean): string[] {
   const spec = optionSpec('archiveDirectory');
   const raw = pickOrDefault(ctx, spec);

@@ -509,6 +509,17 @@ describe('AFTER_UPLOAD and STATE_DIRECTORY', () => {
     const { config } = load({ env: env({ WATCH_DIRECTORIES: watch, STATE_DIRECTORY: join(watch, '.state') }) });
     expect(config.excludedPaths).toContain(join(watch, '.state'));
   });
+
+  it('refuses a state folder that is a watch folder or the archive, or holds one: it is made private to this user', () => {
+    const watch = join(home, 'Downloads');
+    const archive = join(home, 'Pictures', 'Uploaded');
+    const given = (state: string): string => problemOf({ env: env({ WATCH_DIRECTORIES: watch, ARCHIVE_DIRECTORY: archive, STATE_DIRECTORY: state }) });
+    expect(given(watch)).toMatch(/^STATE_DIRECTORY: expected a folder of its own, made private to this user, got .*Downloads, the watch folder itself; fix: set STATE_DIRECTORY=<a folder of its own>/);
+    expect(given(archive)).toContain('Uploaded, the archive itself;');
+    expect(given(home)).toContain(`${home}, a folder holding the watch folder ${watch};`);
+    expect(given(join(home, 'Pictures'))).toContain(`a folder holding the archive ${archive};`);
+    expect(load({ env: env({ WATCH_DIRECTORIES: watch, ARCHIVE_DIRECTORY: archive, STATE_DIRECTORY: join(archive, '.state') }) }).config.stateDirectory).toBe(join(archive, '.state'));
+  });
 });
 
 describe('SUPPORTED_EXTENSIONS', () => {
