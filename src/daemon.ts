@@ -1,4 +1,5 @@
 import { setMaxListeners } from 'node:events';
+import { accessSync, constants } from 'node:fs';
 import { rm, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import PQueue from 'p-queue';
@@ -225,6 +226,8 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient, 
   if (temporaries) {
     try {
       makeFoldersSync(config.archiveDirectory);
+      // Found only after each upload otherwise: every file on the server, none archived.
+      accessSync(config.archiveDirectory, constants.W_OK);
     } catch (error) {
       throw new StartError(`Cannot use ARCHIVE_DIRECTORY ${config.archiveDirectory}: ${messageOf(error)}. Fix: make it a folder this user can write, or set ARCHIVE_DIRECTORY to one`);
     }

@@ -1004,6 +1004,19 @@ describe('once', () => {
     }
   });
 
+  it.skipIf(asRoot && !cliRunsAs(NOBODY))('stops with one line (exit 1) when the archive folder exists but cannot be written, before any upload', async () => {
+    await startServer();
+    await writeMedia(watchDir, ['x.jpg']);
+    await mkdir(archiveDir, { mode: 0o555 });
+    await chmod(archiveDir, 0o555);
+    if (asRoot) for (const folder of [temp.path, watchDir]) await chmod(folder, 0o777);
+    const result = await runCli(['once'], { env: env(), ...(asRoot ? { user: NOBODY } : {}) });
+    expect(result.code, result.stdout).toBe(1);
+    expect(result.logs.at(-1)?.msg).toMatch(/^Cannot use ARCHIVE_DIRECTORY .*archive: EACCES.*Fix: make it a folder this user can write/);
+    expect(server.assets).toHaveLength(0);
+    expect(existsSync(join(watchDir, 'x.jpg'))).toBe(true);
+  });
+
   it('stops with one line (exit 1) when the archive folder or the state folder cannot be made, touching no file', async () => {
     await startServer();
     await writeMedia(watchDir, ['x.jpg']);
