@@ -487,8 +487,8 @@ function networkError(context: Context, method: string, endpoint: string, error:
   const code = error.code ?? (error.message === 'socket hang up' ? 'ECONNRESET' : 'ENETWORK');
   const message = CONNECT_CODES.has(code)
     ? `cannot reach the Immich server at ${context.origin} (${code})`
-    : code.startsWith('ERR_TLS') || code.includes('CERT') || code.startsWith('ERR_SSL')
-      ? `${method} ${endpoint}: TLS with the Immich server at ${context.origin} failed (${code}): ${redact(context, error.message)}${tlsFix(code)}`
+    : code.startsWith('ERR_TLS') || code.includes('CERT') || code.startsWith('ERR_SSL') || code === 'EPROTO'
+      ? `${method} ${endpoint}: TLS with the Immich server at ${context.origin} failed (${code}): ${redact(context, oneLine(error.message))}${tlsFix(code, error.message)}`
       : dropped
         ? `${method} ${endpoint}: the connection to the Immich server at ${context.origin} was lost after the whole request was sent, before an answer (${code})${PROXY_TIMEOUT_HINT}`
         : `${method} ${endpoint}: the connection to the Immich server at ${context.origin} was lost (${code})`;
@@ -499,8 +499,12 @@ function networkError(context: Context, method: string, endpoint: string, error:
 const PROXY_TIMEOUT_HINT =
   "; a proxy between you and Immich may give up waiting for Immich's answer: raise its timeout (nginx: proxy_read_timeout; Traefik: respondingTimeouts)";
 
-/** What to do about a certificate Node refused; it will not change by trying again. */
-function tlsFix(code: string): string {
+/** What to do about a certificate Node refused, or a server that speaks no TLS; it will not change by trying again. */
+function tlsFix(code: string, message: string): string {
+  // OpenSSL's words for an answer that is no TLS record: plain HTTP on the port.
+  if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || /wrong version number|packet length too long/i.test(message)) {
+    return '. Fix: the server at this address speaks plain http: use http:// in IMMICH_API_URL, or the https port of its proxy';
+  }
   if (/SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER/.test(code)) {
     return '. Fix: for a self-signed certificate or one from your own CA, give that certificate (PEM) in NODE_EXTRA_CA_CERTS=/path/to/cert.pem';
   }

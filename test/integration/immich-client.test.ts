@@ -569,6 +569,17 @@ describe('network failures', () => {
 });
 
 describe('TLS', () => {
+  it('https:// to a port that speaks plain http says to use http://', async () => {
+    await withServer(
+      (_req, res) => res.end('{}'),
+      async (url) => {
+        const error = await immichRejection(useClient(url.replace('http:', 'https:'), (immich) => immich.ping()));
+        expect(error.kind).toBe('network');
+        expect(error.message).toMatch(/: TLS with the Immich server at https:\/\/127\.0\.0\.1:\d+ failed \(.*\): .*\. Fix: the server at this address speaks plain http: use http:\/\/ in IMMICH_API_URL/);
+      },
+    );
+  });
+
   it.skipIf(!hasOpenssl())('a self-signed certificate is network, with the fix in the message (skipped without openssl)', async () => {
     const dir = await makeTempDir('iau-tls-');
     try {
