@@ -378,10 +378,23 @@ function layerText(ctx: Ctx, spec: OptionSpec, layer: Layer): string | undefined
       return undefined;
     }
     case 'env':
-      return nonEmpty(ctx.env[spec.env]);
+      return nonEmpty(unquoted(ctx, spec, ctx.env[spec.env]));
     case 'dotenv':
       return nonEmpty(ctx.dotenv[spec.env]);
   }
+}
+
+/**
+ * A value in matching quotes from the environment, without them. Docker Compose's list form
+ * (`- IMMICH_API_URL="http://nas:2283"`) and systemd keep such quotes as part of the value, where
+ * .env files and shells take them off: none of the options means them.
+ */
+function unquoted(ctx: Ctx, spec: OptionSpec, value: string | undefined): string | undefined {
+  const quoted = value !== undefined && value.length >= 2 && /^(["']).*\1$/s.test(value);
+  if (!quoted) return value;
+  const note = `${spec.env} was given in quotes, which were taken off (in Docker Compose's list form, write - ${spec.env}=<value> without them)`;
+  if (!ctx.notes.includes(note)) ctx.notes.push(note);
+  return value.slice(1, -1);
 }
 
 function sourceOf(ctx: Ctx, layer: Layer): Source {
@@ -682,6 +695,12 @@ function readApiKey(ctx: Ctx): string {
 }
 
 function checkKey(ctx: Ctx, spec: OptionSpec, source: Source, key: string, what: string): string {
+  // A line of .env copied into the key's file, or the key in quotes: the server would refuse it.
+  const extra = /^IMMICH_API_KEY\s*=/.test(key) ? "the variable's name before it" : /^(["']).*\1$/s.test(key) ? 'quotes around it' : undefined;
+  if (extra !== undefined) {
+    report(ctx, spec, source, 'the API key alone', `${what} (hidden), with ${extra}`, 'leave only the key itself there');
+    return '';
+  }
   // The key goes into an HTTP header: spaces, control and non-ASCII characters would make every
   // request fail with a confusing error, so catch a pasted-in mistake here.
   if (/^[\x21-\x7e]+$/.test(key)) return key;

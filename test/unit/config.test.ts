@@ -333,6 +333,23 @@ describe('IMMICH_API_KEY and IMMICH_API_KEY_FILE', () => {
     await writeFile(join(cwd, '.env'), '');
   });
 
+  it("takes off the quotes Docker Compose's list form leaves around a value, with a note", () => {
+    const { config, notes } = load({ env: { IMMICH_API_URL: "'http://nas:2283'", IMMICH_API_KEY: `"${SECRET}"`, WATCH_DIRECTORIES: `"${join(home, 'Downloads')}"` } });
+    expect([config.apiUrl, config.apiKey, config.watchRoots[0]?.path]).toEqual(['http://nas:2283/api', SECRET, join(home, 'Downloads')]);
+    expect(notes).toContain("IMMICH_API_KEY was given in quotes, which were taken off (in Docker Compose's list form, write - IMMICH_API_KEY=<value> without them)");
+    expect(notes.filter((note) => note.includes('in quotes'))).toHaveLength(3);
+  });
+
+  it('refuses a key file holding a line of .env, or the key in quotes, without showing it', async () => {
+    const file = join(root, 'key');
+    for (const [contents, extra] of [[`IMMICH_API_KEY=${SECRET}\n`, "the variable's name before it"], [`"${SECRET}"`, 'quotes around it']]) {
+      await writeFile(file, contents ?? '');
+      expect(problemOf({ env: { IMMICH_API_URL: 'http://h', IMMICH_API_KEY_FILE: file } })).toBe(
+        `IMMICH_API_KEY_FILE: expected the API key alone, got the contents of ${file} (hidden), with ${extra}; fix: leave only the key itself there`,
+      );
+    }
+  });
+
   it('notes that a key given as a flag is visible to other users', () => {
     const { config, notes } = load({ env: { IMMICH_API_URL: 'http://h' }, flags: { apiKey: SECRET } });
     expect(config.apiKey).toBe(SECRET);
