@@ -326,17 +326,21 @@ function readDotenv(file: string, problems: string[]): Record<string, string> {
   // dotenv.parse skips lines it does not understand without a word; a typo such as a missing
   // "=" would then silently fall back to a default. Report such lines by number only: a line
   // of a .env may well hold the API key, so its text is never echoed.
-  for (const { line, reason } of malformedDotenvLines(text)) {
+  for (const { line, reason, fix } of malformedDotenvLines(text)) {
     problems.push(
-      `${file}: expected NAME=value lines, got line ${line} ${reason}; fix: write it as NAME=value, or start it with # to make it a comment`,
+      `${file}: expected NAME=value lines, got line ${line} ${reason}; fix: ${fix ?? 'write it as NAME=value, or start it with # to make it a comment'}`,
     );
   }
   return dotenv.parse(text);
 }
 
-/** Lines dotenv would ignore: not blank, not a comment, not `NAME=value` (or `NAME: value`). */
-function malformedDotenvLines(text: string): { line: number; reason: string }[] {
-  const bad: { line: number; reason: string }[] = [];
+/**
+ * Lines dotenv would ignore (not blank, not a comment, not `NAME=value` or `NAME: value`), and
+ * those it would cut short: an unquoted value ends at its first `#`, so `Photos#1` would be
+ * `Photos`, a folder of another name.
+ */
+function malformedDotenvLines(text: string): { line: number; reason: string; fix?: string }[] {
+  const bad: { line: number; reason: string; fix?: string }[] = [];
   const lines = text.replace(/\r\n?/g, '\n').split('\n');
   let open: { quote: string; line: number } | undefined;
   lines.forEach((raw, index) => {
@@ -356,6 +360,8 @@ function malformedDotenvLines(text: string): { line: number; reason: string }[] 
     const quote = value[0];
     if ((quote === '"' || quote === "'" || quote === '`') && !value.slice(1).includes(quote)) {
       open = { quote, line: index + 1 };
+    } else if (quote !== '"' && quote !== "'" && quote !== '`' && /[^\s#]#/.test(value)) {
+      bad.push({ line: index + 1, reason: 'whose value has a # in it, where dotenv ends the value', fix: 'put the value in quotes, as NAME="value#1"' });
     }
   });
   if (open !== undefined) bad.push({ line: open.line, reason: `whose ${open.quote} quote is never closed` });

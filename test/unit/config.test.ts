@@ -715,6 +715,17 @@ describe('.env', () => {
     ]);
   });
 
+  it('reports a value dotenv would cut short at a #, and takes one in quotes or a comment after a space', async () => {
+    const archive = join(root, 'Photos#1');
+    await writeFile(join(cwd, '.env'), `ARCHIVE_DIRECTORY=${archive}\n`);
+    expect(problemOf({})).toBe(
+      `${join(cwd, '.env')}: expected NAME=value lines, got line 1 whose value has a # in it, where dotenv ends the value; fix: put the value in quotes, as NAME="value#1"`,
+    );
+    await writeFile(join(cwd, '.env'), `ARCHIVE_DIRECTORY="${archive}"\nLOG_LEVEL=debug # more while it is new\n`);
+    const { config } = load({});
+    expect([config.archiveDirectory, config.logLevel]).toEqual([archive, 'debug']);
+  });
+
   it('accepts quoted, multi-line, exported and commented values', async () => {
     await writeFile(
       join(cwd, '.env'),
