@@ -154,7 +154,16 @@ function reportConfigError(error: ConfigError): number {
 }
 
 function configInput(flags: Record<string, unknown>): LoadConfigInput {
-  return { flags, env: process.env, cwd: process.cwd(), homeDir: homedir() };
+  return { flags, env: process.env, cwd: process.cwd(), homeDir: homeFolder() };
+}
+
+/** The user's home folder; undefined for a user with none (no HOME, no entry in /etc/passwd: a bare uid in a container). */
+function homeFolder(): string | undefined {
+  try {
+    return homedir();
+  } catch {
+    return undefined;
+  }
 }
 
 /** STATE_DIRECTORY, or undefined when it is not valid (the configuration then says why). */

@@ -113,8 +113,8 @@ export interface LoadConfigInput {
   env: Record<string, string | undefined>;
   /** Relative paths (and the default `.env`) are resolved against this folder. */
   cwd: string;
-  /** What `~` means. */
-  homeDir: string;
+  /** What `~` means; undefined where the user has none (no HOME, no entry in /etc/passwd). */
+  homeDir: string | undefined;
   /** Default `<cwd>/.env`. A missing file is fine; an unreadable or malformed one is a problem. */
   envFile?: string;
   /**
@@ -151,7 +151,7 @@ interface Ctx {
   readonly dotenv: Readonly<Record<string, string>>;
   readonly envFile: string;
   readonly cwd: string;
-  readonly homeDir: string;
+  readonly homeDir: string | undefined;
   readonly unmountedDisk: UnmountedDisk;
   readonly problems: string[];
   readonly notes: string[];
@@ -755,9 +755,15 @@ function readKeyFile(ctx: Ctx, spec: OptionSpec, source: Source, text: string): 
 
 /** `~` and `~/...` are the home folder; anything else is resolved against the working folder. */
 function expandPath(ctx: Ctx, text: string): string {
-  if (text === '~') return resolve(ctx.homeDir);
-  if (text.startsWith('~/') || text.startsWith(`~${sep}`)) return resolve(ctx.homeDir, text.slice(2));
-  return resolve(ctx.cwd, text);
+  if (text !== '~' && !text.startsWith('~/') && !text.startsWith(`~${sep}`)) return resolve(ctx.cwd, text);
+  if (ctx.homeDir === undefined) {
+    const problem =
+      'HOME: expected a home folder for the ~ of a folder option (some default folders are in it), got none: ' +
+      'HOME is not set, and this user has no home in /etc/passwd; fix: set HOME, or give WATCH_DIRECTORIES, ARCHIVE_DIRECTORY and STATE_DIRECTORY as absolute paths';
+    if (!ctx.problems.includes(problem)) ctx.problems.push(problem);
+    return resolve(ctx.cwd, text);
+  }
+  return resolve(ctx.homeDir, text.slice(2));
 }
 
 function errorCode(error: unknown): string {

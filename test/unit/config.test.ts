@@ -706,6 +706,15 @@ describe('.env', () => {
     );
   });
 
+  it('says to set HOME, once, when a folder needs one and the user has none', () => {
+    const problems = problemsOf({ homeDir: undefined, env: env({ WATCH_DIRECTORIES: join(home, 'Downloads'), ARCHIVE_DIRECTORY: undefined, STATE_DIRECTORY: undefined }) });
+    expect(problems.filter((problem) => problem.startsWith('HOME: '))).toEqual([
+      'HOME: expected a home folder for the ~ of a folder option (some default folders are in it), got none: HOME is not set, and this user has no home in /etc/passwd; fix: set HOME, or give WATCH_DIRECTORIES, ARCHIVE_DIRECTORY and STATE_DIRECTORY as absolute paths',
+    ]);
+    const absolute = env({ WATCH_DIRECTORIES: join(home, 'Downloads'), ARCHIVE_DIRECTORY: join(root, 'archive'), STATE_DIRECTORY: join(root, 'state') });
+    expect(load({ homeDir: undefined, env: absolute }).config.stateDirectory).toBe(join(root, 'state'));
+  });
+
   it('reports lines dotenv would silently skip, by number only', async () => {
     await writeFile(join(cwd, '.env'), `# ok\n\nLOG_LEVEL=debug\nIMMICH_API_KEY ${SECRET}\nexport LOG_FORMAT=json\nNOTE="never\nclosed\n`);
     const problems = problemsOf({});
