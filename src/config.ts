@@ -593,7 +593,8 @@ function readExtensions(ctx: Ctx): Set<string> {
   }
   // One dot at most, at the start: the pipeline compares against path.extname, which only ever
   // returns the last extension, so "tar.gz" could never match anything.
-  const invalid = entries.filter((entry) => !/^\.?[^.\s/\\]+$/.test(entry));
+  // A wildcard (`*`, `*.jpg`) matches nothing: each extension is listed.
+  const invalid = entries.filter((entry) => !/^\.?[^.\s/\\*?]+$/.test(entry));
   if (entries.length === 0 || invalid.length > 0) {
     const why =
       entries.length === 0

@@ -530,7 +530,11 @@ function unexpectedBody(context: Context, spec: RequestSpec, expected: string, c
     'rejected',
     spec.method,
     endpoint,
-    redact(context, `${spec.method} ${endpoint} did not answer with ${expected}${got}: is ${context.base.href} the Immich API?`),
+    redact(
+      context,
+      `${spec.method} ${endpoint} did not answer with ${expected}${got}: is ${context.base.href} the Immich API? ` +
+        'Fix: set IMMICH_API_URL to the address you open Immich at in a browser (port 2283 unless you changed it)',
+    ),
   );
 }
 

@@ -423,6 +423,18 @@ describe('answers that are errors', () => {
     );
   });
 
+  it('another web application at the address is no Immich API, with the fix', async () => {
+    await withServer(
+      (_req, res) => res.writeHead(200, { 'content-type': 'text/html' }).end('<html>Portainer</html>'),
+      async (url) => {
+        const error = await immichRejection(useClient(`${url}/api`, (immich) => immich.serverVersion()));
+        expect(error.message).toBe(
+          `GET /api/server/version did not answer with JSON (got text/html): is ${url}/api/ the Immich API? Fix: set IMMICH_API_URL to the address you open Immich at in a browser (port 2283 unless you changed it)`,
+        );
+      },
+    );
+  });
+
   it("a proxy's 401 to a request sent without the key asks for a login; it is no rejected key", async () => {
     await withServer(
       (_req, res) => res.writeHead(401, { 'content-type': 'text/html', 'www-authenticate': 'Basic realm="home"' }).end('<html><head><title>401 Authorization Required</title></head></html>'),

@@ -446,7 +446,7 @@ describe('numbers, booleans and enumerations', () => {
     WATCH_DIRECTORIES: [',', '/definitely/not/here'],
     ARCHIVE_DIRECTORY: ['/dev/null'],
     WATCH_RECURSIVE: ['maybe', '2'],
-    SUPPORTED_EXTENSIONS: [',,', 'tar.gz', 'jp g'],
+    SUPPORTED_EXTENSIONS: [',,', 'tar.gz', 'jp g', '*', '*.jpg'],
     MAX_FILE_SIZE_MB: ['abc', '0', '-5', '1e3', 'Infinity'],
     FILE_STABILITY_WAIT_SECONDS: ['-1', 'five', '1,5'],
     FILE_STABILITY_CHECK_INTERVAL: ['0', '0.01', 'x'],
