@@ -331,7 +331,7 @@ export async function startFakeImmich(options: FakeImmichOptions = {}): Promise<
         req.socket.destroy();
         return res;
       };
-      res.writeHead = hangUp as typeof res.writeHead;
+      res.writeHead = hangUp;
       res.end = hangUp as typeof res.end;
     }
 

@@ -358,9 +358,9 @@ describe('upload from memory', () => {
     const bytes = randomBytes(3 * 1024 * 1024);
     const request = await fileUpload(bytes);
     // A large file's upload starts before its hash is done: the checksum is asked for at the failure.
-    let known: string | undefined;
-    const pending = immich.uploadAsset({ ...request, checksum: () => known });
-    known = sha1(bytes);
+    const hash: { known?: string } = {};
+    const pending = immich.uploadAsset({ ...request, checksum: () => hash.known });
+    hash.known = sha1(bytes);
     expect(await pending).toEqual({ id: server.assetByChecksum(sha1(bytes))?.id, status: 'duplicate' });
     expect(server.requests.filter((r) => r.path === '/api/assets')).toHaveLength(1);
     expect(server.requests.filter((r) => r.path === '/api/assets/bulk-upload-check')).toHaveLength(1);
