@@ -216,7 +216,9 @@ function toOutcome(error: unknown, stage: FailedStage, signals: CallSignals): Fi
     // A refused key, or one that may no longer upload, stops everything: no point failing
     // every file one by one. A proxy's 403 (no permission named) fails this file only.
     if (error.kind === 'auth' || isMissingPermission(error)) throw error;
-    return { kind: 'failed', stage, message: error.message, retryable: error.retryable };
+    // Immich's own failure: the id its log has it under, for a look there.
+    const logged = (error.status ?? 0) >= 500 && error.details.correlationId !== undefined ? ` (in Immich's log as ${error.details.correlationId})` : '';
+    return { kind: 'failed', stage, message: `${error.message}${logged}`, retryable: error.retryable };
   }
   if (error instanceof ArchiveError) return { kind: 'failed', stage, message: error.message, retryable: true };
   const message = messageOf(error);

@@ -17,6 +17,7 @@ import type { SettledFile } from '../../src/pipeline/types.js';
 import { systemClock } from '../../src/support/clock.js';
 import { FsWorker } from '../../src/support/fs-worker.js';
 import { limitWhileWaiting } from '../../src/support/limit.js';
+import type { RetryPolicy } from '../../src/support/retry.js';
 import { startFakeImmich, type FakeImmich } from '../fakes/immich-server.js';
 import { readIfExists, sha1, writeMedia } from '../helpers/media.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
@@ -47,11 +48,11 @@ afterEach(async () => {
   await temp.remove();
 });
 
-function deps(): ProcessDeps {
+function deps(policy?: RetryPolicy): ProcessDeps {
   const logger = pino({ level: 'silent' });
   const stop = new AbortController();
   const gate = new ServerGate({ client, clock: systemClock, logger, signal: stop.signal });
-  const immich = new ResilientImmich({ client, gate, clock: systemClock, logger });
+  const immich = new ResilientImmich({ client, gate, clock: systemClock, logger, ...(policy ? { policy } : {}) });
   const signals = {};
   const queue = new PQueue({ concurrency: 2 });
   return {
@@ -133,6 +134,13 @@ describe('processFile', () => {
     expect(outcome).toMatchObject({ kind: 'failed', stage: 'upload', retryable: false });
     expect(outcome.kind === 'failed' && outcome.message).toContain('Unsupported file type');
     expect(await readIfExists(join(watchDir, 'c.txt'))).toBeDefined();
+  });
+
+  it("names where Immich's log has a failure of its own", async () => {
+    const files = await writeMedia(watchDir, ['d.jpg']);
+    server.failUploadsOf(sha1(files.get('d.jpg') ?? Buffer.alloc(0)), 500);
+    const outcome = await processFile(await settled('d.jpg'), deps({ maxAttempts: 1, baseDelayMs: 1, maxDelayMs: 1 }));
+    expect(outcome.kind === 'failed' && outcome.message).toMatch(/^POST \/api\/assets answered 500: .* \(in Immich's log as [\w-]+\)$/);
   });
 
   it('archives without uploading what the server already has', async () => {
