@@ -18,7 +18,7 @@ import { hashFile } from './hash.js';
 import type { Bytes, Disposed, KeptSidecar, LateWrites } from './late-writes.js';
 import { isShared, sharesStem, sidecarFollowing, sidecarNames, stemOf, type SentSidecar } from './sidecar.js';
 import type { RecordedFile, Recorder } from './states.js';
-import { sameVersion, type FileVersion } from './types.js';
+import { sameVersion, type FileIdentity, type FileVersion } from './types.js';
 
 /** The original of a file the server has confirmed. */
 export interface ConfirmedFile extends FileVersion {
@@ -31,6 +31,8 @@ export interface ConfirmedFile extends FileVersion {
   mayHaveSidecars?: boolean;
   /** The asset the server has of it, when known (for a warning about a late write). */
   assetId?: string;
+  /** The file uploaded (SettledFile.identity): another file at its path is neither archived nor removed. */
+  identity?: FileIdentity;
 }
 
 /**
@@ -79,6 +81,7 @@ async function dispose(file: ConfirmedFile, mode: AfterUpload, record: Recorder,
       try {
         const archived = await archiveFile({
           ...{ source: file.path, root: file.root, checksum: file.checksum, expected: file, fs },
+          ...(file.identity ? { identity: file.identity } : {}),
           beforeOrphaning: lateWrites && (async (aside) => void (held.handle = await lateWrites.hold(aside, file))),
         });
         const sidecarsLeft = await archiveSidecars(file, archived.target, fs);
@@ -202,7 +205,7 @@ async function findArchivedCopy(fs: ArchiveFs, file: ConfirmedFile): Promise<str
  */
 async function deleteWithSidecar(fs: ArchiveFs, file: ConfirmedFile, beforeRemoving?: (aside: string) => Promise<void>): Promise<void> {
   const { path, sidecar } = file;
-  const removal = await removeVerified(fs, path, file, { beforeRemoving });
+  const removal = await removeVerified(fs, path, file, { beforeRemoving, ...(file.identity ? { identity: file.identity } : {}) });
   // A new file put at the path meanwhile stays (put back), with its sidecars, and goes round.
   if (removal.kind === 'other') throw new SourceChangedError(path, file, removal.version);
   if (!sidecar || !sameVersion(await currentVersion(fs, sidecar.path), sidecar)) return;

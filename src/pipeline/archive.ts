@@ -30,7 +30,7 @@ import type { WatchRoot } from '../config.js';
 import { isAbortError } from '../support/clock.js';
 import { messageOf } from '../support/message.js';
 import { hashFile } from './hash.js';
-import { sameVersion, type FileVersion } from './types.js';
+import { sameFile, sameVersion, type FileIdentity, type FileVersion } from './types.js';
 import { closeFd, fsyncFd, openFd } from '../support/fd.js';
 import type { FsWorker } from '../support/fs-worker.js';
 import { isAtOrInside, isInside } from '../support/paths.js';
@@ -182,6 +182,8 @@ export interface ArchiveInput {
   checksum: string;
   /** Size and mtime of the version that was uploaded; a source that differs is not moved. */
   expected: FileVersion;
+  /** The file that was uploaded, where known (SettledFile.identity): another file at the source path is not moved. */
+  identity?: FileIdentity;
   /** Default: the real file system. */
   fs?: ArchiveFs;
   /** Stops the work before anything is placed (hashing an existing target can take a while). */
@@ -318,21 +320,30 @@ export async function archiveFile(input: ArchiveInput): Promise<ArchiveResult> {
 
   // No look at the source first: a hard link is checked before the source's name goes
   // (removeLinkedSource), and the other ways of placing a file check before they move anything.
-  const job: Job = { fs, source, expected, checksum: checksum.toLowerCase(), signal, canLink: true, beforeOrphaning: input.beforeOrphaning };
+  const job: Job = {
+    fs,
+    source,
+    expected,
+    identity: input.identity,
+    checksum: checksum.toLowerCase(),
+    signal,
+    canLink: true,
+    beforeOrphaning: input.beforeOrphaning,
+  };
   let claim: Claim;
   try {
     claim = await claimName(job, source, wanted, 0);
   } catch (error) {
     if (codeOf(error) === 'EXDEV') return await copyAcross(job, wanted);
     // ENOENT with the archive folder in place: the source is gone.
-    if (codeOf(error) === 'ENOENT') await assertUnchanged(fs, source, expected);
+    if (codeOf(error) === 'ENOENT') await assertUnchanged(job, source);
     // Refused: by the archive's folder (it fails, and is tried again), or by the source's.
     if (UNWRITABLE.has(codeOf(error) ?? '')) await assertSourceWritable(fs, source);
     throw wrap(error, 'move', `${source} -> ${wanted}`);
   }
 
   if (claim.kind === 'identical') {
-    await assertUnchanged(fs, source, expected);
+    await assertUnchanged(job, source);
     await removeSource(job, claim.target, true);
     return { outcome: 'already-archived', target: claim.target, method: 'none' };
   }
@@ -352,6 +363,12 @@ export async function archiveFile(input: ArchiveInput): Promise<ArchiveResult> {
  */
 async function removeLinkedSource(job: Job, target: string): Promise<void> {
   const linked = await attempt('inspect-target', target, () => job.fs.lstat(target));
+  if (job.identity !== undefined && !sameFile(linked, job.identity)) {
+    // Another file was at the source path when it was linked: it was never uploaded. The
+    // archive's new name goes, and the file goes round.
+    await attempt('place', target, () => job.fs.unlink(target));
+    throw new SourceChangedError(job.source, job.expected, await versionOf(job.fs, job.source));
+  }
   await finishMove(job, target, { ino: linked.ino, dev: linked.dev }, false);
 }
 
@@ -450,6 +467,7 @@ interface Job {
   fs: ArchiveFs;
   source: string;
   expected: FileVersion;
+  identity: FileIdentity | undefined;
   checksum: string;
   signal: AbortSignal | undefined;
   /** Cleared the first time link() says the file system has no hard links. */
@@ -513,7 +531,7 @@ async function placeOnce(job: Job, from: string, to: string): Promise<'link' | '
   // No hard links here. rename() moves whatever is at `from` now, so the source must be the
   // uploaded version; and it would replace an existing file, so look first: something created
   // at `to` in the moment between the look and the rename would be overwritten (module comment).
-  if (from === job.source) await assertUnchanged(job.fs, from, job.expected);
+  if (from === job.source) await assertUnchanged(job, from);
   if ((await versionOrNull(job.fs, to)) !== 'absent') throw errnoError('EEXIST', `file exists: ${to}`);
   await job.fs.rename(from, to);
   return 'rename';
@@ -535,7 +553,7 @@ async function inspect(job: Job, target: string): Promise<'identical' | 'differe
 async function copyAcross(job: Job, wanted: string): Promise<ArchiveResult> {
   const { fs, source } = job;
   const folder = dirname(wanted);
-  await assertUnchanged(fs, source, job.expected);
+  await assertUnchanged(job, source);
   // A copy whose original cannot be removed would be taken back: not worth a card's gigabytes.
   await assertSourceWritable(fs, source);
   await attempt('create-folder', folder, () => fs.mkdir(folder, { recursive: true }));
@@ -562,6 +580,10 @@ async function copyAcross(job: Job, wanted: string): Promise<ArchiveResult> {
     await attempt('copy', `${source} -> ${temporary}`, () => fs.copyFile(source, temporary, fsConstants.COPYFILE_EXCL));
     const sourceStat = await attempt('copy', source, () => fs.lstat(source));
     copied = { ino: sourceStat.ino, dev: sourceStat.dev };
+    // Replaced by another file before the copy: it was never uploaded.
+    if (job.identity !== undefined && !sameFile(copied, job.identity)) {
+      throw new SourceChangedError(source, job.expected, { size: sourceStat.size, mtimeMs: sourceStat.mtimeMs });
+    }
     // Keep the original's times: the archive is where people look for their originals. Best
     // effort: some file systems refuse to set times, and that must not stop the file being archived.
     await fs.utimes(temporary, sourceStat.atimeMs, sourceStat.mtimeMs).catch(() => undefined);
@@ -629,17 +651,14 @@ async function verifyCopy(job: Job, temporary: string): Promise<void> {
 async function removeSource(job: Job, target: string, orphans: boolean): Promise<void> {
   let removal: Removal;
   try {
-    removal = await removeVerified(job.fs, job.source, job.expected, orphans ? { beforeRemoving: job.beforeOrphaning } : {});
+    removal = await removeVerified(job.fs, job.source, job.expected, {
+      ...(job.identity ? { identity: job.identity } : {}),
+      ...(orphans ? { beforeRemoving: job.beforeOrphaning } : {}),
+    });
   } catch (error) {
     throw wrap(error, 'remove-source', job.source, target);
   }
   if (removal.kind === 'other') throw new SourceChangedError(job.source, job.expected, removal.version);
-}
-
-/** Which file a name leads to: the same inode of the same device is the same file. */
-export interface FileIdentity {
-  ino: number;
-  dev: number;
 }
 
 /** What {@link removeVerified} did. */
@@ -682,8 +701,8 @@ export async function removeVerified(
   const found = await fs.lstat(aside);
   const version = found.isFile() ? { size: found.size, mtimeMs: found.mtimeMs } : null;
   const { identity } = options;
-  const sameFile = identity === undefined || (identity.ino === found.ino && identity.dev === found.dev);
-  if (sameFile && sameVersion(version, expected)) {
+  const isSameFile = identity === undefined || sameFile(identity, found);
+  if (isSameFile && sameVersion(version, expected)) {
     try {
       await options.beforeRemoving?.(aside);
       await removeIfExists(fs, aside);
@@ -695,7 +714,7 @@ export async function removeVerified(
     return { kind: 'removed' };
   }
   await putBack(fs, aside, path);
-  return { kind: 'other', version, sameFile };
+  return { kind: 'other', version, sameFile: isSameFile };
 }
 
 /** Puts a file moved aside back at `path`, or at the first free numbered name; returns where. */
@@ -756,9 +775,19 @@ export async function restoreAsides(fs: ArchiveFs, paths: readonly string[]): Pr
 }
 
 /** Throws SourceChangedError unless the source is the expected version. */
-async function assertUnchanged(fs: ArchiveFs, source: string, expected: FileVersion): Promise<void> {
-  const actual = await versionOf(fs, source);
-  if (!sameVersion(actual, expected)) throw new SourceChangedError(source, expected, actual);
+/** Throws SourceChangedError unless `source` is the job's version (and file, where known). */
+async function assertUnchanged(job: Job, source: string): Promise<void> {
+  const found = await attempt('inspect-target', source, async () => {
+    try {
+      return await job.fs.lstat(source);
+    } catch (error) {
+      if (codeOf(error) === 'ENOENT') return null;
+      throw error;
+    }
+  });
+  const actual = found?.isFile() ? { size: found.size, mtimeMs: found.mtimeMs } : null;
+  const other = found !== null && job.identity !== undefined && !sameFile(found, job.identity);
+  if (other || !sameVersion(actual, job.expected)) throw new SourceChangedError(source, job.expected, actual);
 }
 
 /** Size and mtime of a regular file; null when it is gone or not a regular file. */

@@ -11,7 +11,7 @@
  */
 import { lstat } from 'node:fs/promises';
 import { eitherSignal, type Clock } from '../support/clock.js';
-import type { Candidate, SettledFile } from './types.js';
+import { sameFile, type Candidate, type FileIdentity, type SettledFile } from './types.js';
 
 /** What the settler needs to know about a path; null when the path no longer exists. */
 export interface SettleStat {
@@ -21,6 +21,8 @@ export interface SettleStat {
   birthtimeMs: number;
   /** False for folders, links, sockets...: anything that is not a regular file. */
   isFile: boolean;
+  /** The file the path leads to, where the stat says. */
+  identity?: FileIdentity;
 }
 
 /** Looks at a pending file; `sizeSeen` is its size at the last look (a hint for choosing how). */
@@ -57,6 +59,7 @@ interface Entry {
   candidate: Candidate;
   size: number;
   mtimeMs: number;
+  identity: FileIdentity | undefined;
   /** Fake-or-real clock time at which the current size/mtime was first seen. */
   since: number;
   /** When to look at it next: every interval while it changes, and exactly when its window ends. */
@@ -68,12 +71,12 @@ interface Entry {
  * ENOTDIR: a parent folder was replaced by a file) is null.
  */
 export function settleStatFrom(
-  lstat: (path: string) => Promise<{ size: number; mtimeMs: number; birthtimeMs: number; isFile: boolean }>,
+  lstat: (path: string) => Promise<{ size: number; mtimeMs: number; birthtimeMs: number; isFile: boolean; ino: number; dev: number }>,
 ): SettleStatFunction {
   return async (path) => {
     try {
-      const { size, mtimeMs, birthtimeMs, isFile } = await lstat(path);
-      return { size, mtimeMs, birthtimeMs, isFile };
+      const { size, mtimeMs, birthtimeMs, isFile, ino, dev } = await lstat(path);
+      return { size, mtimeMs, birthtimeMs, isFile, identity: { ino, dev } };
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ENOTDIR') return null;
@@ -85,7 +88,7 @@ export function settleStatFrom(
 /** Default stat: fs lstat. */
 export const lstatForSettle: SettleStatFunction = settleStatFrom(async (path) => {
   const stats = await lstat(path);
-  return { size: stats.size, mtimeMs: stats.mtimeMs, birthtimeMs: stats.birthtimeMs, isFile: stats.isFile() };
+  return { size: stats.size, mtimeMs: stats.mtimeMs, birthtimeMs: stats.birthtimeMs, isFile: stats.isFile(), ino: stats.ino, dev: stats.dev };
 });
 
 /**
@@ -146,7 +149,7 @@ export class Settler {
     if (existing && existing.size === candidate.size && existing.mtimeMs === candidate.mtimeMs) return;
     const now = this.#clock.monotonic();
     const nextCheckAt = now + Math.min(this.#intervalMs, this.#waitMs);
-    this.#pending.set(candidate.path, { candidate, size: candidate.size, mtimeMs: candidate.mtimeMs, since: now, nextCheckAt });
+    this.#pending.set(candidate.path, { candidate, size: candidate.size, mtimeMs: candidate.mtimeMs, identity: undefined, since: now, nextCheckAt });
     // A file that arrives complete is ready exactly when its window ends, not at the loop's next
     // regular wake-up: wake the loop if it sleeps past that moment.
     if (nextCheckAt < this.#wakeAt) this.#wake?.abort(WOKEN);
@@ -246,14 +249,18 @@ export class Settler {
       return;
     }
     const now = this.#clock.monotonic();
-    if (stat.size !== entry.size || stat.mtimeMs !== entry.mtimeMs) {
-      // Still being written (or touched): the window starts again from this observation.
+    const replaced = stat.identity !== undefined && entry.identity !== undefined && !sameFile(stat.identity, entry.identity);
+    if (stat.size !== entry.size || stat.mtimeMs !== entry.mtimeMs || replaced) {
+      // Still being written (or touched, or another file put in its place): the window starts
+      // again from this observation.
       entry.size = stat.size;
       entry.mtimeMs = stat.mtimeMs;
+      entry.identity = stat.identity;
       entry.since = now;
       entry.nextCheckAt = now + this.#intervalMs;
       return;
     }
+    entry.identity ??= stat.identity;
     if (now - entry.since < this.#waitMs) {
       // Unchanged so far: look again after an interval, or exactly when the window ends.
       entry.nextCheckAt = Math.min(now + this.#intervalMs, entry.since + this.#waitMs);
@@ -268,7 +275,7 @@ export class Settler {
     }
     // Some file systems (and older kernels) report no creation time as 0.
     const birthtimeMs = stat.birthtimeMs > 0 ? stat.birthtimeMs : stat.mtimeMs;
-    this.#call(() => this.#options.onSettled({ ...candidate, birthtimeMs }), path);
+    this.#call(() => this.#options.onSettled({ ...candidate, birthtimeMs, ...(stat.identity ? { identity: stat.identity } : {}) }), path);
   }
 
   /** Runs a consumer callback so that nothing it throws or rejects reaches the loop. */

@@ -19,10 +19,26 @@ export interface Candidate extends FileVersion {
   root: WatchRoot;
 }
 
+/** Which file a name leads to: the same inode of the same device is the same file, whatever its names. */
+export interface FileIdentity {
+  ino: number;
+  dev: number;
+}
+
+export function sameFile(a: FileIdentity, b: FileIdentity): boolean {
+  return a.ino === b.ino && a.dev === b.dev;
+}
+
 /** A candidate whose size and mtime held still for the stability window. */
 export interface SettledFile extends Candidate {
   /** Creation time if the file system knows it, else mtime (ms since epoch). */
   birthtimeMs: number;
+  /**
+   * The file the path led to while it settled. A file of the same size and mtime renamed over
+   * it (a sync tool's new version, `cp -p`, `rsync -a`) is another file: the original's name is
+   * archived or removed only while it still leads to this one.
+   */
+  identity?: FileIdentity;
 }
 
 /** Why detection passed over a file that looked like media. */

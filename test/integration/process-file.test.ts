@@ -1,6 +1,7 @@
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { appendFile, mkdir, rm, stat, truncate } from 'node:fs/promises';
+import { appendFile, mkdir, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import PQueue from 'p-queue';
 import { pino } from 'pino';
@@ -80,6 +81,7 @@ async function settled(name: string): Promise<SettledFile> {
     size: info.size,
     mtimeMs: info.mtimeMs,
     birthtimeMs: info.birthtimeMs,
+    identity: { ino: info.ino, dev: info.dev },
   };
 }
 
@@ -106,6 +108,29 @@ describe('processFile', () => {
     expect(await readIfExists(join(archiveDir, 'b.jpg'))).toBeUndefined();
     expect(await readIfExists(file.path)).toBeDefined();
   });
+
+  for (const afterUpload of ['move', 'delete'] as const) {
+    it(`${afterUpload} mode: leaves another file of the same size and mtime renamed over the original during its upload, which goes round`, async () => {
+      const [original, replacement] = [randomBytes(64 * 1024), randomBytes(64 * 1024)];
+      await writeFile(join(watchDir, 'IMG.jpg'), original);
+      server.delayNext(1, 1_500, { path: '/api/assets', exact: true });
+      const file = await settled('IMG.jpg');
+      const running = processFile(file, { ...deps(), afterUpload });
+      await waitFor(() => states.includes('uploading'), { message: 'the upload to start' });
+      // A sync tool's new version, its times kept (cp -p, rsync -a, exiftool -P).
+      const incoming = join(watchDir, '.IMG.jpg.sync');
+      await writeFile(incoming, replacement);
+      // To the nanosecond, as utimes() from a double in ms cannot.
+      execFileSync('touch', ['-r', file.path, incoming]);
+      expect((await stat(incoming)).mtimeMs).toBe(file.mtimeMs);
+      await rename(incoming, file.path);
+      const outcome = await running;
+      expect(outcome).toMatchObject({ kind: 'changed' });
+      expect(server.assets.map((asset) => asset.checksum)).toEqual([sha1(original)]);
+      expect(await readIfExists(file.path)).toEqual(replacement);
+      expect(await readIfExists(join(archiveDir, 'IMG.jpg'))).toBeUndefined();
+    });
+  }
 
   it('names no upload when a file changed after a check found it on the server, or was removed after its upload', async () => {
     const files = await writeMedia(watchDir, ['had.jpg', 'removed.jpg']);

@@ -134,6 +134,21 @@ describe('Settler', () => {
     expect(settled.map((file) => file.mtimeMs)).toEqual([T0 + 1_500]);
   });
 
+  it('starts the window again when another file of the same size and mtime takes the name, and says which file settled', async () => {
+    const { clock, files, settled, settler } = setup();
+    settler.add(files.write('/watch/a.jpg', 100, T0));
+    files.files.set('/watch/a.jpg', { size: 100, mtimeMs: T0, birthtimeMs: 0, isFile: true, identity: { ino: 1, dev: 9 } });
+    settler.start();
+
+    await clock.advance(1_500);
+    // Renamed over it, its times kept (rsync -a).
+    files.files.set('/watch/a.jpg', { size: 100, mtimeMs: T0, birthtimeMs: 0, isFile: true, identity: { ino: 2, dev: 9 } });
+    await clock.advance(500);
+    expect(settled).toEqual([]);
+    await clock.advance(2_000);
+    expect(settled.map((file) => file.identity)).toEqual([{ ino: 2, dev: 9 }]);
+  });
+
   it('falls back to mtime when the file system reports no birth time', async () => {
     const { clock, files, settled, settler } = setup({ waitMs: 0 });
     settler.add(files.write('/watch/a.jpg', 10, T0 - 60_000, 0));
