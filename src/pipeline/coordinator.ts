@@ -315,6 +315,12 @@ export class Coordinator {
       case 'changed':
         if (outcome.uploadedAs === undefined) {
           logger.debug(fields, 'file changed while being processed; looking at it again');
+        } else if (outcome.replaced) {
+          // A new version put in its place whole: what the server got was complete.
+          logger.info(
+            { ...fields, assetId: outcome.uploadedAs },
+            `${fields.file} was replaced by another file after it was uploaded (Immich keeps the one before, asset ${outcome.uploadedAs}): the new one goes round`,
+          );
         } else {
           // The one sign the user gets of a program that pauses longer than the window while
           // it writes: the server holds a partial photo, and only the user may delete it.

@@ -14,7 +14,7 @@ import type { LateWrites } from './late-writes.js';
 import { hashSettledFile, WHOLE_FILE_MAX_BYTES, type FileHash } from './hash.js';
 import { findSidecar, type FoundSidecar, type SentSidecar } from './sidecar.js';
 import type { Decision, Recorder } from './states.js';
-import { sameVersion, type SettledFile } from './types.js';
+import { sameFile, sameVersion, type SettledFile } from './types.js';
 import { buildUploadRequest, EarlyUpload } from './upload.js';
 
 /** The step of the pipeline at which a file failed. */
@@ -36,7 +36,8 @@ export type FileOutcome =
    * The file changed on disk while we worked on it: it goes round again. `uploadedAs`: the
    * version before the change was uploaded already, as this new asset (which the server keeps).
    */
-  | { kind: 'changed'; uploadedAs?: string }
+  /** `replaced`: another file took its name after the upload (a sync tool's new version), rather than a write to it. */
+  | { kind: 'changed'; uploadedAs?: string; replaced?: true }
   /** Shutdown stopped the work; the file stays where it is. */
   | { kind: 'aborted' };
 
@@ -179,7 +180,9 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     const outcome = toOutcome(error, stage, deps.signals);
     // Written to again after the upload (not removed): the server keeps what it got.
     const rewritten = outcome.kind === 'changed' && uploadedAs !== undefined && error instanceof SourceChangedError && error.actual !== null;
-    return rewritten ? { kind: 'changed', uploadedAs } : outcome;
+    if (!rewritten) return outcome;
+    const now = file.identity && (await deps.files.lstat(file.path).catch(() => undefined));
+    return { kind: 'changed', uploadedAs, ...(file.identity && now && !sameFile(now, file.identity) ? { replaced: true as const } : {}) };
   } finally {
     // Whichever way the file left (changed, refused, failed, done), no upload of it goes on.
     await early?.cancel();

@@ -420,4 +420,23 @@ describe('Coordinator logging', () => {
       },
     ]);
   });
+
+  it('says without a warning that a file was replaced by another after its upload: the server got the whole first one', async () => {
+    const lines: Array<{ level: number; msg: string }> = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as (typeof lines)[number]) });
+    let tries = 0;
+    const replaced = coordinatorFor(logger, () =>
+      Promise.resolve<FileOutcome>(++tries === 1 ? { kind: 'changed', uploadedAs: 'asset-1', replaced: true } : { kind: 'skipped', reason: 'seen again' }),
+    );
+    replaced.start();
+    const path = join(temp.path, 'sync.jpg');
+    await writeFile(path, 'new');
+    replaced.offer({ path, root: { path: temp.path, archivePath: join(temp.path, 'archive') }, size: 3, mtimeMs: 0 });
+    await waitFor(() => tries === 2, { message: 'the file looked at again' });
+    await replaced.stop();
+    expect(lines.filter((line) => line.level >= 40)).toEqual([]);
+    expect(lines.map((line) => line.msg)).toContain(
+      'sync.jpg was replaced by another file after it was uploaded (Immich keeps the one before, asset asset-1): the new one goes round',
+    );
+  });
 });

@@ -125,7 +125,8 @@ describe('processFile', () => {
       expect((await stat(incoming)).mtimeMs).toBe(file.mtimeMs);
       await rename(incoming, file.path);
       const outcome = await running;
-      expect(outcome).toMatchObject({ kind: 'changed' });
+      // Not a write that paused: the server got the whole original.
+      expect(outcome).toEqual({ kind: 'changed', uploadedAs: server.assets[0]?.id, replaced: true });
       expect(server.assets.map((asset) => asset.checksum)).toEqual([sha1(original)]);
       expect(await readIfExists(file.path)).toEqual(replacement);
       expect(await readIfExists(join(archiveDir, 'IMG.jpg'))).toBeUndefined();
