@@ -23,8 +23,9 @@ interface Entry {
   /** For failed files: when they may be tried again, in `clock.monotonic()` time (Infinity: only once they change). */
   retryAt?: number;
   failures?: number;
-  /** For failed files: the step that failed. */
+  /** For failed files: the step that failed, and why. */
   failedAt?: FailedStage;
+  failedWith?: string;
   /** Another version was seen while this one was queued or processed: looked at once it is done. */
   newerSeen?: boolean;
 }
@@ -158,7 +159,7 @@ export class Coordinator {
           return;
       }
     }
-    this.track(candidate, entry?.failures);
+    this.track(candidate, entry);
   }
 
   /** The initial scan is over: later sightings of unchanged files are not news. */
@@ -304,11 +305,15 @@ export class Coordinator {
           nextRetryAt: retrying ? clock.now() + delayMs : null,
         });
         const gaveUp = outcome.retryable && this.deps.retryFailed && givingUp ? `; tried ${failures} times: tried again when it changes, after a restart, or with \`retry\`` : '';
-        logger.error(
+        // Said once per file: the same failure at each try of it (hourly, in the end) is no news.
+        const news = entry?.failedWith !== outcome.message || gaveUp !== '';
+        logger[news ? 'error' : 'debug'](
           { ...fields, stage: outcome.stage, error: outcome.message, ...(Number.isFinite(retryAt) ? { retryInMs: delayMs } : {}) },
           `failed ${fields.file}: ${outcome.message}${gaveUp}`,
         );
         this.park(file.path, 'failed', retryAt, failures, outcome.stage);
+        const parked = this.entries.get(file.path);
+        if (parked) parked.failedWith = outcome.message;
         if (Number.isFinite(retryAt)) this.retryLater(file, delayMs);
         return;
       }
@@ -435,14 +440,16 @@ export class Coordinator {
   }
 
   /** Starts (or restarts) a file version on its way: recorded, then settling. */
-  private track(candidate: Candidate, failures?: number): void {
+  /** `failed`: its failures so far, carried to the next try. */
+  private track(candidate: Candidate, failed?: Pick<Entry, 'failures' | 'failedWith'>): void {
     const previous = this.entries.get(candidate.path);
     if (previous) this.countParked(previous.state, -1);
     if (!previous || !isBusy(previous.state)) this.inProgress++;
     this.entries.set(candidate.path, {
       file: candidate,
       state: 'settling',
-      failures,
+      failures: failed?.failures,
+      failedWith: failed?.failedWith,
     });
     this.deps.record(candidate, 'discovered');
     this.deps.logger.trace({ file: candidate.path, bytes: candidate.size }, 'settling');

@@ -224,6 +224,9 @@ function toOutcome(error: unknown, stage: FailedStage, signals: CallSignals): Fi
     return { kind: 'failed', stage, message: `${error.message}${logged}`, retryable: error.retryable };
   }
   if (error instanceof ArchiveError) return { kind: 'failed', stage, message: error.message, retryable: true };
+  if (stage === 'hash' && isNodeError(error) && (error.code === 'EACCES' || error.code === 'EPERM')) {
+    return { kind: 'failed', stage, message: "this user may not read it (permission denied); fix: let the uploader's user read it", retryable: true };
+  }
   const message = messageOf(error);
   return { kind: 'failed', stage, message, retryable: true };
 }

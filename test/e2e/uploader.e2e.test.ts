@@ -1004,6 +1004,20 @@ describe('once', () => {
     }
   });
 
+  it.skipIf(asRoot && !cliRunsAs(NOBODY))('once: fails a file it may not read with the fix, leaving it in place', async () => {
+    await startServer();
+    const files = await writeMedia(watchDir, ['good.jpg', 'locked.jpg']);
+    await chmod(join(watchDir, 'locked.jpg'), 0o000);
+    if (asRoot) for (const folder of [temp.path, watchDir]) await chmod(folder, 0o777);
+    const result = await runCli(['once'], { env: env(), ...(asRoot ? { user: NOBODY } : {}) });
+    expect(result.code, result.stdout).toBe(1);
+    expect(result.logs.filter((line) => line.level >= 50).map((line) => line.msg)).toEqual([
+      "failed locked.jpg: this user may not read it (permission denied); fix: let the uploader's user read it",
+    ]);
+    await expectUploadedAndArchived(new Map([['good.jpg', files.get('good.jpg') ?? Buffer.alloc(0)]]));
+    expect(existsSync(join(watchDir, 'locked.jpg'))).toBe(true);
+  });
+
   it.skipIf(asRoot && !cliRunsAs(NOBODY))('stops with one line (exit 1) when the archive folder exists but cannot be written, before any upload', async () => {
     await startServer();
     await writeMedia(watchDir, ['x.jpg']);
