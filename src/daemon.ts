@@ -12,7 +12,7 @@ import { mayBeDown, raceAbort, ResilientImmich, ServerGate, type Patience } from
 import { Journal } from './journal/journal.js';
 import { acquireLock } from './journal/lock.js';
 import { keepingArchiveDirectory, nodeArchiveFs, threadedArchiveFs, type ArchiveFs } from './pipeline/archive.js';
-import { ArchiveMount, archiveDiskAway, notMountedError, readAwayDisks, rememberDisk } from './pipeline/disks.js';
+import { ArchiveFull, ArchiveMount, archiveDiskAway, notMountedError, readAwayDisks, rememberDisk } from './pipeline/disks.js';
 import { ArchiveTemporaries } from './pipeline/archive-temporaries.js';
 import { WHOLE_FILE_MAX_BYTES } from './pipeline/hash.js';
 import { lstatForSettle, settleStatFrom } from './pipeline/settle.js';
@@ -305,6 +305,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient, 
     lateSidecars?.photoGone(file.path);
     emptyFolders?.note(file.path, file.root);
   };
+  const archiveFull = new ArchiveFull({ problems, logger, archiveDirectory: config.archiveDirectory });
   const coordinator: Coordinator = new Coordinator({
     clock,
     logger,
@@ -328,7 +329,7 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient, 
         logger.debug({ file: file.path }, "waiting for the archive's disk");
         if (!(await archiveMount.whenThere(stopWaiting))) return { kind: 'aborted' };
       }
-      return processFile(file, {
+      const outcome = await processFile(file, {
         immich,
         checker,
         serverMajor: () => serverNow.major,
@@ -348,6 +349,8 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient, 
         signals,
         sidecarSentBefore: (settled, assetId) => sidecarSentTo(assetId, journal.versionTransitions(settled.path, settled.size, settled.mtimeMs)),
       });
+      archiveFull.saw(outcome);
+      return outcome;
     },
     onFatal: (error) => {
       fatalError ??= error instanceof Error ? error : new Error(String(error));

@@ -901,6 +901,13 @@ async function attempt<T>(step: ArchiveStep, path: string, operation: () => Prom
 }
 
 /** Typed errors and aborts pass through; anything else becomes an ArchiveError naming the step. */
+/** What an error of the archive's disk as a whole means, and its fix. */
+const DISK_REASONS: Partial<Record<string, string>> = {
+  ENOSPC: "the archive's disk is full; the file stays in the watch folder until there is room (fix: free space on it)",
+  EDQUOT: "the disk quota of the archive's disk is used up; the file stays in the watch folder until there is room (fix: free space, or raise the quota)",
+  EROFS: "the archive's disk is mounted read-only; the file stays in the watch folder (fix: mount it read-write)",
+};
+
 function wrap(error: unknown, step: ArchiveStep, path: string, target?: string): Error {
   if (error instanceof ArchiveError || error instanceof SourceChangedError || error instanceof SourceUnwritableError || isAbortError(error)) {
     return error as Error;
@@ -910,7 +917,11 @@ function wrap(error: unknown, step: ArchiveStep, path: string, target?: string):
   const message = messageOf(error);
   const reason = code !== undefined && message.startsWith(`${code}: `) ? message.slice(code.length + 2) : message;
   const done = target === undefined ? '' : ` (the file is archived at ${target}; the source is still in place)`;
-  return new ArchiveError(step, path, code, `archive failed at ${step} of ${path}: ${code ?? 'error'}: ${reason}${done}`, {
+  // The disk as a whole: its own words, without the temporary names of Node's message.
+  const disk = code === undefined ? undefined : DISK_REASONS[code];
+  const said = disk === undefined ? `${code ?? 'error'}: ${reason}` : `${code}: ${disk}`;
+  const where = disk === undefined ? path : (path.split(' -> ')[0] ?? path);
+  return new ArchiveError(step, path, code, `archive failed at ${step} of ${where}: ${said}${done}`, {
     cause: error,
     target,
   });

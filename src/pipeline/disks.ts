@@ -15,7 +15,10 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { isMounted, mountPointOf, NotMountedError, readUnmountedDisks, type AwayDisk, type SystemFiles } from '../support/mount-table.js';
 import { readStateFile, writeStateFile } from '../support/state-file.js';
+import type { Logger } from 'pino';
+import type { Problems } from '../support/problems.js';
 import { Waiters } from '../support/waiters.js';
+import type { FileOutcome } from './process-file.js';
 
 const DISKS_FILE = 'disks.json';
 
@@ -145,5 +148,39 @@ export class ArchiveMount {
       this.#waiting.wakeAll();
     }
     return gone ? 'gone' : 'back';
+  }
+}
+
+/** Errors of the archive's disk as a whole: every file's archive fails alike until it is fixed. */
+const DISK_WIDE_CODES = new Set(['ENOSPC', 'EDQUOT', 'EROFS']);
+
+/**
+ * The archive's disk refusing every file (full, or mounted read-only): each file says so once
+ * (Coordinator), and this makes it a problem that lasts, for `status` and `health`, said when it
+ * begins and when a file is archived again. The uploaded files wait in the watch folder.
+ */
+export class ArchiveFull {
+  #raised = false;
+
+  constructor(private readonly deps: { problems: Pick<Problems, 'raise' | 'clear'>; logger: Logger; archiveDirectory: string }) {}
+
+  /** Told every file's outcome. */
+  saw(outcome: FileOutcome): void {
+    const { problems, logger, archiveDirectory } = this.deps;
+    if (outcome.kind === 'failed' && outcome.stage === 'archive' && DISK_WIDE_CODES.has(outcome.code ?? '')) {
+      if (this.#raised) return;
+      this.#raised = true;
+      const what = outcome.code === 'EROFS' ? 'is read-only' : 'is full';
+      const fix = outcome.code === 'EROFS' ? 'mount it read-write' : 'free space on it';
+      const message = `the disk of ARCHIVE_DIRECTORY ${archiveDirectory} ${what} (${outcome.code}): uploaded files stay in the watch folder until it takes them (fix: ${fix})`;
+      problems.raise('archive-full', message);
+      logger.warn({ code: outcome.code }, message);
+      return;
+    }
+    const archived = (outcome.kind === 'uploaded' || outcome.kind === 'already-on-server') && outcome.disposition.mode === 'move';
+    if (!this.#raised || !archived) return;
+    this.#raised = false;
+    problems.clear('archive-full');
+    logger.info('the archive takes files again');
   }
 }

@@ -31,7 +31,8 @@ export type FileOutcome =
   | { kind: 'already-on-server'; assetId: string | undefined; disposition: Disposition; ms: number; inTrash?: true }
   | { kind: 'skipped'; reason: string }
   /** `retryable`: the same bytes may succeed later (server trouble, archive folder full). */
-  | { kind: 'failed'; stage: FailedStage; message: string; retryable: boolean }
+  /** `code`: the system's error code of a failed archive (ENOSPC...). */
+  | { kind: 'failed'; stage: FailedStage; message: string; retryable: boolean; code?: string }
   /**
    * The file changed on disk while we worked on it: it goes round again. `uploadedAs`: the
    * version before the change was uploaded already, as this new asset (which the server keeps).
@@ -223,7 +224,7 @@ function toOutcome(error: unknown, stage: FailedStage, signals: CallSignals): Fi
     const logged = (error.status ?? 0) >= 500 && error.details.correlationId !== undefined ? ` (in Immich's log as ${error.details.correlationId})` : '';
     return { kind: 'failed', stage, message: `${error.message}${logged}`, retryable: error.retryable };
   }
-  if (error instanceof ArchiveError) return { kind: 'failed', stage, message: error.message, retryable: true };
+  if (error instanceof ArchiveError) return { kind: 'failed', stage, message: error.message, retryable: true, ...(error.code ? { code: error.code } : {}) };
   if (stage === 'hash' && isNodeError(error) && (error.code === 'EACCES' || error.code === 'EPERM')) {
     return { kind: 'failed', stage, message: "this user may not read it (permission denied); fix: let the uploader's user read it", retryable: true };
   }

@@ -14,9 +14,10 @@ export const PROBLEMS_FILE = 'problems.json';
 /**
  * - `server`: the server does not answer (or a proxy in front of it answers for it);
  * - `uploads`: the server fails the uploads of every file (its library's disk full, say);
- * - `archive-disk`: the disk that holds ARCHIVE_DIRECTORY is not mounted.
+ * - `archive-disk`: the disk that holds ARCHIVE_DIRECTORY is not mounted;
+ * - `archive-full`: that disk refuses every file (full, or read-only).
  */
-export type ProblemKind = 'server' | 'uploads' | 'archive-disk';
+export type ProblemKind = 'server' | 'uploads' | 'archive-disk' | 'archive-full';
 
 export interface Problem {
   kind: ProblemKind;

@@ -2,7 +2,9 @@ import { statSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ArchiveMount, archiveDiskAway, notedDiskAway, notMountedError, readAwayDisks, rememberDisk } from '../../src/pipeline/disks.js';
+import { pino } from 'pino';
+import { ArchiveFull, ArchiveMount, archiveDiskAway, notedDiskAway, notMountedError, readAwayDisks, rememberDisk } from '../../src/pipeline/disks.js';
+import type { FileOutcome } from '../../src/pipeline/process-file.js';
 import type { SystemFiles } from '../../src/support/mount-table.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 
@@ -167,5 +169,31 @@ describe('ArchiveMount', () => {
     mount.update(usbMounted);
     // Not there to be read: nothing to compare with (the archive's own checks then say why).
     expect(mount.device).toBeUndefined();
+  });
+});
+
+describe('ArchiveFull', () => {
+  it('makes a full archive disk a problem, said once when it begins and once when a file is archived again', () => {
+    const told: string[] = [];
+    const lines: Array<{ level: number; msg: string }> = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as (typeof lines)[number]) });
+    const full = new ArchiveFull({
+      problems: { raise: (kind) => void told.push(`raise ${kind}`), clear: (kind) => void told.push(`clear ${kind}`) },
+      logger,
+      archiveDirectory: '/srv/uploaded',
+    });
+    const refused: FileOutcome = { kind: 'failed', stage: 'archive', message: 'archive failed ...', retryable: true, code: 'ENOSPC' };
+    full.saw(refused);
+    full.saw(refused);
+    // Another file's own trouble, or an upload that fails: not the disk's.
+    full.saw({ kind: 'failed', stage: 'archive', message: 'archive failed ...', retryable: true, code: 'EACCES' });
+    full.saw({ kind: 'failed', stage: 'upload', message: 'answered 500', retryable: true });
+    full.saw({ kind: 'uploaded', assetId: 'a', disposition: { mode: 'move', archivedTo: '/srv/uploaded/a.jpg' }, ms: 1 });
+    full.saw({ kind: 'uploaded', assetId: 'b', disposition: { mode: 'move', archivedTo: '/srv/uploaded/b.jpg' }, ms: 1 });
+    expect(told).toEqual(['raise archive-full', 'clear archive-full']);
+    expect(lines.map((line) => [line.level, line.msg])).toEqual([
+      [40, 'the disk of ARCHIVE_DIRECTORY /srv/uploaded is full (ENOSPC): uploaded files stay in the watch folder until it takes them (fix: free space on it)'],
+      [30, 'the archive takes files again'],
+    ]);
   });
 });
