@@ -30,6 +30,9 @@ interface Entry {
   newerSeen?: boolean;
 }
 
+/** Immich takes a sidecar only with a new upload: what an edited one holds is in the archive only. */
+const SIDECAR_ARCHIVED_UNSENT = ', with its sidecar, which Immich did not get (it had the photo already)';
+
 /** First wait before a failed file is tried again; it doubles per failure, up to an hour. */
 const RETRY_BASE_MS = 60_000;
 const RETRY_MAX_MS = 60 * 60_000;
@@ -280,7 +283,7 @@ export class Coordinator {
         const where = outcome.inTrash ? 'already on server, but only in its trash, which Immich empties after a while (restore it there to keep it)' : 'already on server';
         logger[outcome.inTrash ? 'warn' : 'info'](
           { ...fields, ms: outcome.ms, assetId: outcome.assetId, ...(outcome.inTrash ? { inTrash: true } : {}), ...dispositionFields(outcome.disposition) },
-          `${where}: ${fields.file}${describeDisposition(outcome.disposition)}`,
+          `${where}: ${fields.file}${describeDisposition(outcome.disposition)}${outcome.sidecarNotSent && outcome.disposition.mode === 'move' ? SIDECAR_ARCHIVED_UNSENT : ''}`,
         );
         this.warnSidecars(fields.file, outcome.disposition);
         this.originalGone(file, outcome.disposition);

@@ -28,7 +28,8 @@ export type FileOutcome =
    */
   | { kind: 'uploaded'; assetId: string; disposition: Disposition; ms: number; sidecarNotSent?: string; completes?: string }
   /** `inTrash`: the server's copy is in the user's trash, which Immich empties after a while. */
-  | { kind: 'already-on-server'; assetId: string | undefined; disposition: Disposition; ms: number; inTrash?: true }
+  /** `sidecarNotSent`: a sidecar was beside it, which the server, having the photo already, did not get. */
+  | { kind: 'already-on-server'; assetId: string | undefined; disposition: Disposition; ms: number; inTrash?: true; sidecarNotSent?: true }
   | { kind: 'skipped'; reason: string }
   /** `retryable`: the same bytes may succeed later (server trouble, archive folder full). */
   /** `code`: the system's error code of a failed archive (ENOSPC...). */
@@ -176,7 +177,7 @@ export async function processFile(file: SettledFile, deps: ProcessDeps): Promise
     const notSent = created && found?.notSent !== undefined ? { sidecarNotSent: found.notSent } : {};
     return created
       ? { kind: 'uploaded', assetId: assetId ?? '', disposition, ms, ...notSent, ...(completes === undefined ? {} : { completes }) }
-      : { kind: 'already-on-server', assetId, disposition, ms, ...(inTrash ? { inTrash } : {}) };
+      : { kind: 'already-on-server', assetId, disposition, ms, ...(inTrash ? { inTrash } : {}), ...(found && !sent ? { sidecarNotSent: true as const } : {}) };
   } catch (error) {
     const outcome = toOutcome(error, stage, deps.signals);
     // Written to again after the upload (not removed): the server keeps what it got.

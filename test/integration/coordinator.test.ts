@@ -440,3 +440,20 @@ describe('Coordinator logging', () => {
     );
   });
 });
+
+describe('Coordinator: what it says of a file the server had', () => {
+  it('says, in the one line, that the sidecar archived with it did not go to Immich', async () => {
+    const lines: Array<{ level: number; msg: string }> = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as (typeof lines)[number]) });
+    const archivedTo = join(temp.path, 'archive', 'again.jpg');
+    const had = coordinatorFor(logger, () =>
+      Promise.resolve<FileOutcome>({ kind: 'already-on-server', assetId: 'asset-1', disposition: { mode: 'move', archivedTo }, ms: 1, sidecarNotSent: true }),
+    );
+    had.start();
+    await offerTo(had, 'again.jpg');
+    await waitFor(() => lines.some((line) => line.msg.startsWith('already on server')), { message: 'the line about the file' });
+    await had.stop();
+    expect(lines.filter((line) => line.level >= 40)).toEqual([]);
+    expect(lines.map((line) => line.msg)).toContain('already on server: again.jpg, archived, with its sidecar, which Immich did not get (it had the photo already)');
+  });
+});

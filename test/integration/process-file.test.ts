@@ -256,7 +256,7 @@ describe("processFile sends a photo's XMP sidecar with it", () => {
     const media = await writeMedia(watchDir, ['d.jpg', 'd.jpg.xmp']);
     server.seedAsset({ checksum: sha1(media.get('d.jpg') ?? Buffer.alloc(0)) });
     const run = recordedWith({ ...deps(), afterUpload: 'delete' });
-    expect((await processFile(await settled('d.jpg'), run.deps)).kind).toBe('already-on-server');
+    expect(await processFile(await settled('d.jpg'), run.deps)).toMatchObject({ kind: 'already-on-server', sidecarNotSent: true });
     expect(run.onServer()?.sidecar).toBeUndefined();
     expect(await readIfExists(join(watchDir, 'd.jpg'))).toBeUndefined();
     expect(await readIfExists(join(watchDir, 'd.jpg.xmp'))).toEqual(media.get('d.jpg.xmp'));
