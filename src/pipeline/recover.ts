@@ -1,8 +1,9 @@
 import { lstat } from 'node:fs/promises';
+import { relative } from 'node:path';
 import type { Logger } from 'pino';
 import type { AfterUpload, WatchRoot } from '../config.js';
 import { isInside } from '../support/paths.js';
-import { disposeOriginal, finishInterrupted, type ConfirmedFile } from './after-upload.js';
+import { disposeOriginal, finishInterrupted, type ConfirmedFile, type Disposition } from './after-upload.js';
 import { SourceChangedError, type ArchiveFs } from './archive.js';
 import type { SentSidecar } from './sidecar.js';
 import type { FileState, Recorder } from './states.js';
@@ -64,7 +65,7 @@ export async function recoverUnfinished(deps: {
         if (row.sidecar) file.sidecar = row.sidecar;
         if (row.state === 'on-server') {
           if (unchanged) {
-            await disposeOriginal(file, afterUpload, record, archiveFs);
+            finished(logger, row.path, root, await disposeOriginal(file, afterUpload, record, archiveFs));
             summary.finished++;
             continue;
           }
@@ -75,6 +76,7 @@ export async function recoverUnfinished(deps: {
             record(row, 'gone', { error: 'neither the original nor an archived copy was found after a restart' });
             summary.gone++;
           } else {
+            finished(logger, row.path, root, result);
             summary.finished++;
           }
           continue;
@@ -97,9 +99,26 @@ export async function recoverUnfinished(deps: {
   }
   if (rows.length > 0) {
     const unwatched = summary.unwatched > 0 ? `, ${summary.unwatched} left in a folder no longer watched` : '';
-    logger.info(summary, `went on with what the last run left unfinished: ${summary.finished} finished, ${summary.resumed} to redo, ${summary.gone} gone${unwatched}`);
+    logger.info(
+      summary,
+      `went on with what the last run left unfinished: ${summary.finished} finished, ${summary.resumed} taken up again (the server is asked before anything is sent), ${summary.gone} gone${unwatched}`,
+    );
   }
   return summary;
+}
+
+/** The one line a file gets, as in a run: it was on the server, and what was left to do is done now. */
+function finished(logger: Logger, path: string, root: WatchRoot, disposition: Disposition): void {
+  const file = relative(root.path, path);
+  const done =
+    disposition.mode === 'move'
+      ? `archived as ${disposition.archivedTo}`
+      : disposition.mode === 'delete'
+        ? 'original deleted'
+        : disposition.mode === 'keep'
+          ? 'original kept'
+          : `left in place: its folder ${disposition.problem}`;
+  logger.info({ file }, `finished ${file}, which the last run had uploaded: ${done}`);
 }
 
 async function versionOf(path: string): Promise<FileVersion | null> {

@@ -36,12 +36,16 @@ async function rowFor(name: string, state: FileState, bytes: Buffer, sidecar?: s
   return row;
 }
 
+/** What recovery logged, by message. */
+let said: string[];
+
 function recover(rows: UnfinishedRow[], afterUpload: 'move' | 'delete' | 'keep' = 'move') {
+  said = [];
   return recoverUnfinished({
     rows,
     roots: [root],
     afterUpload,
-    logger: pino({ level: 'silent' }),
+    logger: pino({ level: 'info' }, { write: (line: string) => void said.push((JSON.parse(line) as { msg: string }).msg) }),
     // Every state is "committed" at once; a write-ahead caller gets a resolved promise.
     record: async (file, state, details) => void recorded.push({ path: file.path, state, details }),
   });
@@ -58,6 +62,11 @@ describe('recoverUnfinished', () => {
     expect(await readIfExists(row.path)).toBeUndefined();
     expect(sha1((await readIfExists(join(root.archivePath, 'a.jpg'))) ?? Buffer.alloc(0))).toBe(sha1(bytes));
     expect(recorded.at(-1)).toMatchObject({ state: 'archived', details: { archivePath: join(root.archivePath, 'a.jpg') } });
+    // Its own line, as in a run, then the summary.
+    expect(said).toEqual([
+      `finished a.jpg, which the last run had uploaded: archived as ${join(root.archivePath, 'a.jpg')}`,
+      'went on with what the last run left unfinished: 1 finished, 0 taken up again (the server is asked before anything is sent), 0 gone',
+    ]);
   });
 
   it('finds the archived copy under a numbered name when the source is already gone', async () => {
