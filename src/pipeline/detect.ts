@@ -657,6 +657,12 @@ export class Detector {
     const code = errorCode(error) ?? 'unknown';
     // The folder vanished between lstat and watch: the event about that is on its way.
     if (code === 'ENOENT' || code === 'ENOTDIR') return;
+    // Not ours to read either: the scan says so, with the fix (two warnings for one cause, the
+    // first promising a rescan that cannot read it, only confused).
+    if (code === 'EACCES' || code === 'EPERM') {
+      this.#log.debug({ err: error, folder, code }, 'Cannot watch folder');
+      return;
+    }
     // One warning per kind of failure: with the inotify limit reached, every further folder
     // fails the same way, and thousands of identical lines would bury the first.
     if (this.#watchErrorWarned.has(code)) {
