@@ -47,6 +47,8 @@ export function createLogger(options: {
         ignore: 'pid,hostname',
         // On a terminal the message says it all; the fields are for JSON consumers (and debug).
         hideObject: !verbose,
+        // One line per message: a file name with a newline in it must not start a line of its own.
+        messageFormat: (log, messageKey) => oneLineMessage(log[messageKey]),
       }),
     );
   }
@@ -65,6 +67,11 @@ function withoutSecrets(target: { write(text: string): unknown }, secrets: reado
       done();
     },
   });
+}
+
+/** Control characters (a newline in a file name) shown as escapes, as JSON lines show them. */
+function oneLineMessage(message: unknown): string {
+  return String(message ?? '').replace(/[\u0000-\u001f]/g, (c) => JSON.stringify(c).slice(1, -1));
 }
 
 export function hideSecrets(text: string, secrets: readonly string[]): string {

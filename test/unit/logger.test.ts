@@ -28,6 +28,13 @@ describe('createLogger', () => {
     });
   }
 
+  it('pretty: a file name with a newline in it stays on its line', () => {
+    const { stream, text } = collecting();
+    createLogger({ level: 'info', format: 'pretty', destination: stream }).info('uploaded new\nINFO: forged.jpg');
+    expect(text().trimEnd().split('\n')).toHaveLength(1);
+    expect(text()).toContain('uploaded new\\nINFO: forged.jpg');
+  });
+
   it('writes lines as they are without secrets to hide', () => {
     const { stream, text } = collecting();
     createLogger({ level: 'info', format: 'json', destination: stream }).info('uploaded IMG_0001.jpg');
