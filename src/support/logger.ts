@@ -71,7 +71,10 @@ function withoutSecrets(target: { write(text: string): unknown }, secrets: reado
 
 /** Control characters (a newline in a file name) shown as escapes, as JSON lines show them. */
 function oneLineMessage(message: unknown): string {
-  return String(message ?? '').replace(/[\u0000-\u001f]/g, (c) => JSON.stringify(c).slice(1, -1));
+  const text = typeof message === 'string' ? message : JSON.stringify(message) ?? '';
+  let shown = '';
+  for (const char of text) shown += char < ' ' ? JSON.stringify(char).slice(1, -1) : char;
+  return shown;
 }
 
 export function hideSecrets(text: string, secrets: readonly string[]): string {
