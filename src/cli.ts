@@ -45,7 +45,8 @@ const COMMANDS: { name: RunMode | 'check'; summary: string }[] = [
   { name: 'check', summary: 'check the configuration, the server, the key and the folders; change nothing' },
 ];
 
-type JournalCommand = 'status' | 'history' | 'retry' | 'health';
+const JOURNAL_COMMANDS = ['status', 'history', 'retry', 'health'] as const;
+type JournalCommand = (typeof JOURNAL_COMMANDS)[number];
 
 async function main(argv: string[]): Promise<number> {
   let exitCode: number = EXIT.ok;
@@ -100,7 +101,7 @@ async function main(argv: string[]): Promise<number> {
     .action((flags: Record<string, unknown>) => {
       exitCode = runJournalCommand('health', flags);
     });
-  for (const name of ['status', 'history', 'retry', 'health']) {
+  for (const name of JOURNAL_COMMANDS) {
     const command = program.commands.find((c) => c.name() === name);
     // They read the journal only: the one option that matters is where it is.
     if (command) addOptions(command, ['stateDirectory']);
@@ -132,7 +133,8 @@ async function main(argv: string[]): Promise<number> {
  * to a command without that option); options given before the command are pointed out.
  */
 function usageError(text: string, argv: readonly string[]): string {
-  const command = argv.slice(3).find((word) => COMMANDS.some(({ name }) => name === word) || ['status', 'history', 'retry', 'health'].includes(word));
+  const names: readonly string[] = [...COMMANDS.map(({ name }) => name), ...JOURNAL_COMMANDS];
+  const command = argv.slice(3).find((word) => names.includes(word));
   if (text.includes("too many arguments for 'watch'") && command !== undefined) {
     return `error: options go after the command: immich-auto-uploader ${command} [options]\n`;
   }
@@ -212,8 +214,10 @@ function runJournalCommand(name: JournalCommand, flags: Record<string, unknown>)
     try {
       if (name === 'history') {
         const query = historyQuery(String(flags.query));
-        process.stdout.write(formatHistory(journal.history(query), query));
-        return EXIT.ok;
+        const entries = journal.history(query);
+        process.stdout.write(formatHistory(entries, query));
+        // For a script: found or not.
+        return entries.length > 0 ? EXIT.ok : EXIT.failure;
       }
       const now = new Date();
       const report = buildStatus({

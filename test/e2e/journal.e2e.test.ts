@@ -406,6 +406,10 @@ describe('status and history', () => {
     // The address of the photo's page in Immich, pasted whole.
     const page = await cli(['history', `http://immich.local:2283/albums/x/photos/${assetIdOf(good.get('b.jpg') ?? Buffer.alloc(0))}`], extra);
     expect(page.stdout.split('\n')[0]).toMatch(new RegExp(`^${join(watchDir, 'b.jpg')} \\(.*\\): on the server \\(asset .*\\), original archived to ${join(archiveDir, 'b.jpg')}$`));
+
+    // Nothing found: a script can tell by the exit code.
+    const none = await cli(['history', 'never-seen.jpg'], extra);
+    expect([none.code, none.stdout]).toEqual([1, 'no file in the journal matches "never-seen.jpg"\n']);
   });
 });
 
