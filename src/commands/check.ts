@@ -74,7 +74,7 @@ export async function runChecks(config: Config, client: ImmichClient, system: Sy
       const advice = share === undefined ? '' : `, ${networkShareAdvice(share, config.rescanIntervalMs, config.watchPollIntervalMs)}`;
       add(true, 'watch folder readable', root.path + advice);
     } catch (error) {
-      add(false, 'watch folder readable', `${root.path}: ${messageOf(error)}`);
+      add(false, 'watch folder readable', `${root.path}: ${folderProblem(error, 'read')}`);
     }
   }
   // The archive is used in move mode only.
@@ -112,12 +112,20 @@ async function writableFolder(what: string, path: string): Promise<[boolean, str
       return [true, what, probe === path ? path : `${path} (will be created in ${probe})`];
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
-      if (code !== 'ENOENT' || dirname(probe) === probe) return [false, what, `${probe}: ${messageOf(error)}`];
+      if (code !== 'ENOENT' || dirname(probe) === probe) return [false, what, `${probe}: ${folderProblem(error, 'write')}`];
       probe = dirname(probe);
     }
   }
 }
 
+
+/** Why a folder failed its check, in words, with the fix for the usual causes. */
+function folderProblem(error: unknown, want: 'read' | 'write'): string {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === 'EACCES' || code === 'EPERM') return `permission denied; fix: let the uploader's user ${want} it (chmod or chown; in Docker, \`user:\`)`;
+  if (code === 'EROFS') return 'on a read-only file system; fix: mount it read-write (in Docker, drop `:ro`)';
+  return messageOf(error);
+}
 
 export function formatCheckLine(line: CheckLine): string {
   return `${line.ok ? 'ok    ' : 'FAILED'}  ${line.what}: ${line.detail}`;

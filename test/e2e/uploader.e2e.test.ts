@@ -1098,7 +1098,7 @@ describe('check', () => {
       remountReadOnly(state);
       const result = await runCli(['check'], { env: env() });
       expect(result.code, result.stdout).toBe(1);
-      expect(result.stdout).toMatch(new RegExp(`FAILED\\s+state folder writable: ${state}: .*read-only file system`));
+      expect(result.stdout).toContain(`state folder writable: ${state}: on a read-only file system; fix: mount it read-write (in Docker, drop \`:ro\`)`);
     } finally {
       unmount(state);
     }
