@@ -832,6 +832,12 @@ function readWatchFolders(ctx: Ctx): { folders: string[]; ok: boolean } {
     }
     // realpath, so that a symlink and its target (or /tmp and /private/tmp) count as one folder.
     const real = realpathOfNearest(path);
+    if (dirname(real) === real) {
+      // Every photo of the machine (and of every disk mounted on it) would be moved or deleted.
+      report(ctx, spec, raw.source, 'folders of photos to upload', `${given}, the whole file system`, `name the folders to empty into Immich, or ${elsewhere}`);
+      ok = false;
+      continue;
+    }
     if (givenAs.has(real)) {
       ctx.notes.push(`${spec.env} lists ${real} more than once (${givenAs.get(real)} and ${entry}); it is watched once`);
       continue;

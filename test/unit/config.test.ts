@@ -443,7 +443,7 @@ describe('numbers, booleans and enumerations', () => {
   /** At least one bad value for every option that has a parser of its own. */
   const BAD: Record<string, string[]> = {
     IMMICH_API_URL: ['ftp://x'],
-    WATCH_DIRECTORIES: [',', '/definitely/not/here'],
+    WATCH_DIRECTORIES: [',', '/definitely/not/here', '/'],
     ARCHIVE_DIRECTORY: ['/dev/null'],
     WATCH_RECURSIVE: ['maybe', '2'],
     SUPPORTED_EXTENSIONS: [',,', 'tar.gz', 'jp g', '*', '*.jpg'],
