@@ -205,7 +205,7 @@ async function findArchivedCopy(fs: ArchiveFs, file: ConfirmedFile): Promise<str
  */
 async function deleteWithSidecar(fs: ArchiveFs, file: ConfirmedFile, beforeRemoving?: (aside: string) => Promise<void>): Promise<void> {
   const { path, sidecar } = file;
-  const removal = await removeVerified(fs, path, file, { beforeRemoving, ...(file.identity ? { identity: file.identity } : {}) });
+  const removal = await removeVerified(fs, path, file, { beforeRemoving, identity: file.identity, checksum: file.checksum });
   // A new file put at the path meanwhile stays (put back), with its sidecars, and goes round.
   if (removal.kind === 'other') throw new SourceChangedError(path, file, removal.version);
   if (!sidecar || !sameVersion(await currentVersion(fs, sidecar.path), sidecar)) return;

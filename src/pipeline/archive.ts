@@ -363,7 +363,7 @@ export async function archiveFile(input: ArchiveInput): Promise<ArchiveResult> {
  */
 async function removeLinkedSource(job: Job, target: string): Promise<void> {
   const linked = await attempt('inspect-target', target, () => job.fs.lstat(target));
-  if (job.identity !== undefined && !sameFile(linked, job.identity)) {
+  if (!(await isUploadedFile(job, linked, target))) {
     // Another file was at the source path when it was linked: it was never uploaded. The
     // archive's new name goes, and the file goes round.
     await attempt('place', target, () => job.fs.unlink(target));
@@ -380,7 +380,11 @@ async function removeLinkedSource(job: Job, target: string): Promise<void> {
 async function finishMove(job: Job, target: string, identity: FileIdentity, orphans: boolean): Promise<void> {
   let removal: Removal;
   try {
-    removal = await removeVerified(job.fs, job.source, job.expected, { identity, ...(orphans ? { beforeRemoving: job.beforeOrphaning } : {}) });
+    removal = await removeVerified(job.fs, job.source, job.expected, {
+      identity,
+      checksum: job.checksum,
+      ...(orphans ? { beforeRemoving: job.beforeOrphaning } : {}),
+    });
   } catch (error) {
     // The original stays: the archive's name, made by this move, goes, so that the archive holds
     // no second copy of a file that is still in the watch folder (nor, linked, the same file).
@@ -579,11 +583,8 @@ async function copyAcross(job: Job, wanted: string): Promise<ArchiveResult> {
   try {
     await attempt('copy', `${source} -> ${temporary}`, () => fs.copyFile(source, temporary, fsConstants.COPYFILE_EXCL));
     const sourceStat = await attempt('copy', source, () => fs.lstat(source));
+    // The copy is checked against what was uploaded below (verifyCopy), whatever file it was made of.
     copied = { ino: sourceStat.ino, dev: sourceStat.dev };
-    // Replaced by another file before the copy: it was never uploaded.
-    if (job.identity !== undefined && !sameFile(copied, job.identity)) {
-      throw new SourceChangedError(source, job.expected, { size: sourceStat.size, mtimeMs: sourceStat.mtimeMs });
-    }
     // Keep the original's times: the archive is where people look for their originals. Best
     // effort: some file systems refuse to set times, and that must not stop the file being archived.
     await fs.utimes(temporary, sourceStat.atimeMs, sourceStat.mtimeMs).catch(() => undefined);
@@ -631,9 +632,12 @@ async function assertSourceWritable(fs: ArchiveFs, source: string): Promise<void
 async function verifyCopy(job: Job, temporary: string): Promise<void> {
   const copied = await attempt('verify', temporary, () => hashFile(temporary, job.signal));
   if (copied.size === job.expected.size && copied.checksum === job.checksum) return;
-  // A mismatch is usually the source changing under the copy; say so if it did.
-  const actual = await versionOf(job.fs, job.source);
-  if (!sameVersion(actual, job.expected)) throw new SourceChangedError(job.source, job.expected, actual);
+  // A mismatch is usually the source changing under the copy, or another file put in its place
+  // (its bytes differ, as the copy's do): say so if it did.
+  const found = await attempt('inspect-target', job.source, () => job.fs.lstat(job.source)).catch(() => null);
+  const actual = found?.isFile() ? { size: found.size, mtimeMs: found.mtimeMs } : null;
+  const replaced = found !== null && job.identity !== undefined && !sameFile(found, job.identity);
+  if (replaced || !sameVersion(actual, job.expected)) throw new SourceChangedError(job.source, job.expected, actual);
   throw new ArchiveError(
     'verify',
     temporary,
@@ -652,7 +656,8 @@ async function removeSource(job: Job, target: string, orphans: boolean): Promise
   let removal: Removal;
   try {
     removal = await removeVerified(job.fs, job.source, job.expected, {
-      ...(job.identity ? { identity: job.identity } : {}),
+      identity: job.identity,
+      checksum: job.checksum,
       ...(orphans ? { beforeRemoving: job.beforeOrphaning } : {}),
     });
   } catch (error) {
@@ -687,7 +692,12 @@ export async function removeVerified(
   fs: ArchiveFs,
   path: string,
   expected: FileVersion,
-  options: { identity?: FileIdentity; beforeRemoving?: ((aside: string) => Promise<void>) | undefined } = {},
+  options: {
+    identity?: FileIdentity | undefined;
+    /** With `identity`: another inode with these bytes is the same file, renumbered (see isUploadedFile). */
+    checksum?: string | undefined;
+    beforeRemoving?: ((aside: string) => Promise<void>) | undefined;
+  } = {},
 ): Promise<Removal> {
   const aside = join(dirname(path), asideName(basename(path)));
   try {
@@ -700,8 +710,11 @@ export async function removeVerified(
   }
   const found = await fs.lstat(aside);
   const version = found.isFile() ? { size: found.size, mtimeMs: found.mtimeMs } : null;
-  const { identity } = options;
-  const isSameFile = identity === undefined || sameFile(identity, found);
+  const { identity, checksum } = options;
+  const isSameFile =
+    identity === undefined ||
+    sameFile(identity, found) ||
+    (checksum !== undefined && version !== null && sameVersion(version, expected) && (await hashFile(aside)).checksum === checksum.toLowerCase());
   if (isSameFile && sameVersion(version, expected)) {
     try {
       await options.beforeRemoving?.(aside);
@@ -775,6 +788,18 @@ export async function restoreAsides(fs: ArchiveFs, paths: readonly string[]): Pr
 }
 
 /** Throws SourceChangedError unless the source is the expected version. */
+/**
+ * Whether the file found (by `path`) is the one uploaded: the same inode, or, where the inode
+ * differs, the same bytes. FAT and exFAT (a camera's card) and CIFS with `noserverino` number an
+ * inode anew each time the kernel loads it, so an unchanged file may come back under another
+ * number; another file renamed over it has other bytes. The hash is paid only then.
+ */
+async function isUploadedFile(job: Job, found: FileIdentity, path: string): Promise<boolean> {
+  if (job.identity === undefined || sameFile(found, job.identity)) return true;
+  const { checksum } = await attempt('inspect-target', path, () => hashFile(path, job.signal));
+  return checksum === job.checksum;
+}
+
 /** Throws SourceChangedError unless `source` is the job's version (and file, where known). */
 async function assertUnchanged(job: Job, source: string): Promise<void> {
   const found = await attempt('inspect-target', source, async () => {
@@ -786,8 +811,9 @@ async function assertUnchanged(job: Job, source: string): Promise<void> {
     }
   });
   const actual = found?.isFile() ? { size: found.size, mtimeMs: found.mtimeMs } : null;
-  const other = found !== null && job.identity !== undefined && !sameFile(found, job.identity);
-  if (other || !sameVersion(actual, job.expected)) throw new SourceChangedError(source, job.expected, actual);
+  if (!sameVersion(actual, job.expected) || (found !== null && !(await isUploadedFile(job, found, source)))) {
+    throw new SourceChangedError(source, job.expected, actual);
+  }
 }
 
 /** Size and mtime of a regular file; null when it is gone or not a regular file. */

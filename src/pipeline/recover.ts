@@ -5,6 +5,7 @@ import type { AfterUpload, WatchRoot } from '../config.js';
 import { isInside } from '../support/paths.js';
 import { disposeOriginal, finishInterrupted, type ConfirmedFile, type Disposition } from './after-upload.js';
 import { SourceChangedError, type ArchiveFs } from './archive.js';
+import { hashFile } from './hash.js';
 import type { SentSidecar } from './sidecar.js';
 import type { FileState, Recorder } from './states.js';
 import { sameVersion, type FileVersion } from './types.js';
@@ -60,6 +61,13 @@ export async function recoverUnfinished(deps: {
       continue;
     }
     try {
+      // The journal knows the version, not the file: another one of the same size and mtime put
+      // in its place while the uploader was down (a sync tool) was never uploaded. Its bytes tell.
+      const confirmed = row.state === 'archiving' || row.state === 'deleting' || row.state === 'on-server';
+      if (confirmed && unchanged && row.checksum && (await hashFile(row.path)).checksum !== row.checksum.toLowerCase()) {
+        summary.resumed++;
+        continue;
+      }
       if ((row.state === 'archiving' || row.state === 'deleting' || row.state === 'on-server') && root && row.checksum) {
         const file: ConfirmedFile = { path: row.path, size: row.size, mtimeMs: row.mtimeMs, root, checksum: row.checksum };
         if (row.sidecar) file.sidecar = row.sidecar;

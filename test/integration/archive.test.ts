@@ -197,6 +197,24 @@ describe('archiveFile on one file system', () => {
     expect(result.outcome).toBe('already-archived');
   });
 
+  for (const [way, make] of [
+    ['a hard link', () => nodeArchiveFs],
+    ['a rename (no hard links)', () => fsWith({ link: (from) => Promise.reject(errno('EPERM', 'link', from)) })],
+    ['a copy to another disk', () => crossDevice({})],
+  ] as const) {
+    it(`by ${way}, leaves another file of the same size and mtime renamed over the one uploaded, and archives nothing`, async () => {
+      const uploaded = await put(join(root.path, 'a.jpg'), 'the bytes uploaded');
+      const { ino, dev } = await lstat(uploaded.path);
+      const other = await put(join(root.path, '.a.jpg.sync'), 'another same size!');
+      expect(other.expected).toEqual(uploaded.expected);
+      await rename(other.path, uploaded.path);
+      const attempt = archiveFile({ source: uploaded.path, root, checksum: uploaded.checksum, expected: uploaded.expected, identity: { ino, dev }, fs: make() });
+      await expect(attempt).rejects.toBeInstanceOf(SourceChangedError);
+      expect(await readFile(uploaded.path, 'utf8')).toBe('another same size!');
+      expect(await tree(root.archivePath)).toEqual([]);
+    });
+  }
+
   it('renames where the file system has no hard links, still without overwriting', async () => {
     await put(join(root.archivePath, 'a.jpg'), 'other');
     const source = await put(join(root.path, 'a.jpg'), 'mine');

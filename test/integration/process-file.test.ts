@@ -133,6 +133,17 @@ describe('processFile', () => {
     });
   }
 
+  for (const afterUpload of ['move', 'delete'] as const) {
+    it(`${afterUpload} mode: takes care of an unchanged file whose inode was numbered anew (FAT, exFAT), by its bytes`, async () => {
+      const files = await writeMedia(watchDir, ['card.jpg']);
+      const file = { ...(await settled('card.jpg')), identity: { ino: 1, dev: 1 } };
+      const outcome = await processFile(file, { ...deps(), afterUpload });
+      expect(outcome.kind).toBe('uploaded');
+      expect(await readIfExists(file.path)).toBeUndefined();
+      if (afterUpload === 'move') expect(await readIfExists(join(archiveDir, 'card.jpg'))).toEqual(files.get('card.jpg'));
+    });
+  }
+
   it('names no upload when a file changed after a check found it on the server, or was removed after its upload', async () => {
     const files = await writeMedia(watchDir, ['had.jpg', 'removed.jpg']);
     server.seedAsset({ checksum: sha1(files.get('had.jpg') ?? Buffer.alloc(0)) });

@@ -1,4 +1,5 @@
-import { link, mkdir, readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { link, mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -68,6 +69,20 @@ describe('recoverUnfinished', () => {
       'went on with what the last run left unfinished: 1 finished, 0 taken up again (the server is asked before anything is sent), 0 gone',
     ]);
   });
+
+  for (const [state, mode] of [['on-server', 'delete'], ['deleting', 'delete'], ['archiving', 'move']] as const) {
+    it(`${state}: leaves another file of the same size and mtime put in the original's place while the uploader was down`, async () => {
+      const files = await writeMedia(root.path, ['r.jpg']);
+      const row = await rowFor('r.jpg', state, files.get('r.jpg') ?? Buffer.alloc(0));
+      const incoming = join(root.path, '.r.jpg.sync');
+      await writeFile(incoming, Buffer.alloc(row.size, 7));
+      execFileSync('touch', ['-r', row.path, incoming]);
+      await rename(incoming, row.path);
+      expect(await recover([row], mode)).toEqual({ finished: 0, resumed: 1, gone: 0, unwatched: 0 });
+      expect(await readIfExists(row.path)).toEqual(Buffer.alloc(row.size, 7));
+      expect(await readdir(root.archivePath)).toEqual([]);
+    });
+  }
 
   it('finds the archived copy under a numbered name when the source is already gone', async () => {
     const files = await writeMedia(root.path, ['b.jpg']);
