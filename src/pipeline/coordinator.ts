@@ -303,8 +303,9 @@ export class Coordinator {
         const givingUp = outcome.stage === 'upload' && failures >= (this.deps.maxUploadTries ?? MAX_UPLOAD_TRIES);
         const retrying = outcome.retryable && this.deps.retryFailed && !givingUp;
         const retryAt = retrying ? clock.monotonic() + delayMs : Number.POSITIVE_INFINITY;
+        const logged = outcome.loggedAs === undefined ? '' : ` (in Immich's log as ${outcome.loggedAs})`;
         this.deps.record(file, 'failed', {
-          error: `${outcome.stage}: ${outcome.message}`,
+          error: `${outcome.stage}: ${outcome.message}${logged}`,
           nextRetryAt: retrying ? clock.now() + delayMs : null,
         });
         const gaveUp = outcome.retryable && this.deps.retryFailed && givingUp ? `; tried ${failures} times: tried again when it changes, after a restart, or with \`retry\`` : '';
@@ -312,7 +313,7 @@ export class Coordinator {
         const news = entry?.failedWith !== outcome.message || gaveUp !== '';
         logger[news ? 'error' : 'debug'](
           { ...fields, stage: outcome.stage, error: outcome.message, ...(Number.isFinite(retryAt) ? { retryInMs: delayMs } : {}) },
-          `failed ${fields.file}: ${outcome.message}${gaveUp}`,
+          `failed ${fields.file}: ${outcome.message}${logged}${gaveUp}`,
         );
         this.park(file.path, 'failed', retryAt, failures, outcome.stage);
         const parked = this.entries.get(file.path);
@@ -410,6 +411,8 @@ export class Coordinator {
     for (const entry of [...this.entries.values()]) {
       if (entry.state !== 'failed' || !which(entry)) continue;
       entry.retryAt = 0;
+      // Asked for: its outcome is news again, whatever it is.
+      entry.failedWith = undefined;
       count++;
       void this.reoffer(entry.file);
     }

@@ -32,8 +32,11 @@ export type FileOutcome =
   | { kind: 'already-on-server'; assetId: string | undefined; disposition: Disposition; ms: number; inTrash?: true; sidecarNotSent?: true }
   | { kind: 'skipped'; reason: string }
   /** `retryable`: the same bytes may succeed later (server trouble, archive folder full). */
-  /** `code`: the system's error code of a failed archive (ENOSPC...). */
-  | { kind: 'failed'; stage: FailedStage; message: string; retryable: boolean; code?: string }
+  /**
+   * `code`: the system's error code of a failed archive (ENOSPC...); `loggedAs`: the id Immich's
+   * log has its own failure under (a new one at each try, so not part of `message`).
+   */
+  | { kind: 'failed'; stage: FailedStage; message: string; retryable: boolean; code?: string; loggedAs?: string }
   /**
    * The file changed on disk while we worked on it: it goes round again. `uploadedAs`: the
    * version before the change was uploaded already, as this new asset (which the server keeps).
@@ -222,8 +225,8 @@ function toOutcome(error: unknown, stage: FailedStage, signals: CallSignals): Fi
     // every file one by one. A proxy's 403 (no permission named) fails this file only.
     if (error.kind === 'auth' || isMissingPermission(error)) throw error;
     // Immich's own failure: the id its log has it under, for a look there.
-    const logged = (error.status ?? 0) >= 500 && error.details.correlationId !== undefined ? ` (in Immich's log as ${error.details.correlationId})` : '';
-    return { kind: 'failed', stage, message: `${error.message}${logged}`, retryable: error.retryable };
+    const loggedAs = (error.status ?? 0) >= 500 ? error.details.correlationId : undefined;
+    return { kind: 'failed', stage, message: error.message, retryable: error.retryable, ...(loggedAs === undefined ? {} : { loggedAs }) };
   }
   if (error instanceof ArchiveError) return { kind: 'failed', stage, message: error.message, retryable: true, ...(error.code ? { code: error.code } : {}) };
   if (stage === 'hash' && isNodeError(error) && (error.code === 'EACCES' || error.code === 'EPERM')) {

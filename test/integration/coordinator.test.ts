@@ -242,7 +242,11 @@ describe('Coordinator retries', () => {
     let tries = 0;
     const failing = coordinatorFor(
       logger,
-      () => Promise.resolve<FileOutcome>((tries++, { kind: 'failed', stage: 'upload', message: 'POST /api/assets answered 500: Internal Server Error', retryable: true })),
+      // Immich logs each try under an id of its own.
+      () =>
+        Promise.resolve<FileOutcome>(
+          (tries++, { kind: 'failed', stage: 'upload', message: 'POST /api/assets answered 500: Internal Server Error', retryable: true, loggedAs: `id-${tries}` }),
+        ),
       undefined,
       true,
       { clock: fake, intervalMs: 1_000, maxUploadTries: 3 },
@@ -256,11 +260,13 @@ describe('Coordinator retries', () => {
       expect(tries).toBe(3);
       // The same failure again is no news: said at the first try, and when the tries end.
       expect(lines.filter((line) => line.level === 50).map((line) => line.msg)).toEqual([
-        'failed poison.jpg: POST /api/assets answered 500: Internal Server Error',
-        'failed poison.jpg: POST /api/assets answered 500: Internal Server Error; tried 3 times: tried again when it changes, after a restart, or with `retry`',
+        "failed poison.jpg: POST /api/assets answered 500: Internal Server Error (in Immich's log as id-1)",
+        "failed poison.jpg: POST /api/assets answered 500: Internal Server Error (in Immich's log as id-3); tried 3 times: tried again when it changes, after a restart, or with `retry`",
       ]);
       expect(failing.retryFailedNow()).toBe(1);
       await waitFor(async () => (await fake.advance(1_000), tries === 4), { timeoutMs: 20_000, message: 'the try asked for' });
+      // A try asked for (`retry`) is news again.
+      await waitFor(() => lines.filter((line) => line.level === 50).length === 3, { message: 'the failure of the try asked for' });
     } finally {
       await failing.stop();
     }
