@@ -79,7 +79,7 @@ export interface RunOptions {
   system?: SystemFiles;
   /** Given, once the pipeline runs, a way to read its counts now (a second signal prints them as it leaves). */
   onCounts?: (now: () => StatsSnapshot) => void;
-  /** `once`'s patience with the server (ONCE_PATIENCE_MS); tests shorten it. */
+  /** `once`'s patience with the server, and how long a 404 at start is tried again (ONCE_PATIENCE_MS); tests shorten it. */
   oncePatienceMs?: number;
 }
 
@@ -213,7 +213,12 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient, 
   );
   let fatalError: Error | undefined;
 
-  const server = await connect({ client, gate, logger, mode, clock, signal: stopWaiting, gaveUp: gaveUp.signal, problems });
+  const server = await connect({
+    ...{ client, gate, logger, mode, clock, problems },
+    signal: stopWaiting,
+    gaveUp: gaveUp.signal,
+    patienceMs: options.oncePatienceMs ?? ONCE_PATIENCE_MS,
+  });
   if (!server) return emptySnapshot();
   Object.assign(serverNow, { major: server.major, text: versionText(server) });
 
@@ -614,9 +619,12 @@ async function connect(deps: {
   signal: AbortSignal;
   /** Aborted when `once` gave up waiting for the server (part of `signal`). */
   gaveUp: AbortSignal;
+  /** How long a 404 (either mode) and the server's own errors (`once`) are tried again. */
+  patienceMs: number;
   problems: Problems;
 }): Promise<ServerVersion | undefined> {
-  const { client, gate, logger, mode, clock, signal, gaveUp, problems } = deps;
+  const { client, gate, logger, mode, clock, signal, gaveUp, patienceMs, problems } = deps;
+  const started = clock.monotonic();
   let warned = false;
   try {
     return await retry(
@@ -631,18 +639,27 @@ async function connect(deps: {
         return version;
       },
       {
-        policy: { maxAttempts: mode === 'watch' ? Number.POSITIVE_INFINITY : 5, baseDelayMs: 1_000, maxDelayMs: 30_000 },
+        policy: { maxAttempts: Number.POSITIVE_INFINITY, baseDelayMs: 1_000, maxDelayMs: 30_000 },
         clock,
         signal,
         classify: async (error) => {
           if (!isImmichError(error)) return { retry: false };
-          if (mayBeDown(error)) {
-            // The gate says it once, however long it takes.
+          const outOfPatience = clock.monotonic() - started > patienceMs;
+          if (error.status === 404) {
+            // A proxy answers 404 while Immich's container is made anew (Traefik), and so does an
+            // address that leads elsewhere: tried again for a while, not for good. Answering
+            // pings, it is Immich's own 404 (another path): final at once.
+            const pings = await client.ping(signal).then(
+              () => true,
+              () => false,
+            );
+            if (pings || outOfPatience) return { retry: false };
+          } else if (mayBeDown(error)) {
+            // The gate says it once, however long it takes (`once`: its patience).
             if (await gate.waitUntilUp(signal)) return { retry: true, free: true };
-            // Answering pings all along: a 404 is Immich's own (another path), and final.
-            if (error.status === 404) return { retry: false };
+          } else if (!error.retryable || (mode === 'once' && outOfPatience)) {
+            return { retry: false };
           }
-          if (!error.retryable) return { retry: false };
           const message = `cannot reach the Immich server yet (${error.message}); trying again`;
           problems.raise('server', message);
           // Said once; the last try's failure is the run's error.

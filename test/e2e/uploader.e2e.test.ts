@@ -604,17 +604,25 @@ describe('watch', () => {
 
   it("waits at start for a proxy answering 404 while Immich's container is made anew, then uploads", async () => {
     await startServer();
-    // Traefik's answer to every path while Immich has no container: the version, then two pings.
-    server.failNext(3, 404, { path: '/api/server/', message: '404 page not found' });
+    // Traefik's answer to every path while Immich has no container: the version and a ping, twice.
+    server.failNext(4, 404, { path: '/api/server/', message: '404 page not found' });
     const files = await writeMedia(watchDir, ['early.jpg']);
     const run = watch();
-    await run.waitForLog((line) => line.msg.startsWith('Immich server is not answering (GET /api/server/ping answered 404'));
+    await run.waitForLog((line) => line.msg.startsWith('cannot reach the Immich server yet (GET /api/server/version answered 404'));
     await waitFor(() => server.assets.length === 1 && !existsSync(join(watchDir, 'early.jpg')), {
       timeoutMs: 30_000,
       message: 'the file to be uploaded once the proxy reaches Immich',
     });
     await expectUploadedAndArchived(files);
     expect(await stopGracefully(run)).toBe(0);
+  });
+
+  it('stops at start on an address that answers 404 to everything, after a while, with the fix', async () => {
+    await startServer();
+    server.failNext(1000, 404, { path: '/api/', message: '404 page not found' });
+    const result = await runCli(['watch'], { env: env({ IMMICH_AUTO_UPLOADER_ONCE_PATIENCE_MS: '1500' }) });
+    expect(result.code).toBe(1);
+    expect(result.logs.at(-1)?.msg).toMatch(/^GET \/api\/server\/version answered 404: 404 page not found; fix: set IMMICH_API_URL to the address you open Immich at in a browser$/);
   });
 
   it("stops at start on Immich's own 404 for its version (another path), with the fix", async () => {
