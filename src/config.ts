@@ -204,7 +204,7 @@ export function loadConfig(input: LoadConfigInput): LoadedConfig {
   const excludedPaths = archive !== undefined ? checkArchiveAgainstWatch(ctx, watchFolders.folders, archive, afterUpload === 'move') : [];
   // The journal lives outside what is watched, whatever the user chose.
   if (stateDirectory !== undefined) {
-    checkStateAgainstFolders(ctx, stateDirectory, watchFolders.folders, archive);
+    checkStateAgainstFolders(ctx, stateDirectory, watchFolders.folders, afterUpload === 'move' ? archive : undefined);
     if (watchFolders.folders.some((folder) => isInside(stateDirectory, folder))) excludedPaths.push(stateDirectory);
   }
 
@@ -956,11 +956,6 @@ function xdgStateDefault(ctx: Ctx): Raw | undefined {
   return base === undefined ? undefined : { text: join(base, 'immich-auto-uploader'), source: { kind: 'default' } };
 }
 
-/** Refuses archive/watch overlaps that would loop; excludes an archive inside a watch folder. */
-/**
- * The archive folders to leave out of watching, and the problems of an archive that is a watch
- * folder or holds one, which matter only when files are moved there (`moving`).
- */
 /**
  * The state folder is made private to the uploader's user (0700): it may not be a watch folder or
  * the archive, nor hold one, whose files others (Samba, Syncthing) must go on reaching. Inside
@@ -985,6 +980,10 @@ function checkStateAgainstFolders(ctx: Ctx, stateDirectory: string, watchFolders
   }
 }
 
+/**
+ * Refuses archive/watch overlaps that would loop (they matter only when files are moved there:
+ * `moving`), and returns the archive folders to leave out of watching: one inside a watch folder.
+ */
 function checkArchiveAgainstWatch(ctx: Ctx, watchFolders: readonly string[], archive: string, moving: boolean): string[] {
   const spec = optionSpec('archiveDirectory');
   const raw = pickOrDefault(ctx, spec);

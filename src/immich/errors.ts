@@ -63,5 +63,5 @@ export function isGatewayTrouble(error: ImmichError): boolean {
 
 /** Immich's 403 for a key without a permission the request needs (`Missing required permission: asset.upload`). */
 export function isMissingPermission(error: ImmichError): boolean {
-  return error.kind === 'forbidden' && /\bpermission\b/i.test(error.details.serverMessage ?? '');
+  return error.kind === 'forbidden' && /missing required permission/i.test(error.details.serverMessage ?? '');
 }

@@ -787,7 +787,6 @@ export async function restoreAsides(fs: ArchiveFs, paths: readonly string[]): Pr
   return restored;
 }
 
-/** Throws SourceChangedError unless the source is the expected version. */
 /**
  * Whether the file found (by `path`) is the one uploaded: the same inode, or, where the inode
  * differs, the same bytes. FAT and exFAT (a camera's card) and CIFS with `noserverino` number an
@@ -926,7 +925,6 @@ async function attempt<T>(step: ArchiveStep, path: string, operation: () => Prom
   }
 }
 
-/** Typed errors and aborts pass through; anything else becomes an ArchiveError naming the step. */
 /** What an error of the archive's disk as a whole means, and its fix. */
 const DISK_REASONS: Partial<Record<string, string>> = {
   ENOSPC: "the archive's disk is full; the file stays in the watch folder until there is room (fix: free space on it)",
@@ -934,6 +932,7 @@ const DISK_REASONS: Partial<Record<string, string>> = {
   EROFS: "the archive's disk is mounted read-only; the file stays in the watch folder (fix: mount it read-write)",
 };
 
+/** Typed errors and aborts pass through; anything else becomes an ArchiveError naming the step. */
 function wrap(error: unknown, step: ArchiveStep, path: string, target?: string): Error {
   if (error instanceof ArchiveError || error instanceof SourceChangedError || error instanceof SourceUnwritableError || isAbortError(error)) {
     return error as Error;

@@ -31,7 +31,7 @@ interface Entry {
 }
 
 /** Immich takes a sidecar only with a new upload: what an edited one holds is in the archive only. */
-const SIDECAR_ARCHIVED_UNSENT = ', with its sidecar, which Immich did not get (it had the photo already)';
+const SIDECAR_ARCHIVED_UNSENT = '; its sidecar did not go to Immich, which had the photo already';
 
 /** First wait before a failed file is tried again; it doubles per failure, up to an hour. */
 const RETRY_BASE_MS = 60_000;
@@ -445,8 +445,7 @@ export class Coordinator {
     this.track(current);
   }
 
-  /** Starts (or restarts) a file version on its way: recorded, then settling. */
-  /** `failed`: its failures so far, carried to the next try. */
+  /** Starts (or restarts) a file version on its way: recorded, then settling. `failed`: its failures so far, carried to the next try. */
   private track(candidate: Candidate, failed?: Pick<Entry, 'failures' | 'failedWith'>): void {
     const previous = this.entries.get(candidate.path);
     if (previous) this.countParked(previous.state, -1);

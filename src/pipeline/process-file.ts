@@ -27,21 +27,24 @@ export type FileOutcome =
    * incomplete version of it uploaded before (LateWrites.incompleteVersionOf).
    */
   | { kind: 'uploaded'; assetId: string; disposition: Disposition; ms: number; sidecarNotSent?: string; completes?: string }
-  /** `inTrash`: the server's copy is in the user's trash, which Immich empties after a while. */
-  /** `sidecarNotSent`: a sidecar was beside it, which the server, having the photo already, did not get. */
+  /**
+   * `inTrash`: the server's copy is in the user's trash, which Immich empties after a while.
+   * `sidecarNotSent`: a sidecar was beside it, which the server, having the photo already, did not get.
+   */
   | { kind: 'already-on-server'; assetId: string | undefined; disposition: Disposition; ms: number; inTrash?: true; sidecarNotSent?: true }
   | { kind: 'skipped'; reason: string }
-  /** `retryable`: the same bytes may succeed later (server trouble, archive folder full). */
   /**
-   * `code`: the system's error code of a failed archive (ENOSPC...); `loggedAs`: the id Immich's
-   * log has its own failure under (a new one at each try, so not part of `message`).
+   * `retryable`: the same bytes may succeed later (server trouble, archive folder full). `code`:
+   * the system's error code of a failed archive (ENOSPC...). `loggedAs`: the id Immich's log has
+   * its own failure under (a new one at each try, so not part of `message`).
    */
   | { kind: 'failed'; stage: FailedStage; message: string; retryable: boolean; code?: string; loggedAs?: string }
   /**
    * The file changed on disk while we worked on it: it goes round again. `uploadedAs`: the
    * version before the change was uploaded already, as this new asset (which the server keeps).
+   * `replaced`: another file took its name after the upload (a sync tool's new version), rather
+   * than a write to it.
    */
-  /** `replaced`: another file took its name after the upload (a sync tool's new version), rather than a write to it. */
   | { kind: 'changed'; uploadedAs?: string; replaced?: true }
   /** Shutdown stopped the work; the file stays where it is. */
   | { kind: 'aborted' };

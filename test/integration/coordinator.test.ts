@@ -460,6 +460,6 @@ describe('Coordinator: what it says of a file the server had', () => {
     await waitFor(() => lines.some((line) => line.msg.startsWith('already on server')), { message: 'the line about the file' });
     await had.stop();
     expect(lines.filter((line) => line.level >= 40)).toEqual([]);
-    expect(lines.map((line) => line.msg)).toContain('already on server: again.jpg, archived, with its sidecar, which Immich did not get (it had the photo already)');
+    expect(lines.map((line) => line.msg)).toContain('already on server: again.jpg, archived; its sidecar did not go to Immich, which had the photo already');
   });
 });

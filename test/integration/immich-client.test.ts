@@ -14,7 +14,7 @@ import { inspect } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import type { ByteSource, ImmichClient, InMemoryUploadFile, StreamedUploadFile, UploadRequest } from '../../src/immich/client.js';
-import { ImmichError, isImmichError } from '../../src/immich/errors.js';
+import { ImmichError, isImmichError, isMissingPermission } from '../../src/immich/errors.js';
 import { createImmichClient, parseRetryAfter, type ImmichClientOptions } from '../../src/immich/http-client.js';
 import { FileSizeMismatchError } from '../../src/immich/multipart.js';
 import { startFakeImmich, type FakeImmich, type FakeImmichOptions } from '../fakes/immich-server.js';
@@ -410,6 +410,17 @@ describe('answers that are errors', () => {
     const error = await immichRejection(immich.uploadAsset(await fileUpload(Buffer.from('x'))));
     expect(error.kind).toBe('forbidden');
     expect(error.message).toBe('POST /api/assets answered 403: Missing required permission: asset.upload');
+    expect(isMissingPermission(error), "Immich's own: the key may no longer upload").toBe(true);
+  });
+
+  it("a proxy's 403 is no missing permission of the key's: it fails only its file", async () => {
+    await withServer(
+      (_req, res) => res.writeHead(403, { 'content-type': 'application/json' }).end('{"message":"You do not have permission to access this resource"}'),
+      async (url) => {
+        const error = await immichRejection(useClient(`${url}/api`, (immich) => immich.bulkUploadCheck([])));
+        expect([error.kind, isMissingPermission(error)]).toEqual(['forbidden', false]);
+      },
+    );
   });
 
   it('a redirect says which IMMICH_API_URL to set: the address redirected to, without the endpoint', async () => {

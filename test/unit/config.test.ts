@@ -536,6 +536,8 @@ describe('AFTER_UPLOAD and STATE_DIRECTORY', () => {
     expect(given(home)).toContain(`${home}, a folder holding the watch folder ${watch};`);
     expect(given(join(home, 'Pictures'))).toContain(`a folder holding the archive ${archive};`);
     expect(load({ env: env({ WATCH_DIRECTORIES: watch, ARCHIVE_DIRECTORY: archive, STATE_DIRECTORY: join(archive, '.state') }) }).config.stateDirectory).toBe(join(archive, '.state'));
+    // Where nothing is moved, the archive is not used.
+    expect(load({ env: env({ WATCH_DIRECTORIES: watch, ARCHIVE_DIRECTORY: archive, STATE_DIRECTORY: join(home, 'Pictures'), AFTER_UPLOAD: 'keep' }) }).config.stateDirectory).toBe(join(home, 'Pictures'));
   });
 });
 
