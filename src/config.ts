@@ -390,13 +390,16 @@ function layerText(ctx: Ctx, spec: OptionSpec, layer: Layer): string | undefined
   }
 }
 
+/** A value in matching quotes, as the environment keeps them: `"http://nas:2283"`. */
+const IN_QUOTES = /^(["']).*\1$/s;
+
 /**
  * A value in matching quotes from the environment, without them. Docker Compose's list form
  * (`- IMMICH_API_URL="http://nas:2283"`) and systemd keep such quotes as part of the value, where
  * .env files and shells take them off: none of the options means them.
  */
 function unquoted(ctx: Ctx, spec: OptionSpec, value: string | undefined): string | undefined {
-  const quoted = value !== undefined && value.length >= 2 && /^(["']).*\1$/s.test(value);
+  const quoted = value !== undefined && value.length >= 2 && IN_QUOTES.test(value);
   if (!quoted) return value;
   const note = `${spec.env} was given in quotes, which were taken off (in Docker Compose's list form, write - ${spec.env}=<value> without them)`;
   if (!ctx.notes.includes(note)) ctx.notes.push(note);
@@ -703,7 +706,7 @@ function readApiKey(ctx: Ctx): string {
 
 function checkKey(ctx: Ctx, spec: OptionSpec, source: Source, key: string, what: string): string {
   // A line of .env copied into the key's file, or the key in quotes: the server would refuse it.
-  const extra = /^IMMICH_API_KEY\s*=/.test(key) ? "the variable's name before it" : /^(["']).*\1$/s.test(key) ? 'quotes around it' : undefined;
+  const extra = /^IMMICH_API_KEY\s*=/.test(key) ? "the variable's name before it" : IN_QUOTES.test(key) ? 'quotes around it' : undefined;
   if (extra !== undefined) {
     report(ctx, spec, source, 'the API key alone', `${what} (hidden), with ${extra}`, 'leave only the key itself there');
     return '';

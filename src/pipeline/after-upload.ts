@@ -46,6 +46,20 @@ export type Disposition =
   | { mode: 'keep' }
   | { mode: 'left'; folder: string; problem: string };
 
+/** What became of the original, as the end of its log line: `, archived`. */
+export function describeDisposition(disposition: Disposition): string {
+  switch (disposition.mode) {
+    case 'move':
+      return ', archived';
+    case 'delete':
+      return ', original deleted';
+    case 'keep':
+      return ', original kept';
+    case 'left':
+      return `, left in place: its folder ${disposition.problem}`;
+  }
+}
+
 /**
  * Does what AFTER_UPLOAD says with an original the server has confirmed, recording the intent
  * before the side effect (write-ahead), so that a crash between the two is finished on the

@@ -5,7 +5,7 @@ import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import type { Clock } from '../support/clock.js';
 import { Waiters } from '../support/waiters.js';
-import type { Disposition } from './after-upload.js';
+import { describeDisposition, type Disposition } from './after-upload.js';
 import { incompleteUploadAdvice } from './late-writes.js';
 import type { FailedStage, FileOutcome } from './process-file.js';
 import type { Recorder } from './states.js';
@@ -521,18 +521,6 @@ function dispositionFields(disposition: Disposition): Record<string, string> {
   }
 }
 
-function describeDisposition(disposition: Disposition): string {
-  switch (disposition.mode) {
-    case 'move':
-      return ', archived';
-    case 'delete':
-      return ', original deleted';
-    case 'keep':
-      return ', original kept';
-    case 'left':
-      return `, left in place: its folder ${disposition.problem}`;
-  }
-}
 
 
 async function currentVersion(file: Candidate): Promise<Candidate | undefined> {

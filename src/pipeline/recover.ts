@@ -3,7 +3,7 @@ import { relative } from 'node:path';
 import type { Logger } from 'pino';
 import type { AfterUpload, WatchRoot } from '../config.js';
 import { isInside } from '../support/paths.js';
-import { disposeOriginal, finishInterrupted, type ConfirmedFile, type Disposition } from './after-upload.js';
+import { describeDisposition, disposeOriginal, finishInterrupted, type ConfirmedFile, type Disposition } from './after-upload.js';
 import { SourceChangedError, type ArchiveFs } from './archive.js';
 import { hashFile } from './hash.js';
 import type { SentSidecar } from './sidecar.js';
@@ -118,15 +118,7 @@ export async function recoverUnfinished(deps: {
 /** The one line a file gets, as in a run: it was on the server, and what was left to do is done now. */
 function finished(logger: Logger, path: string, root: WatchRoot, disposition: Disposition): void {
   const file = relative(root.path, path);
-  const done =
-    disposition.mode === 'move'
-      ? `archived as ${disposition.archivedTo}`
-      : disposition.mode === 'delete'
-        ? 'original deleted'
-        : disposition.mode === 'keep'
-          ? 'original kept'
-          : `left in place: its folder ${disposition.problem}`;
-  logger.info({ file }, `finished ${file}, which the last run had uploaded: ${done}`);
+  logger.info({ file, ...(disposition.mode === 'move' ? { archivedTo: disposition.archivedTo } : {}) }, `finished ${file}, which the last run had uploaded${describeDisposition(disposition)}`);
 }
 
 async function versionOf(path: string): Promise<FileVersion | null> {

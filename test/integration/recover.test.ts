@@ -65,7 +65,7 @@ describe('recoverUnfinished', () => {
     expect(recorded.at(-1)).toMatchObject({ state: 'archived', details: { archivePath: join(root.archivePath, 'a.jpg') } });
     // Its own line, as in a run, then the summary.
     expect(said).toEqual([
-      `finished a.jpg, which the last run had uploaded: archived as ${join(root.archivePath, 'a.jpg')}`,
+      'finished a.jpg, which the last run had uploaded, archived',
       'went on with what the last run left unfinished: 1 finished, 0 taken up again (the server is asked before anything is sent), 0 gone',
     ]);
   });
