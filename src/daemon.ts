@@ -214,7 +214,12 @@ async function run(options: RunOptions, journal: Journal, client: ImmichClient, 
   let fatalError: Error | undefined;
 
   const server = await connect({
-    ...{ client, gate, logger, mode, clock, problems },
+    client,
+    gate,
+    logger,
+    mode,
+    clock,
+    problems,
     signal: stopWaiting,
     gaveUp: gaveUp.signal,
     patienceMs: options.oncePatienceMs ?? ONCE_PATIENCE_MS,
@@ -606,9 +611,9 @@ function followArchiveMount(archiveMount: ArchiveMount, mountinfo: string, coord
 
 /**
  * Reads the server's version (which decides the upload fields) and checks the key. A server that
- * is not up yet (no answer, a proxy's 502-504, or its 404 while Immich's container is made anew)
- * is waited for at the gate, as when Immich and the uploader start together: `watch` waits for
- * good, `once` as long as its patience. Resolves undefined when stopped while waiting.
+ * is not up yet (no answer, a proxy's 502-504) is waited for at the gate, as when Immich and the
+ * uploader start together: `watch` waits for good, `once` as long as its patience. A 404 is tried
+ * again for `patienceMs` in both modes. Resolves undefined when stopped while waiting.
  */
 async function connect(deps: {
   client: ImmichClient;
