@@ -229,6 +229,38 @@ describe('watch', () => {
     expect(await stopGracefully(run)).toBe(0);
   });
 
+  it.skipIf(!canMount())('says once, and shows in status and health, that the archive\'s disk became read-only, leaving the uploaded files in place', async () => {
+    await startServer();
+    await mkdir(archiveDir);
+    // The archive's disk, which the kernel remounts read-only after errors.
+    bindMount(archiveDir, archiveDir);
+    try {
+      const run = watch();
+      await run.waitForLog((line) => line.msg.startsWith('watching'));
+      remountReadOnly(archiveDir);
+      const files = await writeMedia(watchDir, ['a.jpg', 'b.jpg']);
+      await run.waitForLog((line) => line.msg.startsWith('the disk of ARCHIVE_DIRECTORY'));
+      await waitFor(() => run.logs().filter((line) => line.level === 50).length === 2, { message: "each file's failure" });
+      expect(run.logs().filter((line) => line.level === 40).map((line) => line.msg)).toEqual([
+        `the disk of ARCHIVE_DIRECTORY ${archiveDir} is read-only (EROFS): uploaded files stay in the watch folder until it takes them (fix: mount it read-write)`,
+      ]);
+      expect(run.logs().filter((line) => line.level === 50).map((line) => line.msg).sort()).toEqual(
+        ['a.jpg', 'b.jpg'].map(
+          (name) =>
+            `failed ${name}: archive failed at move of ${join(watchDir, name)}: EROFS: the archive's disk is mounted read-only; the file stays in the watch folder (fix: mount it read-write)`,
+        ),
+      );
+      expect(problemsNow(), 'for `status` and `health`').toEqual(['archive-full']);
+      const health = await runCli(['health', '--grace', '0'], { env: env() });
+      expect([health.code, health.stdout]).toEqual([1, expect.stringMatching(/^unhealthy: the disk of ARCHIVE_DIRECTORY .* is read-only \(EROFS\)/) as string]);
+      for (const [name, bytes] of files) expect(await readIfExists(join(watchDir, name)), name).toEqual(bytes);
+      expect(server.assets).toHaveLength(2);
+      expect(await stopGracefully(run)).toBe(0);
+    } finally {
+      unmount(archiveDir);
+    }
+  });
+
   it.skipIf(!canMount())('uploads a locked card once and leaves it as it is, then empties it once it is unlocked', async () => {
     await startServer();
     const card = join(watchDir, 'card');
