@@ -283,11 +283,17 @@ export class ResilientImmich {
         return result;
       } catch (error) {
         breaker.failed(request, isServerTrouble(error), messageOf(error));
-        if (failedOnceSent(error) && !breaker.isOpen) failedByServer++;
         throw error;
       }
     };
-    return this.withRetry('upload', send, signals, (error) => failedOnceSent(error) && failedByServer >= sendsAllowed);
+    // Asked once per failure, once the gate has said the server was up: a send an outage cut
+    // short costs the file nothing.
+    const spent = (error: unknown): boolean => {
+      if (!failedOnceSent(error) || breaker.isOpen) return false;
+      failedByServer++;
+      return failedByServer >= sendsAllowed;
+    };
+    return this.withRetry('upload', send, signals, spent);
   }
 
   /** `isFinal`: a failure not to retry, though the policy would (asked once the gate says the server is up). */

@@ -165,6 +165,26 @@ describe('ResilientImmich', () => {
     expect((await immich.uploadAsset(large, {})).status).toBe('created');
   });
 
+  it('spends nothing of a large upload\'s budget on a send an outage cut short', async () => {
+    const logger = pino({ level: 'silent' });
+    const gate = new ServerGate({ client, clock: systemClock, logger, signal: stop.signal, policy: FAST });
+    // The first send is lost as Immich restarts (its proxy answers the ping 502 then), the second to a proxy's timeout.
+    let sends = 0;
+    const restarting: ImmichClient = {
+      ...client,
+      uploadAsset: (request, signal) => {
+        if (++sends === 1) server.failNext(1, 502, { path: '/api/server/ping' });
+        return client.uploadAsset(request, signal);
+      },
+    };
+    // One send again allowed within the try: as a 1 GB video has.
+    const immich = new ResilientImmich({ client: restarting, gate, clock: systemClock, logger, policy: { ...FAST, maxAttempts: 5 }, resendBudgetBytes: 4096 });
+    server.loseNextAnswers(2, { path: '/api/assets', exact: true, done: false });
+    const video = { ...photo(), file: streamed(randomBytes(4096)) };
+    expect((await immich.uploadAsset(video, {})).status).toBe('created');
+    expect(sends).toBe(3);
+  });
+
   it('`once`: gives up on a server that stopped answering after its patience, then waits one ping per request until it answers', async () => {
     const logger = pino({ level: 'silent' });
     let pings = 0;
