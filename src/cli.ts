@@ -245,18 +245,20 @@ function runJournalCommand(name: JournalCommand, flags: Record<string, unknown>)
 async function runCommand(name: RunMode | 'check', flags: Record<string, unknown>): Promise<number> {
   let config: Config;
   let notes: string[];
+  let facts: string[];
   try {
     // A watch folder on a disk that /etc/fstab mounts, or that an earlier start noted, may be
     // missing while the disk is not mounted yet.
-    ({ config, notes } = loadConfig({ ...configInput(flags), unmountedDisk: await readAwayDisks(systemFiles(), stateDirectoryIfValid(flags)) }));
+    ({ config, notes, facts } = loadConfig({ ...configInput(flags), unmountedDisk: await readAwayDisks(systemFiles(), stateDirectoryIfValid(flags)) }));
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     return reportConfigError(error);
   }
-  if (name === 'check') return check(config, notes);
+  if (name === 'check') return check(config, [...notes, ...facts]);
 
   const logger = createLogger({ level: config.logLevel, format: config.logFormat, secrets: [config.apiKey] });
   for (const note of notes) logger.warn(note);
+  for (const fact of facts) logger.info(fact);
   const stop = new AbortController();
   const abortNow = new AbortController();
   let countsNow: (() => StatsSnapshot) | undefined;

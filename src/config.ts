@@ -127,10 +127,12 @@ export interface LoadConfigInput {
 export interface LoadedConfig {
   config: Config;
   /**
-   * Things the user should hear about at start-up that are not errors (the archive is excluded
-   * from watching, a folder is listed twice, the key was passed as a flag); one line each.
+   * Things the user should hear about at start-up that are not errors (a folder is listed twice,
+   * the key was passed as a flag, a variable looks mistyped); one line each, said as warnings.
    */
   notes: string[];
+  /** What the configuration means, worth a line at start but no warning (the archive inside a watch folder is left out of watching). */
+  facts: string[];
 }
 
 type Source =
@@ -155,6 +157,7 @@ interface Ctx {
   readonly unmountedDisk: UnmountedDisk;
   readonly problems: string[];
   readonly notes: string[];
+  readonly facts: string[];
   /** Every API key value seen, used or not, to be blanked out of all messages. */
   readonly secrets: Set<string>;
 }
@@ -214,7 +217,7 @@ export function loadConfig(input: LoadConfigInput): LoadedConfig {
   const secrets = [...ctx.secrets].filter((secret) => secret.length >= MIN_SCRUBBED_LENGTH);
   const scrub = (text: string): string =>
     secrets.reduce((out, secret) => out.replaceAll(secret, '(hidden)'), text).replace(KEY_SETTING, '$1(hidden)');
-  notes.splice(0, notes.length, ...notes.map(scrub));
+  for (const lines of [notes, ctx.facts]) lines.splice(0, lines.length, ...lines.map(scrub));
   if (problems.length > 0 || !watchFolders.ok || archive === undefined || stateDirectory === undefined) {
     throw new ConfigError(problems.map(scrub), notes);
   }
@@ -241,7 +244,7 @@ export function loadConfig(input: LoadConfigInput): LoadedConfig {
     logFormat,
     excludedPaths: Object.freeze(excludedPaths),
   };
-  return { config: Object.freeze(config), notes };
+  return { config: Object.freeze(config), notes, facts: ctx.facts };
 }
 
 /**
@@ -268,6 +271,7 @@ function contextOf(input: LoadConfigInput): Ctx {
     unmountedDisk: input.unmountedDisk ?? (() => undefined),
     problems,
     notes: [],
+    facts: [],
     secrets: new Set(),
   };
 }
@@ -996,7 +1000,7 @@ function checkArchiveAgainstWatch(ctx: Ctx, watchFolders: readonly string[], arc
       // What an earlier move mode archived there is not picked up (and, in delete mode, deleted).
       if (isInside(archive, folder)) {
         excluded.push(archive);
-        ctx.notes.push(`${spec.env} ${archive} is inside the watch folder ${folder}: it is not watched, so what is archived there stays`);
+        ctx.facts.push(`${spec.env} ${archive} is inside the watch folder ${folder}: it is not watched, so what is archived there stays`);
       }
     } else if (folder === archive) {
       report(
@@ -1022,7 +1026,7 @@ function checkArchiveAgainstWatch(ctx: Ctx, watchFolders: readonly string[], arc
       // Refusing would be legitimate too, but "archive next to the incoming files" is a common
       // layout (e.g. ~/Downloads/Archived), and excluding it from watching is all it takes.
       excluded.push(archive);
-      ctx.notes.push(`${spec.env} ${archive} is inside the watch folder ${folder}: it will not be watched`);
+      ctx.facts.push(`${spec.env} ${archive} is inside the watch folder ${folder}: it will not be watched`);
     }
   }
   return excluded;

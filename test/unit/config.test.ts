@@ -623,20 +623,21 @@ describe('folders', () => {
     );
   });
 
-  it('excludes an archive inside a watch folder from watching, with a note', () => {
-    const { config, notes } = load({ env: env({ ARCHIVE_DIRECTORY: '~/Downloads/Archived' }) });
+  it('excludes an archive inside a watch folder from watching, and says so without a warning: a layout of its own', () => {
+    const { config, notes, facts } = load({ env: env({ ARCHIVE_DIRECTORY: '~/Downloads/Archived' }) });
     const archive = join(home, 'Downloads', 'Archived');
     expect(config.archiveDirectory).toBe(archive);
     expect(config.excludedPaths).toEqual([archive]);
-    expect(notes).toEqual([`ARCHIVE_DIRECTORY ${archive} is inside the watch folder ${join(home, 'Downloads')}: it will not be watched`]);
+    expect(notes).toEqual([]);
+    expect(facts).toEqual([`ARCHIVE_DIRECTORY ${archive} is inside the watch folder ${join(home, 'Downloads')}: it will not be watched`]);
   });
 
   it('leaves the archive inside a watch folder out in delete and keep modes too: what it holds is on the server, and delete mode would delete it', () => {
     const archive = join(home, 'Downloads', 'Archived');
     for (const mode of ['delete', 'keep']) {
-      const { config, notes } = load({ env: env({ ARCHIVE_DIRECTORY: '~/Downloads/Archived', AFTER_UPLOAD: mode }) });
+      const { config, facts } = load({ env: env({ ARCHIVE_DIRECTORY: '~/Downloads/Archived', AFTER_UPLOAD: mode }) });
       expect(config.excludedPaths, mode).toEqual([archive]);
-      expect(notes.filter((note) => note.startsWith('ARCHIVE_DIRECTORY')), mode).toEqual([
+      expect(facts, mode).toEqual([
         `ARCHIVE_DIRECTORY ${archive} is inside the watch folder ${join(home, 'Downloads')}: it is not watched, so what is archived there stays`,
       ]);
     }
