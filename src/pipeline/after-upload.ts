@@ -94,8 +94,7 @@ async function dispose(file: ConfirmedFile, mode: AfterUpload, record: Recorder,
       const held: { handle?: FileHandle } = {};
       try {
         const archived = await archiveFile({
-          ...{ source: file.path, root: file.root, checksum: file.checksum, expected: file, fs },
-          ...(file.identity ? { identity: file.identity } : {}),
+          ...{ source: file.path, root: file.root, checksum: file.checksum, expected: file, fs, identity: file.identity },
           beforeOrphaning: lateWrites && (async (aside) => void (held.handle = await lateWrites.hold(aside, file))),
         });
         const sidecarsLeft = await archiveSidecars(file, archived.target, fs);

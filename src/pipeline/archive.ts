@@ -183,7 +183,7 @@ export interface ArchiveInput {
   /** Size and mtime of the version that was uploaded; a source that differs is not moved. */
   expected: FileVersion;
   /** The file that was uploaded, where known (SettledFile.identity): another file at the source path is not moved. */
-  identity?: FileIdentity;
+  identity?: FileIdentity | undefined;
   /** Default: the real file system. */
   fs?: ArchiveFs;
   /** Stops the work before anything is placed (hashing an existing target can take a while). */
@@ -363,7 +363,7 @@ export async function archiveFile(input: ArchiveInput): Promise<ArchiveResult> {
  */
 async function removeLinkedSource(job: Job, target: string): Promise<void> {
   const linked = await attempt('inspect-target', target, () => job.fs.lstat(target));
-  if (!(await isUploadedFile(job, linked, target))) {
+  if (!(await isUploadedFile(linked, target, job))) {
     // Another file was at the source path when it was linked: it was never uploaded. The
     // archive's new name goes, and the file goes round.
     await attempt('place', target, () => job.fs.unlink(target));
@@ -632,12 +632,9 @@ async function assertSourceWritable(fs: ArchiveFs, source: string): Promise<void
 async function verifyCopy(job: Job, temporary: string): Promise<void> {
   const copied = await attempt('verify', temporary, () => hashFile(temporary, job.signal));
   if (copied.size === job.expected.size && copied.checksum === job.checksum) return;
-  // A mismatch is usually the source changing under the copy, or another file put in its place
-  // (its bytes differ, as the copy's do): say so if it did.
-  const found = await attempt('inspect-target', job.source, () => job.fs.lstat(job.source)).catch(() => null);
-  const actual = found?.isFile() ? { size: found.size, mtimeMs: found.mtimeMs } : null;
-  const replaced = found !== null && job.identity !== undefined && !sameFile(found, job.identity);
-  if (replaced || !sameVersion(actual, job.expected)) throw new SourceChangedError(job.source, job.expected, actual);
+  // A mismatch is usually the source changing under the copy, or another file put in its place:
+  // say so if it did.
+  await assertUnchanged(job, job.source);
   throw new ArchiveError(
     'verify',
     temporary,
@@ -710,11 +707,11 @@ export async function removeVerified(
   }
   const found = await fs.lstat(aside);
   const version = found.isFile() ? { size: found.size, mtimeMs: found.mtimeMs } : null;
-  const { identity, checksum } = options;
-  const isSameFile =
-    identity === undefined ||
-    sameFile(identity, found) ||
-    (checksum !== undefined && version !== null && sameVersion(version, expected) && (await hashFile(aside)).checksum === checksum.toLowerCase());
+  const { identity } = options;
+  // The bytes are looked at only for the version expected: another one goes round anyway.
+  const isSameFile = sameVersion(version, expected)
+    ? await isUploadedFile(found, aside, { identity, checksum: options.checksum })
+    : identity === undefined || sameFile(identity, found);
   if (isSameFile && sameVersion(version, expected)) {
     try {
       await options.beforeRemoving?.(aside);
@@ -793,10 +790,15 @@ export async function restoreAsides(fs: ArchiveFs, paths: readonly string[]): Pr
  * inode anew each time the kernel loads it, so an unchanged file may come back under another
  * number; another file renamed over it has other bytes. The hash is paid only then.
  */
-async function isUploadedFile(job: Job, found: FileIdentity, path: string): Promise<boolean> {
-  if (job.identity === undefined || sameFile(found, job.identity)) return true;
-  const { checksum } = await attempt('inspect-target', path, () => hashFile(path, job.signal));
-  return checksum === job.checksum;
+async function isUploadedFile(
+  found: FileIdentity,
+  path: string,
+  uploaded: { identity: FileIdentity | undefined; checksum: string | undefined; signal?: AbortSignal | undefined },
+): Promise<boolean> {
+  if (uploaded.identity === undefined || sameFile(found, uploaded.identity)) return true;
+  if (uploaded.checksum === undefined) return false;
+  const { checksum } = await attempt('inspect-target', path, () => hashFile(path, uploaded.signal));
+  return checksum === uploaded.checksum.toLowerCase();
 }
 
 /** Throws SourceChangedError unless `source` is the job's version (and file, where known). */
@@ -810,7 +812,7 @@ async function assertUnchanged(job: Job, source: string): Promise<void> {
     }
   });
   const actual = found?.isFile() ? { size: found.size, mtimeMs: found.mtimeMs } : null;
-  if (!sameVersion(actual, job.expected) || (found !== null && !(await isUploadedFile(job, found, source)))) {
+  if (!sameVersion(actual, job.expected) || (found !== null && !(await isUploadedFile(found, source, job)))) {
     throw new SourceChangedError(source, job.expected, actual);
   }
 }
