@@ -20,10 +20,12 @@ export function createLogger(options: {
   secrets?: readonly string[];
 }): Logger {
   const output = options.destination ?? process.stdout;
-  // Standard output as pino writes it fastest, synchronously (the last lines before an exit).
-  const target = output === process.stdout ? pino.destination({ dest: 1, sync: true }) : output;
+  // Standard output as pino writes it fastest, synchronously (the last lines before an exit);
+  // made only where it is written to.
+  const target = (): NodeJS.WritableStream | ReturnType<typeof pino.destination> =>
+    output === process.stdout ? pino.destination({ dest: 1, sync: true }) : output;
   const secrets = (options.secrets ?? []).filter((secret) => secret.length > 0);
-  const scrubbed = secrets.length > 0 ? withoutSecrets(target, secrets) : undefined;
+  const scrubbed = secrets.length > 0 ? withoutSecrets(target(), secrets) : undefined;
   const usePretty = options.format === 'pretty' || (options.format === 'auto' && output.isTTY === true);
   const verbose = options.level === 'debug' || options.level === 'trace';
   const base = {
@@ -52,7 +54,7 @@ export function createLogger(options: {
       }),
     );
   }
-  return pino({ ...base, timestamp: pino.stdTimeFunctions.isoTime }, scrubbed ?? target);
+  return pino({ ...base, timestamp: pino.stdTimeFunctions.isoTime }, scrubbed ?? target());
 }
 
 /**
