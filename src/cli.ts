@@ -56,7 +56,7 @@ async function main(argv: string[]): Promise<number> {
     .exitOverride()
     .showSuggestionAfterError()
     // Inherited by the commands below. A flag's value is never repeated: it may be the key.
-    .configureOutput({ outputError: (text, write) => write(usageError(text, argv)) });
+    .configureOutput({ outputError: (text, write) => write(usageError(text, argv, program.commands.map((command) => command.name()))) });
   for (const { name, summary } of COMMANDS) {
     const command = program.command(name, { isDefault: name === 'watch' }).description(summary).exitOverride();
     addOptions(command);
@@ -132,8 +132,7 @@ async function main(argv: string[]): Promise<number> {
  * Commander's error, without the value of any `--flag=value` it repeats (`--api-key=...` given
  * to a command without that option); options given before the command are pointed out.
  */
-function usageError(text: string, argv: readonly string[]): string {
-  const names: readonly string[] = [...COMMANDS.map(({ name }) => name), ...JOURNAL_COMMANDS];
+function usageError(text: string, argv: readonly string[], names: readonly string[]): string {
   const command = argv.slice(3).find((word) => names.includes(word));
   if (text.includes("too many arguments for 'watch'") && command !== undefined) {
     return `error: options go after the command: immich-auto-uploader ${command} [options]\n`;
